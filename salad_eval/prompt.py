@@ -1,0 +1,102 @@
+"""The core vocabulary shared by tasks, synthesis, models and scoring.
+
+An *item* is one multiple-choice question of a task. Its context is a sequence of parts: plain
+``Text`` that always stays text, and ``Speak`` parts that are read aloud in speech conditions. A
+*condition* turns an item into a *prompt*: a sequence of ``Text`` and ``Audio`` segments. A
+``ScoringRequest`` is a prompt plus the texts of the choices (continuations, delimiter included);
+every model answers it with one ``ChoiceScore`` per choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Text:
+    """Text that the model reads as text in every condition."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Speak:
+    """Text that is spoken (synthesized to audio) in speech conditions, read as text otherwise."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A spoken segment: a 16 kHz mono clip on disk, with the text it speaks."""
+
+    path: str
+    transcript: str
+
+
+Part = Text | Speak
+Segment = Text | Audio
+Prompt = tuple[Segment, ...]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One multiple-choice item, paired across all conditions by (task, id)."""
+
+    task: str
+    id: str
+    domain: str
+    context: tuple[Part, ...]
+    choices: tuple[str, ...]
+    target: int
+
+    @property
+    def text_context(self) -> str:
+        """The all-text context, exactly as the text benchmark renders it."""
+        return "".join(part.text for part in self.context)
+
+    @property
+    def spoken_texts(self) -> tuple[str, ...]:
+        return tuple(part.text for part in self.context if isinstance(part, Speak))
+
+
+@dataclass(frozen=True)
+class ScoringRequest:
+    prompt: Prompt
+    choices: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ChoiceScore:
+    """Log-probability of one choice as a continuation of the prompt."""
+
+    logprob: float
+    n_tokens: int
+    n_chars: int
+    is_greedy: bool
+
+
+def text_prompt(item: Item) -> Prompt:
+    """The item as all text (conditions ``text@base`` and ``text@speech``)."""
+    return (Text(item.text_context),)
+
+
+def prompt_text(prompt: Prompt) -> str:
+    """The text a prompt stands for, audio replaced by what it speaks."""
+    return "".join(seg.text if isinstance(seg, Text) else seg.transcript for seg in prompt)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """Every model adapter (text LLM, SALAD speech LLM, cascade, external speech LLM)."""
+
+    @property
+    def fingerprint(self) -> str:
+        """A content hash of everything that moves this model's scores."""
+        ...
+
+    def score(
+        self, requests: Sequence[ScoringRequest], batch_size: int = 8
+    ) -> list[list[ChoiceScore]]: ...
