@@ -1,3 +1,3 @@
-"""salad_train: close the text-speech gap with the SALAD recipe (distillation + active selection)."""
+"""salad_train: close the text-speech gap with SALAD (distillation + active selection)."""
 
 __version__ = "0.1.0"

@@ -1,0 +1,87 @@
+"""The Stage I loss against a direct, unchunked computation on a tiny random LLM."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from salad_train.loss import distillation_loss
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2,
+    )
+    student, teacher = LlamaForCausalLM(cfg), LlamaForCausalLM(cfg)
+    # student: [t t t A A A t t t A A t t]; positions whose next token is text are marked
+    ts = 13
+    student_mask = torch.zeros(2, ts, dtype=torch.bool)
+    student_mask[:, [0, 1, 5, 6, 7, 10, 11]] = True
+    teacher_mask = torch.zeros(2, 10, dtype=torch.bool)
+    teacher_mask[:, :7] = True
+    targets = torch.randint(0, 97, (2, ts))
+    s_hidden = student.model(inputs_embeds=torch.randn(2, ts, 32)).last_hidden_state
+    with torch.no_grad():
+        t_hidden = teacher.model(input_ids=torch.randint(0, 97, (2, 10))).last_hidden_state
+    return student, teacher, s_hidden, t_hidden, student_mask, teacher_mask, targets
+
+
+def direct(student, teacher, s_hidden, t_hidden, s_mask, t_mask, targets, temperature=1.0):
+    s_logits = student.lm_head(s_hidden)[s_mask]
+    t_logits = teacher.lm_head(t_hidden)[t_mask]
+    t_logp = F.log_softmax(t_logits / temperature, -1)
+    s_logp = F.log_softmax(s_logits / temperature, -1)
+    kl = F.kl_div(s_logp, t_logp, log_target=True, reduction="sum") * temperature**2
+    nll = F.cross_entropy(student.lm_head(s_hidden)[s_mask], targets[s_mask], reduction="sum")
+    return kl, nll
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 1024])
+def test_alpha_one_is_exactly_the_kl_on_text_positions(setup, chunk_size):
+    student, teacher, s_h, t_h, s_m, t_m, y = setup
+    out = distillation_loss(s_h, t_h, s_m, t_m, y, student.lm_head, teacher.lm_head,
+                            alpha=1.0, chunk_size=chunk_size)
+    kl, _ = direct(student, teacher, s_h, t_h, s_m, t_m, y)
+    assert out.n_positions == 14
+    torch.testing.assert_close(out.loss, kl)
+    assert out.loss.item() > 0
+
+
+def test_alpha_zero_is_exactly_the_nll(setup):
+    student, teacher, s_h, t_h, s_m, t_m, y = setup
+    out = distillation_loss(s_h, t_h, s_m, t_m, y, student.lm_head, teacher.lm_head,
+                            alpha=0.0, chunk_size=4)
+    _, nll = direct(student, teacher, s_h, t_h, s_m, t_m, y)
+    torch.testing.assert_close(out.loss, nll)
+
+
+def test_mixture_and_temperature(setup):
+    student, teacher, s_h, t_h, s_m, t_m, y = setup
+    out = distillation_loss(s_h, t_h, s_m, t_m, y, student.lm_head, teacher.lm_head,
+                            alpha=0.3, temperature=2.0, chunk_size=5)
+    kl, nll = direct(student, teacher, s_h, t_h, s_m, t_m, y, temperature=2.0)
+    torch.testing.assert_close(out.loss, 0.3 * kl + 0.7 * nll)
+
+
+def test_audio_positions_carry_no_loss_and_gradients_match(setup):
+    student, teacher, s_h, t_h, s_m, t_m, y = setup
+    leaf = s_h.detach().clone().requires_grad_(True)
+    out = distillation_loss(leaf, t_h, s_m, t_m, y, student.lm_head, teacher.lm_head,
+                            alpha=0.5, chunk_size=3)
+    out.loss.backward()
+    assert leaf.grad[~s_m].abs().max() == 0  # audio positions: no gradient
+    assert leaf.grad[s_m].abs().min() > 0
+    ref = leaf.detach().clone().requires_grad_(True)
+    kl, nll = direct(student, teacher, ref, t_h, s_m, t_m, y)
+    (0.5 * kl + 0.5 * nll).backward()
+    torch.testing.assert_close(leaf.grad, ref.grad)
+    # changing the audio positions' hidden states leaves the loss unchanged
+    moved = s_h.detach().clone()
+    moved[~s_m] += 10.0
+    again = distillation_loss(moved, t_h, s_m, t_m, y, student.lm_head, teacher.lm_head, alpha=0.5)
+    torch.testing.assert_close(again.loss, out.loss.detach())
