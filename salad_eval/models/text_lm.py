@@ -1,0 +1,117 @@
+"""A text LLM (any HF causal LM) behind the ``Model`` interface: the ``text@base`` condition.
+
+Tokenization follows lm-eval's ``HFLM`` exactly, so ``text@base`` accuracy equals lm-eval's own
+``hf`` model on the same items: trailing spaces of the context move to the continuation, and a
+continuation's tokens are ``encode(context + continuation)[len(encode(context)):]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from functools import cached_property
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from salad_eval.assets.resolve import resolve
+from salad_eval.errors import SaladError
+from salad_eval.models.lm_scoring import score_continuations
+from salad_eval.prompt import Audio, ChoiceScore, ScoringRequest, Text
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """``"float32"`` -> ``torch.float32``, with a message a user can act on."""
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise SaladError(f"unknown dtype {name!r}; use float32, bfloat16 or float16")
+    return dtype
+
+
+class LMEvalEncoder:
+    """Encodes (context, continuation) pairs the way lm-eval's ``hf`` model does."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase):
+        self.tokenizer = tokenizer
+        prefix = tokenizer.bos_token_id
+        self.prefix_token_id: int = prefix if prefix is not None else tokenizer.eos_token_id
+        self._prefix_text = tokenizer.decode(self.prefix_token_id)
+
+    def encode(self, text: str) -> list[int]:
+        """lm-eval's ``tok_encode``: tokenizer defaults, minus a BOS already spelled out in text."""
+        if text.startswith(self._prefix_text):
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        return self.tokenizer.encode(text)
+
+    def encode_pair(
+        self, context: str, continuations: Sequence[str]
+    ) -> tuple[list[int], list[list[int]]]:
+        """Context tokens (shared by all choices) and each continuation's tokens."""
+        if not context:  # lm-eval scores after the BOS (or EOS) token alone
+            conts = [self.tokenizer.encode(c, add_special_tokens=False) for c in continuations]
+            if any(cont and cont[0] == self.prefix_token_id for cont in conts):
+                raise SaladError("a choice starts with the BOS token after an empty context")
+            return [self.prefix_token_id], conts
+        n_spaces = len(context) - len(context.rstrip())
+        trailing = context[len(context) - n_spaces :]
+        context = context[: len(context) - n_spaces]
+        context_ids = self.encode(context)
+        conts = [self.encode(context + trailing + c)[len(context_ids) :] for c in continuations]
+        return context_ids, conts
+
+
+class TextLM:
+    """An HF causal LM reading all-text prompts (embedded name, hub id or local path)."""
+
+    def __init__(
+        self, name_or_path: str = "smollm2-135m", dtype: str = "float32", device: str = "cpu"
+    ):
+        path = resolve(name_or_path, kind="llm")
+        self.name = name_or_path
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
+        self.llm.to(device).eval()
+        self.encoder = LMEvalEncoder(self.tokenizer)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Hash of config, tokenizer and every weight's bytes: a changed model misses the cache."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(json.dumps(self.llm.config.to_dict(), sort_keys=True, default=str).encode())
+        digest.update(self.tokenizer.backend_tokenizer.to_str().encode())
+        for name, tensor in sorted(self.llm.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(str(tensor.dtype).encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().data)
+        return f"text-lm-{digest.hexdigest()}"
+
+    def embed(self, ids: list[int]) -> torch.Tensor:
+        """Input embeddings (T, d) of token ids, as the LLM's first layer sees them."""
+        weight = self.llm.get_input_embeddings()
+        with torch.inference_mode():
+            return weight(torch.tensor(ids, dtype=torch.long, device=weight.weight.device))
+
+    def score(
+        self, requests: Sequence[ScoringRequest], batch_size: int = 8
+    ) -> list[list[ChoiceScore]]:
+        return [self.score_text(_text_of(r), r.choices, batch_size) for r in requests]
+
+    def score_text(
+        self, context: str, choices: Sequence[str], batch_size: int = 8
+    ) -> list[ChoiceScore]:
+        """Score the choices as continuations of an all-text context."""
+        context_ids, conts = self.encoder.encode_pair(context, choices)
+        scored = score_continuations(self.llm, self.embed(context_ids), conts, batch_size)
+        return [
+            ChoiceScore(logprob=lp, n_tokens=len(cont), n_chars=len(choice), is_greedy=greedy)
+            for (lp, greedy), cont, choice in zip(scored, conts, choices, strict=True)
+        ]
+
+
+def _text_of(request: ScoringRequest) -> str:
+    if any(isinstance(seg, Audio) for seg in request.prompt):
+        raise SaladError(
+            "a text model got an audio prompt; score speech with a speech LLM or a Cascade"
+        )
+    return "".join(seg.text for seg in request.prompt if isinstance(seg, Text))
