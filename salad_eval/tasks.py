@@ -1,0 +1,305 @@
+"""Spoken task specs (``tasks/*.yaml``) -> paired multiple-choice ``Item``s.
+
+A spoken task derives from a text task of lm-evaluation-harness 0.4.13: the same dataset, split,
+prompt, choices and target, so that ``Item.text_context`` is exactly lm-eval's rendering. What a
+spec adds is which parts of the prompt are spoken (``speak``) and which stay text (``text``): the
+concatenation of the parts is lm-eval's ``doc_to_text``. Choices are always text continuations.
+
+Templates are Jinja, rendered like lm-eval (strict, trailing newlines kept); ``choices`` and
+``target`` are Jinja expressions evaluated on the document. Besides the document's own fields,
+templates see ``_config`` (the dataset config), ``_split`` and ``_index`` (row in the split).
+
+A spec with ``configs`` (MMLU) loads one dataset config per domain and also defines one task
+``<task>_<config>`` per config. ``limit`` takes the first N items of each config, as lm-eval's
+``--limit`` does for the subtasks of a group.
+
+Data comes from the files a spec embeds (``data_files``, the demo), else from a local mirror
+``<dir>/<dataset_path>/<config or "default">/<split>.jsonl`` (``data_dir`` or
+``$SALAD_BENCHMARKS``), else from the hub through ``datasets.load_dataset`` as lm-eval does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import hashlib
+import inspect
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from salad_eval import task_hooks
+from salad_eval.errors import SaladError
+from salad_eval.home import project_root
+from salad_eval.prompt import Item, Part, Speak, Text
+
+TASKS_DIR = project_root() / "tasks"
+MIRROR_ENV = "SALAD_BENCHMARKS"
+
+_env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A resolved spoken task: everything that moves its scores, hashed into ``fingerprint``."""
+
+    name: str
+    version: int
+    text_task: str
+    test_split: str
+    prompt: tuple[tuple[str, str], ...]  # (kind, template), kind "text" or "speak"
+    choices: str
+    target: str
+    dataset_path: str | None = None
+    dataset_name: str | None = None
+    configs: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    domain: str = ""
+    id: str = "{{_split}}-{{_index}}"
+    description: str = ""
+    target_delimiter: str = " "
+    fewshot_delimiter: str = "\n\n"
+    fewshot_split: str | None = None
+    fewshot_sampler: str = "default"  # "default" (seeded sample per item) or "first_n"
+    process_docs: str | None = None
+    data_files: tuple[tuple[str, str], ...] = ()  # (split, path relative to tasks/)
+    data_note: str = ""
+    fingerprint: str = ""
+
+    @property
+    def sources(self) -> tuple[str | None, ...]:
+        """The dataset configs this task loads, in order."""
+        return self.configs or (self.dataset_name,)
+
+
+def _read_yaml(path: Path) -> dict:
+    """A spec file with its ``include`` chain merged in (the including file wins)."""
+    raw = yaml.safe_load(path.read_text())
+    base = _read_yaml(path.parent / raw.pop("include")) if "include" in raw else {}
+    return {**base, **raw}
+
+
+@functools.cache
+def _raw_specs() -> dict[str, dict]:
+    """Every task name -> its merged YAML fields; configs expand into per-config tasks."""
+    specs: dict[str, dict] = {}
+    for path in sorted(TASKS_DIR.glob("*.yaml")):
+        if path.name.startswith("_"):
+            continue
+        raw = _read_yaml(path)
+        specs[raw["task"]] = raw
+        for config in raw.get("configs", ()):
+            name = f"{raw['task']}_{config}"
+            specs[name] = {
+                **raw,
+                "task": name,
+                "text_task": f"{raw['text_task']}_{config}",
+                "configs": [config],
+            }
+    return specs
+
+
+def list_tasks() -> list[str]:
+    return sorted(_raw_specs())
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@functools.cache
+def get_task(name: str) -> TaskSpec:
+    """The resolved spec of a task; an unknown name names the closest matches."""
+    specs = _raw_specs()
+    if name not in specs:
+        close = difflib.get_close_matches(name, specs, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else "see `salad-eval tasks`"
+        raise SaladError(f"unknown task {name!r}; {hint}")
+    raw = dict(specs[name])
+    fields = {f.name for f in dataclasses.fields(TaskSpec)} - {"fingerprint"}
+    unknown = set(raw) - fields - {"task"}
+    if unknown:
+        raise SaladError(f"task {name}: unknown spec keys {sorted(unknown)}; fix tasks/*.yaml")
+    configs = tuple(raw.pop("configs", ()))
+    spec = TaskSpec(
+        name=raw.pop("task"),
+        prompt=tuple(_prompt_part(name, part) for part in raw.pop("prompt")),
+        configs=configs,
+        domains=tuple(raw.pop("domains", None) or configs or (name,)),
+        domain=raw.pop("domain", "{{_config}}" if configs else name),
+        data_files=tuple(sorted(raw.pop("data_files", {}).items())),
+        **raw,
+    )
+    return dataclasses.replace(spec, fingerprint=_fingerprint(spec))
+
+
+def _prompt_part(task: str, part: dict) -> tuple[str, str]:
+    if len(part) != 1 or next(iter(part)) not in ("text", "speak"):
+        raise SaladError(f"task {task}: a prompt part is one `text:` or `speak:`; got {part}")
+    return next(iter(part.items()))
+
+
+def _fingerprint(spec: TaskSpec) -> str:
+    """Hash of the resolved spec, the hook's code and the embedded data: whatever moves scores."""
+    content: dict[str, Any] = dataclasses.asdict(spec)
+    if spec.process_docs:
+        content["hook_source"] = inspect.getsource(_hook(spec))
+    content["data_sha256"] = [_file_sha(TASKS_DIR / path) for _, path in spec.data_files]
+    blob = json.dumps(content, sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _hook(spec: TaskSpec):
+    try:
+        return task_hooks.HOOKS[spec.process_docs]
+    except KeyError:
+        raise SaladError(
+            f"task {spec.name}: no hook {spec.process_docs!r} in salad_eval/task_hooks.py"
+        ) from None
+
+
+@functools.cache
+def _read_jsonl(path: Path) -> tuple[dict, ...]:
+    with path.open(encoding="utf-8") as handle:
+        return tuple(json.loads(line) for line in handle if line.strip())
+
+
+def _rows(spec: TaskSpec, config: str | None, split: str, data_dir: str | None) -> tuple[dict, ...]:
+    """The raw documents of one split, from embedded files, the local mirror or the hub."""
+    note = f" ({spec.data_note})" if spec.data_note else ""
+    if spec.data_files:
+        files = dict(spec.data_files)
+        if split not in files:
+            raise SaladError(f"task {spec.name} embeds no {split!r} split; fix its data_files")
+        return _read_jsonl(TASKS_DIR / files[split])
+    mirror = data_dir or os.environ.get(MIRROR_ENV)
+    if mirror:
+        path = Path(mirror) / spec.dataset_path / (config or "default") / f"{split}.jsonl"
+        if not path.is_file():
+            raise SaladError(
+                f"{path} is missing from the local mirror {mirror}; add it (hub schema JSONL) or "
+                f"unset {MIRROR_ENV} and --data-dir to load {spec.dataset_path} from the hub{note}"
+            )
+        return _read_jsonl(path)
+    return _hub_rows(spec, config, split, note)
+
+
+def _hub_rows(spec: TaskSpec, config: str | None, split: str, note: str) -> tuple[dict, ...]:
+    import datasets
+
+    try:
+        return tuple(datasets.load_dataset(spec.dataset_path, config, split=split))
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SaladError(
+            f"cannot load {spec.dataset_path} {config or ''} {split} from the hub ({reason}); set "
+            f"{MIRROR_ENV} or pass --data-dir to a local mirror <org>/<name>/<config>/<split>.jsonl"
+            f"{note}"
+        ) from None
+
+
+def _docs(spec: TaskSpec, config: str | None, split: str, data_dir: str | None) -> list[dict]:
+    """Documents as the templates see them: the hook applied, ``_config/_split/_index`` added."""
+    hook = _hook(spec) if spec.process_docs else None
+    docs = []
+    for index, row in enumerate(_rows(spec, config, split, data_dir)):
+        doc = hook(row) if hook else dict(row)
+        docs.append({**doc, "_config": config, "_split": split, "_index": index})
+    return docs
+
+
+def _render(template: str, doc: dict) -> str:
+    return _env.from_string(template).render(**doc)
+
+
+def _evaluate(expression: str, doc: dict) -> Any:
+    return _env.compile_expression(expression, undefined_to_none=False)(**doc)
+
+
+def _turn(spec: TaskSpec, doc: dict) -> list[Part]:
+    """One document's prompt as parts; joined, it is lm-eval's ``doc_to_text``."""
+    kinds = {"text": Text, "speak": Speak}
+    return [kinds[kind](_render(template, doc)) for kind, template in spec.prompt]
+
+
+def _answer(spec: TaskSpec, doc: dict) -> tuple[list[str], int]:
+    choices = [str(choice) for choice in _evaluate(spec.choices, doc)]
+    return choices, int(_evaluate(spec.target, doc))
+
+
+def _merge(parts: list[Part]) -> tuple[Part, ...]:
+    """Drop empty parts and join neighbouring text, so a context reads as few segments."""
+    merged: list[Part] = []
+    for part in parts:
+        if not part.text:
+            continue
+        if merged and isinstance(part, Text) and isinstance(merged[-1], Text):
+            merged[-1] = Text(merged[-1].text + part.text)
+        else:
+            merged.append(part)
+    return tuple(merged)
+
+
+def _shots(
+    spec: TaskSpec, pool: list[dict], doc: dict, n: int, seed: int, item_id: str
+) -> list[dict]:
+    """``n`` examples: lm-eval's first N, or a sample seeded by the item (independent of limit)."""
+    same_split = spec.fewshot_split == spec.test_split
+    candidates = [ex for ex in pool if not (same_split and ex["_index"] == doc["_index"])]
+    if n > len(candidates):
+        raise SaladError(
+            f"task {spec.name} has {len(candidates)} few-shot examples; use --shots <= that"
+        )
+    if spec.fewshot_sampler == "first_n":
+        return candidates[:n]
+    return random.Random(f"{seed}:{item_id}").sample(candidates, n)
+
+
+def load_items(
+    name: str,
+    limit: int | None = None,
+    shots: int = 0,
+    seed: int = 1234,
+    data_dir: str | None = None,
+) -> list[Item]:
+    """The task's items in dataset order; ``limit`` takes the first N of each config.
+
+    With ``shots``, each context starts with that many solved examples from the few-shot split:
+    their prompts spoken as the item's is, their answers as text, joined by lm-eval's delimiters.
+    """
+    spec = get_task(name)
+    if shots and not spec.fewshot_split:
+        raise SaladError(f"task {name} has no few-shot split; run it with --shots 0")
+    items = []
+    for config in spec.sources:
+        docs = _docs(spec, config, spec.test_split, data_dir)[:limit]
+        pool = _docs(spec, config, spec.fewshot_split, data_dir) if shots else []
+        for doc in docs:
+            item_id = _render(spec.id, doc)
+            context: list[Part] = [Text(_render(spec.description, doc))]
+            for example in _shots(spec, pool, doc, shots, seed, item_id) if shots else []:
+                choices, target = _answer(spec, example)
+                answer = spec.target_delimiter + choices[target] + spec.fewshot_delimiter
+                context += [*_turn(spec, example), Text(answer)]
+            context += _turn(spec, doc)
+            choices, target = _answer(spec, doc)
+            items.append(
+                Item(
+                    task=name,
+                    id=item_id,
+                    domain=_render(spec.domain, doc),
+                    context=_merge(context),
+                    choices=tuple(spec.target_delimiter + choice for choice in choices),
+                    target=target,
+                )
+            )
+    if not items:
+        raise SaladError(f"task {name} has no items in split {spec.test_split!r}; check the data")
+    return items
