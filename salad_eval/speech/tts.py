@@ -1,0 +1,256 @@
+"""TTS engines behind one small interface: ``name``, ``version``, ``synthesize(text, voice)``.
+
+Every engine returns float32 mono at 16 kHz, the rate speech encoders take, so the audio store and
+everything downstream never see an engine's native rate. ``version`` (package version plus a hash
+of the model files) is part of each clip's key: a changed model never reuses a stale clip. Engines
+load their models lazily, once per process (``engine(name)`` is cached).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import importlib.metadata
+import json
+import threading
+from math import gcd
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from salad_eval.errors import SaladError
+
+if TYPE_CHECKING:
+    from salad_eval.speech.voices import Voice
+
+SAMPLE_RATE = 16_000
+_threads: int | None = None
+
+
+class Engine(Protocol):
+    name: str
+
+    @property
+    def version(self) -> str: ...
+
+    def synthesize(self, text: str, voice: Voice) -> np.ndarray: ...
+
+
+def set_threads(threads: int) -> None:
+    """CPU threads per engine; call before the first ``engine()`` (parallel workers share cores)."""
+    global _threads
+    _threads = threads
+
+
+def to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Float32 mono at 16 kHz (polyphase resampling: exact ratio, no drift)."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if rate != SAMPLE_RATE:
+        g = gcd(SAMPLE_RATE, rate)
+        audio = resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
+    return audio
+
+
+@functools.cache
+def _file_hash(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def _version(package: str, *files: Path | str) -> str:
+    return f"{package}=={importlib.metadata.version(package)};" + ",".join(
+        _file_hash(str(f)) for f in files
+    )
+
+
+def _onnx_session(model: str):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = _threads or 0
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+class Kokoro:
+    """Kokoro-82M (int8 ONNX), the TTS family of the SALAD paper; style vectors speak en-us."""
+
+    name = "kokoro"
+
+    def __init__(self) -> None:
+        from salad_eval.assets import kokoro_files
+
+        self.model_path, self.voices_path = (str(p) for p in kokoro_files())
+
+    @functools.cached_property
+    def version(self) -> str:
+        return _version("kokoro-onnx", self.model_path, self.voices_path)
+
+    @functools.cached_property
+    def _tts(self):
+        from kokoro_onnx import Kokoro as KokoroOnnx
+
+        return KokoroOnnx.from_session(_onnx_session(self.model_path), self.voices_path)
+
+    def synthesize(self, text: str, voice: Voice) -> np.ndarray:
+        speed = dict(voice.params).get("speed", 1.0)
+        audio, rate = self._tts.create(text, voice=voice.name, speed=speed, lang="en-us")
+        return to_16k(audio, rate)
+
+
+class Piper:
+    """Piper (VITS, ONNX); length_scale, noise_scale and noise_w vary the prosody."""
+
+    name = "piper"
+
+    def __init__(self) -> None:
+        self._paths: dict[str, tuple[str, str]] = {}
+
+    def _files(self, speaker: str) -> tuple[str, str]:
+        if speaker not in self._paths:
+            from salad_eval.assets import piper_voice
+
+            model = str(piper_voice(speaker))
+            self._paths[speaker] = (model, model + ".json")
+        return self._paths[speaker]
+
+    @functools.cached_property
+    def version(self) -> str:
+        from salad_eval.speech.voices import PIPER_VOICES
+
+        return _version("piper-tts", *(f for v in PIPER_VOICES for f in self._files(v)))
+
+    @functools.cache  # noqa: B019 - one engine per process, so the cache lives as long as it
+    def _voice(self, speaker: str):
+        from piper import PiperConfig, PiperVoice
+
+        model, config = self._files(speaker)
+        config_dict = json.loads(Path(config).read_text())
+        return PiperVoice(config=PiperConfig.from_dict(config_dict), session=_onnx_session(model))
+
+    def synthesize(self, text: str, voice: Voice) -> np.ndarray:
+        from piper import SynthesisConfig
+
+        params = dict(voice.params)
+        config = SynthesisConfig(
+            length_scale=params.get("length_scale"),
+            noise_scale=params.get("noise_scale"),
+            noise_w_scale=params.get("noise_w"),
+        )
+        piper = self._voice(voice.name)
+        chunks = [chunk.audio_float_array for chunk in piper.synthesize(text, config)]
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        return to_16k(audio, piper.config.sample_rate)
+
+
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
+_ESPEAK_SYNCHRONOUS, _ESPEAK_CHARS_UTF8, _ESPEAK_RATE, _ESPEAK_PITCH = 2, 1, 1, 3
+
+
+class Espeak:
+    """espeak-ng through ctypes: formant synthesis, robotic but a very different acoustic family."""
+
+    name = "espeak"
+
+    def __init__(self) -> None:
+        from salad_eval.assets import espeak_paths
+
+        self.library, self.data = (str(p) for p in espeak_paths())
+        self._lock = threading.Lock()
+        self._chunks: list[np.ndarray] = []
+
+    @functools.cached_property
+    def version(self) -> str:
+        return _version("espeakng-loader", self.library)
+
+    @functools.cached_property
+    def _lib(self) -> tuple[ctypes.CDLL, int]:
+        lib = ctypes.CDLL(self.library)
+        lib.espeak_Initialize.restype = ctypes.c_int
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        rate = lib.espeak_Initialize(_ESPEAK_SYNCHRONOUS, 0, self.data.encode(), 0)
+        if rate <= 0:
+            raise SaladError(f"espeak-ng found no data in {self.data}; reinstall espeakng-loader")
+        self._callback = _SYNTH_CALLBACK(self._collect)  # keep a reference: C holds the pointer
+        lib.espeak_SetSynthCallback(self._callback)
+        return lib, rate
+
+    def _collect(self, wav, n: int, _events) -> int:
+        if n > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).astype(np.float32) / 32768)
+        return 0
+
+    def synthesize(self, text: str, voice: Voice) -> np.ndarray:
+        lib, rate = self._lib
+        params = dict(voice.params)
+        with self._lock:
+            if lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
+                raise SaladError(f"espeak-ng has no voice {voice.name!r}; try espeak/en-us")
+            lib.espeak_SetParameter(_ESPEAK_RATE, int(params.get("rate", 175)), 0)
+            lib.espeak_SetParameter(_ESPEAK_PITCH, int(params.get("pitch", 50)), 0)
+            self._chunks = []
+            data = text.encode() + b"\0"
+            lib.espeak_Synth(data, len(data), 0, 0, 0, _ESPEAK_CHARS_UTF8, None, None)
+            audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
+        return to_16k(audio, rate)
+
+
+class Coqui:
+    """Coqui TTS (optional extra): ``coqui/<model name or local model directory>``.
+
+    Verified here only as far as the missing-package path: coqui-tts 0.28 needs torchaudio and
+    torchcodec, which do not load beside the CPU torch 2.13 of this project's lock file.
+    """
+
+    name = "coqui"
+    _HINT = (
+        "Coqui TTS is not installed; pip install 'salad[coqui]' in a separate env "
+        "(it needs torchaudio + torchcodec, which do not load beside CPU torch 2.13)"
+    )
+
+    @functools.cached_property
+    def version(self) -> str:
+        try:
+            return f"coqui-tts=={importlib.metadata.version('coqui-tts')}"
+        except importlib.metadata.PackageNotFoundError:
+            raise SaladError(self._HINT) from None
+
+    @functools.cache  # noqa: B019 - one engine per process
+    def _model(self, name: str):
+        try:
+            from TTS.api import TTS
+        except ImportError:
+            raise SaladError(self._HINT) from None
+        if Path(name).is_dir():
+            return TTS(model_path=name, config_path=str(Path(name) / "config.json"))
+        return TTS(model_name=name)
+
+    def synthesize(self, text: str, voice: Voice) -> np.ndarray:
+        self.version  # noqa: B018 - fails fast with the install hint
+        model = self._model(voice.name)
+        audio = model.tts(text, speed=dict(voice.params).get("speed", 1.0))
+        return to_16k(np.asarray(audio), model.synthesizer.output_sample_rate)
+
+
+_ENGINES = {"kokoro": Kokoro, "piper": Piper, "espeak": Espeak, "coqui": Coqui}
+
+
+@functools.cache
+def engine(name: str) -> Engine:
+    """The process-wide engine ``name`` (models load on first use)."""
+    if name not in _ENGINES:
+        raise SaladError(f"unknown TTS engine {name!r}; choose one of {', '.join(_ENGINES)}")
+    return _ENGINES[name]()
+
+
+def synthesize(text: str, voice: Voice) -> np.ndarray:
+    """Speak ``text`` (already normalized) in ``voice``: float32 mono at 16 kHz."""
+    return engine(voice.engine).synthesize(text, voice)
