@@ -1,0 +1,252 @@
+"""``salad-eval report``: several runs side by side, and the paper's figures across runs.
+
+The figures: the gap against the training speech hours (from each run's manifest), speech
+accuracy against log M (the mean KL misalignment) with a fitted line and R^2, and, for runs
+that hold a training ``metrics.jsonl`` with probe rows, the probes along training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from salad_eval.errors import SaladError  # noqa: E402
+from salad_eval.gap.plots import save  # noqa: E402
+from salad_eval.gap.summary import pct  # noqa: E402
+from salad_eval.home import atomic_write_text  # noqa: E402
+
+_COLUMNS = ("speech acc", "gap", "forgetting", "misalignment")
+
+
+def load_run(run_dir: Path) -> dict:
+    """A run's results.json, or a one-line error that says what is wrong with the directory."""
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise SaladError(
+            f"{run_dir} has no results.json; pass run directories written by `salad-eval gap`"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SaladError(
+            f"{path} is not valid JSON ({err.msg}); rerun the gap run that wrote it"
+        ) from err
+
+
+def probe_rows(run_dir: Path) -> list[dict]:
+    """The probe rows of a training ``metrics.jsonl`` in ``run_dir`` (empty if none)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted(
+        (r for r in rows if "probe" in r and "tokens_seen" in r), key=lambda r: r["tokens_seen"]
+    )
+
+
+def _row_figures(table: dict) -> list[dict]:
+    return [
+        table["accuracy"]["speech@speech"],
+        table["gap"],
+        table["forgetting"],
+        table["misalignment"],
+    ]
+
+
+def comparison_rows(runs: dict[str, dict]) -> list[dict]:
+    """One row per run and task (plus "all tasks"), each cell a figure with CI and n."""
+    rows = []
+    for name, res in runs.items():
+        m = res["metrics"][res["metric"]]
+        for task, table in {**m["tasks"], "all tasks": m["overall"]}.items():
+            figs = _row_figures(table)
+            rows.append(
+                {
+                    "run": name,
+                    "task": task,
+                    "metric": res["metric"],
+                    "n_items": table["n_items"],
+                    **dict(zip(_COLUMNS, figs, strict=True)),
+                }
+            )
+    return sorted(rows, key=lambda r: (r["task"] == "all tasks", r["task"], r["run"]))
+
+
+def _markdown(rows: list[dict]) -> str:
+    head = ["task", "run", "items", *(f"{c} [95% CI]" for c in _COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["task"], r["run"], str(r["n_items"]), *(pct(r[c]) for c in _COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> dict:
+    """Least-squares line y = slope * x + intercept and its R^2."""
+    slope, intercept = np.polyfit(x, y, 1)
+    resid = y - (slope * x + intercept)
+    total = float(((y - y.mean()) ** 2).sum())
+    r2 = 1 - float((resid**2).sum()) / total if total > 0 else float("nan")
+    return {"slope": float(slope), "intercept": float(intercept), "r2": r2, "n": len(x)}
+
+
+def plot_gap_vs_hours(runs: dict[str, dict], path: Path) -> str | None:
+    points = [
+        (n, r["manifest"]["training"]["speech_hours"], r["metrics"][r["metric"]]["overall"]["gap"])
+        for n, r in runs.items()
+        if isinstance(r.get("manifest", {}).get("training"), dict)
+        and r["manifest"]["training"].get("speech_hours") is not None
+    ]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, hours, gap in points:
+        ax.errorbar(
+            [hours],
+            [100 * gap["value"]],
+            capsize=4,
+            fmt="o",
+            yerr=[[100 * (gap["value"] - gap["ci_low"])], [100 * (gap["ci_high"] - gap["value"])]],
+        )
+        ax.annotate(
+            name, (hours, 100 * gap["value"]), textcoords="offset points", xytext=(5, 5), fontsize=8
+        )
+    if all(h > 0 for _, h, _ in points):
+        ax.set_xscale("log")
+    ax.set_xlabel("training speech (hours)")
+    ax.set_ylabel("gap: text@base - speech@speech (points)")
+    ax.set_title("Gap vs training speech hours (95% CI)")
+    return save(fig, path)
+
+
+def plot_acc_vs_log_m(runs: dict[str, dict], path: Path) -> tuple[str | None, dict | None]:
+    points = []
+    for name, r in runs.items():
+        overall = r["metrics"][r["metric"]]["overall"]
+        m = overall.get("divergence", {}).get("M")
+        if m and m["value"] > 0:
+            points.append(
+                (name, math.log(m["value"]), 100 * overall["accuracy"]["speech@speech"]["value"])
+            )
+    if not points:
+        return None, None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    names, x, y = zip(*points, strict=True)
+    x, y = np.array(x), np.array(y)
+    ax.scatter(x, y, zorder=3)
+    for name, xi, yi in points:
+        ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    fit = None
+    if len(set(x)) >= 2:
+        fit = _fit(x, y)
+        grid = np.linspace(x.min(), x.max(), 50)
+        ax.plot(
+            grid,
+            fit["slope"] * grid + fit["intercept"],
+            "--",
+            color="grey",
+            label=f"fit: slope {fit['slope']:.2f}, R$^2$ = {fit['r2']:.2f}",
+        )
+        ax.legend(fontsize=8)
+    ax.set_xlabel("log M (mean KL misalignment, nats)")
+    ax.set_ylabel("speech@speech accuracy (%)")
+    ax.set_title("Speech accuracy vs log misalignment")
+    return save(fig, path), fit
+
+
+def plot_training(curves: dict[str, list[dict]], path: Path) -> str | None:
+    if not curves:
+        return None
+    fig, (acc_ax, kl_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, rows in curves.items():
+        tokens = [r["tokens_seen"] for r in rows]
+        for key, style in (("text_acc", "--"), ("speech_acc", "-")):
+            ys = [r["probe"].get(key) for r in rows]
+            if any(v is not None for v in ys):
+                acc_ax.plot(
+                    tokens,
+                    [100 * v if v is not None else np.nan for v in ys],
+                    style,
+                    marker="o",
+                    label=f"{name} {key}",
+                )
+        for key, style in (("F", "--"), ("M", "-")):
+            ys = [r["probe"].get(key) for r in rows]
+            if any(v is not None for v in ys):
+                kl_ax.plot(
+                    tokens,
+                    [v if v is not None else np.nan for v in ys],
+                    style,
+                    marker="o",
+                    label=f"{name} {key}",
+                )
+    acc_ax.set(
+        xlabel="tokens seen", ylabel="probe accuracy (%)", title="Probe accuracy during training"
+    )
+    kl_ax.set(
+        xlabel="tokens seen",
+        ylabel="KL (nats)",
+        title="Forgetting F and misalignment M during training",
+    )
+    for ax in (acc_ax, kl_ax):
+        ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def compare_runs(run_dirs: list[Path], out: Path) -> dict:
+    """Write comparison.md, comparison.json and the cross-run plots into ``out``."""
+    if not run_dirs:
+        raise SaladError("no run directory given; pass one or more directories with results.json")
+    runs: dict[str, dict] = {}
+    curves: dict[str, list[dict]] = {}
+    for run_dir in map(Path, run_dirs):
+        name = run_dir.resolve().name
+        name = name if name not in runs else str(run_dir)
+        runs[name] = load_run(run_dir)
+        if rows := probe_rows(run_dir):
+            curves[name] = rows
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = comparison_rows(runs)
+    hours = plot_gap_vs_hours(runs, out / "gap_vs_speech_hours.png")
+    log_m, fit = plot_acc_vs_log_m(runs, out / "speech_acc_vs_log_m.png")
+    training = plot_training(curves, out / "training_curves.png")
+    plots = [p for p in (hours, log_m, training) if p]
+    table = _markdown(rows)
+    notes = []
+    if hours is None:
+        notes.append(
+            "No run records `training.speech_hours` in its manifest: no gap-vs-hours plot."
+        )
+    if log_m is None:
+        notes.append("No run has a misalignment M: no accuracy-vs-log-M plot.")
+    elif fit is None:
+        notes.append("Fewer than two distinct values of M: no line fitted.")
+    else:
+        notes.append(
+            f"speech accuracy = {fit['slope']:.2f} * log M + {fit['intercept']:.2f} "
+            f"(R^2 = {fit['r2']:.2f}, {fit['n']} runs)."
+        )
+    md = [
+        "# Run comparison",
+        "",
+        "Figures in percentage points, 95% paired bootstrap CI in brackets.",
+        "",
+        table,
+        "",
+        *notes,
+        "",
+        *(f"![{p}]({p})" for p in plots),
+        "",
+    ]
+    atomic_write_text(out / "comparison.md", "\n".join(md))
+    result = {"runs": list(runs), "rows": rows, "fit_log_m": fit, "plots": plots, "table": table}
+    atomic_write_text(out / "comparison.json", json.dumps(result, indent=1) + "\n")
+    return result

@@ -1,0 +1,140 @@
+"""The run's PNG plots: gap decomposition per task, misalignment by domain, accuracy by voice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _err(figs: list[dict]) -> np.ndarray:
+    """Asymmetric error bars (percentage points) from figures' intervals."""
+    return np.array(
+        [
+            [100 * (f["value"] - f["ci_low"]) for f in figs],
+            [100 * (f["ci_high"] - f["value"]) for f in figs],
+        ]
+    ).clip(min=0)
+
+
+def save(fig, path: Path) -> str:
+    """Write a figure as PNG and return its file name (plots are linked by name)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path.name
+
+
+def gap_decomposition(tables: dict[str, dict], metric: str, path: Path) -> str:
+    """Per task: forgetting and misalignment stacked, gap with its CI, cascade gap marked."""
+    names = list(tables)
+    x = np.arange(len(names))
+    f = np.array([100 * tables[n]["forgetting"]["value"] for n in names])
+    m = np.array([100 * tables[n]["misalignment"]["value"] for n in names])
+    gaps = [tables[n]["gap"] for n in names]
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(names) + 2), 4.2))
+    ax.bar(x, f, 0.6, label="forgetting", color="#4c72b0")
+    ax.bar(x, m, 0.6, bottom=f, label="misalignment", color="#dd8452")
+    ax.errorbar(
+        x,
+        [100 * g["value"] for g in gaps],
+        yerr=_err(gaps),
+        fmt="o",
+        color="black",
+        capsize=4,
+        label="gap (95% CI)",
+    )
+    cascade = [
+        (i, tables[n]["cascade_gap"]["value"])
+        for i, n in enumerate(names)
+        if "cascade_gap" in tables[n]
+    ]
+    if cascade:
+        ci, cv = zip(*cascade, strict=True)
+        ax.scatter(
+            ci,
+            [100 * v for v in cv],
+            marker="_",
+            s=700,
+            linewidths=2.5,
+            color="#2ca02c",
+            label="cascade gap",
+            zorder=3,
+        )
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylabel(f"points of {metric}")
+    ax.set_title("Gap decomposition per task: gap = forgetting + misalignment")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return save(fig, path)
+
+
+def misalignment_by_domain(tables: dict[str, dict], metric: str, path: Path) -> str:
+    """Misalignment (text@speech - speech@speech) of each domain, sorted, with CIs."""
+    names = sorted(tables, key=lambda n: tables[n]["misalignment"]["value"])
+    figs = [tables[n]["misalignment"] for n in names]
+    fig, ax = plt.subplots(figsize=(6.5, max(2.5, 0.32 * len(names) + 1.5)))
+    y = np.arange(len(names))
+    ax.barh(y, [100 * f["value"] for f in figs], color="#dd8452", xerr=_err(figs), capsize=3)
+    ax.set_yticks(y, [f"{n} (n={tables[n]['n_items']})" for n in names], fontsize=8)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel(f"misalignment: text@speech - speech@speech (points of {metric})")
+    ax.set_title("Misalignment by domain (95% CI)")
+    return save(fig, path)
+
+
+def accuracy_by_voice(tables: dict[str, dict], metric: str, path: Path) -> str:
+    """Speech-condition accuracies per voice, text accuracies as reference lines."""
+    names = list(tables)
+    conds = [
+        c
+        for c in (
+            "speech@speech",
+            "speech@cascade",
+            "speech@speech:silent",
+            "speech@speech:shuffled",
+        )
+        if any(c in tables[n]["accuracy"] for n in names)
+    ]
+    width = 0.8 / len(conds)
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(names) + 2.5), 4.2))
+    x = np.arange(len(names))
+    for k, cond in enumerate(conds):
+        figs = [tables[n]["accuracy"].get(cond) for n in names]
+        have = [i for i, f in enumerate(figs) if f]
+        ax.bar(
+            x[have] + (k - (len(conds) - 1) / 2) * width,
+            [100 * figs[i]["value"] for i in have],
+            width,
+            yerr=_err([figs[i] for i in have]),
+            capsize=3,
+            label=cond,
+        )
+    first = tables[names[0]]["accuracy"]
+    for cond, style in (("text@base", "--"), ("text@speech", ":")):
+        ax.axhline(100 * first[cond]["value"], color="black", ls=style, lw=1.2, label=cond)
+    ax.set_xticks(x, names, rotation=15, ha="right")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Accuracy by voice (95% CI); text conditions as lines")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return save(fig, path)
+
+
+def plot_run(results: dict, run_dir: Path) -> list[str]:
+    """Draw the run's plots into ``run_dir``; return their file names."""
+    metric = results["metric"]
+    m = results["metrics"][metric]
+    tasks = {**m["tasks"], "all tasks": m["overall"]} if len(m["tasks"]) > 1 else m["tasks"]
+    plots = [gap_decomposition(tasks, metric, run_dir / "gap_decomposition.png")]
+    if m["domains"]:
+        plots.append(
+            misalignment_by_domain(m["domains"], metric, run_dir / "misalignment_by_domain.png")
+        )
+    if m["voices"]:
+        plots.append(accuracy_by_voice(m["voices"], metric, run_dir / "accuracy_by_voice.png"))
+    return plots

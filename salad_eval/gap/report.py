@@ -1,0 +1,109 @@
+"""From per-item records to a finished run report: results.json, summary.md and plots.
+
+This is the public entry point of the analysis: the runner scores the conditions and hands the
+records here; nothing below touches a model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from salad_eval.errors import SaladError
+from salad_eval.gap.controls import verdict
+from salad_eval.gap.decompose import decompose
+from salad_eval.gap.plots import plot_run
+from salad_eval.gap.records import METRICS, build_strata, check_records, select
+from salad_eval.gap.significance import mcnemar_tests
+from salad_eval.gap.stats import CI_LEVEL
+from salad_eval.gap.summary import render_summary
+from salad_eval.home import atomic_write_text
+
+CONDITION_MEANINGS = {
+    "text@base": "the original text LLM reads the question as text",
+    "text@speech": "the speech LLM reads the same text",
+    "speech@speech": "the speech LLM hears the question spoken",
+    "speech@cascade": "ASR transcribes the spoken question, the original text LLM reads it",
+    "speech@speech:silent": "control: the speech LLM hears silence of the same length",
+    "speech@speech:shuffled": "control: the speech LLM hears another item's audio",
+}
+
+
+def _group(records: list[dict], metric: str, n_boot: int, seed: int, **where) -> dict | None:
+    strata = build_strata(select(records, **where), metric)
+    return decompose(strata, n_boot, seed) if strata else None
+
+
+def _tables(records: list[dict], metric: str, n_boot: int, seed: int) -> dict:
+    """Every decomposition table, the McNemar tests and the controls verdict for one metric."""
+    overall = _group(records, metric, n_boot, seed)
+    if overall is None:
+        raise SaladError(
+            "no item was scored under text@base, text@speech and speech@speech together; "
+            "rerun `salad-eval gap` so that all three conditions finish"
+        )
+
+    def by(key: str) -> dict:
+        keys = sorted({r[key] for r in records if r[key] is not None})
+        tables = {k: _group(records, metric, n_boot, seed, **{key: k}) for k in keys}
+        return {k: t for k, t in tables.items() if t is not None}
+
+    voices = by("voice")
+    tests = mcnemar_tests(records, metric)
+    for task in sorted({r["task"] for r in records}):
+        tests += mcnemar_tests(select(records, task=task), metric, scope=task)
+    return {
+        "overall": overall,
+        "tasks": by("task"),
+        "domains": by("domain"),
+        "voices": voices,
+        "mcnemar": tests,
+        "controls": verdict(voices, [t for t in tests if t["scope"] == "all"]),
+    }
+
+
+def analyse(
+    records: list[dict], manifest: dict, metric: str = "acc", n_boot: int = 1000, seed: int = 0
+) -> dict:
+    """The content of results.json: every figure for both metrics; ``metric`` leads the report."""
+    if metric not in METRICS:
+        raise SaladError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    if n_boot < 1:
+        raise SaladError("n_boot must be at least 1 bootstrap resample; 1000 is the default")
+    check_records(records)
+    metrics = {m: _tables(records, m, n_boot, seed) for m in METRICS}
+    return {
+        "metric": metric,
+        "ci_level": CI_LEVEL,
+        "n_boot": n_boot,
+        "seed": seed,
+        "conditions": {
+            c: CONDITION_MEANINGS[c]
+            for c in CONDITION_MEANINGS
+            if any(r["condition"] == c for r in records)
+        },
+        "tasks": sorted({r["task"] for r in records}),
+        "voices": sorted({r["voice"] for r in records if r["voice"] is not None}),
+        "n_items": metrics[metric]["overall"]["n_items"],
+        "metrics": metrics,
+        "controls": metrics[metric]["controls"],
+        "manifest": manifest,
+    }
+
+
+def write_report(
+    run_dir: Path,
+    records: list[dict],
+    manifest: dict,
+    metric: str = "acc",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Write results.json, summary.md and the PNG plots into ``run_dir``; return the results."""
+    results = analyse(records, manifest, metric, n_boot, seed)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plots = plot_run(results, run_dir)
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1) + "\n")
+    atomic_write_text(run_dir / "summary.md", render_summary(results, plots))
+    return results

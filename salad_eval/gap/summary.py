@@ -1,0 +1,146 @@
+"""summary.md: the results as tables a person reads without having seen the code."""
+
+from __future__ import annotations
+
+import json
+
+from salad_eval.gap.records import METRICS
+
+_MAIN = ("text@base", "text@speech", "speech@speech", "speech@cascade")
+_PARTS = ("gap", "forgetting", "misalignment", "cascade_gap")
+
+
+def pct(fig: dict | None) -> str:
+    """An accuracy-like figure in percentage points with its interval."""
+    if fig is None:
+        return "–"
+    return f"{100 * fig['value']:.1f} [{100 * fig['ci_low']:.1f}, {100 * fig['ci_high']:.1f}]"
+
+
+def _num(fig: dict | None) -> str:
+    if fig is None:
+        return "–"
+    return f"{fig['value']:.3g} [{fig['ci_low']:.3g}, {fig['ci_high']:.3g}]"
+
+
+def _decomposition(title: str, tables: dict[str, dict]) -> list[str]:
+    conds = [c for c in _MAIN if any(c in t["accuracy"] for t in tables.values())]
+    parts = [p for p in _PARTS if any(p in t for t in tables.values())]
+    head = [title, "items", *conds, *(p.replace("_", " ") for p in parts)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, t in tables.items():
+        cells = [f"`{name}`", str(t["n_items"])]
+        cells += [pct(t["accuracy"].get(c)) for c in conds]
+        cells += [pct(t.get(p)) for p in parts]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _headline(results: dict, t: dict) -> str:
+    acc = t["accuracy"]
+    text = (
+        f"Over {t['n_items']} items of {t['n_tasks']} task(s), the speech LLM answers "
+        f"{pct(acc['speech@speech'])} % of the spoken questions correctly, against "
+        f"{pct(acc['text@base'])} % for the original text LLM reading the same questions. "
+        f"The gap is {pct(t['gap'])} points: {pct(t['forgetting'])} points of forgetting "
+        f"(text skill the speech LLM lost in adaptation) plus {pct(t['misalignment'])} points "
+        "of misalignment (questions it answers in text but not in speech)."
+    )
+    if "speech@cascade" in acc:
+        text += (
+            f" The ASR cascade reaches {pct(acc['speech@cascade'])} % "
+            f"(cascade gap {pct(t.get('cascade_gap'))} points)."
+        )
+    return text
+
+
+def _tests(tests: list[dict]) -> list[str]:
+    lines = [
+        "| a | b | voice | items | a right, b wrong | b right, a wrong | p (exact McNemar) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in tests:
+        lines.append(
+            f"| {t['a']} | {t['b']} | {t['voice'] or '–'} | {t['n']} | {t['b10']} | {t['b01']} "
+            f"| {t['p_value']:.3g} |"
+        )
+    return lines + [""]
+
+
+def _divergences(tables: dict[str, dict]) -> list[str]:
+    lines = [
+        "| group | F = KL(base ‖ speech LLM), text | M = KL(speech LLM text ‖ speech) | ASR WER |",
+        "|---|---|---|---|",
+    ]
+    for name, t in tables.items():
+        d = t.get("divergence", {})
+        lines.append(
+            f"| `{name}` | {_num(d.get('F'))} | {_num(d.get('M'))} | {_num(d.get('wer'))} |"
+        )
+    return lines + [""]
+
+
+def _manifest(manifest: dict) -> list[str]:
+    lines = []
+    for key, value in manifest.items():
+        shown = value if isinstance(value, str | int | float | bool) else json.dumps(value)
+        shown = str(shown)
+        lines.append(f"- **{key}**: `{shown if len(shown) <= 300 else shown[:297] + '...'}`")
+    return lines or ["- (no manifest was recorded)"]
+
+
+def render_summary(results: dict, plots: list[str]) -> str:
+    """The whole summary.md for one run."""
+    metric = results["metric"]
+    m = results["metrics"][metric]
+    overall = m["overall"]
+    level = round(100 * results["ci_level"])
+    lines = [
+        "# Text-speech understanding gap",
+        "",
+        _headline(results, overall),
+        "",
+        f"All figures are accuracies (metric `{metric}`) or differences of accuracies in "
+        f"percentage points, each with its {level}% paired bootstrap confidence interval in "
+        f"brackets ({results['n_boot']} resamples of the items, seed {results['seed']}); the "
+        "conditions are scored on the identical items. With several tasks, figures are the mean "
+        "over tasks; with several voices, an item's speech score is the mean over voices. "
+        "gap = forgetting + misalignment holds exactly.",
+        "",
+        "## Does the model listen to its audio?",
+        "",
+        m["controls"]["sentence"],
+        "",
+        "## Conditions",
+        "",
+        "| condition | what it measures | accuracy | items |",
+        "|---|---|---|---|",
+    ]
+    for cond, meaning in results["conditions"].items():
+        fig = overall["accuracy"].get(cond)
+        lines.append(f"| `{cond}` | {meaning} | {pct(fig)} | {fig['n'] if fig else 0} |")
+    lines += ["", "## Decomposition", ""]
+    lines += _decomposition("overall", {"all tasks": overall})
+    for key, title in (("tasks", "task"), ("domains", "domain"), ("voices", "voice")):
+        if m[key]:
+            lines += [f"### By {title}", ""] + _decomposition(title, m[key])
+    lines += ["## Paired significance tests", ""] + _tests(
+        [t for t in m["mcnemar"] if t["scope"] == "all"]
+    )
+    if "divergence" in overall:
+        lines += [
+            "## Divergences",
+            "",
+            "Mean per-item token-level KL divergence on the answer tokens (nats), and the "
+            "cascade's ASR word error rate.",
+            "",
+        ]
+        lines += _divergences({"all tasks": overall, **m["tasks"]})
+    for other in METRICS:
+        if other != metric:
+            lines += [f"## The same decomposition with `{other}`", ""]
+            lines += _decomposition("overall", {"all tasks": results["metrics"][other]["overall"]})
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    lines += ["## Run", ""] + _manifest(results["manifest"]) + [""]
+    return "\n".join(lines)
