@@ -9,6 +9,7 @@ are split; CT2 stores the (absent) key biases as zeros, which are dropped.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -61,7 +62,8 @@ def read_ct2(path: Path) -> dict[str, np.ndarray]:
 
 
 def _n_layers(tensors: dict[str, np.ndarray], stack: str) -> int:
-    return 1 + max(int(k.split("/")[1][6:]) for k in tensors if k.startswith(f"{stack}/layer_"))
+    layer = re.compile(rf"^{stack}/layer_(\d+)/")
+    return 1 + max(int(m[1]) for k in tensors if (m := layer.match(k)))
 
 
 def _state_dict(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -146,8 +148,6 @@ def _convert(ct2_dir: Path, out: Path) -> dict:
         eos_token_id=eos,
         pad_token_id=eos,
         decoder_start_token_id=sot,
-        begin_suppress_tokens=ct2_config["suppress_ids_begin"],
-        suppress_tokens=ct2_config["suppress_ids"],
     )
     step("loading the converted weights")
     model = WhisperForConditionalGeneration(config)
