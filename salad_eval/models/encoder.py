@@ -1,0 +1,154 @@
+"""Frozen speech encoders: 16 kHz waveform -> (frames, dim) features, cached on disk.
+
+A SALAD speech LLM trains its adapter on top of a frozen encoder, so each clip's features never
+change: ``CachedEncoder`` stores them under ``home()/features/<encoder fingerprint>/`` keyed by the
+audio content hash, and the encoder runs once per clip. Two families: Whisper (the embedded
+``whisper-tiny.en`` by default, any Whisper by hub id or path) and Mimi (the paper's 12.5 Hz
+tokenizer; its quantized latents are the features).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from salad_eval.errors import SaladError
+from salad_eval.home import atomic_write_bytes, home
+from salad_eval.models.digest import weights_digest
+
+SAMPLE_RATE = 16_000
+DEFAULT_ENCODER = "whisper-tiny.en"
+
+
+@runtime_checkable
+class SpeechEncoder(Protocol):
+    frame_rate: float
+    dim: int
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def encode(self, waveform_16k: np.ndarray) -> torch.Tensor:
+        """(frames, dim) float32 features of a mono 16 kHz clip."""
+        ...
+
+
+class WhisperEncoder:
+    """Whisper's encoder at 50 Hz; clips are cut into 30 s windows, each padded as Whisper expects
+    and its output truncated to the window's real length."""
+
+    window_seconds = 30
+    frame_rate = 50.0
+
+    def __init__(self, path: str, device: str = "cpu") -> None:
+        from transformers import WhisperFeatureExtractor, WhisperModel
+
+        model = WhisperModel.from_pretrained(path)
+        self.model = model.get_encoder().to(device).eval().requires_grad_(False)
+        try:
+            self.extractor = WhisperFeatureExtractor.from_pretrained(path)
+        except OSError:  # a bare model directory: Whisper's default features
+            self.extractor = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
+        self.dim = model.config.d_model
+        features = self.extractor.to_json_string()
+        self.fingerprint = weights_digest(self.model, extra=f"whisper:{features}")
+
+    def encode(self, waveform_16k: np.ndarray) -> torch.Tensor:
+        wave = np.asarray(waveform_16k, dtype=np.float32)
+        window = self.window_seconds * SAMPLE_RATE
+        chunks = [wave[i : i + window] for i in range(0, max(len(wave), 1), window)]
+        features = self.extractor(
+            chunks, sampling_rate=SAMPLE_RATE, return_tensors="pt"
+        ).input_features
+        param = next(self.model.parameters())
+        with torch.inference_mode():
+            hidden = self.model(features.to(param.device, param.dtype)).last_hidden_state
+        samples_per_frame = SAMPLE_RATE / self.frame_rate
+        lengths = [max(1, math.ceil(len(chunk) / samples_per_frame)) for chunk in chunks]
+        return torch.cat([h[:n] for h, n in zip(hidden, lengths, strict=True)]).float().cpu()
+
+
+class MimiEncoder:
+    """Mimi's quantized latents (``hidden_size`` dims at 12.5 Hz); audio is resampled to 24 kHz."""
+
+    def __init__(self, path: str, device: str = "cpu") -> None:
+        from transformers import MimiModel
+
+        self.model = MimiModel.from_pretrained(path).to(device).eval().requires_grad_(False)
+        self.frame_rate = float(self.model.config.frame_rate)
+        self.dim = self.model.config.hidden_size
+        self.fingerprint = weights_digest(self.model, extra="mimi")
+
+    def encode(self, waveform_16k: np.ndarray) -> torch.Tensor:
+        from scipy.signal import resample_poly
+
+        rate = self.model.config.sampling_rate
+        wave = resample_poly(np.asarray(waveform_16k, dtype=np.float32), rate, SAMPLE_RATE)
+        param = next(self.model.parameters())
+        values = torch.from_numpy(wave.astype(np.float32))[None, None].to(param.device)
+        with torch.inference_mode():
+            codes = self.model.encode(values).audio_codes
+            latents = self.model.quantizer.decode(codes)
+        return latents[0].T.float().cpu()
+
+
+class CachedEncoder:
+    """Any ``SpeechEncoder`` with its outputs stored on disk (atomic writes), keyed by content."""
+
+    def __init__(self, encoder: SpeechEncoder, root: Path | None = None) -> None:
+        self.encoder = encoder
+        self.frame_rate = encoder.frame_rate
+        self.dim = encoder.dim
+        self.root = (root or home() / "features") / encoder.fingerprint[:20]
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def fingerprint(self) -> str:
+        return self.encoder.fingerprint
+
+    def encode(self, waveform_16k: np.ndarray) -> torch.Tensor:
+        wave = np.ascontiguousarray(waveform_16k, dtype=np.float32)
+        path = self.root / f"{hashlib.sha256(wave.tobytes()).hexdigest()}.npy"
+        if path.is_file():
+            self.hits += 1
+            return torch.from_numpy(np.load(path))
+        self.misses += 1
+        features = self.encoder.encode(wave)
+        buffer = io.BytesIO()
+        np.save(buffer, features.numpy())
+        atomic_write_bytes(path, buffer.getvalue())
+        return features
+
+
+def load_encoder(name: str = DEFAULT_ENCODER, cache: bool = True, device: str = "cpu"):
+    """An encoder by embedded name, hub id or path; its family is read from its config."""
+    from salad_eval.assets.resolve import resolve
+
+    path = resolve(name)
+    family = _model_type(path)
+    if family == "whisper":
+        encoder: SpeechEncoder = WhisperEncoder(path, device)
+    elif family == "mimi":
+        encoder = MimiEncoder(path, device)
+    else:
+        raise SaladError(
+            f"speech encoder {name!r} is a {family!r} model; pass a Whisper or Mimi model"
+        )
+    return CachedEncoder(encoder) if cache else encoder
+
+
+def _model_type(path: str) -> str:
+    config = Path(path) / "config.json"
+    if config.is_file():
+        return json.loads(config.read_text()).get("model_type", "unknown")
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path).model_type

@@ -1,0 +1,348 @@
+"""The SALAD speech LLM: frozen encoder -> frame stacking -> Transformer adapter -> the LLM.
+
+Audio spans enter the LLM as adapter outputs between two learned boundary embeddings (audio start,
+audio end); text spans enter as the LLM's own token embeddings, tokenized exactly as ``TextLM``
+does, so an untouched LLM reading a text-only prompt (``text@speech``) scores like ``text@base``.
+A checkpoint is a self-describing directory (``save`` / ``load_speech_lm``): its ``config.json``
+names the encoder, the adapter shape and the LLM, stored as full weights, as a peft LoRA adapter
+over a named base, or not at all (a frozen base). Training imports this class and calls
+``embed_segments``, which returns embeddings with gradients and which positions are text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import nn
+
+from salad_eval.errors import SaladError
+from salad_eval.models.digest import weights_digest
+from salad_eval.models.encoder import DEFAULT_ENCODER, SAMPLE_RATE, load_encoder
+from salad_eval.models.lm_scoring import score_continuations
+from salad_eval.models.text_lm import LMEvalEncoder
+from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest, Text
+
+CHECKPOINT_KEY = "salad_checkpoint"
+CHECKPOINT_FORMAT = 1
+ADAPTER_FILE = "adapter.safetensors"
+LLMMode = Literal["full", "lora", "frozen"]
+
+
+@dataclass(frozen=True)
+class SpeechLMConfig:
+    """What to build. ``llm_mode``: train all LLM weights, a LoRA over them, or none."""
+
+    encoder: str = DEFAULT_ENCODER
+    stack: int = 4  # 50 Hz Whisper frames -> 12.5 Hz, Mimi's rate
+    adapter_layers: int = 2
+    adapter_width: int = 256
+    adapter_heads: int = 4
+    llm: str = "smollm2-135m"
+    llm_mode: LLMMode = "frozen"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def __post_init__(self) -> None:
+        if self.llm_mode not in ("full", "lora", "frozen"):
+            raise SaladError(f"unknown llm_mode {self.llm_mode!r}; use full, lora or frozen")
+        if self.stack < 1 or self.adapter_width % self.adapter_heads:
+            raise SaladError("stack must be >= 1 and adapter_width divisible by adapter_heads")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SpeechLMConfig:
+        return cls(**{**data, "lora_targets": tuple(data.get("lora_targets", cls.lora_targets))})
+
+
+class Adapter(nn.Module):
+    """Stacked encoder frames -> LLM input embeddings, plus the audio boundary embeddings.
+
+    No positional encoding: Whisper and Mimi features already carry position.
+    """
+
+    def __init__(self, in_dim: int, width: int, layers: int, heads: int, out_dim: int):
+        super().__init__()
+        self.proj_in = nn.Linear(in_dim, width)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.proj_out = nn.Linear(width, out_dim)
+        self.audio_start = nn.Parameter(torch.randn(out_dim) * 0.02)
+        self.audio_end = nn.Parameter(torch.randn(out_dim) * 0.02)
+
+    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        """(frames, in_dim) -> (frames + 2, out_dim), boundaries included."""
+        hidden = self.proj_out(self.layers(self.proj_in(stacked)[None]))[0]
+        return torch.cat([self.audio_start[None], hidden, self.audio_end[None]])
+
+
+def stack_frames(features: torch.Tensor, stack: int) -> torch.Tensor:
+    """(frames, dim) -> (ceil(frames / stack), dim * stack); the last group is zero-padded."""
+    pad = -features.shape[0] % stack
+    if pad:
+        features = torch.cat([features, features.new_zeros(pad, features.shape[1])])
+    return features.reshape(-1, stack * features.shape[1])
+
+
+def load_waveform(path: str) -> np.ndarray:
+    """A 16 kHz mono clip as float32 (channels averaged)."""
+    wave, rate = sf.read(path, dtype="float32", always_2d=True)
+    if rate != SAMPLE_RATE:
+        raise SaladError(f"{path} is {rate} Hz; speech prompts need 16 kHz clips (resynthesize)")
+    return wave.mean(axis=1)
+
+
+class PromptEmbeddings(NamedTuple):
+    """A prompt as LLM input: ``embeds`` (T, d) and ``token_ids`` (T,), -1 at audio positions."""
+
+    embeds: torch.Tensor
+    token_ids: torch.Tensor
+
+    @property
+    def is_text(self) -> torch.Tensor:
+        return self.token_ids >= 0
+
+
+class SpeechLM(nn.Module):
+    """A SALAD speech LLM behind the ``Model`` interface (``text@speech``, ``speech@speech``)."""
+
+    def __init__(self, config: SpeechLMConfig, encoder, adapter: Adapter, llm, tokenizer):
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.adapter = adapter
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.text = LMEvalEncoder(tokenizer)
+        plain = tokenizer.encode("a", add_special_tokens=False)
+        full = tokenizer.encode("a")
+        self._special_prefix = full[: len(full) - len(plain)]  # e.g. a BOS token
+
+    @classmethod
+    def from_config(cls, config: SpeechLMConfig, seed: int = 0, device: str = "cpu") -> SpeechLM:
+        """A randomly initialised adapter (seeded) over the named encoder and LLM."""
+        encoder = load_encoder(config.encoder, device=device)
+        llm, tokenizer = _load_base_llm(config.llm)
+        if config.llm_mode == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(
+                r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                target_modules=list(config.lora_targets),
+                lora_dropout=0.0,
+            )
+            llm = get_peft_model(llm, lora)
+        torch.manual_seed(seed)
+        adapter = _build_adapter(config, encoder.dim, llm.get_input_embeddings().embedding_dim)
+        return cls._assemble(config, encoder, adapter, llm, tokenizer, device)
+
+    @classmethod
+    def _assemble(cls, config, encoder, adapter, llm, tokenizer, device) -> SpeechLM:
+        if config.llm_mode == "frozen":
+            llm.requires_grad_(False)
+        return cls(config, encoder, adapter, llm, tokenizer).to(device).eval()
+
+    # -- the embedding path (shared by scoring and training) ------------------------------------
+
+    def audio_embeds(self, waveform_16k: np.ndarray) -> torch.Tensor:
+        """One clip -> (n + 2, d) LLM inputs: start boundary, adapter outputs, end boundary."""
+        features = self.encoder.encode(waveform_16k)
+        weight = self.adapter.proj_in.weight
+        stacked = stack_frames(features.to(weight.device, weight.dtype), self.config.stack)
+        return self.adapter(stacked).to(self._embedding().weight.dtype)
+
+    def embed_segments(self, segments: Sequence[Text | Audio | list[int]]) -> PromptEmbeddings:
+        """Interleave token embeddings (``list[int]`` or ``Text``) and audio embeddings."""
+        table = self._embedding()
+        embeds, ids = [], []
+        for segment in segments:
+            if isinstance(segment, Audio):
+                audio = self.audio_embeds(load_waveform(segment.path))
+                embeds.append(audio)
+                ids.append(torch.full((audio.shape[0],), -1, dtype=torch.long))
+                continue
+            tokens = self._text_ids(segment.text) if isinstance(segment, Text) else segment
+            if tokens:
+                token_ids = torch.tensor(tokens, dtype=torch.long)
+                embeds.append(table(token_ids.to(table.weight.device)))
+                ids.append(token_ids)
+        return PromptEmbeddings(torch.cat(embeds), torch.cat(ids).to(table.weight.device))
+
+    def embed_prompt(self, prompt: Prompt) -> torch.Tensor:
+        """(T, d) input embeddings of a prompt, tokenized as its scoring context."""
+        return self.embed_segments(self.tokenize(prompt, ())[0]).embeds
+
+    def tokenize(
+        self, prompt: Prompt, choices: Sequence[str]
+    ) -> tuple[list[Audio | list[int]], list[list[int]]]:
+        """The context as token-id and audio segments, and each choice's token ids.
+
+        A text-only prompt goes through ``TextLM``'s encoder unchanged. Otherwise the first
+        segment gets the tokenizer's special prefix (if any), and a final text segment is paired
+        with the choices the lm-eval way (trailing spaces move into the continuation).
+        """
+        if not any(isinstance(seg, Audio) for seg in prompt):
+            context, conts = self.text.encode_pair("".join(s.text for s in prompt), choices)
+            return [context], conts
+        pieces: list[Audio | list[int]] = [list(self._special_prefix)]
+        for segment in prompt[:-1]:
+            pieces.append(segment if isinstance(segment, Audio) else self._text_ids(segment.text))
+        last = prompt[-1]
+        if isinstance(last, Audio):
+            pieces.append(last)
+            return pieces, [self._text_ids(choice) for choice in choices]
+        context = last.text.rstrip()
+        trailing = last.text[len(context) :]
+        context_ids = self._text_ids(context)
+        pieces.append(context_ids)
+        conts = [self._text_ids(context + trailing + c)[len(context_ids) :] for c in choices]
+        return pieces, conts
+
+    # -- the Model interface ----------------------------------------------------------------------
+
+    def score(
+        self, requests: Sequence[ScoringRequest], batch_size: int = 8
+    ) -> list[list[ChoiceScore]]:
+        """Each item's audio is encoded once and its context runs once for all choices."""
+        results = []
+        with torch.inference_mode():
+            for request in requests:
+                pieces, conts = self.tokenize(request.prompt, request.choices)
+                context = self.embed_segments(pieces).embeds
+                scored = score_continuations(self.llm, context, conts, batch_size)
+                results.append(
+                    [
+                        ChoiceScore(lp, len(cont), len(choice), greedy)
+                        for (lp, greedy), cont, choice in zip(
+                            scored, conts, request.choices, strict=True
+                        )
+                    ]
+                )
+        return results
+
+    @property
+    def fingerprint(self) -> str:
+        """Config, encoder, adapter and LLM weights; recomputed per call, as training moves them."""
+        config = json.dumps(self.config.to_dict(), sort_keys=True)
+        extra = f"{config}|{self.encoder.fingerprint}|{self.tokenizer.backend_tokenizer.to_str()}"
+        return f"salad-{weights_digest(self.adapter, self.llm, extra=extra)[:32]}"
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """A directory that ``load_speech_lm`` loads with nothing else (config.json says what)."""
+        from safetensors.torch import save_file
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        mode = self.config.llm_mode
+        if mode == "full":
+            self.llm.save_pretrained(out / "llm")
+            self.tokenizer.save_pretrained(out / "llm")
+        elif mode == "lora":
+            self.llm.save_pretrained(out / "lora")
+        state = {k: v.detach().cpu().contiguous() for k, v in self.adapter.state_dict().items()}
+        save_file(state, out / ADAPTER_FILE)
+        section = {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "encoder": {"name": self.config.encoder, "fingerprint": self.encoder.fingerprint},
+            "adapter": {
+                "weights": ADAPTER_FILE,
+                "in_dim": self.adapter.proj_in.in_features,
+                "out_dim": self.adapter.proj_out.out_features,
+            },
+            "llm": {
+                "base": self.config.llm,
+                "mode": mode,
+                "weights": {"full": "llm", "lora": "lora", "frozen": None}[mode],
+            },
+        }
+        (out / "config.json").write_text(json.dumps({CHECKPOINT_KEY: section}, indent=2))
+        return out
+
+    def _embedding(self) -> nn.Embedding:
+        return self.llm.get_input_embeddings()
+
+    def _text_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+
+
+def load_speech_lm(directory: str | Path, device: str = "cpu") -> SpeechLM:
+    """Load a SALAD checkpoint of any LLM mode; a directory that is not one is a SaladError."""
+    path = Path(directory)
+    section = _checkpoint_section(path)
+    config = SpeechLMConfig.from_dict(section["config"])
+    mode = section["llm"]["mode"]
+    if mode == "full":
+        llm, tokenizer = _load_base_llm(str(path / section["llm"]["weights"]))
+    else:
+        llm, tokenizer = _load_base_llm(section["llm"]["base"])
+    if mode == "lora":
+        from peft import PeftModel
+
+        llm = PeftModel.from_pretrained(llm, path / section["llm"]["weights"], is_trainable=True)
+    encoder = load_encoder(config.encoder, device=device)
+    adapter = _build_adapter(
+        config, section["adapter"]["in_dim"] // config.stack, section["adapter"]["out_dim"]
+    )
+    from safetensors.torch import load_file
+
+    adapter.load_state_dict(load_file(path / section["adapter"]["weights"]))
+    return SpeechLM._assemble(config, encoder, adapter, llm, tokenizer, device)
+
+
+def is_speech_lm_checkpoint(directory: str | Path) -> bool:
+    try:
+        _checkpoint_section(Path(directory))
+    except SaladError:
+        return False
+    return True
+
+
+def _checkpoint_section(path: Path) -> dict:
+    try:
+        section = json.loads((path / "config.json").read_text())[CHECKPOINT_KEY]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SaladError(
+            f"{path} is not a SALAD checkpoint (no config.json with a {CHECKPOINT_KEY!r} section); "
+            "pass a directory written by SpeechLM.save"
+        ) from None
+    if section.get("format") != CHECKPOINT_FORMAT:
+        raise SaladError(
+            f"{path} is a SALAD checkpoint of format {section.get('format')}, this salad reads "
+            f"format {CHECKPOINT_FORMAT}; upgrade salad"
+        )
+    return section
+
+
+def _build_adapter(config: SpeechLMConfig, encoder_dim: int, llm_dim: int) -> Adapter:
+    return Adapter(
+        encoder_dim * config.stack,
+        config.adapter_width,
+        config.adapter_layers,
+        config.adapter_heads,
+        llm_dim,
+    )
+
+
+def _load_base_llm(name_or_path: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from salad_eval.assets.resolve import resolve
+
+    path = resolve(name_or_path, kind="llm")
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
