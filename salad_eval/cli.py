@@ -19,6 +19,19 @@ app = typer.Typer(
 )
 
 
+@app.command()
+def report(
+    run_dirs: list[str] = typer.Argument(..., help="Run directories holding results.json."),
+    out: str = typer.Option("reports/comparison", help="Where to write the comparison."),
+) -> None:
+    """Compare gap runs in one table and draw gap vs speech hours and accuracy vs log M."""
+    from salad_eval.gap.compare import compare_runs
+
+    result = compare_runs(list(run_dirs), out)
+    print(result["table"])
+    print(f"wrote comparison.md, comparison.json and {len(result['plots'])} plot(s) to {out}")
+
+
 def main() -> None:
     try:
         app()
