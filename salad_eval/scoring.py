@@ -91,15 +91,16 @@ def score(
 
 
 def item_metrics(
-    scores: Sequence[ChoiceScore], target: int, choices: Sequence[str]
+    scores: Sequence[ChoiceScore], target: int, choices: Sequence[str], delimiter: str = " "
 ) -> dict[str, float]:
     """lm-eval's ``acc`` and ``acc_norm`` for one item.
 
-    ``choices`` are the raw choice texts (lm-eval's ``doc_to_choice``, without the target
-    delimiter): ``acc_norm`` divides each log-prob by the length of that text in characters.
+    ``choices`` are the continuation texts (``Item.choices``) and ``delimiter`` the task's target
+    delimiter that starts each of them: as in lm-eval, ``acc_norm`` divides each log-prob by the
+    length in characters of the choice without it.
     """
     lls = np.array([s.logprob for s in scores])
-    lengths = np.array([float(len(c)) for c in choices])
+    lengths = np.array([float(len(c.removeprefix(delimiter))) for c in choices])
     return {
         "acc": float(np.argmax(lls) == target),
         "acc_norm": float(np.argmax(lls / lengths) == target),
