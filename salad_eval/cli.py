@@ -32,6 +32,34 @@ def report(
     print(f"wrote comparison.md, comparison.json and {len(result['plots'])} plot(s) to {out}")
 
 
+assets_app = typer.Typer(
+    help="Embedded models and voices: list them (no subcommand) or prepare them.",
+    add_completion=False,
+)
+app.add_typer(assets_app, name="assets")
+
+
+@assets_app.callback(invoke_without_command=True)
+def assets_list(ctx: typer.Context) -> None:
+    """List the embedded assets: kind, prepared?, path, licence."""
+    if ctx.invoked_subcommand is None:
+        from salad_eval.assets.table import show_assets
+
+        show_assets()
+
+
+@assets_app.command("prepare")
+def assets_prepare(
+    names: list[str] = typer.Argument(
+        None, help="Asset names (default: every asset of the default install)."
+    ),
+) -> None:
+    """Prepare assets into the cache home (converting them once); a second run does nothing."""
+    from salad_eval.assets.table import prepare_assets
+
+    prepare_assets(names)
+
+
 def main() -> None:
     try:
         app()

