@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from scipy.stats import binomtest
@@ -136,8 +137,8 @@ def test_bootstrap_interval_contains_point_and_shrinks_with_n():
     widths = {}
     for n in (40, 640):
         table = analyse(binary_run(n, RATES), {}, n_boot=300)["metrics"]["acc"]["overall"]
-        figs = [table["gap"], table["forgetting"], table["misalignment"], *table["accuracy"].values()]
-        for fig in figs:
+        parts = [table["gap"], table["forgetting"], table["misalignment"]]
+        for fig in [*parts, *table["accuracy"].values()]:
             assert fig["ci_low"] <= fig["value"] <= fig["ci_high"]
             assert fig["n"] == n
         widths[n] = table["gap"]["ci_high"] - table["gap"]["ci_low"]
@@ -188,28 +189,11 @@ def test_without_controls_the_verdict_says_it_was_not_checked():
     assert verdict["checked"] is False and verdict["ignores_audio"] is None
 
 
-HAND_WRITTEN = """\
-{"task": "demo", "item": "q1", "domain": "geo", "condition": "text@base", "voice": null, "target": 0, "logprobs": [-0.1, -2.3], "n_chars": [6, 7], "n_tokens": [2, 2], "greedy": [true, false], "pred": 0, "pred_norm": 0, "correct": true, "correct_norm": true}
-{"task": "demo", "item": "q1", "domain": "geo", "condition": "text@speech", "voice": null, "target": 0, "logprobs": [-0.4, -1.1], "n_chars": [6, 7], "n_tokens": [2, 2], "greedy": [true, false], "pred": 0, "pred_norm": 0, "correct": true, "correct_norm": true, "kl": 0.2}
-{"task": "demo", "item": "q1", "domain": "geo", "condition": "speech@speech", "voice": "kokoro/af_heart", "target": 0, "logprobs": [-1.5, -0.9], "n_chars": [6, 7], "n_tokens": [2, 2], "greedy": [false, true], "pred": 1, "pred_norm": 1, "correct": false, "correct_norm": false, "kl": 1.0}
-{"task": "demo", "item": "q1", "domain": "geo", "condition": "speech@cascade", "voice": "kokoro/af_heart", "target": 0, "logprobs": [-0.2, -2.0], "n_chars": [6, 7], "n_tokens": [2, 2], "greedy": [true, false], "pred": 0, "pred_norm": 0, "correct": true, "correct_norm": true, "wer": 0.1}
-{"task": "demo", "item": "q2", "domain": "geo", "condition": "text@base", "voice": null, "target": 1, "logprobs": [-2.0, -0.3], "n_chars": [5, 5], "n_tokens": [1, 1], "greedy": [false, true], "pred": 1, "pred_norm": 1, "correct": true, "correct_norm": true}
-{"task": "demo", "item": "q2", "domain": "geo", "condition": "text@speech", "voice": null, "target": 1, "logprobs": [-0.5, -0.9], "n_chars": [5, 5], "n_tokens": [1, 1], "greedy": [true, false], "pred": 0, "pred_norm": 0, "correct": false, "correct_norm": false, "kl": 0.6}
-{"task": "demo", "item": "q2", "domain": "geo", "condition": "speech@speech", "voice": "kokoro/af_heart", "target": 1, "logprobs": [-0.7, -0.8], "n_chars": [5, 5], "n_tokens": [1, 1], "greedy": [true, false], "pred": 0, "pred_norm": 0, "correct": false, "correct_norm": false, "kl": 0.5}
-{"task": "demo", "item": "q2", "domain": "geo", "condition": "speech@cascade", "voice": "kokoro/af_heart", "target": 1, "logprobs": [-1.0, -0.4], "n_chars": [5, 5], "n_tokens": [1, 1], "greedy": [false, true], "pred": 1, "pred_norm": 1, "correct": true, "correct_norm": true, "wer": 0.0}
-{"task": "demo", "item": "q3", "domain": "math", "condition": "text@base", "voice": null, "target": 2, "logprobs": [-1.0, -1.2, -0.2], "n_chars": [1, 1, 1], "n_tokens": [1, 1, 1], "greedy": [false, false, true], "pred": 2, "pred_norm": 2, "correct": true, "correct_norm": true}
-{"task": "demo", "item": "q3", "domain": "math", "condition": "text@speech", "voice": null, "target": 2, "logprobs": [-1.0, -1.2, -0.3], "n_chars": [1, 1, 1], "n_tokens": [1, 1, 1], "greedy": [false, false, true], "pred": 2, "pred_norm": 2, "correct": true, "correct_norm": true, "kl": 0.1}
-{"task": "demo", "item": "q3", "domain": "math", "condition": "speech@speech", "voice": "kokoro/af_heart", "target": 2, "logprobs": [-1.0, -1.2, -0.6], "n_chars": [1, 1, 1], "n_tokens": [1, 1, 1], "greedy": [false, false, true], "pred": 2, "pred_norm": 2, "correct": true, "correct_norm": true, "kl": 0.3}
-{"task": "demo", "item": "q3", "domain": "math", "condition": "speech@cascade", "voice": "kokoro/af_heart", "target": 2, "logprobs": [-1.0, -1.2, -0.2], "n_chars": [1, 1, 1], "n_tokens": [1, 1, 1], "greedy": [false, false, true], "pred": 2, "pred_norm": 2, "correct": true, "correct_norm": true, "wer": 0.2}
-{"task": "demo", "item": "q4", "domain": "math", "condition": "text@base", "voice": null, "target": 0, "logprobs": [-1.1, -0.5], "n_chars": [3, 3], "n_tokens": [1, 1], "greedy": [false, true], "pred": 1, "pred_norm": 1, "correct": false, "correct_norm": false}
-{"task": "demo", "item": "q4", "domain": "math", "condition": "text@speech", "voice": null, "target": 0, "logprobs": [-1.2, -0.4], "n_chars": [3, 3], "n_tokens": [1, 1], "greedy": [false, true], "pred": 1, "pred_norm": 1, "correct": false, "correct_norm": false, "kl": 0.0}
-{"task": "demo", "item": "q4", "domain": "math", "condition": "speech@speech", "voice": "kokoro/af_heart", "target": 0, "logprobs": [-0.6, -0.9], "n_chars": [3, 3], "n_tokens": [1, 1], "greedy": [true, false], "pred": 0, "pred_norm": 0, "correct": true, "correct_norm": true, "kl": 0.2}
-{"task": "demo", "item": "q4", "domain": "math", "condition": "speech@cascade", "voice": "kokoro/af_heart", "target": 0, "logprobs": [-1.5, -0.2], "n_chars": [3, 3], "n_tokens": [1, 1], "greedy": [false, true], "pred": 1, "pred_norm": 1, "correct": false, "correct_norm": false, "wer": 0.5}
-"""
+HAND_WRITTEN = Path(__file__).parent / "data" / "gap_items.jsonl"  # a by-hand items.jsonl
 
 
 def test_hand_written_records():
-    records = [json.loads(line) for line in HAND_WRITTEN.splitlines()]
+    records = [json.loads(line) for line in HAND_WRITTEN.read_text().splitlines()]
     results = analyse(records, {"command": "by hand"}, n_boot=100)
     t = results["metrics"]["acc"]["overall"]
     # text@base 3/4, text@speech 2/4, speech@speech 2/4 (q3, q4), cascade 3/4
