@@ -1,0 +1,150 @@
+"""The run report's files (results.json, summary.md, PNGs) and `salad-eval report` across runs."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from typer.testing import CliRunner
+
+from salad_eval.cli import app
+from salad_eval.errors import SaladError
+from salad_eval.gap import compare_runs, write_report
+
+VOICES = ("kokoro/af_heart", "piper/joe")
+CONDITIONS = (
+    "text@base", "text@speech", "speech@speech", "speech@cascade",
+    "speech@speech:silent", "speech@speech:shuffled",
+)  # fmt: skip
+
+
+def run_records(seed: int, speech_rate: float, kl_scale: float) -> list[dict]:
+    """Two tasks, three domains, two voices, every condition; KL and WER on their rows."""
+    rng = random.Random(seed)
+    rates = dict(zip(CONDITIONS, (0.8, 0.7, speech_rate, 0.75, 0.3, 0.3), strict=True))
+    records = []
+    for task in ("arc_easy", "demo"):
+        for i in range(24):
+            domain = ("physics", "biology", "history")[i % 3]
+            for cond, p in rates.items():
+                for voice in [None] if cond.startswith("text@") else VOICES:
+                    correct = rng.random() < p
+                    rec = {
+                        "task": task, "item": f"{task}/{i}", "domain": domain, "condition": cond,
+                        "voice": voice, "target": 1, "logprobs": [-2.0, -1.0], "n_chars": [4, 6],
+                        "n_tokens": [1, 2], "greedy": [False, correct], "pred": int(correct),
+                        "pred_norm": int(correct), "correct": correct, "correct_norm": correct,
+                    }  # fmt: skip
+                    if cond in ("text@speech", "speech@speech"):
+                        rec["kl"] = kl_scale * rng.random()
+                    if cond == "speech@cascade":
+                        rec["wer"] = rng.random() / 5
+                    records.append(rec)
+    return records
+
+
+MANIFEST = {"command": "salad-eval gap --model ckpt/ --tasks arc_easy,demo", "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> list[Path]:
+    """Two written runs: a weak speech model with few hours, a better one with more."""
+    dirs = []
+    for k, (rate, kl, hours) in enumerate(((0.45, 3.0, 10), (0.65, 0.8, 1000))):
+        run_dir = tmp_path_factory.mktemp(f"run{k}")
+        manifest = {**MANIFEST, "training": {"speech_hours": hours}}
+        write_report(run_dir, run_records(k, rate, kl), manifest, n_boot=200)
+        dirs.append(run_dir)
+    probes = [
+        {"tokens_seen": 1000 * s, "probe": {"M": 2 / s, "F": 0.1 * s, "text_acc": 0.8,
+                                            "speech_acc": 0.4 + 0.1 * s}}
+        for s in (1, 2, 3)
+    ]  # fmt: skip
+    lines = [json.dumps(p) for p in probes] + [json.dumps({"step": 1, "loss": 2.5})]
+    (dirs[1] / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return dirs
+
+
+def figures(node, path=""):
+    """Every figure (a dict with a value) in results.json, with where it sits."""
+    if isinstance(node, dict):
+        if "value" in node:
+            yield path, node
+        else:
+            for key, child in node.items():
+                yield from figures(child, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, child in enumerate(node):
+            yield from figures(child, f"{path}/{i}")
+
+
+def test_results_json_has_ci_and_n_for_every_figure(runs):
+    results = json.loads((runs[0] / "results.json").read_text())
+    assert results["manifest"] == {**MANIFEST, "training": {"speech_hours": 10}}
+    found = list(figures(results["metrics"]))
+    assert len(found) > 100
+    for path, fig in found:
+        assert {"value", "ci_low", "ci_high", "n"} <= set(fig), path
+        assert fig["n"] > 0, path
+    overall = results["metrics"]["acc"]["overall"]
+    assert set(overall["accuracy"]) == set(CONDITIONS)
+    assert overall["n_items"] == 48
+    assert set(results["metrics"]["acc"]["voices"]) == set(VOICES)
+    assert set(results["metrics"]["acc"]["domains"]) == {"physics", "biology", "history"}
+    assert {(t["a"], t["b"]) for t in results["metrics"]["acc"]["mcnemar"]} >= {
+        ("text@base", "speech@speech"), ("speech@speech", "speech@speech:silent"),
+    }  # fmt: skip
+    assert results["controls"]["checked"] is True
+
+
+def test_summary_reads_as_a_report(runs):
+    summary = (runs[0] / "summary.md").read_text()
+    for needle in (
+        "# Text-speech understanding gap", "Does the model listen to its audio?", "## Conditions",
+        "### By task", "### By domain", "### By voice", "exact McNemar", "misalignment",
+        "`arc_easy`", "kokoro/af_heart", "salad-eval gap --model ckpt/", "gap_decomposition.png",
+    ):  # fmt: skip
+        assert needle in summary, needle
+
+
+def test_plots_are_written_and_non_empty(runs):
+    for name in ("gap_decomposition.png", "misalignment_by_domain.png", "accuracy_by_voice.png"):
+        path = runs[0] / name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        pixels = matplotlib.image.imread(path)
+        assert pixels.shape[0] > 200 and pixels.shape[1] > 300
+        assert pixels.std() > 0.05  # something is drawn, not a blank canvas
+
+
+def test_report_compares_runs(runs, tmp_path):
+    out = tmp_path / "cmp"
+    result = compare_runs(runs, out)
+    assert {r["run"] for r in result["rows"]} == {runs[0].name, runs[1].name}
+    assert {r["task"] for r in result["rows"]} == {"arc_easy", "demo", "all tasks"}
+    for row in result["rows"]:
+        for column in ("speech acc", "gap", "forgetting", "misalignment"):
+            assert {"value", "ci_low", "ci_high", "n"} <= set(row[column])
+    assert result["fit_log_m"]["n"] == 2
+    assert result["fit_log_m"]["slope"] < 0  # the run with more misalignment hears worse
+    assert set(result["plots"]) == {
+        "gap_vs_speech_hours.png", "speech_acc_vs_log_m.png", "training_curves.png",
+    }  # fmt: skip
+    for plot in result["plots"]:
+        assert matplotlib.image.imread(out / plot).std() > 0.05
+    md = (out / "comparison.md").read_text()
+    assert runs[0].name in md and "R^2" in md
+
+
+def test_report_command(runs, tmp_path):
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(app, ["report", str(runs[0]), str(runs[1]), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "misalignment" in res.output and (out / "comparison.json").is_file()
+
+
+def test_report_rejects_a_dir_without_results(tmp_path):
+    with pytest.raises(SaladError, match="has no results.json"):
+        compare_runs([tmp_path], tmp_path / "out")
