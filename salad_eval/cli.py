@@ -51,7 +51,7 @@ def assets_list(ctx: typer.Context) -> None:
 @assets_app.command("prepare")
 def assets_prepare(
     names: list[str] = typer.Argument(
-        None, help="Asset names (default: every asset of the default install)."
+        None, help="Asset names, hub ids or paths (default: every default asset)."
     ),
 ) -> None:
     """Prepare assets into the cache home (converting them once); a second run does nothing."""
@@ -60,9 +60,76 @@ def assets_prepare(
     prepare_assets(names)
 
 
+@app.command()
+def synth(
+    tasks: str = typer.Option("demo", help="Comma-separated task names."),
+    voices: str = typer.Option("default", help="Voice sets and/or voices, comma-separated."),
+    limit: int = typer.Option(None, help="Only the first N items of each task."),
+    workers: int = typer.Option(1, help="Parallel worker processes."),
+    shots: int = typer.Option(0, help="Spoken few-shot examples per item."),
+    data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
+    wer_threshold: float = typer.Option(0.3, help="Flag clips whose ASR WER is above this."),
+) -> None:
+    """Synthesize the spoken segments of tasks into the audio store, with ASR-checked manifests."""
+    from salad_eval.speech.synth import synthesize_tasks
+
+    names = [name.strip() for name in tasks.split(",") if name.strip()]
+    synthesize_tasks(names, voices, limit, shots, workers, data_dir, wer_threshold)
+
+
+@app.command()
+def gap(
+    model: str = typer.Option(..., help="A SALAD checkpoint dir, or a Qwen2-Audio hub id/path."),
+    tasks: str = typer.Option("demo", help="Comma-separated task names (see `salad-eval tasks`)."),
+    voices: str = typer.Option("default", help="Voice sets and/or voices, comma-separated."),
+    limit: int = typer.Option(None, help="Only the first N items of each task (config)."),
+    shots: int = typer.Option(0, help="Spoken few-shot examples per item."),
+    text_model: str = typer.Option(None, help="Text LLM for text@base (default: the base LLM)."),
+    asr: str = typer.Option("whisper-base", help="ASR of the cascade: asset name, hub id or path."),
+    out: str = typer.Option(None, help="Run directory (default reports/<model>-<tasks>)."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
+    batch_size: int = typer.Option(8, help="Choices per forward pass."),
+    workers: int = typer.Option(1, help="Synthesis worker processes."),
+    n_boot: int = typer.Option(1000, help="Paired bootstrap resamples."),
+    seed: int = typer.Option(1234, help="Seed for few-shot sampling, shuffled audio, bootstrap."),
+    controls: bool = typer.Option(True, help="Score the silent and shuffled audio controls."),
+    data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
+) -> None:
+    """Measure the gap: text@base, text@speech, speech@speech, speech@cascade and controls."""
+    from pathlib import Path
+
+    from salad_eval.gap.run import GapSetup, Models, default_run_dir, run_gap
+    from salad_eval.models.cascade import Cascade
+    from salad_eval.models.load import default_text_model, load_speech_model
+    from salad_eval.models.text_lm import TextLM
+
+    names = [name.strip() for name in tasks.split(",") if name.strip()]
+    if limit is not None and limit < 1:
+        raise SaladError(f"--limit {limit} leaves no items; use a positive number")
+    speech = load_speech_model(model, device=device)
+    text_name = default_text_model(speech, text_model)
+    text = TextLM(text_name, device=device)
+    setup = GapSetup(
+        tasks=names, voices=voices, limit=limit, shots=shots, seed=seed, batch_size=batch_size,
+        workers=workers, n_boot=n_boot, data_dir=data_dir, controls=controls,
+        names={"speech": model, "text": text_name, "asr": asr},
+    )
+    cascade = Cascade(asr=asr, text_model=text, device=device)
+    run_dir = Path(out) if out else default_run_dir(model, names)
+    training = getattr(speech, "training_info", None)
+    results = run_gap(setup, Models(speech=speech, text=text, cascade=cascade), run_dir, training)
+    if results:
+        print((run_dir / "summary.md").read_text())
+        print(f"report: {run_dir}")
+
+
 def main() -> None:
     try:
         app()
     except SaladError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":  # `python -m salad_eval.cli` (e.g. under `accelerate launch -m`)
+    main()

@@ -1,0 +1,381 @@
+"""Synthesis of tasks into the audio store, with a manifest per task and voice set.
+
+Every distinct spoken segment (few-shot examples included) is synthesized once per voice; clips
+already in the store are reused, so a rerun (or a run after a crash) only makes what is missing.
+Each clip is checked by ASR. Each item x voice gets one manifest row, ``ok`` or ``failed`` with its
+reason: an item is never silently dropped. ``SynthManifest.speech_prompt`` turns an item and a
+voice into the ``Text``/``Audio`` prompt that speech conditions score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from salad_eval import home
+from salad_eval.errors import SaladError
+from salad_eval.prompt import Audio, Item, Prompt, Speak
+from salad_eval.speech import quality, store, tts
+from salad_eval.speech.normalize import normalize, speakable
+from salad_eval.speech.voices import VOICE_SETS, Voice, parse_voice, resolve_voices
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One spoken segment of an item in one voice."""
+
+    text: str
+    normalized: str
+    path: str | None = None
+    seconds: float = 0.0
+    transcript: str | None = None
+    wer: float | None = None
+    cer: float | None = None
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    task: str
+    item_id: str
+    voice: str
+    status: str  # "ok" or "failed"
+    clips: tuple[Clip, ...]
+    seconds: float = 0.0
+    wer: float | None = None
+    cer: float | None = None
+    flagged: bool = False
+    reason: str = ""
+
+    @classmethod
+    def from_json(cls, row: dict) -> ManifestRow:
+        return cls(**{**row, "clips": tuple(Clip(**clip) for clip in row["clips"])})
+
+
+@dataclass
+class VoiceSummary:
+    made: int = 0
+    cached: int = 0
+    failed_clips: int = 0
+    rows: int = 0
+    failed_rows: int = 0
+    flagged_rows: int = 0
+    seconds: float = 0.0
+    made_seconds: float = 0.0
+    mean_wer: float | None = None
+    mean_cer: float | None = None
+
+
+@dataclass
+class SynthManifest:
+    """All rows of one synthesis run, the manifest files written, and the run summary."""
+
+    rows: list[ManifestRow]
+    paths: dict[str, Path] = field(default_factory=dict)
+    voices: dict[str, VoiceSummary] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    synth_seconds: float = 0.0  # wall time spent making new clips (synthesis + ASR)
+
+    def row(self, item: Item, voice: Voice | str) -> ManifestRow:
+        name = str(parse_voice(voice) if isinstance(voice, str) else voice)
+        index = {(row.task, row.item_id, row.voice): row for row in self.rows}
+        if (item.task, item.id, name) not in index:
+            raise SaladError(f"no audio for {item.task}/{item.id} in {name}; run salad-eval synth")
+        return index[(item.task, item.id, name)]
+
+    def speech_prompt(self, item: Item, voice: Voice | str) -> Prompt:
+        """The item with each ``Speak`` part replaced by its clip: ``Audio(path, transcript)``."""
+        row = self.row(item, voice)
+        if row.status != "ok":
+            raise SaladError(f"{item.task}/{item.id} has no audio in {row.voice}: {row.reason}")
+        clips = iter(row.clips)
+        return tuple(
+            Audio(next(clips).path, transcript=part.text) if isinstance(part, Speak) else part
+            for part in item.context
+        )
+
+    @classmethod
+    def load(cls, paths: Iterable[Path | str]) -> SynthManifest:
+        """Read manifests written by ``synthesize`` (e.g. for the gap runner)."""
+        manifest = cls(rows=[])
+        for path in map(Path, paths):
+            lines = path.read_text().splitlines()
+            rows = [ManifestRow.from_json(json.loads(line)) for line in lines if line]
+            manifest.rows += rows
+            manifest.paths.update({row.task: path for row in rows[:1]})
+        return manifest
+
+
+@dataclass(frozen=True)
+class _Job:
+    key: str
+    voice: Voice
+    normalized: str
+
+
+@dataclass(frozen=True)
+class _Done:
+    key: str
+    made: bool
+    seconds: float = 0.0
+    transcript: str = ""
+    wer: float = 1.0
+    cer: float = 1.0
+    error: str = ""
+
+
+def _run(job: _Job) -> _Done:
+    """Make the clip unless it is stored, then check it: runs in a worker (or in process)."""
+    try:
+        made = not store.has_clip(job.key)
+        if made:
+            audio = tts.synthesize(job.normalized, job.voice)
+            if audio.size < tts.SAMPLE_RATE // 20:
+                raise ValueError("the engine returned no audio")
+            store.write_clip(job.key, audio)
+        checked = quality.check_clip(job.key, job.normalized)
+        seconds = store.clip_seconds(job.key)
+        return _Done(job.key, made, seconds, checked.transcript, checked.wer, checked.cer)
+    except Exception as err:  # an engine failure fails its items, never the whole run
+        return _Done(job.key, False, error=f"{type(err).__name__}: {err}".splitlines()[0])
+
+
+def _init_worker(threads: int) -> None:
+    tts.set_threads(threads)
+    quality.set_threads(threads)
+
+
+def voice_set_name(spec: str) -> str:
+    """A manifest-friendly name: the set's own name, else a hash of the voice list."""
+    if spec in VOICE_SETS:
+        return spec
+    voices = ",".join(str(v) for v in resolve_voices(spec))
+    return "voices-" + hashlib.sha256(voices.encode()).hexdigest()[:10]
+
+
+def manifest_dir() -> Path:
+    return store.root() / "manifests"
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[audio]:.0f}s audio, RTF {task.fields[rtf]:.2f}"),
+        console=console,
+    )
+
+
+def _execute(jobs: list[_Job], workers: int, console: Console, show: bool) -> dict[str, _Done]:
+    done: dict[str, _Done] = {}
+    started = time.perf_counter()
+    with _progress(console) as bar:
+        task = bar.add_task("synthesizing", total=len(jobs), audio=0.0, rtf=0.0, visible=show)
+        audio = 0.0
+
+        def record(result: _Done) -> None:
+            nonlocal audio
+            done[result.key] = result
+            audio += result.seconds
+            rtf = (time.perf_counter() - started) / audio if audio else 0.0
+            bar.update(task, advance=1, audio=audio, rtf=rtf)
+
+        if workers <= 1:
+            for job in jobs:
+                record(_run(job))
+        else:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, context, _init_worker, (threads,)) as pool:
+                for future in as_completed([pool.submit(_run, job) for job in jobs]):
+                    record(future.result())
+    return done
+
+
+def _cached(job: _Job) -> _Done | None:
+    """The result of a job whose clip and transcript are both stored already (no model needed)."""
+    transcript = store.read_transcript(job.key, quality.asr_id())
+    if transcript is None or not store.has_clip(job.key):
+        return None
+    wer, cer = quality.error_rates(job.normalized, transcript)
+    return _Done(job.key, False, store.clip_seconds(job.key), transcript, wer, cer)
+
+
+def _row(item: Item, voice: Voice, keys: list, done: dict[str, _Done], threshold: float):
+    texts = item.spoken_texts
+    base = {"task": item.task, "item_id": item.id, "voice": str(voice)}
+    clips = [Clip(text, normalize(text)) for text in texts]
+    if not texts:
+        return ManifestRow(**base, status="failed", clips=(), reason="the item has no spoken part")
+    for clip, key in zip(clips, keys, strict=True):
+        if key is None:
+            reason = f"nothing to speak after normalization: {clip.text!r}"
+            return ManifestRow(**base, status="failed", clips=tuple(clips), reason=reason)
+        if done[key].error:
+            reason = f"synthesis failed: {done[key].error}"
+            return ManifestRow(**base, status="failed", clips=tuple(clips), reason=reason)
+    clips = [
+        Clip(c.text, c.normalized, str(store.clip_path(k)), done[k].seconds, done[k].transcript,
+             done[k].wer, done[k].cer)
+        for c, k in zip(clips, keys, strict=True)
+    ]  # fmt: skip
+    words = [max(1, len(c.normalized.split())) for c in clips]
+    return ManifestRow(
+        **base,
+        status="ok",
+        clips=tuple(clips),
+        seconds=round(sum(c.seconds for c in clips), 4),
+        wer=sum(c.wer * w for c, w in zip(clips, words, strict=True)) / sum(words),
+        cer=sum(c.cer * w for c, w in zip(clips, words, strict=True)) / sum(words),
+        flagged=any(c.wer > threshold for c in clips),
+    )
+
+
+def synthesize(
+    items: Sequence[Item],
+    voices: str | Sequence[Voice],
+    workers: int = 1,
+    wer_threshold: float = quality.WER_THRESHOLD,
+    out_dir: Path | None = None,
+    show_progress: bool = True,
+) -> SynthManifest:
+    """Synthesize and check every spoken segment of ``items`` in every voice; write manifests.
+
+    ``voices`` is a spec (``default``, ``kokoro/jf_alpha,piper/joe``) or a list of voices. One
+    manifest per task, ``<out_dir>/<task>.<voice set>.jsonl``, one row per item x voice.
+    """
+    started = time.perf_counter()
+    set_name = voice_set_name(voices) if isinstance(voices, str) else voice_set_name(
+        ",".join(str(v) for v in voices)
+    )
+    voice_list = resolve_voices(voices) if isinstance(voices, str) else tuple(voices)
+    versions = {v.engine: tts.engine(v.engine).version for v in voice_list}
+    keys: dict[tuple[int, Voice], list[str | None]] = {}
+    jobs: dict[str, _Job] = {}
+    for voice in voice_list:
+        for index, item in enumerate(items):
+            row_keys = []
+            for text in item.spoken_texts:
+                normalized = normalize(text)
+                key = store.clip_key(normalized, voice, versions[voice.engine]) if speakable(
+                    normalized
+                ) else None
+                if key is not None:
+                    jobs.setdefault(key, _Job(key, voice, normalized))
+                row_keys.append(key)
+            keys[(index, voice)] = row_keys
+    done = {key: result for key, job in jobs.items() if (result := _cached(job))}
+    console = Console(stderr=True)
+    todo = [job for key, job in jobs.items() if key not in done]
+    job_started = time.perf_counter()
+    done.update(_execute(todo, workers, console, show_progress and bool(todo)))
+    synth_seconds = time.perf_counter() - job_started
+    rows = [
+        _row(item, voice, keys[(index, voice)], done, wer_threshold)
+        for voice in voice_list
+        for index, item in enumerate(items)
+    ]
+    manifest = SynthManifest(rows=rows, synth_seconds=synth_seconds)
+    manifest.voices = _summaries(voice_list, jobs, done, rows)
+    directory = out_dir or manifest_dir()
+    for task in dict.fromkeys(item.task for item in items):
+        path = directory / f"{task}.{set_name}.jsonl"
+        lines = [json.dumps(asdict(row), ensure_ascii=False) for row in rows if row.task == task]
+        home.atomic_write_text(path, "".join(line + "\n" for line in lines))
+        manifest.paths[task] = path
+    manifest.wall_seconds = time.perf_counter() - started
+    return manifest
+
+
+def _summaries(voices, jobs: dict[str, _Job], done: dict[str, _Done], rows) -> dict:
+    summaries = {}
+    for voice in voices:
+        results = [done[key] for key, job in jobs.items() if job.voice == voice]
+        own = [row for row in rows if row.voice == str(voice)]
+        ok = [row for row in own if row.status == "ok"]
+        summaries[str(voice)] = VoiceSummary(
+            made=sum(r.made for r in results),
+            cached=sum(not r.made and not r.error for r in results),
+            failed_clips=sum(bool(r.error) for r in results),
+            rows=len(own),
+            failed_rows=len(own) - len(ok),
+            flagged_rows=sum(row.flagged for row in ok),
+            seconds=round(sum(r.seconds for r in results), 2),
+            made_seconds=round(sum(r.seconds for r in results if r.made), 2),
+            mean_wer=sum(row.wer for row in ok) / len(ok) if ok else None,
+            mean_cer=sum(row.cer for row in ok) / len(ok) if ok else None,
+        )
+    return summaries
+
+
+def summary_table(manifest: SynthManifest) -> Table:
+    """Clips made/cached/failed, rows failed/flagged, audio seconds, RTF and WER per voice."""
+    made_seconds = sum(s.made_seconds for s in manifest.voices.values())
+    rtf = manifest.synth_seconds / made_seconds if made_seconds else 0.0
+    table = Table(
+        title=f"synthesis: {len(manifest.rows)} rows in {manifest.wall_seconds:.1f}s, "
+        f"RTF {rtf:.2f} (wall / audio made); clips made, cached, failed; rows failed, flagged; "
+        "mean WER/CER of the rows"
+    )
+    for column in ("voice", "made", "cached", "failed", "rows", "failed rows", "flagged",
+                   "audio s", "WER", "CER"):  # fmt: skip
+        table.add_column(column, justify="left" if column == "voice" else "right")
+    for name, s in manifest.voices.items():
+        table.add_row(
+            name, str(s.made), str(s.cached), str(s.failed_clips), str(s.rows), str(s.failed_rows),
+            str(s.flagged_rows), f"{s.seconds:.1f}",
+            "-" if s.mean_wer is None else f"{s.mean_wer:.1%}",
+            "-" if s.mean_cer is None else f"{s.mean_cer:.1%}",
+        )  # fmt: skip
+    failed = [row for row in manifest.rows if row.status != "ok"]
+    table.caption = "\n".join(
+        f"failed {row.task}/{row.item_id} [{row.voice}]: {row.reason}" for row in failed[:10]
+    ) + (f"\n... and {len(failed) - 10} more" if len(failed) > 10 else "")
+    return table
+
+
+def synthesize_tasks(
+    tasks: Sequence[str],
+    voices: str = "default",
+    limit: int | None = None,
+    shots: int = 0,
+    workers: int = 1,
+    data_dir: str | None = None,
+    wer_threshold: float = quality.WER_THRESHOLD,
+) -> SynthManifest:
+    """``salad-eval synth``: load the tasks' items, synthesize them, print the summary."""
+    from salad_eval.tasks import load_items
+
+    resolve_voices(voices)  # a bad voice fails before any task data is read
+    items = [
+        item
+        for name in tasks
+        for item in load_items(name, limit=limit, shots=shots, data_dir=data_dir)
+    ]
+    manifest = synthesize(items, voices, workers=workers, wer_threshold=wer_threshold)
+    console = Console()
+    console.print(summary_table(manifest))
+    for task, path in manifest.paths.items():
+        console.print(f"manifest {task}: {path}")
+    return manifest
