@@ -30,7 +30,8 @@ def _rates(strata: list[Stratum], idxs: list[np.ndarray], a: str, b: str | None)
         if count == 0:
             continue
         vals = np.where(mask, s.scores[a] - (s.scores[b] if b else 0), 0)
-        sums, counts = vals[idx].sum(axis=1), mask[idx].sum(axis=1)
+        sums = vals[idx].sum(axis=1)
+        counts = mask[idx].sum(axis=1) if count < len(mask) else count
         with np.errstate(invalid="ignore", divide="ignore"):
             per_task.append(sums / (counts * s.scale))
         parts.append((int(vals.sum()), count * s.scale, count))

@@ -110,7 +110,7 @@ def build_strata(records: Iterable[dict], metric: str) -> list[Stratum]:
             for name, (cond, key) in VALUES.items():
                 vals = [r[key] for r in conds.get(cond, ()) if r.get(key) is not None]
                 if vals:
-                    values[name][i] = float(np.mean(vals))
+                    values[name][i] = sum(vals) / len(vals)
         strata.append(
             Stratum(task, tuple(item for item, _ in items), scale, scores, present, values)
         )

@@ -29,8 +29,8 @@ CONDITION_MEANINGS = {
 }
 
 
-def _group(records: list[dict], metric: str, n_boot: int, seed: int, **where) -> dict | None:
-    strata = build_strata(select(records, **where), metric)
+def _group(records: list[dict], metric: str, n_boot: int, seed: int) -> dict | None:
+    strata = build_strata(records, metric)
     return decompose(strata, n_boot, seed) if strata else None
 
 
@@ -44,8 +44,13 @@ def _tables(records: list[dict], metric: str, n_boot: int, seed: int) -> dict:
         )
 
     def by(key: str) -> dict:
-        keys = sorted({r[key] for r in records if r[key] is not None})
-        tables = {k: _group(records, metric, n_boot, seed, **{key: k}) for k in keys}
+        parts: dict[str, list[dict]] = {}
+        for rec in records:
+            parts.setdefault(rec[key], []).append(rec)
+        parts.pop(None, None)
+        if key == "voice":  # a voice's group keeps the text rows, which every voice shares
+            parts = {v: select(records, voice=v) for v in parts}
+        tables = {k: _group(recs, metric, n_boot, seed) for k, recs in sorted(parts.items())}
         return {k: t for k, t in tables.items() if t is not None}
 
     voices = by("voice")

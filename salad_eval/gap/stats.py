@@ -44,8 +44,8 @@ def resample_indices(n_items: int, n_boot: int, seed: int, stratum: str) -> np.n
     Seeded by the stratum name and size, so every group with the same items resamples alike.
     """
     rng = np.random.default_rng([seed, zlib.crc32(stratum.encode()), n_items])
-    boot = rng.integers(0, n_items, size=(n_boot, n_items))
-    return np.vstack([np.arange(n_items)[None, :], boot])
+    boot = rng.integers(0, n_items, size=(n_boot, n_items), dtype=np.int32)
+    return np.vstack([np.arange(n_items, dtype=np.int32)[None, :], boot])
 
 
 def interval(samples: np.ndarray) -> tuple[float, float]:

@@ -1,0 +1,329 @@
+"""``salad-eval gap``: score the four conditions and both controls on identical items, then report.
+
+The flow: items (per task) -> synthesis of whatever audio is missing -> prompts per condition ->
+scores (cached on disk per request, so a killed run resumes and a rerun recomputes nothing) ->
+per-item records -> ``reports/<run>/`` (``items.jsonl``, ``results.json``, ``summary.md``, plots).
+
+Under ``accelerate launch`` each process scores an interleaved shard of the requests into the
+shared cache; then the main process assembles every record from the cache. The records, and so
+``results.json``, are identical to a one-process run by construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from salad_eval import divergence, tasks
+from salad_eval.conditions import shuffled_prompts, silent_prompt
+from salad_eval.errors import SaladError
+from salad_eval.gap.report import write_report
+from salad_eval.home import atomic_write_text, home, project_root
+from salad_eval.prompt import ChoiceScore, Item, Model, Prompt, ScoringRequest, text_prompt
+from salad_eval.scoring import item_metrics, score
+
+console = Console(stderr=True)
+
+
+@dataclass
+class GapSetup:
+    """Everything that defines a gap run (recorded verbatim in the manifest)."""
+
+    tasks: list[str]
+    voices: str = "default"
+    limit: int | None = None
+    shots: int = 0
+    seed: int = 1234
+    batch_size: int = 8
+    workers: int = 1
+    n_boot: int = 1000
+    metric: str = "acc"
+    data_dir: str | None = None
+    controls: bool = True
+    divergences: bool = True
+    names: dict[str, str] = field(default_factory=dict)  # model names as the user gave them
+
+
+@dataclass
+class Models:
+    speech: Model
+    text: Model
+    cascade: Model | None = None
+
+
+class _Shard:
+    """Which requests this process scores (all of them without ``accelerate launch``)."""
+
+    def __init__(self) -> None:
+        self.rank, self.size, self._state = 0, 1, None
+        try:
+            from accelerate import PartialState
+
+            state = PartialState(cpu=True)
+            if state.num_processes > 1:
+                self.rank, self.size, self._state = state.process_index, state.num_processes, state
+        except (ImportError, RuntimeError, ValueError):
+            pass
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def take(self, n: int) -> list[int]:
+        return list(range(self.rank, n, self.size))
+
+    def wait(self) -> None:
+        if self._state is not None:
+            self._state.wait_for_everyone()
+
+
+def _cached_value(kind: str, key: str, compute: Callable[[], float]) -> float:
+    """A float cached on disk by content key (per-item divergences), written atomically."""
+    path = home() / kind / key[:2] / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    atomic_write_text(path, json.dumps(value))
+    return value
+
+
+def _key(*parts: object) -> str:
+    payload = json.dumps(parts, default=str, ensure_ascii=False)
+    return hashlib.blake2b(payload.encode(), digest_size=20).hexdigest()
+
+
+def _record(item: Item, condition: str, voice: str | None, scores: list[ChoiceScore]) -> dict:
+    metrics = item_metrics(scores, item.target, item.choices)
+    lls = np.array([s.logprob for s in scores])
+    norm = lls / np.array([float(len(c.removeprefix(" "))) or 1.0 for c in item.choices])
+    return {
+        "task": item.task,
+        "item": item.id,
+        "domain": item.domain,
+        "condition": condition,
+        "voice": voice,
+        "target": item.target,
+        "logprobs": [s.logprob for s in scores],
+        "n_chars": [s.n_chars for s in scores],
+        "n_tokens": [s.n_tokens for s in scores],
+        "greedy": [s.is_greedy for s in scores],
+        "pred": int(np.argmax(lls)),
+        "pred_norm": int(np.argmax(norm)),
+        "correct": bool(metrics["acc"]),
+        "correct_norm": bool(metrics["acc_norm"]),
+    }
+
+
+def _score_all(
+    model: Model, requests: list[ScoringRequest], shard: _Shard, setup: GapSetup, label: str
+) -> list[list[ChoiceScore]]:
+    """Every process fills the cache for its shard; then all scores are read back in order."""
+    if shard.size > 1:
+        mine = shard.take(len(requests))
+        console.log(f"{label}: scoring {len(mine)} of {len(requests)} requests (rank {shard.rank})")
+        score(model, [requests[i] for i in mine], batch_size=setup.batch_size)
+        shard.wait()
+    else:
+        console.log(f"{label}: {len(requests)} requests")
+    return score(model, requests, batch_size=setup.batch_size)
+
+
+def _speech_items(items: list[Item], manifest, voices) -> tuple[list[Item], list[dict]]:
+    """Items with audio in every voice; the others are excluded from every condition, and listed."""
+    kept, excluded = [], []
+    for item in items:
+        rows = [manifest.row(item, voice) for voice in voices]
+        bad = [row for row in rows if row.status != "ok"]
+        if bad:
+            excluded.append({"task": item.task, "item": item.id, "reason": bad[0].reason})
+        else:
+            kept.append(item)
+    return kept, excluded
+
+
+def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | None = None) -> dict:
+    """Score every condition on the same items and write the report; returns results.json."""
+    from salad_eval.speech.synth import synthesize
+    from salad_eval.speech.voices import resolve_voices
+
+    started = time.time()
+    shard = _Shard()
+    voices = [str(v) for v in resolve_voices(setup.voices)]
+    records: list[dict] = []
+    task_info, excluded_all, synth_info = {}, [], {}
+    for task in setup.tasks:
+        spec = tasks.get_task(task)
+        items = tasks.load_items(task, setup.limit, setup.shots, setup.seed, setup.data_dir)
+        task_info[task] = {"version": spec.version, "fingerprint": spec.fingerprint}
+        manifest = synthesize(items, setup.voices, workers=setup.workers, show_progress=shard.main)
+        synth_info[task] = {v: asdict(s) for v, s in manifest.voices.items()}
+        items, excluded = _speech_items(items, manifest, voices)
+        excluded_all += excluded
+        if len(items) < 2:
+            raise SaladError(
+                f"task {task} has {len(items)} usable item(s) after --limit and synthesis; "
+                "a gap needs at least 2 (raise --limit)"
+            )
+        records += _task_records(task, items, manifest, voices, models, setup, shard)
+    if not shard.main:
+        return {}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        run_dir / "items.jsonl",
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+    )
+    manifest = _manifest(setup, models, task_info, voices, synth_info, excluded_all, training)
+    manifest["seconds"] = round(time.time() - started, 1)
+    return write_report(run_dir, records, manifest, setup.metric, setup.n_boot, seed=setup.seed)
+
+
+def _task_records(
+    task: str, items: list[Item], manifest, voices, models: Models, setup: GapSetup, shard: _Shard
+) -> list[dict]:
+    text = [ScoringRequest(text_prompt(i), i.choices) for i in items]
+    records = []
+    for condition, model in (("text@base", models.text), ("text@speech", models.speech)):
+        scores = _score_all(model, text, shard, setup, f"{task} {condition}")
+        records += [_record(i, condition, None, s) for i, s in zip(items, scores, strict=True)]
+    if setup.divergences and divergence.supports_divergence(models.speech):
+        forgetting = _divergences(
+            "F",
+            items,
+            shard,
+            lambda i: divergence.forgetting_kl(models.text, models.speech, i),
+            [models.text.fingerprint, models.speech.fingerprint],
+        )
+        for record, value in zip(records[len(items) :], forgetting, strict=True):
+            record["kl"] = value
+    for voice in voices:
+        spoken = [manifest.speech_prompt(i, voice) for i in items]
+        runs: list[tuple[str, Model | None, list[Prompt]]] = [
+            ("speech@speech", models.speech, spoken),
+            ("speech@cascade", models.cascade, spoken),
+        ]
+        if setup.controls:
+            runs += [
+                ("speech@speech:silent", models.speech, [silent_prompt(p) for p in spoken]),
+                ("speech@speech:shuffled", models.speech, shuffled_prompts(spoken, setup.seed)),
+            ]
+        for condition, model, prompts in runs:
+            if model is None:
+                continue
+            requests = [ScoringRequest(p, i.choices) for p, i in zip(prompts, items, strict=True)]
+            scores = _score_all(model, requests, shard, setup, f"{task} {condition} {voice}")
+            rows = [_record(i, condition, voice, s) for i, s in zip(items, scores, strict=True)]
+            if (
+                condition == "speech@speech"
+                and setup.divergences
+                and divergence.supports_divergence(models.speech)
+            ):
+                pairs = dict(zip((i.id for i in items), spoken, strict=True))
+                values = _divergences(
+                    "M",
+                    items,
+                    shard,
+                    lambda i, pairs=pairs: divergence.misalignment_kl(
+                        models.speech, i, pairs[i.id]
+                    ),
+                    [models.speech.fingerprint, voice],
+                )
+                for row, value in zip(rows, values, strict=True):
+                    row["kl"] = value
+            if condition == "speech@cascade" and hasattr(model, "transcript_wer"):
+                for row, prompt in zip(rows, prompts, strict=True):
+                    row["wer"] = model.transcript_wer(prompt)
+            records += rows
+    return records
+
+
+def _divergences(
+    name: str, items: list[Item], shard: _Shard, compute: Callable[[Item], float], ids: list
+) -> list[float]:
+    """Per-item KL values, cached on disk (and sharded like the scores)."""
+
+    def one(item: Item) -> float:
+        key = _key(name, ids, item.task, item.id, item.text_context, item.choices[item.target])
+        return _cached_value("divergences", key, lambda: compute(item))
+
+    if shard.size > 1:
+        for index in shard.take(len(items)):
+            one(items[index])
+        shard.wait()
+    console.log(f"{items[0].task} {name}: per-item KL on the answer tokens")
+    return [one(item) for item in items]
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=project_root(),
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
+    except OSError:
+        return None
+
+
+def _versions() -> dict[str, str]:
+    packages = [
+        "salad",
+        "torch",
+        "transformers",
+        "peft",
+        "lm_eval",
+        "numpy",
+        "kokoro-onnx",
+        "piper-tts",
+        "faster-whisper",
+    ]
+    found = {"python": platform.python_version()}
+    for package in packages:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _manifest(setup, models, task_info, voices, synth_info, excluded, training) -> dict:
+    return {
+        "command": " ".join(sys.argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": _git_commit(),
+        "versions": _versions(),
+        "setup": asdict(setup),
+        "tasks": task_info,
+        "voices": voices,
+        "synthesis": synth_info,
+        "models": {
+            "speech": {"name": setup.names.get("speech"), "fingerprint": models.speech.fingerprint},
+            "text": {"name": setup.names.get("text"), "fingerprint": models.text.fingerprint},
+            "cascade": None
+            if models.cascade is None
+            else {"name": setup.names.get("asr"), "fingerprint": models.cascade.fingerprint},
+        },
+        "excluded_items": excluded,
+        "training": training,
+    }
+
+
+def default_run_dir(model: str, task_names: Sequence[str]) -> Path:
+    """``reports/<model>-<tasks>``: the same command writes (and resumes) the same run."""
+    stem = Path(model.rstrip("/")).name or "model"
+    return project_root() / "reports" / f"{stem}-{'+'.join(task_names)}"
