@@ -30,15 +30,18 @@ def save(fig, path: Path) -> str:
 
 
 def gap_decomposition(tables: dict[str, dict], metric: str, path: Path) -> str:
-    """Per task: forgetting and misalignment stacked, gap with its CI, cascade gap marked."""
+    """Per task: forgetting and misalignment stacked, the gap (their sum) with CI, cascade gap."""
     names = list(tables)
     x = np.arange(len(names))
     f = np.array([100 * tables[n]["forgetting"]["value"] for n in names])
     m = np.array([100 * tables[n]["misalignment"]["value"] for n in names])
     gaps = [tables[n]["gap"] for n in names]
-    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(names) + 2), 4.2))
-    ax.bar(x, f, 0.6, label="forgetting", color="#4c72b0")
-    ax.bar(x, m, 0.6, bottom=f, label="misalignment", color="#dd8452")
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(names) + 4), 4.2))
+    up, down = np.zeros(len(names)), np.zeros(len(names))
+    for vals, label, color in ((f, "forgetting", "#4c72b0"), (m, "misalignment", "#dd8452")):
+        # positive parts stack up from 0, negative parts down, so neither hides the other
+        ax.bar(x, vals, 0.6, bottom=np.where(vals >= 0, up, down), label=label, color=color)
+        up, down = up + vals.clip(min=0), down + vals.clip(max=0)
     ax.errorbar(
         x,
         [100 * g["value"] for g in gaps],
@@ -101,7 +104,7 @@ def accuracy_by_voice(tables: dict[str, dict], metric: str, path: Path) -> str:
         if any(c in tables[n]["accuracy"] for n in names)
     ]
     width = 0.8 / len(conds)
-    fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(names) + 2.5), 4.2))
+    fig, ax = plt.subplots(figsize=(max(7.5, 1.6 * len(names) + 4.5), 4.2))
     x = np.arange(len(names))
     for k, cond in enumerate(conds):
         figs = [tables[n]["accuracy"].get(cond) for n in names]

@@ -139,6 +139,12 @@ def _score_all(
     return score(model, requests, batch_size=setup.batch_size)
 
 
+def _clip_quality(summary) -> dict:
+    """What the clips are like (not how long this run took to make them: that is not a result)."""
+    keep = ("rows", "failed_rows", "flagged_rows", "mean_wer", "mean_cer")
+    return {k: v for k, v in asdict(summary).items() if k in keep}
+
+
 def _speech_items(items: list[Item], manifest, voices) -> tuple[list[Item], list[dict]]:
     """Items with audio in every voice; the others are excluded from every condition, and listed."""
     kept, excluded = [], []
@@ -167,7 +173,7 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
         items = tasks.load_items(task, setup.limit, setup.shots, setup.seed, setup.data_dir)
         task_info[task] = {"version": spec.version, "fingerprint": spec.fingerprint}
         manifest = synthesize(items, setup.voices, workers=setup.workers, show_progress=shard.main)
-        synth_info[task] = {v: asdict(s) for v, s in manifest.voices.items()}
+        synth_info[task] = {v: _clip_quality(s) for v, s in manifest.voices.items()}
         items, excluded = _speech_items(items, manifest, voices)
         excluded_all += excluded
         if len(items) < 2:
