@@ -97,6 +97,14 @@ def test_identity_holds_exactly_on_random_record_sets(seed):
     assert exact(norm) == naive_acc(records, "speech@speech", "correct_norm")
 
 
+def test_results_do_not_depend_on_record_order():
+    """A resumed or sharded run writes its records in another order: same results."""
+    records = random_records(random.Random(3))
+    shuffled = records[:]
+    random.Random(4).shuffle(shuffled)
+    assert analyse(shuffled, {}, n_boot=50) == analyse(records, {}, n_boot=50)
+
+
 def test_per_voice_decomposition():
     rng = random.Random(7)
     voices = ["a/one", "b/two", "c/three"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from math import lcm
+from math import fsum, lcm
 
 import numpy as np
 
@@ -110,7 +110,7 @@ def build_strata(records: Iterable[dict], metric: str) -> list[Stratum]:
             for name, (cond, key) in VALUES.items():
                 vals = [r[key] for r in conds.get(cond, ()) if r.get(key) is not None]
                 if vals:
-                    values[name][i] = sum(vals) / len(vals)
+                    values[name][i] = fsum(vals) / len(vals)  # fsum: the same in any row order
         strata.append(
             Stratum(task, tuple(item for item, _ in items), scale, scores, present, values)
         )
