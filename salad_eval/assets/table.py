@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from salad_eval.assets import default_assets, list_assets, prepare
+from salad_eval.assets import default_assets, list_assets, resolve
 from salad_eval.home import home
 
 
@@ -28,7 +28,10 @@ def show_assets(console: Console | None = None) -> None:
 
 
 def prepare_assets(names: list[str] | None = None, console: Console | None = None) -> None:
-    """Prepare ``names`` (default: every default asset) and print where each one is."""
+    """Prepare ``names`` (default: every default asset) and print where each one is.
+
+    Hub ids and local paths are checked as everywhere else, so this also tells whether one loads.
+    """
     console = console or Console()
     for name in names or default_assets():
-        console.print(f"{name}: {prepare(name)}", soft_wrap=True)
+        console.print(f"{name}: {resolve(name)}", soft_wrap=True)
