@@ -9,6 +9,7 @@ voice into the ``Text``/``Audio`` prompt that speech conditions score.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -95,10 +96,13 @@ class SynthManifest:
 
     def row(self, item: Item, voice: Voice | str) -> ManifestRow:
         name = str(parse_voice(voice) if isinstance(voice, str) else voice)
-        index = {(row.task, row.item_id, row.voice): row for row in self.rows}
-        if (item.task, item.id, name) not in index:
+        if (item.task, item.id, name) not in self._index:
             raise SaladError(f"no audio for {item.task}/{item.id} in {name}; run salad-eval synth")
-        return index[(item.task, item.id, name)]
+        return self._index[(item.task, item.id, name)]
+
+    @functools.cached_property
+    def _index(self) -> dict[tuple[str, str, str], ManifestRow]:
+        return {(row.task, row.item_id, row.voice): row for row in self.rows}
 
     def speech_prompt(self, item: Item, voice: Voice | str) -> Prompt:
         """The item with each ``Speak`` part replaced by its clip: ``Audio(path, transcript)``."""
@@ -114,13 +118,14 @@ class SynthManifest:
     @classmethod
     def load(cls, paths: Iterable[Path | str]) -> SynthManifest:
         """Read manifests written by ``synthesize`` (e.g. for the gap runner)."""
-        manifest = cls(rows=[])
+        rows: list[ManifestRow] = []
+        tasks: dict[str, Path] = {}
         for path in map(Path, paths):
             lines = path.read_text().splitlines()
-            rows = [ManifestRow.from_json(json.loads(line)) for line in lines if line]
-            manifest.rows += rows
-            manifest.paths.update({row.task: path for row in rows[:1]})
-        return manifest
+            new = [ManifestRow.from_json(json.loads(line)) for line in lines if line]
+            rows += new
+            tasks.update({row.task: path for row in new[:1]})
+        return cls(rows=rows, paths=tasks)
 
 
 @dataclass(frozen=True)

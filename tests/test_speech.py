@@ -1,0 +1,170 @@
+"""TTS engines, voices, the audio store and synthesis, with the real embedded models.
+
+Synthesis runs in a fresh cache home per module (only the prepared assets are shared), so "made"
+and "cached" counts are real. The fast engines (Piper, espeak-ng) carry the pipeline tests; Kokoro
+is used where the default voice set needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from salad_eval.errors import SaladError
+from salad_eval.home import home
+from salad_eval.prompt import Audio, Item, Speak, Text
+from salad_eval.speech import store, tts
+from salad_eval.speech.synth import SynthManifest, synthesize
+from salad_eval.speech.voices import Voice, parse_voice, resolve_voices
+from salad_eval.tasks import load_items
+
+FAST = "piper/joe,espeak/en-us"
+
+
+@pytest.fixture(scope="module")
+def fresh_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty cache home that shares only the prepared assets of the real one."""
+    assets = home() / "assets"
+    assets.mkdir(exist_ok=True)
+    path = tmp_path_factory.mktemp("salad_home")
+    (path / "assets").symlink_to(assets)
+    old = os.environ.get("SALAD_HOME")
+    os.environ["SALAD_HOME"] = str(path)
+    yield path
+    if old is None:
+        del os.environ["SALAD_HOME"]
+    else:
+        os.environ["SALAD_HOME"] = old
+
+
+@pytest.mark.parametrize("voice", ["kokoro/jm_kumo", "piper/joe", "espeak/en-us+f3"])
+def test_engine_makes_16k_speech(voice: str) -> None:
+    audio = tts.synthesize("Hello world, this is a short test.", parse_voice(voice))
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert 1.0 < len(audio) / tts.SAMPLE_RATE < 6.0
+    assert np.abs(audio).max() > 0.05
+
+
+def test_prosody_parameters_change_the_audio() -> None:
+    text = "The quick brown fox jumps over the lazy dog."
+    slow = tts.synthesize(text, parse_voice("piper/joe:length_scale=1.6"))
+    normal = tts.synthesize(text, parse_voice("piper/joe"))
+    assert len(slow) > 1.3 * len(normal)
+
+
+def test_voice_names() -> None:
+    voice = parse_voice("piper/joe:noise_w=0.5,length_scale=1.2")
+    assert voice == Voice("piper", "joe", (("length_scale", 1.2), ("noise_w", 0.5)))
+    assert str(voice) == "piper/joe:length_scale=1.2,noise_w=0.5"
+    assert resolve_voices("default,piper/joe:length_scale=1.2,noise_w=0.5")[-1] == voice
+    assert len(resolve_voices("kokoro")) == 5
+    assert {v.engine for v in resolve_voices("diverse")} == {"kokoro", "piper", "espeak"}
+    with pytest.raises(SaladError, match="kokoro/jf_alpha"):
+        parse_voice("kokoro/jf_alfa")
+    with pytest.raises(SaladError, match="default"):
+        resolve_voices("defualt")
+    with pytest.raises(SaladError, match="length_scale"):
+        parse_voice("piper/joe:speed=2")
+
+
+def test_coqui_missing_says_how_to_install() -> None:
+    with pytest.raises(SaladError, match=r"pip install 'salad\[coqui\]'"):
+        tts.synthesize("hello", parse_voice("coqui/tts_models/en/ljspeech/vits"))
+
+
+def test_clip_key_covers_every_input() -> None:
+    voice = parse_voice("piper/joe")
+    key = store.clip_key("hello", voice, "v1")
+    assert key == store.clip_key("hello", voice, "v1")
+    assert key != store.clip_key("hello there", voice, "v1")
+    assert key != store.clip_key("hello", voice, "v2")
+    assert key != store.clip_key("hello", parse_voice("piper/joe:length_scale=1.1"), "v1")
+
+
+def _items() -> list[Item]:
+    unspeakable = Item("demo", "unspeakable", "none", (Text("Q: "), Speak("***")), (" a",), 0)
+    return [*load_items("demo", limit=3), unspeakable]
+
+
+def test_synth_rows_rerun_and_prompts(fresh_home: Path) -> None:
+    items = _items()
+    first = synthesize(items, FAST, show_progress=False)
+    assert len(first.rows) == len(items) * 2
+    failed = [row for row in first.rows if row.status == "failed"]
+    assert {row.item_id for row in failed} == {"unspeakable"}
+    assert "nothing to speak" in failed[0].reason
+    for summary in first.voices.values():
+        assert summary.made == 3 and summary.failed_rows == 1 and summary.rows == 4
+    again = synthesize(items, FAST, show_progress=False)
+    assert all(s.made == 0 and s.cached == 3 for s in again.voices.values())
+    assert [row.clips for row in again.rows] == [row.clips for row in first.rows]
+
+    loaded = SynthManifest.load(again.paths.values())
+    prompt = loaded.speech_prompt(items[0], "piper/joe")
+    audio = [seg for seg in prompt if isinstance(seg, Audio)]
+    assert [a.transcript for a in audio] == list(items[0].spoken_texts)
+    assert sf.info(audio[0].path).samplerate == 16000
+    with pytest.raises(SaladError, match="nothing to speak"):
+        loaded.speech_prompt(items[-1], "espeak/en-us")
+
+
+def test_default_voices_are_intelligible_on_demo(fresh_home: Path) -> None:
+    manifest = synthesize(load_items("demo", limit=20), "default", show_progress=False)
+    for voice, summary in manifest.voices.items():
+        assert summary.failed_rows == 0, voice
+        assert summary.mean_wer < 0.10, (voice, summary.mean_wer)
+
+
+def _cli(*args: str, env: dict) -> subprocess.Popen:
+    command = [sys.executable, "-m", "salad_eval.cli", "synth", *args]
+    return subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def test_sigkill_midway_then_rerun_leaves_no_bad_clip(tmp_path: Path) -> None:
+    (tmp_path / "assets").symlink_to(home() / "assets")
+    env = {**os.environ, "SALAD_HOME": str(tmp_path)}
+    args = ("--tasks", "demo", "--limit", "4", "--voices", FAST)
+    clips = tmp_path / "audio" / "clips"
+    run = _cli(*args, "--workers", "2", env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(clips.glob("*/*.flac"))) < 2:
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert run.returncode == -signal.SIGKILL
+    made_before = {p.name for p in clips.glob("*/*.flac")}
+    assert 2 <= len(made_before) < 8
+
+    rerun = _cli(*args, env=env)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    paths = list((tmp_path / "audio" / "manifests").glob("demo.*.jsonl"))
+    assert len(paths) == 1
+    manifest = SynthManifest.load(paths)
+    assert len(manifest.rows) == 8 and all(row.status == "ok" for row in manifest.rows)
+    assert len({(row.item_id, row.voice) for row in manifest.rows}) == 8
+    stored = {p.name for p in clips.glob("*/*.flac")}
+    listed = {Path(clip.path).name for row in manifest.rows for clip in row.clips}
+    assert stored == listed and made_before <= stored
+    for row in manifest.rows:
+        for clip in row.clips:
+            audio, rate = sf.read(clip.path, dtype="float32")
+            assert rate == 16000 and clip.seconds > 0.5
+            assert abs(len(audio) / rate - clip.seconds) < 1e-3
+
+
+def test_unknown_task_names_closest_match(fresh_home: Path) -> None:
+    run = _cli("--tasks", "demoo", "--limit", "1", env=dict(os.environ))
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 2 and "demo" in err and "Traceback" not in err
