@@ -60,6 +60,27 @@ def assets_prepare(
     prepare_assets(names)
 
 
+@app.command("tasks")
+def tasks_list(
+    data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
+) -> None:
+    """List the spoken tasks: version, fingerprint, domains, items (where the data is local)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from salad_eval.tasks import count_items, get_task, list_tasks
+
+    table = Table("task", "version", "fingerprint", "split", "domains", "items")
+    for name in list_tasks():
+        spec = get_task(name)
+        more = len(spec.domains) - 3
+        domains = ", ".join(spec.domains[:3]) + (f" +{more}" if more > 0 else "")
+        items = count_items(name, data_dir)
+        table.add_row(name, str(spec.version), spec.fingerprint, spec.test_split, domains,
+                      "-" if items is None else str(items))
+    Console().print(table)
+
+
 @app.command()
 def synth(
     tasks: str = typer.Option("demo", help="Comma-separated task names."),

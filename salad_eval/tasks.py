@@ -303,3 +303,14 @@ def load_items(
     if not items:
         raise SaladError(f"task {name} has no items in split {spec.test_split!r}; check the data")
     return items
+
+
+def count_items(name: str, data_dir: str | None = None) -> int | None:
+    """Items in a task's evaluation split, from embedded or mirrored data; None if not local."""
+    spec = get_task(name)
+    if not (spec.data_files or data_dir or os.environ.get(MIRROR_ENV)):
+        return None  # counting would download from the hub
+    try:
+        return sum(len(_rows(spec, config, spec.test_split, data_dir)) for config in spec.sources)
+    except SaladError:
+        return None

@@ -12,7 +12,7 @@ from lm_eval_local import lm_eval_task
 
 from salad_eval.errors import SaladError
 from salad_eval.prompt import Speak, Text
-from salad_eval.tasks import TASKS_DIR, get_task, list_tasks, load_items
+from salad_eval.tasks import TASKS_DIR, count_items, get_task, list_tasks, load_items
 
 PARITY = {  # salad task -> (lm-eval task, items compared)
     "arc_easy": ("arc_easy", 40),
@@ -153,3 +153,17 @@ def test_demo_items_are_many_varied_and_balanced():
     assert len(set(questions)) == len(questions) and len({i.id for i in items}) == len(items)
     assert not any(re.search(r"[0-9%$&=+<>_/\\]", q) for q in questions)  # speakable as written
     assert "salad project wrote" in (TASKS_DIR / "demo" / "README.md").read_text()
+
+
+def test_tasks_command_lists_versions_and_local_counts(benchmarks_dir):
+    from typer.testing import CliRunner
+
+    from salad_eval.cli import app
+
+    assert count_items("demo") == 330
+    assert count_items("openbookqa", data_dir=str(benchmarks_dir)) is None  # not mirrored
+    args = ["tasks", "--data-dir", str(benchmarks_dir)]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if "│" in line}
+    assert "14042" in rows["mmlu"] and "330" in rows["demo"] and "2376" in rows["arc_easy"]
