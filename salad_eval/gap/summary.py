@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from salad_eval.gap.records import METRICS
 
 _MAIN = ("text@base", "text@speech", "speech@speech", "speech@cascade")
@@ -80,13 +78,32 @@ def _divergences(tables: dict[str, dict]) -> list[str]:
     return lines + [""]
 
 
-def _manifest(manifest: dict) -> list[str]:
-    lines = []
-    for key, value in manifest.items():
-        shown = value if isinstance(value, str | int | float | bool) else json.dumps(value)
-        shown = str(shown)
-        lines.append(f"- **{key}**: `{shown if len(shown) <= 300 else shown[:297] + '...'}`")
-    return lines or ["- (no manifest was recorded)"]
+def _flatten(node, prefix: str = ""):
+    """Scalar leaves of a nested manifest as (dotted key, value)."""
+    if isinstance(node, dict):
+        for key, child in node.items():
+            yield from _flatten(child, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(node, list) and all(not isinstance(x, dict | list) for x in node):
+        yield prefix, ", ".join(map(str, node))
+    elif isinstance(node, list):
+        for i, child in enumerate(node):
+            yield from _flatten(child, f"{prefix}[{i}]")
+    else:
+        yield prefix, node
+
+
+def _manifest(manifest: dict, limit: int = 60) -> list[str]:
+    """The manifest's settings as a table (the full manifest is in results.json)."""
+    leaves = [(k, v) for k, v in _flatten(manifest) if v is not None and v != ""]
+    if not leaves:
+        return ["(no manifest was recorded)"]
+    lines = ["| setting | value |", "|---|---|"]
+    for key, value in leaves[:limit]:
+        text = str(value).replace("|", "\\|")
+        lines.append(f"| {key} | `{text if len(text) <= 120 else text[:117] + '...'}` |")
+    if len(leaves) > limit:
+        lines += ["", f"... and {len(leaves) - limit} more settings in results.json (`manifest`)."]
+    return lines
 
 
 def render_summary(results: dict, plots: list[str]) -> str:
