@@ -1,0 +1,103 @@
+"""Token-level divergences that explain the gap (SALAD paper, section 3).
+
+- forgetting F = sum over positions of KL(P_base(. | text) || P_speech(. | text))
+- misalignment M = sum over positions of KL(P_speech(. | text) || P_speech(. | partly spoken))
+
+Both are measured on the same continuation tokens under two prompts. On a benchmark item the
+continuation is the correct answer; on a text corpus it is the text that follows a spoken span.
+The same functions serve `salad-eval gap`, `salad-eval divergence` and Stage II's per-cluster
+misalignment, so the selection signal is exactly the quantity the report shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from salad_eval.prompt import Item, Prompt, Speak, Text, prompt_text
+
+
+def supports_divergence(model: object) -> bool:
+    """TextLM and SpeechLM (an HF LLM with salad's tokenization) expose their distributions."""
+    from salad_eval.models.speech_lm import SpeechLM
+    from salad_eval.models.text_lm import TextLM
+
+    return isinstance(model, TextLM | SpeechLM)
+
+
+def _inputs(model, prompt: Prompt, continuation: str) -> tuple[torch.Tensor, list[int]]:
+    """(context input embeddings (T, d), continuation token ids) as the model scores them."""
+    if hasattr(model, "embed_segments"):  # SpeechLM: text and audio segments
+        pieces, (ids,) = model.tokenize(prompt, [continuation])
+        return model.embed_segments(pieces).embeds, ids
+    context_ids, (ids,) = model.encoder.encode_pair(prompt_text(prompt), [continuation])
+    return model.embed(context_ids), ids
+
+
+def continuation_logprobs(
+    model, prompt: Prompt, continuation: str, ids: Sequence[int]
+) -> torch.Tensor:
+    """Log-distributions (L, V) over the next token at each of the continuation's L tokens.
+
+    ``ids`` fixes the continuation tokens, so two prompts are compared on identical positions.
+    """
+    context, _ = _inputs(model, prompt, continuation)
+    embed = model.llm.get_input_embeddings()
+    with torch.inference_mode():
+        tokens = torch.tensor(list(ids), dtype=torch.long, device=embed.weight.device)
+        full = torch.cat([context.to(embed.weight.dtype), embed(tokens)])
+        logits = model.llm(inputs_embeds=full[None]).logits[0]
+        return logits[context.shape[0] - 1 : -1].float().log_softmax(-1)
+
+
+def kl_sum(p_log: torch.Tensor, q_log: torch.Tensor) -> float:
+    """sum over positions of KL(P || Q), from log-probabilities of shape (L, V)."""
+    return float((p_log.exp() * (p_log - q_log)).sum())
+
+
+def divergence(model_p, prompt_p: Prompt, model_q, prompt_q: Prompt, continuation: str) -> float:
+    """KL(P || Q) summed over the continuation's tokens (tokenized as ``model_p`` reads text)."""
+    _, ids = _inputs(model_p, (Text(prompt_text(prompt_p)),), continuation)
+    if not ids:
+        return 0.0
+    p = continuation_logprobs(model_p, prompt_p, continuation, ids)
+    q = continuation_logprobs(model_q, prompt_q, continuation, ids)
+    return kl_sum(p, q)
+
+
+def forgetting_kl(base, speech, item: Item) -> float:
+    """F on an item: base LLM vs speech LLM, both reading the text, on the answer tokens."""
+    prompt = (Text(item.text_context),)
+    return divergence(base, prompt, speech, prompt, item.choices[item.target])
+
+
+def misalignment_kl(speech, item: Item, speech_prompt: Prompt) -> float:
+    """M on an item: the speech LLM on the text vs on the spoken version, on the answer tokens."""
+    text = (Text(item.text_context),)
+    return divergence(speech, text, speech, speech_prompt, item.choices[item.target])
+
+
+def corpus_items(texts: Sequence[str], name: str = "corpus", span_words: int = 12) -> list[Item]:
+    """Each document as an item whose first words are spoken and whose rest is the continuation.
+
+    The divergence is then measured on the text that follows the spoken span, as in the paper's
+    partly spoken prefixes. Documents too short to have both parts are skipped.
+    """
+    items = []
+    for index, text in enumerate(texts):
+        words = text.split()
+        spoken = min(span_words, len(words) // 2)
+        if spoken < 2:
+            continue
+        items.append(
+            Item(
+                task=name,
+                id=str(index),
+                domain=name,
+                context=(Speak(" ".join(words[:spoken])),),
+                choices=(" " + " ".join(words[spoken:]),),
+                target=0,
+            )
+        )
+    return items

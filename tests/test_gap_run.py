@@ -1,0 +1,224 @@
+"""`salad-eval gap` end to end, with the real embedded models at small scale.
+
+A tiny randomly initialised SALAD checkpoint (real Whisper tiny.en encoder, real SmolLM2) is
+scored on a few demo items spoken by Piper; the same run is repeated uninterrupted, killed with
+SIGKILL and resumed, and sharded over two processes by `accelerate launch`: all give the same
+results.json. A test double whose "speech" path reads the transcript proves the decomposition.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from salad_eval.gap.run import GapSetup, Models, run_gap
+from salad_eval.home import home
+from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
+from salad_eval.models.text_lm import TextLM
+from salad_eval.prompt import ScoringRequest, Text, prompt_text
+
+VOICE = "piper/joe"
+LIMIT = 6
+BIN = Path(sys.executable).parent
+
+
+class TranscriptSpeechLM:
+    """Test double of a speech LLM: the text LLM, its 'speech' path reading the transcript."""
+
+    def __init__(self, text_lm: TextLM):
+        self.text_lm = text_lm
+
+    @property
+    def fingerprint(self) -> str:
+        return "transcript-" + self.text_lm.fingerprint
+
+    def score(self, requests, batch_size=8):
+        as_text = [ScoringRequest((Text(prompt_text(r.prompt)),), r.choices) for r in requests]
+        return self.text_lm.score(as_text, batch_size)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised SALAD checkpoint: small adapter, frozen SmolLM2, Whisper tiny.en."""
+    config = SpeechLMConfig(adapter_layers=1, adapter_width=64, adapter_heads=2)
+    return SpeechLM.from_config(config, seed=0).save(tmp_path_factory.mktemp("ckpt") / "random")
+
+
+def _fresh_home(root: Path) -> Path:
+    """A cache home sharing the prepared assets, audio and encoder features, with no scores."""
+    root.mkdir(parents=True)
+    for shared in ("assets", "audio", "features"):
+        (home() / shared).mkdir(parents=True, exist_ok=True)
+        (root / shared).symlink_to(home() / shared)
+    return root
+
+
+def _gap_args(checkpoint: Path, out: Path) -> list[str]:
+    return [
+        "gap",
+        "--model",
+        str(checkpoint),
+        "--tasks",
+        "demo",
+        "--voices",
+        VOICE,
+        "--limit",
+        str(LIMIT),
+        "--asr",
+        "whisper-tiny.en",
+        "--n-boot",
+        "200",
+        "--out",
+        str(out),
+    ]
+
+
+def _env(salad_home: Path) -> dict:
+    return {**os.environ, "SALAD_HOME": str(salad_home), "HF_HUB_OFFLINE": "1"}
+
+
+def _figures(run_dir: Path) -> dict:
+    """results.json without what legitimately differs between runs (times, the command line)."""
+    results = json.loads((run_dir / "results.json").read_text())
+    for volatile in ("created", "seconds", "command"):
+        results["manifest"].pop(volatile)
+    results["manifest"]["setup"]["names"]["speech"] = None
+    return results
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint, tmp_path_factory) -> Path:
+    """An uninterrupted one-process run."""
+    root = tmp_path_factory.mktemp("reference")
+    out = root / "run"
+    subprocess.run(
+        [BIN / "salad-eval", *_gap_args(checkpoint, out)],
+        env=_env(_fresh_home(root / "home")),
+        check=True,
+    )
+    return out
+
+
+def test_report_has_every_condition_control_and_identity(reference):
+    results = json.loads((reference / "results.json").read_text())
+    overall = results["metrics"]["acc"]["overall"]
+    conditions = {
+        "text@base",
+        "text@speech",
+        "speech@speech",
+        "speech@cascade",
+        "speech@speech:silent",
+        "speech@speech:shuffled",
+    }
+    assert conditions <= set(overall["accuracy"])
+    for figure in [
+        *overall["accuracy"].values(),
+        overall["gap"],
+        overall["forgetting"],
+        overall["misalignment"],
+    ]:
+        assert figure["n"] == LIMIT and figure["ci_low"] <= figure["value"] <= figure["ci_high"]
+    assert overall["gap"]["num"] == overall["forgetting"]["num"] + overall["misalignment"]["num"]
+    assert (
+        overall["gap"]["value"] == overall["forgetting"]["value"] + overall["misalignment"]["value"]
+    )
+    rows = [json.loads(line) for line in (reference / "items.jsonl").read_text().splitlines()]
+    assert len(rows) == LIMIT * 6
+    assert all("kl" in r for r in rows if r["condition"] in ("text@speech", "speech@speech"))
+    assert all("wer" in r for r in rows if r["condition"] == "speech@cascade")
+    # a frozen LLM behind a random adapter has forgotten nothing: identical text scores
+    base = [r["logprobs"] for r in rows if r["condition"] == "text@base"]
+    assert base == [r["logprobs"] for r in rows if r["condition"] == "text@speech"]
+    for plot in ("gap_decomposition.png", "misalignment_by_domain.png", "accuracy_by_voice.png"):
+        assert (reference / plot).stat().st_size > 1000
+
+
+def test_random_adapter_ignores_its_audio(reference):
+    """A random adapter carries no information: speech is at the level of the controls."""
+    results = json.loads((reference / "results.json").read_text())
+    assert results["controls"]["ignores_audio"] is True
+    assert "do not depend on its audio" in (reference / "summary.md").read_text()
+
+
+def test_killed_run_resumes_to_the_same_results(checkpoint, reference, tmp_path):
+    salad_home = _fresh_home(tmp_path / "home")
+    out = tmp_path / "run"
+    args = [BIN / "salad-eval", *_gap_args(checkpoint, out)]
+    proc = subprocess.Popen(args, env=_env(salad_home), start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if len(list((salad_home / "scores").rglob("*.json"))) >= LIMIT + 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists()
+    subprocess.run(args, env=_env(salad_home), check=True)
+    assert _figures(out) == _figures(reference)
+
+
+def test_two_processes_under_accelerate_match_one(checkpoint, reference, tmp_path):
+    out = tmp_path / "run"
+    launch = [
+        BIN / "accelerate",
+        "launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "salad_eval.cli",
+        *_gap_args(Path(checkpoint), out),
+    ]
+    subprocess.run(launch, env=_env(_fresh_home(tmp_path / "home")), check=True)
+    assert _figures(out) == _figures(reference)
+
+
+def test_identity_speech_path_has_no_forgetting_and_no_misalignment(tmp_path):
+    text = TextLM("smollm2-135m")
+    setup = GapSetup(tasks=["demo"], voices=VOICE, limit=LIMIT, n_boot=100)
+    results = run_gap(setup, Models(speech=TranscriptSpeechLM(text), text=text), tmp_path)
+    overall = results["metrics"]["acc"]["overall"]
+    assert overall["forgetting"]["value"] == 0.0
+    assert overall["misalignment"]["value"] == 0.0
+    assert overall["gap"]["value"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "{not_ckpt}"], "not a SALAD checkpoint"),
+        (["--model", "{ckpt}", "--limit", "0"], "--limit 0"),
+        (["--model", "{ckpt}", "--limit", "1"], "at least 2"),
+        (["--model", "{ckpt}", "--voices", "coqui/nobody"], "coqui"),
+    ],
+)
+def test_bad_input_is_one_line(args, message, checkpoint, tmp_path):
+    not_ckpt = tmp_path / "plain"
+    not_ckpt.mkdir()
+    args = [a.format(ckpt=checkpoint, not_ckpt=not_ckpt) for a in args]
+    proc = subprocess.run(
+        [BIN / "salad-eval", "gap", "--tasks", "demo", "--voices", VOICE, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    shutil.rmtree(not_ckpt)
