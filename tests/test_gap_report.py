@@ -148,3 +148,8 @@ def test_report_command(runs, tmp_path):
 def test_report_rejects_a_dir_without_results(tmp_path):
     with pytest.raises(SaladError, match="has no results.json"):
         compare_runs([tmp_path], tmp_path / "out")
+    (tmp_path / "results.json").write_text('{"accuracy": 0.5}')
+    with pytest.raises(SaladError, match="is not a gap report"):
+        compare_runs([tmp_path], tmp_path / "out")
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
+    assert res.exit_code != 0

@@ -33,11 +33,16 @@ def load_run(run_dir: Path) -> dict:
             f"{run_dir} has no results.json; pass run directories written by `salad-eval gap`"
         )
     try:
-        return json.loads(path.read_text())
+        results = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise SaladError(
             f"{path} is not valid JSON ({err.msg}); rerun the gap run that wrote it"
         ) from err
+    if not isinstance(results, dict) or results.get("metric") not in results.get("metrics", {}):
+        raise SaladError(
+            f"{path} is not a gap report; pass directories written by `salad-eval gap`"
+        )
+    return results
 
 
 def probe_rows(run_dir: Path) -> list[dict]:
