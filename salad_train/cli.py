@@ -16,9 +16,31 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _commands() -> None:
+    """Train a speech LLM with SALAD: cross-modal distillation and active selection."""
+
+
 def main() -> None:
     try:
         app()
     except SaladError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+@app.command()
+def stage1(
+    overrides: list[str] = typer.Argument(None, help="dotted overrides, e.g. train.steps=20"),
+    config: str = typer.Option("tiny", "--config", "-c", help="preset name or YAML path"),
+) -> None:
+    """Stage I: distil the text LLM into the speech LLM on interleaved speech/text (resumable)."""
+    from salad_train.config import load_config
+    from salad_train.stage1 import run_stage1
+
+    final = run_stage1(load_config(config, overrides or []))
+    print(f"model: {final}")
+
+
+if __name__ == "__main__":
+    main()

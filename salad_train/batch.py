@@ -1,0 +1,131 @@
+"""Documents -> aligned student and teacher sequences.
+
+Every span is tokenized on its own (a leading space after the first span), so the teacher's
+all-text sequence is the concatenation of the span tokens and each text-span token has a known
+place in both sequences. The student replaces each speech span's tokens by the clip's audio
+embeddings (boundaries included). A token of a text span is a loss target; the position right
+before it, in either sequence, is a *text position* (in the student it may be an audio end
+boundary). Planning needs no model, so the number of loss positions of a whole optimizer step is
+known, on every rank, before the first forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from salad_train.data import Document
+
+AUDIO = -1  # student_ids value at audio positions
+
+
+@dataclass
+class Plan:
+    student_ids: Tensor  # (B, Ts) token ids, AUDIO at audio positions, 0 at padding
+    student_attention: Tensor  # (B, Ts)
+    student_mask: Tensor  # (B, Ts) text positions
+    targets: Tensor  # (B, Ts) next token at text positions
+    teacher_ids: Tensor  # (B, Tt)
+    teacher_attention: Tensor  # (B, Tt)
+    teacher_mask: Tensor  # (B, Tt) the same text positions in the all-text sequence
+    layout: list[list[tuple[str | None, int]]]  # per row: (clip or None for text, length)
+    n_tokens: int  # student positions (audio + text), padding excluded
+    speech_seconds: float
+
+    @property
+    def n_text_positions(self) -> int:
+        return int(self.student_mask.sum())
+
+
+def span_tokens(tokenizer, doc: Document) -> list[list[int]]:
+    return [
+        tokenizer.encode(span.text if i == 0 else " " + span.text, add_special_tokens=False)
+        for i, span in enumerate(doc)
+    ]
+
+
+def _pad(rows: Sequence[list], value: int | bool, dtype: torch.dtype) -> Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=dtype)
+
+
+def plan_batch(
+    docs: Sequence[Document],
+    tokenizer,
+    audio_length: Callable[[str], tuple[int, float]],
+    max_tokens: int,
+) -> Plan:
+    """Lay out ``docs``; ``audio_length(clip)`` gives (student positions, seconds) of a clip.
+
+    A document is cut at the last span that fits in ``max_tokens`` student positions.
+    """
+    rows: dict[str, list] = {k: [] for k in ("s_ids", "s_mask", "s_tgt", "t_ids", "t_mask")}
+    layouts, seconds = [], 0.0
+    for doc in docs:
+        s_ids, s_mask, s_tgt, t_ids, t_mask, layout = [], [], [], [], [], []
+        for span, ids in zip(doc, span_tokens(tokenizer, doc), strict=True):
+            at = len(s_ids)
+            if span.audio is not None:
+                n, clip_seconds = audio_length(span.audio)
+                if at and at + n > max_tokens:
+                    break
+                s_ids += [AUDIO] * n
+                s_mask += [False] * n
+                s_tgt += [0] * n
+                t_ids += ids
+                t_mask += [False] * len(ids)
+                layout.append((span.audio, n))
+                seconds += clip_seconds
+                continue
+            if at and at + len(ids) > max_tokens:
+                break
+            ids = ids[: max_tokens - at]
+            t_at = len(t_ids)
+            s_ids += ids
+            s_mask += [False] * len(ids)
+            s_tgt += [0] * len(ids)
+            t_ids += ids
+            t_mask += [False] * len(ids)
+            for k, token in enumerate(ids):  # the position before a token predicts it
+                if at + k > 0:
+                    s_mask[at + k - 1] = True
+                    s_tgt[at + k - 1] = token
+                    t_mask[t_at + k - 1] = True
+            layout.append((None, len(ids)))
+        for key, value in zip(rows, (s_ids, s_mask, s_tgt, t_ids, t_mask), strict=True):
+            rows[key].append(value)
+        layouts.append(layout)
+    return Plan(
+        student_ids=_pad(rows["s_ids"], 0, torch.long),
+        student_attention=_pad([[1] * len(r) for r in rows["s_ids"]], 0, torch.long),
+        student_mask=_pad(rows["s_mask"], False, torch.bool),
+        targets=_pad(rows["s_tgt"], 0, torch.long),
+        teacher_ids=_pad(rows["t_ids"], 0, torch.long),
+        teacher_attention=_pad([[1] * len(r) for r in rows["t_ids"]], 0, torch.long),
+        teacher_mask=_pad(rows["t_mask"], False, torch.bool),
+        layout=layouts,
+        n_tokens=sum(len(r) for r in rows["s_ids"]),
+        speech_seconds=seconds,
+    )
+
+
+def student_embeds(
+    plan: Plan, embed_tokens: Callable[[Tensor], Tensor], embed_audio: Callable[[str], Tensor]
+) -> Tensor:
+    """(B, Ts, H) student inputs: token embeddings and audio embeddings laid out as planned."""
+    rows = []
+    width = plan.student_ids.shape[1]
+    for row, layout in enumerate(plan.layout):
+        pieces, at = [], 0
+        for clip, n in layout:
+            if clip is None:
+                pieces.append(embed_tokens(plan.student_ids[row, at : at + n]))
+            else:
+                pieces.append(embed_audio(clip))
+            at += n
+        embeds = torch.cat(pieces)
+        rows.append(torch.cat([embeds, embeds.new_zeros(width - len(embeds), embeds.shape[1])]))
+    return torch.stack(rows)

@@ -1,0 +1,209 @@
+"""Training configs: plain YAML naming what to build, presets in ``salad_train/configs/``.
+
+``load_config("tiny", ["train.steps=20", "loss.alpha=0.5"])`` reads a preset (or a YAML path),
+applies dotted ``key=value`` overrides (values parsed as YAML), and checks every key against the
+dataclasses below, so a typo is a one-line error before any work starts. Relative paths inside a
+YAML file are relative to that file; paths given as overrides are relative to the working dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from salad_eval.errors import SaladError
+from salad_eval.models.speech_lm import SpeechLMConfig
+
+PRESETS = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    """Where speech and text come from and how documents become interleaved sequences."""
+
+    corpus: str | None = None  # text documents (one per line) synthesized into speech
+    voices: list[str] = field(default_factory=lambda: ["piper/joe"])
+    natural: list[str] = field(default_factory=list)  # LibriSpeech dirs, HF datasets, manifests
+    replay: str | None = None  # text-only replay documents; default: the corpus
+    replay_prob: float = 1 / 3
+    text_span_words: list[int] = field(default_factory=lambda: [10, 30])
+    speech_span_words: list[int] = field(default_factory=lambda: [5, 15])
+    max_documents: int | None = None
+    max_tokens: int = 2048
+
+
+@dataclass
+class LossConfig:
+    alpha: float = 1.0
+    temperature: float = 1.0
+    chunk_size: int = 1024
+
+
+@dataclass
+class OptimConfig:
+    adapter_lr: float = 1e-3
+    llm_lr: float = 5e-5
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    warmup_steps: int = 500
+    decay_fraction: float = 0.2
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/stage1"
+    steps: int = 1000
+    batch_size: int = 8  # sequences per process per micro-step
+    grad_accum: int = 1
+    seed: int = 0
+    save_every: int = 100
+    log_every: int = 1
+    probe_every: int = 0  # 0: no probes
+    probe_task: str = "demo"
+    probe_items: int = 16
+    mixed_precision: str = "auto"  # auto (bf16 on GPU) | no | bf16
+    init_from: str | None = None  # a SALAD checkpoint whose adapter (and LLM weights) to start from
+
+
+@dataclass
+class Config:
+    model: SpeechLMConfig = field(default_factory=SpeechLMConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PATH_KEYS = ("data.corpus", "data.replay", "data.natural", "train.init_from")
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise SaladError(
+                f"unknown config key {where}{key!r}; valid keys: {', '.join(names)}"
+            )
+        section = _SECTIONS.get(names[key].type)
+        if section is not None:
+            if not isinstance(value, dict):
+                raise SaladError(f"config section {where}{key!r} must be a mapping")
+            value = _build(section, value, f"{where}{key}.")
+        elif key == "lora_targets":
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+_SECTIONS = {
+    "SpeechLMConfig": SpeechLMConfig, "DataConfig": DataConfig, "LossConfig": LossConfig,
+    "OptimConfig": OptimConfig, "TrainConfig": TrainConfig,
+}
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SaladError(f"override {dotted!r}: {part!r} is not a section")
+    node[leaf] = value
+
+
+def _get_dotted(tree: dict, dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _resolve_paths(tree: dict, base: Path) -> None:
+    for key in PATH_KEYS:
+        value = _get_dotted(tree, key)
+        if isinstance(value, str):
+            _set_dotted(tree, key, str((base / value).resolve()))
+        elif isinstance(value, list):
+            _set_dotted(tree, key, [str((base / v).resolve()) for v in value])
+
+
+def load_config(name_or_path: str, overrides: list[str] = ()) -> Config:
+    """A validated ``Config`` from a preset name or YAML path plus dotted overrides."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESETS / f"{name_or_path}.yaml"
+    if not path.is_file():
+        presets = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+        raise SaladError(f"config {name_or_path!r} not found; pass a YAML path or one of {presets}")
+    tree = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(tree, dict):
+        raise SaladError(f"config {path} must be a YAML mapping")
+    _resolve_paths(tree, path.parent)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SaladError(f"override {item!r} must look like section.key=value")
+        _set_dotted(tree, key, yaml.safe_load(raw))
+    config = _build(Config, tree, "")
+    check_paths(config)
+    return config
+
+
+def check_paths(config: Config) -> None:
+    """Every data path exists and some speech source is named (before anything is built)."""
+    data = config.data
+    named = (("data.corpus", data.corpus), ("data.replay", data.replay),
+             ("train.init_from", config.train.init_from))
+    for label, value in named:
+        if value is not None and not Path(value).exists():
+            raise SaladError(f"{label} {value} does not exist; fix the path in the config")
+    for value in data.natural:
+        if not Path(value).exists():
+            raise SaladError(f"data.natural {value} does not exist; fix the path in the config")
+    if data.corpus is None and not data.natural:
+        raise SaladError("no speech data: set data.corpus (synthetic) or data.natural (recorded)")
+
+
+def model_dimensions(model: SpeechLMConfig) -> tuple[int, int]:
+    """(encoder feature dim, LLM hidden size), read from the model configs, no weights loaded."""
+    from transformers import AutoConfig
+
+    from salad_eval.assets import resolve
+
+    encoder = AutoConfig.from_pretrained(resolve(model.encoder))
+    llm = AutoConfig.from_pretrained(resolve(model.llm, kind="llm"))
+    return getattr(encoder, "d_model", None) or encoder.hidden_size, llm.hidden_size
+
+
+def check_dimensions(config: Config) -> None:
+    """A warm start (``train.init_from``) must fit this encoder x stack and this LLM."""
+    if config.train.init_from is None:
+        return
+    checkpoint = Path(config.train.init_from) / "config.json"
+    try:
+        adapter = json.loads(checkpoint.read_text())["salad_checkpoint"]["adapter"]
+    except (OSError, ValueError, KeyError):
+        raise SaladError(
+            f"train.init_from {config.train.init_from} is not a SALAD checkpoint; "
+            "pass a directory written by salad-train"
+        ) from None
+    encoder_dim, llm_dim = model_dimensions(config.model)
+    want = (encoder_dim * config.model.stack, llm_dim)
+    if (adapter["in_dim"], adapter["out_dim"]) != want:
+        raise SaladError(
+            f"dimension mismatch: train.init_from's adapter maps {adapter['in_dim']} -> "
+            f"{adapter['out_dim']}, but {config.model.encoder} x stack {config.model.stack} gives "
+            f"{want[0]} and {config.model.llm} expects {want[1]}; use a matching encoder/LLM/stack"
+        )

@@ -1,0 +1,69 @@
+"""Periodic probes: M, F, text and speech accuracy on a few task items against tokens seen.
+
+The rows (``{"step", "tokens_seen", "probe": {"M", "F", "text_acc", "speech_acc"}}``) land in
+``metrics.jsonl``, where ``salad-eval report`` finds them for the training-curve figure. Everything
+is measured with salad_eval's own scoring and divergence code, so a probe and a gap report agree.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from salad_eval.divergence import forgetting_kl, misalignment_kl
+from salad_eval.prompt import ScoringRequest, text_prompt
+from salad_eval.scoring import item_metrics, score
+
+PROBE_VOICE = "piper/joe"
+
+
+@functools.cache
+def _probe_set(task: str, n_items: int) -> tuple[list, list]:
+    """The first ``n_items`` items and their spoken prompts (synthesized once, then cached)."""
+    from salad_eval.speech.synth import synthesize
+    from salad_eval.tasks import load_items
+
+    items = load_items(task, limit=n_items)[:n_items]
+    manifest = synthesize(items, PROBE_VOICE, show_progress=False)
+    return items, [manifest.speech_prompt(item, PROBE_VOICE) for item in items]
+
+
+@functools.cache
+def _base_model(llm: str):
+    from salad_eval.models.text_lm import TextLM
+
+    return TextLM(llm)
+
+
+def _accuracy(model, prompts, items) -> float:
+    requests = [ScoringRequest(p, i.choices) for p, i in zip(prompts, items, strict=True)]
+    scores = score(model, requests, cache=False)
+    return float(np.mean([item_metrics(s, i.target, i.choices)["acc"]
+                          for s, i in zip(scores, items, strict=True)]))
+
+
+def probe(speech_lm, task: str, n_items: int) -> dict[str, float]:
+    """M and F (mean KL on the answer tokens), text@speech and speech@speech accuracy."""
+    items, spoken = _probe_set(task, n_items)
+    was_training = speech_lm.training
+    speech_lm.eval()
+    with torch.no_grad():
+        base = _base_model(speech_lm.config.llm)
+        result = {
+            "M": float(np.mean([misalignment_kl(speech_lm, i, p) for i, p in zip(items, spoken,
+                                                                                 strict=True)])),
+            "F": float(np.mean([forgetting_kl(base, speech_lm, i) for i in items])),
+            "text_acc": _accuracy(speech_lm, [text_prompt(i) for i in items], items),
+            "speech_acc": _accuracy(speech_lm, spoken, items),
+        }
+    speech_lm.train(was_training)
+    return result
+
+
+def demo_probe(trainer) -> dict:
+    """A metrics row for the trainer's current step (the probe hook ``Stage1Trainer.run`` calls)."""
+    t = trainer.config.train
+    return {"step": trainer.step, "tokens_seen": trainer.tokens_seen,
+            "probe": probe(trainer.speech_lm, t.probe_task, t.probe_items)}

@@ -1,0 +1,295 @@
+"""Stage I recipe: cross-modal distillation of the base LLM into the speech LLM.
+
+Read top to bottom: load (config checks, nothing built yet), set up (model, teacher, data,
+features, optimizer, schedule; resume if a checkpoint exists), train (gradient accumulation,
+exact loss normalisation across micro-batches and ranks), save, clean up. The same code runs on
+one CPU process or under ``accelerate launch`` (data parallel; FSDP through an accelerate config,
+see ``salad_train/configs/accelerate_fsdp.yaml``).
+
+Data parallelism splits one global sample order: optimizer step ``s``, micro-step ``m`` and rank
+``r`` read samples ``(s * accum + m) * B * world + r * B + [0, B)``. Each rank's loss sum is divided
+by the global count of text positions of the whole optimizer step (all micro-batches, all ranks),
+so two processes with batch B compute the same gradient as one process with batch 2B.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from salad_eval.home import atomic_write_text
+from salad_eval.models.speech_lm import SpeechLM, load_speech_lm, load_waveform, stack_frames
+from salad_train.batch import Plan, plan_batch, student_embeds
+from salad_train.checkpoint import (
+    latest_checkpoint,
+    load_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from salad_train.config import Config, check_dimensions
+from salad_train.data import Stage1Data, build_data
+from salad_train.loss import distillation_loss
+from salad_train.metrics import MetricsLog
+from salad_train.optim import build_optimizer, build_scheduler, decay_start
+
+
+def _decoder_and_head(llm: nn.Module) -> tuple[nn.Module, nn.Module]:
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    return base.model, base.get_output_embeddings()
+
+
+class Stage1Module(nn.Module):
+    """Everything one forward pass touches: student (adapter + LLM) and teacher.
+
+    ``forward(plan)`` returns summed (loss, kl, nll) over the plan's text positions.
+    """
+
+    def __init__(self, speech_lm: SpeechLM, features: dict[str, torch.Tensor], config: Config):
+        super().__init__()
+        self.speech_lm = speech_lm
+        # a separate frozen teacher only when the LLM's own weights train
+        full = speech_lm.config.llm_mode == "full"
+        self.teacher = copy.deepcopy(speech_lm.llm).requires_grad_(False) if full else None
+        self.features = features
+        self.loss_config = config.loss
+
+    def _teacher_context(self):
+        if self.speech_lm.config.llm_mode == "lora":
+            return self.speech_lm.llm.disable_adapter()
+        return contextlib.nullcontext()
+
+    def embed_audio(self, clip: str) -> torch.Tensor:
+        adapter = self.speech_lm.adapter
+        weight = adapter.proj_in.weight
+        stacked = stack_frames(self.features[clip].to(weight.device, weight.dtype),
+                              self.speech_lm.config.stack)
+        return adapter(stacked)
+
+    def forward(self, plan: Plan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        llm = self.speech_lm.llm
+        device = self.speech_lm.adapter.proj_in.weight.device
+        table = llm.get_input_embeddings()
+        embeds = student_embeds(plan, lambda ids: table(ids.to(device)), self.embed_audio)
+        decoder, head = _decoder_and_head(llm)
+        student_hidden = decoder(
+            inputs_embeds=embeds.to(table.weight.dtype),
+            attention_mask=plan.student_attention.to(device),
+        ).last_hidden_state
+        teacher_llm = self.teacher or llm
+        t_decoder, t_head = _decoder_and_head(teacher_llm)
+        with torch.no_grad(), self._teacher_context():
+            teacher_hidden = t_decoder(
+                input_ids=plan.teacher_ids.to(device),
+                attention_mask=plan.teacher_attention.to(device),
+            ).last_hidden_state
+        sums = distillation_loss(
+            student_hidden, teacher_hidden, plan.student_mask.to(device),
+            plan.teacher_mask.to(device), plan.targets.to(device), head, t_head,
+            alpha=self.loss_config.alpha, temperature=self.loss_config.temperature,
+            chunk_size=self.loss_config.chunk_size,
+        )
+        return sums.loss, sums.kl, sums.nll
+
+
+def encode_clips(speech_lm: SpeechLM, clips: list[str]) -> tuple[dict, dict]:
+    """Encoder features of every clip (from the on-disk cache when present) and its seconds."""
+    from rich.progress import Progress
+
+    features, seconds = {}, {}
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("encoding speech (cached on disk)", total=len(clips))
+        for clip in clips:
+            wave = load_waveform(clip)
+            features[clip] = speech_lm.encoder.encode(wave)
+            seconds[clip] = len(wave) / 16_000
+            progress.advance(bar)
+    return features, seconds
+
+
+class Stage1Trainer:
+    """The recipe's state; ``run()`` trains to ``train.steps`` from wherever the run stopped."""
+
+    def __init__(self, config: Config, accelerator=None):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        self.config = config
+        check_dimensions(config)  # before anything is built or synthesized
+        precision = config.train.mixed_precision
+        if precision == "auto":
+            precision = "bf16" if torch.cuda.is_available() else "no"
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=precision,
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+        self.out = Path(config.train.out_dir)
+
+    # -- set up ---------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        cfg, acc = self.config, self.accelerator
+        torch.manual_seed(cfg.train.seed)
+        with acc.main_process_first():  # the main process synthesizes and encodes; others reuse
+            if cfg.train.init_from:
+                speech_lm = load_speech_lm(cfg.train.init_from, device=str(acc.device))
+            else:
+                speech_lm = SpeechLM.from_config(cfg.model, seed=cfg.train.seed,
+                                                 device=str(acc.device))
+            speech_lm.train()
+            self.data: Stage1Data = build_data(cfg.data, cfg.train.seed)
+            features, self.clip_seconds = encode_clips(speech_lm, self.data.audio_clips)
+        self.speech_lm = speech_lm
+        module = Stage1Module(speech_lm, features, cfg)
+        o = cfg.optim
+        optimizer = build_optimizer(speech_lm.adapter, speech_lm.llm, o.adapter_lr, o.llm_lr,
+                                    o.weight_decay, tuple(o.betas))
+        self.scheduler = build_scheduler(optimizer, o.warmup_steps, cfg.train.steps,
+                                         o.decay_fraction)
+        self.module, self.optimizer = acc.prepare(module, optimizer)
+        self.step, self.tokens_seen, self.speech_seconds = 0, 0, 0.0
+        if (checkpoint := latest_checkpoint(self.out)) is not None:
+            self._resume(checkpoint)
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=1))
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", self.step, acc.is_main_process)
+
+    def _trainable(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.speech_lm.named_parameters() if p.requires_grad}
+
+    def _resume(self, checkpoint: Path) -> None:
+        state = load_state(checkpoint)
+        with torch.no_grad():
+            for name, param in self._trainable().items():
+                param.copy_(state["trainable"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.step, self.tokens_seen = state["step"], state["tokens_seen"]
+        self.speech_seconds = state["speech_seconds"]
+
+    # -- train ----------------------------------------------------------------------------------
+
+    def _plans(self, step: int) -> list[Plan]:
+        t, acc = self.config.train, self.accelerator
+        per_micro = t.batch_size * acc.num_processes
+        plans = []
+        for micro in range(t.grad_accum):
+            first = (step * t.grad_accum + micro) * per_micro + acc.process_index * t.batch_size
+            docs = [self.data.sample(first + i) for i in range(t.batch_size)]
+            plans.append(plan_batch(docs, self.speech_lm.tokenizer, self._audio_length,
+                                    self.config.data.max_tokens))
+        return plans
+
+    def _audio_length(self, clip: str) -> tuple[int, float]:
+        frames = len(self.module_features[clip])
+        return math.ceil(frames / self.config.model.stack) + 2, self.clip_seconds[clip]
+
+    @property
+    def module_features(self) -> dict[str, torch.Tensor]:
+        return self.accelerator.unwrap_model(self.module).features
+
+    def train_step(self) -> dict:
+        acc, plans = self.accelerator, self._plans(self.step)
+        started = time.perf_counter()
+        device = acc.device
+        counts = torch.tensor([sum(p.n_text_positions for p in plans),
+                               sum(p.n_tokens for p in plans)], device=device, dtype=torch.float64)
+        n_text, n_tokens = (int(v) for v in acc.reduce(counts, "sum").tolist())
+        seconds = acc.reduce(torch.tensor(sum(p.speech_seconds for p in plans), device=device,
+                                          dtype=torch.float64), "sum").item()
+        totals = torch.zeros(3, device=device, dtype=torch.float64)
+        scale = acc.num_processes / max(n_text, 1)  # DDP averages gradients over processes
+        for micro, plan in enumerate(plans):
+            last = micro == len(plans) - 1
+            with contextlib.nullcontext() if last else acc.no_sync(self.module):
+                loss, kl, nll = self.module(plan)
+                acc.backward(loss * scale)
+            totals += torch.stack([loss.detach(), kl, nll]).double()
+        if self.config.optim.grad_clip:
+            acc.clip_grad_norm_(self.speech_lm.parameters(), self.config.optim.grad_clip)
+        lrs = {f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups}
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, kl, nll = (acc.reduce(totals, "sum") / max(n_text, 1)).tolist()
+        self.step += 1
+        self.tokens_seen += n_tokens
+        self.speech_seconds += seconds
+        elapsed = time.perf_counter() - started
+        return {
+            "step": self.step, "loss": loss, "kl": kl, "nll": nll, "text_positions": n_text,
+            "tokens_seen": self.tokens_seen, "speech_hours_seen": self.speech_seconds / 3600,
+            **lrs, "tokens_per_s": n_tokens / elapsed, "step_seconds": elapsed,
+        }
+
+    def save(self) -> Path | None:
+        """A resumable checkpoint at the current step (main process writes, all wait)."""
+        acc, t = self.accelerator, self.config.train
+        acc.wait_for_everyone()
+        path = None
+        pre_decay = f"step-{decay_start(t.steps, self.config.optim.decay_fraction):06d}"
+        if acc.is_main_process:
+            state = {
+                "trainable": {n: p.detach().cpu().clone() for n, p in self._trainable().items()},
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(),
+                "step": self.step,
+                "samples_seen": self.step * t.grad_accum * t.batch_size * acc.num_processes,
+                "tokens_seen": self.tokens_seen,
+                "speech_seconds": self.speech_seconds,
+            }
+            keep = frozenset({pre_decay})
+            path = save_checkpoint(self.out, self.step, self.speech_lm, state, keep=keep)
+            if path.name == pre_decay:
+                atomic_write_text(self.out / "pre_decay", pre_decay)
+        acc.wait_for_everyone()
+        return path
+
+    def run(self, probe=None) -> Path:
+        """Train to ``train.steps``; returns the final model directory (``<out>/model``)."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        t, acc = self.config.train, self.accelerator
+        pre_decay = decay_start(t.steps, self.config.optim.decay_fraction)
+        columns = (*Progress.get_default_columns()[:-1], TimeRemainingColumn(),
+                   TextColumn("{task.fields[info]}"), BarColumn(bar_width=0))
+        with Progress(*columns, disable=not acc.is_main_process) as progress:
+            bar = progress.add_task("stage I", total=t.steps, completed=self.step, info="")
+            while self.step < t.steps:
+                row = self.train_step()
+                self.metrics.write(row, every=t.log_every)
+                progress.update(bar, completed=self.step,
+                                info=f"loss {row['loss']:.3f}  {row['tokens_per_s']:.0f} tok/s")
+                if probe is not None and t.probe_every and self.step % t.probe_every == 0:
+                    self.metrics.write(probe(self))
+                if self.step % t.save_every == 0 or self.step in (pre_decay, t.steps):
+                    self.save()
+        final = self.out / "model"
+        if acc.is_main_process:
+            self.speech_lm.save(final)
+        acc.wait_for_everyone()
+        return final
+
+
+def run_stage1(config: Config) -> Path:
+    """Load, set up, train, save; returns the trained model directory."""
+    from salad_train.probe import demo_probe
+
+    trainer = Stage1Trainer(config)
+    if trainer.accelerator.is_main_process:
+        print(f"stage I: {config.model.llm} ({config.model.llm_mode}) <- {config.model.encoder}; "
+              f"{config.train.steps} steps -> {trainer.out}")
+    trainer.setup()
+    final = trainer.run(probe=demo_probe if config.train.probe_every else None)
+    trainer.accelerator.end_training()
+    return final
