@@ -1,0 +1,197 @@
+"""The SALAD speech LLM with the real embedded Whisper tiny.en and SmolLM2, on real TTS speech."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from salad_eval.errors import SaladError
+from salad_eval.models.encoder import CachedEncoder, MimiEncoder, WhisperEncoder, load_encoder
+from salad_eval.models.lm_scoring import score_separately
+from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig, load_speech_lm
+from salad_eval.models.text_lm import TextLM
+from salad_eval.prompt import Audio, ScoringRequest, Text
+from salad_eval.speech.tts import synthesize
+from salad_eval.speech.voices import parse_voice
+
+SMALL = SpeechLMConfig(adapter_layers=1, adapter_width=64, adapter_heads=2)
+CHOICES = tuple(
+    f" {c}"
+    for c in (
+        "on the mat",
+        "in a tree",
+        "under the old wooden table",
+        "nowhere",
+        "at school",
+        "on the roof of the house",
+        "in the garden",
+        "by the door",
+        "a",
+    )
+)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("audio") / "cat.wav"
+    wave = synthesize("The cat sat on the warm mat by the door.", parse_voice("piper/joe"))
+    sf.write(path, wave, 16_000)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model() -> SpeechLM:
+    return SpeechLM.from_config(SMALL, seed=0)
+
+
+def spoken_request(clip: Path) -> ScoringRequest:
+    prompt = (
+        Text("Listen: "),
+        Audio(str(clip), "the cat"),
+        Text("\nWhere did the cat sit? Answer:"),
+    )
+    return ScoringRequest(prompt, CHOICES)
+
+
+def test_whisper_output_length_matches_clip_duration(clip):
+    encoder = load_encoder(cache=False)
+    assert isinstance(encoder, WhisperEncoder)
+    wave, _ = sf.read(clip, dtype="float32")
+    assert abs(encoder.encode(wave).shape[0] - len(wave) / 16_000 * 50) <= 1
+    long = np.tile(wave, int(32 * 16_000 / len(wave)) + 1)  # over one 30 s window
+    features = encoder.encode(long)
+    assert abs(features.shape[0] - len(long) / 16_000 * 50) <= 2
+    assert features.shape[1] == encoder.dim == 384
+
+
+def test_feature_cache_hits_on_rerun(clip, tmp_path):
+    wave, _ = sf.read(clip, dtype="float32")
+    cached = CachedEncoder(load_encoder(cache=False), root=tmp_path)
+    first = cached.encode(wave)
+    second = cached.encode(wave)
+    assert (cached.misses, cached.hits) == (1, 1)
+    assert torch.equal(first, second)
+    assert len(list(tmp_path.rglob("*.npy"))) == 1
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_shared_context_equals_scoring_each_choice(model, clip, batch_size):
+    request = spoken_request(clip)
+    shared = model.score([request], batch_size=batch_size)[0]
+    pieces, conts = model.tokenize(request.prompt, request.choices)
+    with torch.inference_mode():
+        context = model.embed_segments(pieces).embeds
+    separate = score_separately(model.llm, context, conts)
+    for got, (logprob, greedy) in zip(shared, separate, strict=True):
+        assert got.logprob == pytest.approx(logprob, abs=1e-4)
+        assert got.is_greedy == greedy
+    assert [s.n_tokens for s in shared] == [len(c) for c in conts]
+
+
+def test_audio_positions_are_boundaries_plus_stacked_frames(model, clip):
+    wave, _ = sf.read(clip, dtype="float32")
+    frames = model.encoder.encode(wave).shape[0]
+    embedded = model.embed_segments([Text("Hi"), Audio(str(clip), "x"), Text(" there")])
+    n_text = len(model.tokenizer.encode("Hi")) + len(model.tokenizer.encode(" there"))
+    assert int((~embedded.is_text).sum()) == -(-frames // 4) + 2
+    assert int(embedded.is_text.sum()) == n_text
+    assert embedded.embeds.shape == (n_text + (~embedded.is_text).sum(), 576)
+
+
+def test_untouched_llm_on_text_gives_text_lm_scores(model):
+    requests = [
+        ScoringRequest((Text("Question: What color is the sky? Answer:"),), (" blue", " green")),
+        ScoringRequest((Text("The capital of France is "),), ("Paris", "a potato")),
+    ]
+    text = TextLM().score(requests)
+    speech = model.score(requests)
+    for text_scores, speech_scores in zip(text, speech, strict=True):
+        assert [s.logprob for s in speech_scores] == pytest.approx(
+            [s.logprob for s in text_scores], abs=1e-5
+        )
+        assert [s.n_tokens for s in speech_scores] == [s.n_tokens for s in text_scores]
+
+
+_LOAD_AND_SCORE = """
+import json, sys
+from salad_eval.models.speech_lm import load_speech_lm
+from salad_eval.prompt import Audio, ScoringRequest, Text
+clip, *dirs = sys.argv[1:]
+request = ScoringRequest((Audio(clip, "x"), Text(" Answer:")), (" yes", " no way"))
+out = {}
+for d in dirs:
+    m = load_speech_lm(d)
+    out[d] = {"scores": [s.logprob for s in m.score([request])[0]], "mode": m.config.llm_mode,
+              "fingerprint": m.fingerprint}
+print(json.dumps(out))
+"""
+
+
+def test_checkpoints_round_trip_in_a_fresh_process(clip, tmp_path):
+    request = ScoringRequest((Audio(str(clip), "x"), Text(" Answer:")), (" yes", " no way"))
+    expected = {}
+    for mode in ("frozen", "lora", "full"):
+        torch.manual_seed(1)
+        lm = SpeechLM.from_config(SpeechLMConfig(**{**SMALL.to_dict(), "llm_mode": mode}), seed=1)
+        with torch.no_grad():  # move the trained parts away from the base, as training would
+            for name, param in lm.llm.named_parameters():
+                if (mode == "lora" and "lora_B" in name) or (mode == "full" and "norm" in name):
+                    param.add_(torch.randn_like(param) * 0.05)
+        directory = lm.save(tmp_path / mode)
+        expected[str(directory)] = {
+            "scores": [s.logprob for s in lm.score([request])[0]],
+            "mode": mode,
+            "fingerprint": lm.fingerprint,
+        }
+        del lm
+    run = subprocess.run(
+        [sys.executable, "-c", _LOAD_AND_SCORE, str(clip), *expected],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    assert loaded == expected
+    frozen, lora, full = (expected[str(tmp_path / m)]["scores"] for m in ("frozen", "lora", "full"))
+    assert frozen != lora and frozen != full  # the trained LLM weights did travel
+
+
+def test_a_directory_that_is_not_a_checkpoint_is_a_one_line_error(tmp_path):
+    with pytest.raises(SaladError, match="not a SALAD checkpoint") as err:
+        load_speech_lm(tmp_path)
+    assert "\n" not in str(err.value)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(SaladError, match="not a SALAD checkpoint"):
+        load_speech_lm(tmp_path)
+
+
+def test_mimi_encoder_feeds_a_speech_lm(clip, tmp_path):
+    from transformers import MimiConfig, MimiModel
+
+    config = MimiConfig(
+        hidden_size=32, num_filters=4, upsampling_ratios=[8, 6, 5, 4], codebook_size=16,
+        codebook_dim=32, num_quantizers=4, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, intermediate_size=64, head_dim=16, sliding_window=16,
+        upsample_groups=32, vector_quantization_hidden_dimension=32,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    MimiModel(config).save_pretrained(tmp_path / "mimi")
+    encoder = load_encoder(str(tmp_path / "mimi"), cache=False)
+    assert isinstance(encoder, MimiEncoder)
+    wave, _ = sf.read(clip, dtype="float32")
+    features = encoder.encode(wave)
+    assert features.shape[1] == 32
+    assert abs(features.shape[0] - len(wave) / 16_000 * 12.5) <= 1
+    lm = SpeechLM.from_config(
+        SpeechLMConfig(**{**SMALL.to_dict(), "encoder": str(tmp_path / "mimi"), "stack": 1})
+    )
+    scores = lm.score([spoken_request(clip)])[0]
+    assert len(scores) == len(CHOICES)
+    assert all(np.isfinite(s.logprob) and s.logprob < 0 for s in scores)
