@@ -1,0 +1,166 @@
+"""Stage I end to end at toy scale: exact resume after SIGKILL, data parallel == one process,
+and config errors that stop before any work.
+
+The LLM is a tiny random Llama (SmolLM2's tokenizer) so steps take milliseconds; the encoder
+(Whisper tiny.en), the TTS (Piper) and everything in salad_train are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from salad_eval.errors import SaladError
+from salad_train.config import check_dimensions, load_config
+from salad_train.metrics import read_metrics
+
+CORPUS = [
+    "The cat sat on the warm mat near the door and watched the rain fall.",
+    "Bread is baked in a hot oven until the crust turns brown and crisp.",
+    "A small boat crossed the quiet lake early in the morning light.",
+]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from salad_eval.assets import llm_path
+
+    out = tmp_path_factory.mktemp("tiny-llm")
+    tokenizer = AutoTokenizer.from_pretrained(llm_path())
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory, tiny_llm) -> Path:
+    root = tmp_path_factory.mktemp("cfg")
+    (root / "corpus.txt").write_text("\n".join(CORPUS) + "\n")
+    config = {
+        "model": {"encoder": "whisper-tiny.en", "stack": 4, "adapter_layers": 1,
+                  "adapter_width": 32, "adapter_heads": 2, "llm": str(tiny_llm),
+                  "llm_mode": "lora", "lora_r": 4},
+        "data": {"corpus": "corpus.txt", "voices": ["piper/joe"], "replay_prob": 0.4,
+                 "text_span_words": [3, 5], "speech_span_words": [2, 4], "max_tokens": 96},
+        "loss": {"alpha": 0.7, "chunk_size": 16},
+        "optim": {"adapter_lr": 3e-3, "llm_lr": 1e-3, "warmup_steps": 2, "decay_fraction": 0.25},
+        "train": {"steps": 12, "batch_size": 2, "grad_accum": 2, "save_every": 2, "seed": 3,
+                  "mixed_precision": "no"},
+    }
+    path = root / "toy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _command(config: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "salad_train.cli", "stage1", "--config", str(config),
+            f"train.out_dir={out}", *extra]
+
+
+def _final_state(out: Path) -> dict:
+    return torch.load(out / "checkpoints" / "step-000012" / "state.pt", weights_only=False)
+
+
+def _losses(out: Path) -> dict[int, tuple[float, float, float]]:
+    return {r["step"]: (r["loss"], r["kl"], r["nll"]) for r in read_metrics(out / "metrics.jsonl")}
+
+
+def _assert_same_run(a: Path, b: Path, rtol: float, atol: float) -> None:
+    losses_a, losses_b = _losses(a), _losses(b)
+    assert sorted(losses_a) == sorted(losses_b) == list(range(1, 13))
+    for step in losses_a:
+        assert losses_a[step] == pytest.approx(losses_b[step], rel=rtol, abs=atol), step
+    state_a, state_b = _final_state(a), _final_state(b)
+    assert state_a["tokens_seen"] == state_b["tokens_seen"]
+    assert set(state_a["trainable"]) == set(state_b["trainable"])
+    assert any("lora" in name for name in state_a["trainable"])
+    for name, tensor in state_a["trainable"].items():
+        torch.testing.assert_close(tensor, state_b["trainable"][name], rtol=rtol, atol=atol)
+
+
+def test_sigkill_and_resume_matches_an_uninterrupted_run(config_file, tmp_path):
+    straight = tmp_path / "straight"
+    subprocess.run(_command(config_file, straight), env=ENV, check=True, capture_output=True)
+    losses = [r["loss"] for r in read_metrics(straight / "metrics.jsonl") if "loss" in r]
+    assert losses[-1] < losses[0]  # it learns
+    assert (straight / "model" / "config.json").is_file()
+    assert (straight / "pre_decay").read_text() == "step-000009"  # kept for Stage II
+    assert (straight / "checkpoints" / "step-000009" / "state.pt").is_file()
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_command(config_file, killed), env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / "latest").is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    stopped_at = int((killed / "latest").read_text().split("-")[1])
+    assert stopped_at < 12
+    subprocess.run(_command(config_file, killed), env=ENV, check=True, capture_output=True)
+    _assert_same_run(straight, killed, rtol=1e-5, atol=1e-6)
+
+
+def test_two_processes_match_one_with_the_same_global_batch(config_file, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run(_command(config_file, one), env=ENV, check=True, capture_output=True)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "salad_train.cli", "stage1", "--config", str(config_file),
+              f"train.out_dir={two}", "train.batch_size=1"]
+    result = subprocess.run(launch, env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_same_run(one, two, rtol=1e-4, atol=1e-5)
+
+
+def _one_line_error(fn) -> str:
+    with pytest.raises(SaladError) as err:
+        fn()
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+def test_config_errors_are_one_line_and_come_before_any_work(config_file, tmp_path):
+    message = _one_line_error(lambda: load_config(str(config_file), ["train.stepz=3"]))
+    assert "unknown config key train.'stepz'" in message and "steps" in message
+    message = _one_line_error(lambda: load_config(str(config_file), ["modle.llm=x"]))
+    assert "'modle'" in message
+    message = _one_line_error(
+        lambda: load_config(str(config_file), [f"data.corpus={tmp_path / 'missing.txt'}"]))
+    assert "data.corpus" in message and "does not exist" in message
+    message = _one_line_error(
+        lambda: load_config(str(config_file), [f"data.natural=[{tmp_path / 'nowhere'}]"]))
+    assert "data.natural" in message
+
+    # a warm start whose adapter was built for another encoder/LLM width
+    checkpoint = tmp_path / "other"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps(
+        {"salad_checkpoint": {"adapter": {"in_dim": 2048, "out_dim": 576}}}))
+    config = load_config(str(config_file), [f"train.init_from={checkpoint}"])
+    message = _one_line_error(lambda: check_dimensions(config))
+    assert "dimension mismatch" in message and "1536" in message and "32" in message
+
+    # and the CLI prints it as one line with exit status 2
+    result = subprocess.run(_command(config_file, tmp_path / "x", "loss.alpah=1"), env=ENV,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: ")
