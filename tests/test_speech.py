@@ -117,7 +117,7 @@ def test_synth_rows_rerun_and_prompts(fresh_home: Path) -> None:
 
 
 def test_default_voices_are_intelligible_on_demo(fresh_home: Path) -> None:
-    manifest = synthesize(load_items("demo", limit=20), "default", show_progress=False)
+    manifest = synthesize(load_items("demo", limit=12), "default", show_progress=False)
     for voice, summary in manifest.voices.items():
         assert summary.failed_rows == 0, voice
         assert summary.mean_wer < 0.10, (voice, summary.mean_wer)

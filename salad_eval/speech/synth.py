@@ -271,10 +271,8 @@ def synthesize(
     manifest per task, ``<out_dir>/<task>.<voice set>.jsonl``, one row per item x voice.
     """
     started = time.perf_counter()
-    set_name = voice_set_name(voices) if isinstance(voices, str) else voice_set_name(
-        ",".join(str(v) for v in voices)
-    )
-    voice_list = resolve_voices(voices) if isinstance(voices, str) else tuple(voices)
+    spec = voices if isinstance(voices, str) else ",".join(str(v) for v in voices)
+    voice_list = resolve_voices(spec)
     versions = {v.engine: tts.engine(v.engine).version for v in voice_list}
     keys: dict[tuple[int, Voice], list[str | None]] = {}
     jobs: dict[str, _Job] = {}
@@ -283,11 +281,11 @@ def synthesize(
             row_keys = []
             for text in item.spoken_texts:
                 normalized = normalize(text)
-                key = store.clip_key(normalized, voice, versions[voice.engine]) if speakable(
-                    normalized
-                ) else None
-                if key is not None:
-                    jobs.setdefault(key, _Job(key, voice, normalized))
+                if not speakable(normalized):
+                    row_keys.append(None)
+                    continue
+                key = store.clip_key(normalized, voice, versions[voice.engine])
+                jobs.setdefault(key, _Job(key, voice, normalized))
                 row_keys.append(key)
             keys[(index, voice)] = row_keys
     done = {key: result for key, job in jobs.items() if (result := _cached(job))}
@@ -305,7 +303,7 @@ def synthesize(
     manifest.voices = _summaries(voice_list, jobs, done, rows)
     directory = out_dir or manifest_dir()
     for task in dict.fromkeys(item.task for item in items):
-        path = directory / f"{task}.{set_name}.jsonl"
+        path = directory / f"{task}.{voice_set_name(spec)}.jsonl"
         lines = [json.dumps(asdict(row), ensure_ascii=False) for row in rows if row.task == task]
         home.atomic_write_text(path, "".join(line + "\n" for line in lines))
         manifest.paths[task] = path
