@@ -115,6 +115,10 @@ def test_synth_rows_rerun_and_prompts(fresh_home: Path) -> None:
     with pytest.raises(SaladError, match="nothing to speak"):
         loaded.speech_prompt(items[-1], "espeak/en-us")
 
+    strict = synthesize(items, FAST, wer_threshold=-1.0, show_progress=False)
+    assert all(s.flagged_rows == 3 and s.failed_rows == 1 for s in strict.voices.values())
+    assert all(row.flagged for row in strict.rows if row.status == "ok")  # flagged, never dropped
+
 
 def test_default_voices_are_intelligible_on_demo(fresh_home: Path) -> None:
     manifest = synthesize(load_items("demo", limit=12), "default", show_progress=False)

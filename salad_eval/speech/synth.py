@@ -179,7 +179,7 @@ def manifest_dir() -> Path:
     return store.root() / "manifests"
 
 
-def _progress(console: Console) -> Progress:
+def _progress(console: Console, show: bool) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -189,14 +189,15 @@ def _progress(console: Console) -> Progress:
         TimeRemainingColumn(),
         TextColumn("{task.fields[audio]:.0f}s audio, RTF {task.fields[rtf]:.2f}"),
         console=console,
+        disable=not show,
     )
 
 
 def _execute(jobs: list[_Job], workers: int, console: Console, show: bool) -> dict[str, _Done]:
     done: dict[str, _Done] = {}
     started = time.perf_counter()
-    with _progress(console) as bar:
-        task = bar.add_task("synthesizing", total=len(jobs), audio=0.0, rtf=0.0, visible=show)
+    with _progress(console, show) as bar:
+        task = bar.add_task("synthesizing", total=len(jobs), audio=0.0, rtf=0.0)
         audio = 0.0
 
         def record(result: _Done) -> None:
