@@ -1,0 +1,121 @@
+"""The ``speech@cascade`` topline: Whisper transcribes each spoken segment, the text LLM reads it.
+
+Transcripts are cached on disk by (ASR fingerprint, clip content), so every condition, rerun and
+voice set transcribes a clip once. How a transcript joins the text around it: Whisper's casing and
+punctuation are kept (they are what a written question would have), surrounding whitespace is left
+to the prompt's own text, and a clip that ends the prompt loses the final period Whisper adds to
+every utterance, because the choices continue that sentence (HellaSwag-style prompts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from functools import cached_property
+
+import torch
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+from salad_eval.assets import whisper_path
+from salad_eval.home import atomic_write_text, home
+from salad_eval.models.digest import weights_digest
+from salad_eval.models.speech_lm import load_waveform
+from salad_eval.models.text_lm import TextLM
+from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest, Text
+from salad_eval.scoring import file_hash
+from salad_eval.speech.quality import error_rates
+
+SAMPLE_RATE = 16_000
+WINDOW_SECONDS = 30
+
+
+class Cascade:
+    """ASR (any Whisper: embedded name, hub id or path) followed by a text LLM."""
+
+    def __init__(
+        self,
+        asr: str = "whisper-tiny.en",
+        text_model: TextLM | str = "smollm2-135m",
+        device: str = "cpu",
+    ):
+        path = whisper_path(asr)
+        self.asr_name = asr
+        self.processor = WhisperProcessor.from_pretrained(path)
+        self.asr = WhisperForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+        self.asr.to(device).eval()
+        if not isinstance(text_model, TextLM):
+            text_model = TextLM(text_model, device=device)
+        self.text = text_model
+
+    @cached_property
+    def asr_fingerprint(self) -> str:
+        settings = f"greedy-en:{self.processor.to_json_string()}"
+        return weights_digest(self.asr, extra=settings)
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(f"{self.asr_fingerprint}:{self.text.fingerprint}".encode())
+        return f"cascade-{digest.hexdigest()[:32]}"
+
+    def transcribe(self, audio: Audio) -> str:
+        """Whisper's transcript of one clip: greedy, English, no timestamps; cached on disk."""
+        entry = home() / "transcripts" / self.asr_fingerprint[:16] / f"{file_hash(audio.path)}.txt"
+        if entry.is_file():
+            return entry.read_text(encoding="utf-8")
+        text = self._run_asr(load_waveform(audio.path))
+        atomic_write_text(entry, text)
+        return text
+
+    def _run_asr(self, wave) -> str:
+        long_form = len(wave) > WINDOW_SECONDS * SAMPLE_RATE
+        features = self.processor.feature_extractor(
+            wave,
+            sampling_rate=SAMPLE_RATE,
+            return_tensors="pt",
+            return_attention_mask=True,
+            **({"truncation": False, "padding": "longest"} if long_form else {}),
+        )
+        options = {"language": "en", "task": "transcribe"} if self._multilingual else {}
+        with torch.inference_mode():
+            ids = self.asr.generate(
+                features.input_features.to(self.asr.device, self.asr.dtype),
+                attention_mask=features.attention_mask.to(self.asr.device),
+                do_sample=False,
+                num_beams=1,
+                return_timestamps=long_form,  # Whisper needs them to stitch windows
+                **options,
+            )
+        return self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+
+    @cached_property
+    def _multilingual(self) -> bool:
+        return bool(getattr(self.asr.generation_config, "is_multilingual", False))
+
+    def transcribed(self, prompt: Prompt) -> str:
+        """The prompt as the text LLM reads it: each clip replaced by its transcript."""
+        parts = []
+        for i, seg in enumerate(prompt):
+            if isinstance(seg, Text):
+                parts.append(seg.text)
+                continue
+            text = self.transcribe(seg)
+            if i == len(prompt) - 1 and text.endswith(".") and not text.endswith(".."):
+                text = text[:-1]
+            parts.append(text)
+        return "".join(parts)
+
+    def transcript_wer(self, prompt: Prompt) -> float:
+        """WER of the prompt's transcripts against the texts its clips speak (all clips joined)."""
+        clips = [seg for seg in prompt if isinstance(seg, Audio)]
+        reference = " ".join(seg.transcript for seg in clips)
+        hypothesis = " ".join(self.transcribe(seg) for seg in clips)
+        return error_rates(reference, hypothesis)[0]
+
+    def score(
+        self, requests: Sequence[ScoringRequest], batch_size: int = 8
+    ) -> list[list[ChoiceScore]]:
+        return [
+            self.text.score_text(self.transcribed(r.prompt), r.choices, batch_size)
+            for r in requests
+        ]
+
