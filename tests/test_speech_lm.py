@@ -90,6 +90,10 @@ def test_audio_positions_are_boundaries_plus_stacked_frames(model, clip):
     assert int((~embedded.is_text).sum()) == -(-frames // 4) + 2
     assert int(embedded.is_text.sum()) == n_text
     assert embedded.embeds.shape == (n_text + (~embedded.is_text).sum(), 576)
+    embedded.embeds.sum().backward()  # training reaches the adapter and the boundaries
+    assert model.adapter.proj_in.weight.grad.abs().sum() > 0
+    assert model.adapter.audio_end.grad.abs().sum() > 0
+    model.zero_grad()
 
 
 def test_untouched_llm_on_text_gives_text_lm_scores(model):

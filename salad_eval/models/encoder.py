@@ -68,7 +68,7 @@ class WhisperEncoder:
             chunks, sampling_rate=SAMPLE_RATE, return_tensors="pt"
         ).input_features
         param = next(self.model.parameters())
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: training backprops past these
             hidden = self.model(features.to(param.device, param.dtype)).last_hidden_state
         samples_per_frame = SAMPLE_RATE / self.frame_rate
         lengths = [max(1, math.ceil(len(chunk) / samples_per_frame)) for chunk in chunks]
@@ -93,7 +93,7 @@ class MimiEncoder:
         wave = resample_poly(np.asarray(waveform_16k, dtype=np.float32), rate, SAMPLE_RATE)
         param = next(self.model.parameters())
         values = torch.from_numpy(wave.astype(np.float32))[None, None].to(param.device)
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: training backprops past these
             codes = self.model.encode(values).audio_codes
             latents = self.model.quantizer.decode(codes)
         return latents[0].T.float().cpu()
