@@ -121,12 +121,16 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(config_file, tmp_path):
 def test_two_processes_match_one_with_the_same_global_batch(config_file, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run(_command(config_file, one), env=ENV, check=True, capture_output=True)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    # --multi_gpu starts torchrun; ACCELERATE_USE_CPU makes it a gloo process group on CPU
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+              "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+              "--dynamo_backend", "no",
               "-m", "salad_train.cli", "stage1", "--config", str(config_file),
               f"train.out_dir={two}", "train.batch_size=1"]
-    result = subprocess.run(launch, env=ENV, capture_output=True, text=True)
+    result = subprocess.run(launch, env={**ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert {r["processes"] for r in read_metrics(two / "metrics.jsonl")} == {2}
     _assert_same_run(one, two, rtol=1e-4, atol=1e-5)
 
 
