@@ -226,7 +226,8 @@ class Stage1Trainer:
         self.speech_seconds += seconds
         elapsed = time.perf_counter() - started
         return {
-            "step": self.step, "processes": acc.num_processes, "loss": loss, "kl": kl, "nll": nll, "text_positions": n_text,
+            "step": self.step, "processes": acc.num_processes, "loss": loss, "kl": kl, "nll": nll,
+            "text_positions": n_text,
             "tokens_seen": self.tokens_seen, "speech_hours_seen": self.speech_seconds / 3600,
             **lrs, "tokens_per_s": n_tokens / elapsed, "step_seconds": elapsed,
         }
