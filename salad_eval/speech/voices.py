@@ -32,8 +32,8 @@ ENGINES: dict[str, tuple[tuple[str, ...], dict[str, tuple[float, float]]]] = {
 }
 
 VOICE_SETS: dict[str, tuple[str, ...]] = {
-    # clean and intelligible (WER < 10% on the demo task): the paper's TTS family plus Piper
-    "default": ("kokoro/jf_alpha", "piper/joe"),
+    # the clearest Kokoro voice (Whisper WER 0.6% vs 5.7% for jf_alpha on 40 demo items) and Piper
+    "default": ("kokoro/jm_kumo", "piper/joe"),
     # every engine, several speakers and prosodies: for robustness of the gap to the voice
     "diverse": (
         "kokoro/jf_alpha",
