@@ -82,7 +82,14 @@ def _gap_args(checkpoint: Path, out: Path) -> list[str]:
 
 
 def _env(salad_home: Path) -> dict:
-    return {**os.environ, "SALAD_HOME": str(salad_home), "HF_HUB_OFFLINE": "1"}
+    # CPU kernels round differently with another thread count (~1e-7); fix it so runs compare
+    # bit for bit (torchrun would otherwise give each process one thread)
+    return {
+        **os.environ,
+        "SALAD_HOME": str(salad_home),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "2",
+    }
 
 
 def _figures(run_dir: Path) -> dict:
@@ -168,10 +175,11 @@ def test_killed_run_resumes_to_the_same_results(checkpoint, reference, tmp_path)
 
 def test_two_processes_under_accelerate_match_one(checkpoint, reference, tmp_path):
     out = tmp_path / "run"
+    # --multi_gpu starts torchrun; ACCELERATE_USE_CPU makes it a gloo process group on CPU
     launch = [
         BIN / "accelerate",
         "launch",
-        "--cpu",
+        "--multi_gpu",
         "--num_processes",
         "2",
         "--num_machines",
@@ -184,7 +192,10 @@ def test_two_processes_under_accelerate_match_one(checkpoint, reference, tmp_pat
         "salad_eval.cli",
         *_gap_args(Path(checkpoint), out),
     ]
-    subprocess.run(launch, env=_env(_fresh_home(tmp_path / "home")), check=True)
+    env = {**_env(_fresh_home(tmp_path / "home")), "ACCELERATE_USE_CPU": "1"}
+    proc = subprocess.run(launch, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(rank 1)" in proc.stderr  # the second process really scored its shard
     assert _figures(out) == _figures(reference)
 
 

@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 
 from salad_eval import divergence, tasks
@@ -313,6 +314,7 @@ def _manifest(setup, models, task_info, voices, synth_info, excluded, training) 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git_commit": _git_commit(),
         "versions": _versions(),
+        "torch_threads": torch.get_num_threads(),  # CPU kernels round differently per count
         "setup": asdict(setup),
         "tasks": task_info,
         "voices": voices,

@@ -7,7 +7,6 @@ continuation's tokens are ``encode(context + continuation)[len(encode(context)):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from functools import cached_property
@@ -17,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from salad_eval.assets.resolve import resolve
 from salad_eval.errors import SaladError
+from salad_eval.models.digest import weights_digest
 from salad_eval.models.lm_scoring import score_continuations
 from salad_eval.prompt import Audio, ChoiceScore, ScoringRequest, Text
 
@@ -76,15 +76,14 @@ class TextLM:
 
     @cached_property
     def fingerprint(self) -> str:
-        """Hash of config, tokenizer and every weight's bytes: a changed model misses the cache."""
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(json.dumps(self.llm.config.to_dict(), sort_keys=True, default=str).encode())
-        digest.update(self.tokenizer.backend_tokenizer.to_str().encode())
-        for name, tensor in sorted(self.llm.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(str(tensor.dtype).encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().data)
-        return f"text-lm-{digest.hexdigest()}"
+        """Hash of config, tokenizer and every weight's bytes: a changed model misses the cache.
+
+        Where the weights were loaded from is left out, so a copy elsewhere hits the same cache.
+        """
+        config = {k: v for k, v in self.llm.config.to_dict().items() if k != "_name_or_path"}
+        extra = json.dumps(config, sort_keys=True, default=str)
+        extra += self.tokenizer.backend_tokenizer.to_str()
+        return f"text-lm-{weights_digest(self.llm, extra=extra)[:32]}"
 
     def embed(self, ids: list[int]) -> torch.Tensor:
         """Input embeddings (T, d) of token ids, as the LLM's first layer sees them."""
