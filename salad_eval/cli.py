@@ -117,6 +117,7 @@ def gap(
     data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
 ) -> None:
     """Measure the gap: text@base, text@speech, speech@speech, speech@cascade and controls."""
+    import json
     from pathlib import Path
 
     from salad_eval.gap.run import GapSetup, Models, default_run_dir, run_gap
@@ -137,7 +138,8 @@ def gap(
     )
     cascade = Cascade(asr=asr, text_model=text, device=device)
     run_dir = Path(out) if out else default_run_dir(model, names)
-    training = getattr(speech, "training_info", None)
+    trained = Path(model) / "training.json"  # written by salad-train beside the checkpoint
+    training = json.loads(trained.read_text()) if trained.is_file() else None
     results = run_gap(setup, Models(speech=speech, text=text, cascade=cascade), run_dir, training)
     if results:
         print((run_dir / "summary.md").read_text())

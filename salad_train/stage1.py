@@ -278,6 +278,10 @@ class Stage1Trainer:
         final = self.out / "model"
         if acc.is_main_process:
             self.speech_lm.save(final)
+            # what the model was trained on, for `salad-eval gap` manifests and `report` figures
+            training = {"stage": "I", "steps": self.step, "tokens_seen": self.tokens_seen,
+                        "speech_hours": self.speech_seconds / 3600, "config": t.__dict__}
+            atomic_write_text(final / "training.json", json.dumps(training, indent=1, default=str))
         acc.wait_for_everyone()
         return final
 
