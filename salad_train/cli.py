@@ -42,5 +42,18 @@ def stage1(
     print(f"model: {final}")
 
 
+@app.command()
+def select(
+    overrides: list[str] = typer.Argument(None, help="dotted overrides, e.g. select.gamma=0"),
+    config: str = typer.Option("tiny", "--config", "-c", help="preset name or YAML path"),
+) -> None:
+    """Stage II selection: cluster a text pool, weight clusters by misalignment, synthesize."""
+    from salad_train.config import load_config
+    from salad_train.select import run_select
+
+    out = run_select(load_config(config, overrides or []))
+    print(f"selection: {out / 'selected.jsonl'}\nreport: {out / 'report.md'}")
+
+
 if __name__ == "__main__":
     main()

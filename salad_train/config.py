@@ -72,18 +72,44 @@ class TrainConfig:
 
 
 @dataclass
+class SelectConfig:
+    """Stage II active selection: pool -> clusters -> per-cluster misalignment -> sampled texts."""
+
+    pool: list[str] = field(default_factory=list)  # .txt / .jsonl files, saved HF datasets, hf:NAME
+    pool_column: str = "text"  # the text field of JSONL rows and HF datasets
+    pool_split: str = "train"  # the split of an hf:NAME dataset
+    max_pool: int | None = None
+    min_words: int = 8
+    embedder: str = "all-minilm-l6-v2"  # embedded name, local path or sentence-transformers hub id
+    clusters: int = 128
+    probe_texts: int = 8  # texts per cluster whose misalignment M(c) is measured
+    probe_span_words: int = 12  # spoken words at the start of each probe text
+    gamma: float = 5.0  # P(c) ~ P_pool(c) * M(c)^gamma; 0 is random selection
+    budget_hours: float | None = None  # speech to select; None: budget_share x Stage I speech
+    budget_share: float = 0.01
+    max_cer: float = 0.1  # selected clips with a higher ASR character error rate are dropped
+    checkpoint: str | None = None  # the Stage I model measuring M(c); default train.out_dir/model
+    out_dir: str = "runs/select"
+    workers: int = 1  # synthesis processes
+    seed: int = 0
+
+
+@dataclass
 class Config:
     model: SpeechLMConfig = field(default_factory=SpeechLMConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-PATH_KEYS = ("data.corpus", "data.replay", "data.natural", "train.init_from")
+PATH_KEYS = ("data.corpus", "data.replay", "data.natural", "train.init_from", "select.pool",
+             "select.checkpoint")
+HUB_PREFIX = "hf:"  # a pool entry naming an HF dataset, not a path
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -107,7 +133,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 
 _SECTIONS = {
     "SpeechLMConfig": SpeechLMConfig, "DataConfig": DataConfig, "LossConfig": LossConfig,
-    "OptimConfig": OptimConfig, "TrainConfig": TrainConfig,
+    "OptimConfig": OptimConfig, "TrainConfig": TrainConfig, "SelectConfig": SelectConfig,
 }
 
 
@@ -131,12 +157,15 @@ def _get_dotted(tree: dict, dotted: str) -> Any:
 
 
 def _resolve_paths(tree: dict, base: Path) -> None:
+    def resolved(value: str) -> str:
+        return value if value.startswith(HUB_PREFIX) else str((base / value).resolve())
+
     for key in PATH_KEYS:
         value = _get_dotted(tree, key)
         if isinstance(value, str):
-            _set_dotted(tree, key, str((base / value).resolve()))
+            _set_dotted(tree, key, resolved(value))
         elif isinstance(value, list):
-            _set_dotted(tree, key, [str((base / v).resolve()) for v in value])
+            _set_dotted(tree, key, [resolved(v) for v in value])
 
 
 def load_config(name_or_path: str, overrides: list[str] = ()) -> Config:

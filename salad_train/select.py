@@ -1,0 +1,216 @@
+"""Stage II active selection: synthesize speech only where the Stage I model is misaligned.
+
+The recipe reads top to bottom: read the text pool, embed it, cut it into balanced clusters, measure
+each cluster's misalignment M(c) on a few synthesized probe texts with the Stage I checkpoint (the
+very ``misalignment_kl`` that ``salad-eval gap`` reports), weight clusters by
+``P(c) ~ P_pool(c) * M(c)^gamma``, sample texts up to a speech budget, synthesize them with the
+voice set, and drop clips that ASR cannot read back. Outputs in ``select.out_dir``:
+``selected.jsonl`` (the manifest Stage II trains on) and ``report.{md,json,png}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.progress import Progress
+
+from salad_eval.errors import SaladError
+from salad_eval.home import atomic_write_text
+from salad_eval.prompt import Item, Speak, Text
+from salad_train.cluster import balanced_kmeans, embed, embedder_fingerprint
+from salad_train.config import Config
+from salad_train.data import split_spans
+from salad_train.pool import read_pool
+
+WORDS_PER_SECOND = 2.5  # speech rate used to estimate clip length before synthesis
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One selected text: its spans (speech spans carry a clip once synthesized) and checks."""
+
+    index: int  # position in the pool
+    text: str
+    cluster: int
+    voice: str
+    spans: tuple[tuple[str, bool], ...]  # (text, is_speech)
+    est_seconds: float
+    audio: tuple[str | None, ...] = ()  # one per span: the clip of a speech span, else None
+    seconds: float = 0.0
+    cer: float | None = None
+    dropped: bool = False
+    reason: str = ""
+
+
+def cluster_weights(pool_share: np.ndarray, misalignment: np.ndarray, gamma: float) -> np.ndarray:
+    """P(c) = P_pool(c) * M(c)^gamma / sum over clusters (computed in log space)."""
+    m = np.clip(np.asarray(misalignment, dtype=np.float64), 1e-12, None)
+    log = np.log(np.asarray(pool_share, dtype=np.float64)) + gamma * np.log(m)
+    weights = np.exp(log - log.max())
+    return weights / weights.sum()
+
+
+def speech_seconds(spans: Sequence[tuple[str, bool]]) -> float:
+    """Estimated seconds of the speech spans, from their word counts."""
+    return sum(len(text.split()) for text, speech in spans if speech) / WORDS_PER_SECOND
+
+
+def sample_texts(
+    labels: np.ndarray, weights: np.ndarray, seconds: np.ndarray, budget: float, seed: int
+) -> list[int]:
+    """Text indices: draw a cluster by ``weights`` (among clusters with texts left), then one of
+    its texts uniformly without replacement; stop before the estimated seconds pass ``budget``."""
+    rng = np.random.default_rng(seed)
+    left = {c: list(rng.permutation(np.flatnonzero(labels == c))) for c in range(len(weights))}
+    chosen, total = [], 0.0
+    while True:
+        open_ = [c for c, texts in left.items() if texts and weights[c] > 0]
+        if not open_:
+            return chosen
+        p = weights[open_] / weights[open_].sum()
+        index = int(left[open_[rng.choice(len(open_), p=p)]].pop())
+        if total + seconds[index] > budget:
+            return chosen
+        chosen.append(index)
+        total += seconds[index]
+
+
+def _plan(text: str, index: int, config: Config) -> tuple[tuple[tuple[str, bool], ...], str]:
+    """A text's spans (cut as Stage I cuts documents) and voice: a function of (seed, index)."""
+    rng = random.Random(f"{config.select.seed}:{index}")
+    spans = split_spans(text.split(), config.data.text_span_words, config.data.speech_span_words,
+                        rng)
+    return tuple(spans), rng.choice(config.data.voices)
+
+
+def stage1_speech_hours(checkpoint: Path) -> float:
+    """Speech hours Stage I trained on, read from its run's ``metrics.jsonl``."""
+    metrics = checkpoint.parent / "metrics.jsonl"
+    rows = [json.loads(ln) for ln in metrics.read_text().splitlines()] if metrics.is_file() else []
+    hours = [row["speech_hours_seen"] for row in rows if "speech_hours_seen" in row]
+    if not hours:
+        raise SaladError(
+            f"no Stage I metrics at {metrics} to take a budget share of; set select.budget_hours"
+        )
+    return float(hours[-1])
+
+
+def _checkpoint(config: Config) -> Path:
+    path = Path(config.select.checkpoint or Path(config.train.out_dir) / "model")
+    if not (path / "config.json").is_file():
+        raise SaladError(
+            f"no Stage I checkpoint at {path}; run `salad-train stage1` or set select.checkpoint"
+        )
+    return path
+
+
+def probe_misalignment(
+    texts: Sequence[str], config: Config, checkpoint: Path, out: Path
+) -> list[float]:
+    """Mean misalignment KL of each probe text over the voice set (``salad-eval gap``'s M)."""
+    from salad_eval.divergence import corpus_items, misalignment_kl
+    from salad_eval.models.speech_lm import load_speech_lm
+    from salad_eval.speech.synth import synthesize
+
+    items = corpus_items(texts, "select-probe", config.select.probe_span_words)
+    if len(items) != len(texts):
+        raise SaladError("a probe text is too short to speak; raise select.min_words")
+    manifest = synthesize(items, config.data.voices, workers=config.select.workers,
+                          out_dir=out / "probe", show_progress=True)
+    speech_lm = load_speech_lm(checkpoint)
+    speech_lm.eval()
+    values = []
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("probe misalignment M", total=len(items))
+        for item in items:
+            kl = [misalignment_kl(speech_lm, item, manifest.speech_prompt(item, voice))
+                  for voice in config.data.voices if manifest.row(item, voice).status == "ok"]
+            values.append(float(np.mean(kl)) if kl else float("nan"))
+            progress.advance(bar)
+    return values
+
+
+def _synthesize(chosen: list[Selected], config: Config, out: Path) -> list[Selected]:
+    """Synthesize each text's speech spans in its voice; drop failed or unreadable ones."""
+    from salad_eval.speech.synth import synthesize
+
+    done = {}
+    for voice in dict.fromkeys(s.voice for s in chosen):
+        own = [s for s in chosen if s.voice == voice]
+        items = [Item("select", str(s.index), f"c{s.cluster}",
+                      tuple(Speak(t) if speech else Text(t) for t, speech in s.spans), ("",), 0)
+                 for s in own]  # fmt: skip
+        manifest = synthesize(items, [voice], workers=config.select.workers,
+                              out_dir=out / "synth", show_progress=True)
+        for s, item in zip(own, items, strict=True):
+            done[s.index] = (s, manifest.row(item, voice))
+    result = []
+    for s in chosen:
+        _, row = done[s.index]
+        if row.status != "ok":
+            result.append(Selected(**{**asdict(s), "dropped": True, "reason": row.reason}))
+            continue
+        clips = iter(row.clips)
+        audio = tuple(next(clips).path if speech else None for _, speech in s.spans)
+        dropped = row.cer > config.select.max_cer
+        reason = f"CER {row.cer:.1%} > select.max_cer {config.select.max_cer:.0%}" * dropped
+        result.append(Selected(**{**asdict(s), "audio": audio, "seconds": row.seconds,
+                                  "cer": row.cer, "dropped": dropped, "reason": reason}))
+    return result
+
+
+def select_key(config: Config, pool: Sequence[str], checkpoint: Path) -> str:
+    """Changes whenever anything that moves the selection changes (pool, settings, model)."""
+    model_files = sorted(p for p in checkpoint.rglob("*") if p.is_file())
+    digest = hashlib.sha256(json.dumps(
+        [asdict(config.select), config.data.voices, config.data.text_span_words,
+         config.data.speech_span_words, embedder_fingerprint(config.select.embedder)],
+        sort_keys=True, default=str).encode())  # fmt: skip
+    for text in pool:
+        digest.update(text.encode() + b"\0")
+    for file in model_files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def run_select(config: Config) -> Path:
+    """``salad-train select``: the whole selection; returns the output directory."""
+    from salad_train.select_report import write_report
+
+    s = config.select
+    out = Path(s.out_dir)
+    checkpoint = _checkpoint(config)
+    pool = read_pool(s)
+    budget_hours = s.budget_hours
+    if budget_hours is None:
+        budget_hours = s.budget_share * stage1_speech_hours(checkpoint)
+    labels, _ = balanced_kmeans(embed(pool, s.embedder), s.clusters, seed=s.seed)
+    rng = np.random.default_rng(s.seed)
+    probes = {c: sorted(rng.choice(np.flatnonzero(labels == c),
+                                   min(s.probe_texts, int((labels == c).sum())), replace=False))
+              for c in range(s.clusters)}  # fmt: skip
+    flat = [(c, int(i)) for c, indices in probes.items() for i in indices]
+    values = probe_misalignment([pool[i] for _, i in flat], config, checkpoint, out)
+    m = np.array([np.nanmean([v for (c2, _), v in zip(flat, values, strict=True) if c2 == c])
+                  for c in range(s.clusters)])  # fmt: skip
+    sizes = np.bincount(labels, minlength=s.clusters)
+    weights = cluster_weights(sizes / sizes.sum(), m, s.gamma)
+    plans = [_plan(text, index, config) for index, text in enumerate(pool)]
+    seconds = np.array([speech_seconds(spans) for spans, _ in plans])
+    speakable = np.where(seconds > 0, labels, -1)  # a text too short for a speech span: skip
+    indices = sample_texts(speakable, weights, seconds, budget_hours * 3600, s.seed)
+    chosen = [Selected(i, pool[i], int(labels[i]), plans[i][1], plans[i][0], float(seconds[i]))
+              for i in indices]  # fmt: skip
+    chosen = _synthesize(chosen, config, out) if chosen else []
+    atomic_write_text(out / "selected.jsonl",
+                      "".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in chosen))
+    write_report(out, pool=pool, labels=labels, misalignment=m, weights=weights, chosen=chosen,
+                 probes={c: len(v) for c, v in probes.items()}, budget_hours=budget_hours,
+                 config=config, key=select_key(config, pool, checkpoint))
+    return out

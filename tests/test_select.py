@@ -1,0 +1,116 @@
+"""Stage II selection: balanced clusters, misalignment weights, budget, CER filter, a real run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from salad_eval.errors import SaladError
+from salad_train.cluster import balanced_kmeans
+from salad_train.config import SelectConfig, load_config
+from salad_train.pool import read_pool
+from salad_train.select import cluster_weights, sample_texts
+
+
+@pytest.mark.parametrize(("n", "k"), [(200, 8), (203, 8), (97, 10), (50, 50)])
+def test_balanced_kmeans_sizes_are_floor_or_ceil(n, k):
+    rng = np.random.default_rng(n)
+    centers = rng.normal(size=(3, 16)) * 4  # uneven blobs: plain k-means would be unbalanced
+    rest = n - n // 2
+    x = np.concatenate([centers[0] + rng.normal(size=(n // 2, 16)),
+                        centers[rng.integers(1, 3, rest)] + rng.normal(size=(rest, 16))])
+    labels, centroids = balanced_kmeans(x, k, seed=1)
+    sizes = np.bincount(labels, minlength=k)
+    assert set(sizes) <= {n // k, -(-n // k)} and sizes.sum() == n
+    assert centroids.shape == (k, 16)
+    again, _ = balanced_kmeans(x, k, seed=1)
+    assert np.array_equal(labels, again)  # deterministic given the seed
+
+
+def test_balanced_kmeans_finds_separated_groups():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(loc=10 * g, size=(25, 4)) for g in range(4)])
+    labels, _ = balanced_kmeans(x, 4, seed=0)
+    for g in range(4):  # every true group lands whole in one cluster
+        assert len(set(labels[25 * g : 25 * (g + 1)])) == 1
+
+
+def test_weights_follow_the_formula():
+    pool = np.array([0.25, 0.25, 0.25, 0.25])
+    m = np.array([1.0, 2.0, 0.5, 4.0])
+    assert np.allclose(cluster_weights(pool, m, 0.0), pool)
+    expected = pool * m**5 / (pool * m**5).sum()
+    weights = cluster_weights(pool, m, 5.0)
+    assert np.allclose(weights, expected)
+    assert weights[3] == pytest.approx(1024 / (1 + 32 + 1 / 32 + 1024))  # highest M dominates
+    uneven = np.array([0.1, 0.2, 0.3, 0.4])
+    assert np.allclose(cluster_weights(uneven, m, 2.0), uneven * m**2 / (uneven * m**2).sum())
+
+
+def _counts(labels, weights, draws, seed):
+    seconds = np.ones(len(labels))
+    chosen = sample_texts(labels, weights, seconds, budget=draws, seed=seed)
+    assert len(chosen) == draws and len(set(chosen)) == draws  # without replacement
+    return np.bincount(labels[chosen], minlength=len(weights))
+
+
+def test_gamma_zero_matches_pool_shares():
+    k, per = 8, 2000
+    labels = np.repeat(np.arange(k), per)
+    pool = np.full(k, 1 / k)
+    weights = cluster_weights(pool, np.linspace(0.5, 5, k), 0.0)
+    counts = _counts(labels, weights, 800, seed=3)  # 5% of each cluster: replacement negligible
+    assert stats.chisquare(counts, 800 * pool).pvalue > 0.001
+
+
+def test_gamma_five_dominated_by_highest_misalignment():
+    k, per = 4, 5000
+    labels = np.repeat(np.arange(k), per)
+    m = np.array([1.0, 1.5, 2.0, 3.0])
+    weights = cluster_weights(np.full(k, 1 / k), m, 5.0)
+    draws = 1000
+    counts = _counts(labels, weights, draws, seed=4)
+    for c in range(k):  # per-cluster binomial bounds (5 sigma)
+        sigma = np.sqrt(draws * weights[c] * (1 - weights[c]))
+        assert abs(counts[c] - draws * weights[c]) <= 5 * sigma + 1
+    assert counts[3] > counts[:3].sum()  # 3^5 = 243 vs 1 + 7.6 + 32
+
+
+def test_budget_is_respected():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 50)
+    seconds = rng.uniform(1, 10, size=200)
+    chosen = sample_texts(labels, np.full(4, 0.25), seconds, budget=100.0, seed=0)
+    assert 0 < seconds[chosen].sum() <= 100.0
+    everything = sample_texts(labels, np.full(4, 0.25), seconds, budget=1e9, seed=0)
+    assert sorted(everything) == list(range(200))  # a large budget takes the whole pool
+
+
+def test_pool_reads_text_jsonl_and_rejects_small(tmp_path):
+    (tmp_path / "a.txt").write_text("# comment\none two three four five six seven eight\nshort\n")
+    (tmp_path / "b.txt").write_text("para one line one\ncontinues here and again\n\n"
+                                    "para two line one\nand goes on further\n")
+    (tmp_path / "c.jsonl").write_text(json.dumps({"body": "nine words in a json row for the pool"})
+                                      + "\n")
+    config = SelectConfig(pool=[str(tmp_path / n) for n in ("a.txt", "b.txt", "c.jsonl")],
+                          pool_column="body", clusters=2, min_words=8)
+    texts = read_pool(config)
+    assert texts == ["one two three four five six seven eight",
+                     "para one line one continues here and again",
+                     "para two line one and goes on further",
+                     "nine words in a json row for the pool"]
+    with pytest.raises(SaladError, match="fewer than select.clusters"):
+        read_pool(SelectConfig(pool=config.pool, pool_column="body", clusters=10))
+    with pytest.raises(SaladError, match="no 'text' field"):
+        read_pool(SelectConfig(pool=[str(tmp_path / "c.jsonl")], clusters=1))
+
+
+def test_select_config_keys_are_checked():
+    with pytest.raises(SaladError, match="unknown config key select.'gama'"):
+        load_config("tiny", ["select.gama=2"])
+    config = load_config("tiny", ["select.gamma=0"])
+    assert config.select.gamma == 0 and Path(config.select.pool[0]).is_file()
