@@ -41,7 +41,7 @@ def _plot(path: Path, rows: list[dict], gamma: float) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [f"c{r['cluster']}" for r in rows]
+    names = [f"c{r['cluster']}\n{r['top_words'][0] if r['top_words'] else ''}" for r in rows]
     x = np.arange(len(rows))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6, 0.35 * len(rows) + 2), 6), sharex=True)
     top.bar(x, [r["M"] for r in rows], color="tab:red")

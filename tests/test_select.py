@@ -114,3 +114,41 @@ def test_select_config_keys_are_checked():
         load_config("tiny", ["select.gama=2"])
     config = load_config("tiny", ["select.gamma=0"])
     assert config.select.gamma == 0 and Path(config.select.pool[0]).is_file()
+
+
+def test_select_real_run(tmp_path):
+    """The whole selection with real embedder, TTS, ASR and a random-adapter speech LLM."""
+    from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
+    from salad_train.select import Selected, _synthesize, run_select
+
+    model = SpeechLMConfig(encoder="whisper-tiny.en", stack=8, adapter_layers=1, adapter_width=64,
+                           adapter_heads=2)
+    SpeechLM.from_config(model, seed=0).save(tmp_path / "stage1" / "model")
+    pool = Path(__file__).parents[1] / "salad_train" / "corpus" / "pool.txt"
+    lines = [ln for ln in pool.read_text().splitlines() if not ln.startswith("#")]
+    (tmp_path / "pool.txt").write_text("\n".join(lines[::4]) + "\n")  # 24 texts in all topics
+    config = load_config("tiny", [
+        f"select.pool=[{tmp_path / 'pool.txt'}]", f"select.checkpoint={tmp_path / 'stage1/model'}",
+        f"select.out_dir={tmp_path / 'select'}", "select.clusters=3", "select.probe_texts=1",
+        "select.budget_hours=0.004", "select.max_cer=0.5", "data.voices=[piper/joe]",
+    ])
+    out = run_select(config)
+    report = json.loads((out / "report.json").read_text())
+    rows = [json.loads(ln) for ln in (out / "selected.jsonl").read_text().splitlines()]
+    assert report["pool"] == 24 and report["clusters"] == 3
+    assert sorted(r["size"] for r in report["clusters_detail"]) == [8, 8, 8]
+    assert all(r["M"] > 0 for r in report["clusters_detail"])  # a random adapter is misaligned
+    assert 0 < report["selected"] == len(rows)
+    assert sum(r["est_seconds"] for r in rows) <= 0.004 * 3600
+    assert report["dropped"] == sum(r["dropped"] for r in rows)
+    for row in rows:
+        assert row["dropped"] == (row["cer"] > 0.5)
+        clips = [a for a, (_, speech) in zip(row["audio"], row["spans"], strict=True) if speech]
+        assert clips and all(Path(c).is_file() for c in clips)
+    assert (out / "report.png").stat().st_size > 0 and "| c" in (out / "report.md").read_text()
+    # the CER filter: a threshold below every clip's CER drops every text, and counts it
+    strict = load_config("tiny", [f"select.out_dir={tmp_path / 'select'}", "select.max_cer=-1",
+                                  "data.voices=[piper/joe]"])
+    chosen = [Selected(r["index"], r["text"], r["cluster"], r["voice"],
+                       tuple(tuple(s) for s in r["spans"]), r["est_seconds"]) for r in rows]
+    assert all(s.dropped and "CER" in s.reason for s in _synthesize(chosen, strict, out))
