@@ -18,8 +18,15 @@ setup: .venv/.installed
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
+# The main job: prepare the embedded models, train the tiny SALAD speech LLM (Stage I) unless its
+# checkpoint exists (a killed run resumes), then measure its gap on the demo task into reports/.
+TINY := runs/tiny/model
+DEMO_ITEMS ?= 100
+
 demo: setup
 	.venv/bin/salad-eval assets prepare
+	test -f $(TINY)/training.json || .venv/bin/salad-train stage1 --config tiny
+	.venv/bin/salad-eval gap --model $(TINY) --tasks demo --limit $(DEMO_ITEMS) --out reports/demo
 
 test: setup
 	.venv/bin/ruff check salad_eval salad_train tests bench
