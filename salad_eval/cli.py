@@ -146,6 +146,54 @@ def gap(
         print(f"report: {run_dir}")
 
 
+@app.command()
+def divergence(
+    model: str = typer.Option(..., help="A SALAD checkpoint directory."),
+    corpus: str = typer.Option(..., help="Text file, one document per line."),
+    voices: str = typer.Option("default", help="Voice sets and/or voices, comma-separated."),
+    text_model: str = typer.Option(None, help="Base LLM for F (default: the checkpoint's base)."),
+    limit: int = typer.Option(None, help="Only the first N documents."),
+    span_words: int = typer.Option(12, help="Words spoken at the start of each document."),
+    out: str = typer.Option(None, help="Write per-document values and means here (JSON)."),
+    workers: int = typer.Option(1, help="Synthesis worker processes."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
+) -> None:
+    """Token-level KL forgetting F and misalignment M of a speech LLM over a text corpus."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from salad_eval.divergence import corpus_divergences
+    from salad_eval.models.load import default_text_model, load_speech_model
+    from salad_eval.models.speech_lm import SpeechLM
+    from salad_eval.models.text_lm import TextLM
+
+    path = Path(corpus)
+    if not path.is_file():
+        raise SaladError(f"corpus {corpus} not found; pass a text file with one document per line")
+    lines = (line.strip() for line in path.read_text().splitlines())
+    texts = [line for line in lines if line and not line.startswith("#")][:limit]
+    if not texts:
+        raise SaladError(f"corpus {corpus} has no documents")
+    speech = load_speech_model(model, device=device)
+    if not isinstance(speech, SpeechLM):
+        raise SaladError("divergences need a SALAD checkpoint (they read the LLM's distributions)")
+    base = TextLM(default_text_model(speech, text_model), device=device)
+    rows = corpus_divergences(speech, texts, voices, base, span_words, workers)
+    summary = {}
+    for name in ("F", "M"):
+        values = np.array([r[name] for r in rows if r.get(name) is not None], dtype=float)
+        if values.size:
+            summary[name] = {"mean": float(values.mean()), "n": int(values.size)}
+            print(f"{name}: mean {values.mean():.4f} nats over {values.size} documents")
+    if out:
+        payload = {"model": model, "corpus": corpus, "voices": voices, "span_words": span_words,
+                   "summary": summary, "documents": rows}
+        Path(out).write_text(json.dumps(payload, indent=1))
+        print(f"wrote {out}")
+
+
 def main() -> None:
     try:
         app()

@@ -101,3 +101,42 @@ def corpus_items(texts: Sequence[str], name: str = "corpus", span_words: int = 1
             )
         )
     return items
+
+
+def corpus_divergences(
+    speech,
+    texts: Sequence[str],
+    voices: str | Sequence,
+    base=None,
+    span_words: int = 12,
+    workers: int = 1,
+    out_dir=None,
+) -> list[dict]:
+    """Per document: misalignment M (mean over the voices) and, given the base LLM, forgetting F.
+
+    Each document's first words are spoken and the divergence is read on the text that follows.
+    This is what `salad-eval divergence` reports and what Stage II measures per cluster.
+    """
+    from rich.progress import Progress
+
+    from salad_eval.speech.synth import synthesize
+    from salad_eval.speech.voices import resolve_voices
+
+    spec = voices if isinstance(voices, str) else ",".join(str(v) for v in voices)
+    names = [str(v) for v in resolve_voices(spec)]
+    items = corpus_items(texts, "corpus", span_words)
+    manifest = synthesize(items, spec, workers=workers, out_dir=out_dir)
+    rows = []
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("divergences", total=len(items))
+        for item in items:
+            spoken = [manifest.speech_prompt(item, v) for v in names
+                      if manifest.row(item, v).status == "ok"]  # fmt: skip
+            values = [misalignment_kl(speech, item, prompt) for prompt in spoken]
+            row = {"doc": int(item.id), "M": sum(values) / len(values) if values else None,
+                   "voices": len(values)}  # fmt: skip
+            if base is not None:
+                row["F"] = forgetting_kl(base, speech, item)
+            rows.append(row)
+            progress.advance(bar)
+    return rows

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from rich.progress import Progress
 
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_text
@@ -114,26 +113,17 @@ def probe_misalignment(
     texts: Sequence[str], config: Config, checkpoint: Path, out: Path
 ) -> list[float]:
     """Mean misalignment KL of each probe text over the voice set (``salad-eval gap``'s M)."""
-    from salad_eval.divergence import corpus_items, misalignment_kl
+    from salad_eval.divergence import corpus_divergences
     from salad_eval.models.speech_lm import load_speech_lm
-    from salad_eval.speech.synth import synthesize
 
-    items = corpus_items(texts, "select-probe", config.select.probe_span_words)
-    if len(items) != len(texts):
-        raise SaladError("a probe text is too short to speak; raise select.min_words")
-    manifest = synthesize(items, config.data.voices, workers=config.select.workers,
-                          out_dir=out / "probe", show_progress=True)
     speech_lm = load_speech_lm(checkpoint)
     speech_lm.eval()
-    values = []
-    with Progress(transient=True) as progress:
-        bar = progress.add_task("probe misalignment M", total=len(items))
-        for item in items:
-            kl = [misalignment_kl(speech_lm, item, manifest.speech_prompt(item, voice))
-                  for voice in config.data.voices if manifest.row(item, voice).status == "ok"]
-            values.append(float(np.mean(kl)) if kl else float("nan"))
-            progress.advance(bar)
-    return values
+    rows = corpus_divergences(speech_lm, texts, config.data.voices,
+                              span_words=config.select.probe_span_words,
+                              workers=config.select.workers, out_dir=out / "probe")  # fmt: skip
+    if len(rows) != len(texts):
+        raise SaladError("a probe text is too short to speak; raise select.min_words")
+    return [float("nan") if row["M"] is None else row["M"] for row in rows]
 
 
 def _synthesize(chosen: list[Selected], config: Config, out: Path) -> list[Selected]:

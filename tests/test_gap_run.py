@@ -233,3 +233,21 @@ def test_bad_input_is_one_line(args, message, checkpoint, tmp_path):
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     shutil.rmtree(not_ckpt)
+
+
+def test_divergence_over_a_corpus(checkpoint, tmp_path):
+    """`salad-eval divergence`: F is 0 for a frozen LLM, M is positive for a random adapter."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(
+        "# two short documents\n"
+        "The old lighthouse keeper climbed the stairs every evening to light the lamp for ships.\n"
+        "A warm cup of tea on a rainy afternoon makes a quiet book feel even more pleasant.\n"
+    )
+    out = tmp_path / "divergence.json"
+    subprocess.run([BIN / "salad-eval", "divergence", "--model", str(checkpoint), "--corpus",
+                    str(corpus), "--voices", VOICE, "--span-words", "6", "--out", str(out)],
+                   check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    result = json.loads(out.read_text())
+    assert [d["doc"] for d in result["documents"]] == [0, 1]
+    assert result["summary"]["F"]["mean"] == 0.0
+    assert result["summary"]["M"]["mean"] > 0.0 and result["summary"]["M"]["n"] == 2
