@@ -15,7 +15,7 @@ from salad_eval.scoring import item_metrics
 from salad_eval.tasks import load_items
 
 # (salad task == lm-eval task, items): a few hundred lm-eval requests in all
-CASES = [("arc_easy", 100), ("hellaswag", 40)]
+CASES = [("arc_easy", 200), ("hellaswag", 100)]  # 300 items: "a few hundred"
 
 
 @pytest.fixture(scope="module")
