@@ -33,9 +33,6 @@ class DataConfig:
     replay_prob: float = 1 / 3
     text_span_words: list[int] = field(default_factory=lambda: [10, 30])
     speech_span_words: list[int] = field(default_factory=lambda: [5, 15])
-    # chance that a speech span is followed by its own words as text: the copy is easy for the
-    # teacher and only predictable for the student if it understood the audio (0 in the paper)
-    repeat_prob: float = 0.0
     max_documents: int | None = None
     max_tokens: int = 2048
 

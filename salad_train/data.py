@@ -97,8 +97,6 @@ def synthetic_documents(config: DataConfig, seed: int) -> list[Document]:
                     audio = speak(text, rng.choice(config.voices))
                     progress.advance(bar)
                 spans.append(Span(text, audio))
-                if speech and config.repeat_prob and rng.random() < config.repeat_prob:
-                    spans.append(Span(text))
             out.append(tuple(spans))
     return out
 
