@@ -169,9 +169,11 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     voices = [str(v) for v in resolve_voices(setup.voices)]
     records: list[dict] = []
     task_info, excluded_all, synth_info = {}, [], {}
-    for task in setup.tasks:
+    # load every task first: a missing dataset fails in seconds, not after an hour of scoring
+    loaded = {t: tasks.load_items(t, setup.limit, setup.shots, setup.seed, setup.data_dir)
+              for t in setup.tasks}  # fmt: skip
+    for task, items in loaded.items():
         spec = tasks.get_task(task)
-        items = tasks.load_items(task, setup.limit, setup.shots, setup.seed, setup.data_dir)
         task_info[task] = {"version": spec.version, "fingerprint": spec.fingerprint}
         manifest = synthesize(items, setup.voices, workers=setup.workers, show_progress=shard.main)
         synth_info[task] = {v: _clip_quality(s) for v, s in manifest.voices.items()}
