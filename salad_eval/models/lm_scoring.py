@@ -11,9 +11,12 @@ padding comes after every real token and cannot touch its logits, so no attentio
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from transformers import PreTrainedModel
+
+from salad_eval.prompt import ChoiceScore
 
 
 def score_continuations(
@@ -46,6 +49,21 @@ def score_continuations(
             for i, tokens in enumerate(batch):
                 results.append(_score_one(first, rest[i] if rest is not None else None, tokens))
     return results
+
+
+def choice_scores(
+    llm: PreTrainedModel,
+    context_embeds: torch.Tensor,
+    continuations: list[list[int]],
+    choices: Sequence[str],
+    batch_size: int = 8,
+) -> list[ChoiceScore]:
+    """``score_continuations`` as a ``Model`` answers: one ``ChoiceScore`` per choice."""
+    scored = score_continuations(llm, context_embeds, continuations, batch_size)
+    return [
+        ChoiceScore(logprob=lp, n_tokens=len(cont), n_chars=len(choice), is_greedy=greedy)
+        for (lp, greedy), cont, choice in zip(scored, continuations, choices, strict=True)
+    ]
 
 
 def _rest_logprobs(

@@ -16,7 +16,7 @@ from torch import nn
 
 from salad_eval.models.digest import weights_digest
 from salad_eval.models.encoder import SAMPLE_RATE
-from salad_eval.models.lm_scoring import score_continuations
+from salad_eval.models.lm_scoring import choice_scores
 from salad_eval.models.speech_lm import load_waveform
 from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest, Text
 
@@ -100,16 +100,9 @@ class Qwen2Audio:
         with torch.inference_mode():
             for request in requests:
                 inputs, conts = self.tokenize(request.prompt, request.choices)
-                scored = score_continuations(
-                    self.text_view, self.context_embeds(inputs), conts, batch_size
-                )
+                context = self.context_embeds(inputs)
                 results.append(
-                    [
-                        ChoiceScore(lp, len(cont), len(choice), greedy)
-                        for (lp, greedy), cont, choice in zip(
-                            scored, conts, request.choices, strict=True
-                        )
-                    ]
+                    choice_scores(self.text_view, context, conts, request.choices, batch_size)
                 )
         return results
 

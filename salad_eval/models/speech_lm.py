@@ -26,7 +26,7 @@ from torch import nn
 from salad_eval.errors import SaladError
 from salad_eval.models.digest import weights_digest
 from salad_eval.models.encoder import DEFAULT_ENCODER, SAMPLE_RATE, load_encoder
-from salad_eval.models.lm_scoring import score_continuations
+from salad_eval.models.lm_scoring import choice_scores
 from salad_eval.models.text_lm import LMEvalEncoder
 from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest, Text
 
@@ -222,15 +222,7 @@ class SpeechLM(nn.Module):
             for request in requests:
                 pieces, conts = self.tokenize(request.prompt, request.choices)
                 context = self.embed_segments(pieces).embeds
-                scored = score_continuations(self.llm, context, conts, batch_size)
-                results.append(
-                    [
-                        ChoiceScore(lp, len(cont), len(choice), greedy)
-                        for (lp, greedy), cont, choice in zip(
-                            scored, conts, request.choices, strict=True
-                        )
-                    ]
-                )
+                results.append(choice_scores(self.llm, context, conts, request.choices, batch_size))
         return results
 
     @property

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from salad_eval.assets.resolve import resolve
 from salad_eval.errors import SaladError
 from salad_eval.models.digest import weights_digest
-from salad_eval.models.lm_scoring import score_continuations
+from salad_eval.models.lm_scoring import choice_scores
 from salad_eval.prompt import Audio, ChoiceScore, ScoringRequest, Text
 
 
@@ -101,11 +101,7 @@ class TextLM:
     ) -> list[ChoiceScore]:
         """Score the choices as continuations of an all-text context."""
         context_ids, conts = self.encoder.encode_pair(context, choices)
-        scored = score_continuations(self.llm, self.embed(context_ids), conts, batch_size)
-        return [
-            ChoiceScore(logprob=lp, n_tokens=len(cont), n_chars=len(choice), is_greedy=greedy)
-            for (lp, greedy), cont, choice in zip(scored, conts, choices, strict=True)
-        ]
+        return choice_scores(self.llm, self.embed(context_ids), conts, choices, batch_size)
 
 
 def _text_of(request: ScoringRequest) -> str:
