@@ -115,7 +115,13 @@ def encode_clips(speech_lm: SpeechLM, clips: list[str]) -> tuple[dict, dict]:
 
 
 class Stage1Trainer:
-    """The recipe's state; ``run()`` trains to ``train.steps`` from wherever the run stopped."""
+    """The recipe's state; ``run()`` trains to ``train.steps`` from wherever the run stopped.
+
+    Stage II subclasses it through three hooks: ``make_data`` (what is sampled), ``begin`` (the
+    state of a fresh run) and ``training_record`` (what ``training.json`` says).
+    """
+
+    stage = "I"
 
     def __init__(self, config: Config, accelerator=None):
         from accelerate import Accelerator
@@ -144,7 +150,7 @@ class Stage1Trainer:
                 speech_lm = SpeechLM.from_config(cfg.model, seed=cfg.train.seed,
                                                  device=str(acc.device))
             speech_lm.train()
-            self.data: Stage1Data = build_data(cfg.data, cfg.train.seed)
+            self.data: Stage1Data = self.make_data()
             features, self.clip_seconds = encode_clips(speech_lm, self.data.audio_clips)
         self.speech_lm = speech_lm
         module = Stage1Module(speech_lm, features, cfg)
@@ -157,10 +163,24 @@ class Stage1Trainer:
         self.step, self.tokens_seen, self.speech_seconds = 0, 0, 0.0
         if (checkpoint := latest_checkpoint(self.out)) is not None:
             self._resume(checkpoint)
+        else:
+            self.begin()
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=1))
         self.metrics = MetricsLog(self.out / "metrics.jsonl", self.step, acc.is_main_process)
+
+    def make_data(self) -> Stage1Data:
+        """The documents to sample (built on the main process first: it synthesizes)."""
+        return build_data(self.config.data, self.config.train.seed)
+
+    def begin(self) -> None:
+        """Set up a run that has no checkpoint yet (Stage I: nothing beyond the fresh model)."""
+
+    def training_record(self) -> dict:
+        """What the model was trained on, for `salad-eval gap` manifests and `report` figures."""
+        return {"stage": self.stage, "steps": self.step, "tokens_seen": self.tokens_seen,
+                "speech_hours": self.speech_seconds / 3600, "config": self.config.train.__dict__}
 
     def _trainable(self) -> dict[str, nn.Parameter]:
         return {n: p for n, p in self.speech_lm.named_parameters() if p.requires_grad}
@@ -265,7 +285,8 @@ class Stage1Trainer:
         columns = (*Progress.get_default_columns()[:-1], TimeRemainingColumn(),
                    TextColumn("{task.fields[info]}"), BarColumn(bar_width=0))
         with Progress(*columns, disable=not acc.is_main_process) as progress:
-            bar = progress.add_task("stage I", total=t.steps, completed=self.step, info="")
+            bar = progress.add_task(f"stage {self.stage}", total=t.steps, completed=self.step,
+                                    info="")
             while self.step < t.steps:
                 row = self.train_step()
                 self.metrics.write(row, every=t.log_every)
@@ -278,10 +299,8 @@ class Stage1Trainer:
         final = self.out / "model"
         if acc.is_main_process:
             self.speech_lm.save(final)
-            # what the model was trained on, for `salad-eval gap` manifests and `report` figures
-            training = {"stage": "I", "steps": self.step, "tokens_seen": self.tokens_seen,
-                        "speech_hours": self.speech_seconds / 3600, "config": t.__dict__}
-            atomic_write_text(final / "training.json", json.dumps(training, indent=1, default=str))
+            atomic_write_text(final / "training.json",
+                              json.dumps(self.training_record(), indent=1, default=str))
         acc.wait_for_everyone()
         return final
 
