@@ -55,5 +55,18 @@ def select(
     print(f"selection: {out / 'selected.jsonl'}\nreport: {out / 'report.md'}")
 
 
+@app.command()
+def stage2(
+    overrides: list[str] = typer.Argument(None, help="dotted overrides, e.g. stage2.steps=50"),
+    config: str = typer.Option("tiny", "--config", "-c", help="preset name or YAML path"),
+) -> None:
+    """Stage II: from Stage I's pre-decay checkpoint, train on natural, selected, replay data."""
+    from salad_train.config import load_config
+    from salad_train.stage2 import run_stage2
+
+    final = run_stage2(load_config(config, overrides or []))
+    print(f"model: {final}")
+
+
 if __name__ == "__main__":
     main()

@@ -95,6 +95,33 @@ class SelectConfig:
 
 
 @dataclass
+class Stage2Config:
+    """Stage II training: branch off Stage I before its decay, train on a three-way mix."""
+
+    steps: int = 1000  # the linear decay from the plateau learning rate to zero
+    stage1: str | None = None  # the Stage I run dir holding pre_decay; default train.out_dir
+    selection: str | None = None  # the select dir holding selected.jsonl; default select.out_dir
+    natural_share: float = 1 / 3  # natural speech (data.natural; else Stage I speech documents)
+    selected_share: float = 1 / 3  # selected synthetic speech
+    replay_share: float = 1 / 3  # text replay (data.replay, else data.corpus)
+    out_dir: str = "runs/stage2"
+
+
+@dataclass
+class RunConfig:
+    """`salad-train run`: the whole loop and the gap reports that measure each stage."""
+
+    tasks: list[str] = field(default_factory=lambda: ["demo"])
+    limit: int | None = None  # items per task
+    voices: str = "default"  # voice sets and/or voices, as `salad-eval gap --voices`
+    asr: str = "whisper-base"  # the cascade's ASR
+    batch_size: int = 8  # choices per forward pass when scoring
+    n_boot: int = 1000
+    controls: bool = True
+    out_dir: str = "runs/loop"
+
+
+@dataclass
 class Config:
     model: SpeechLMConfig = field(default_factory=SpeechLMConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -102,13 +129,15 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 PATH_KEYS = ("data.corpus", "data.replay", "data.natural", "train.init_from", "select.pool",
-             "select.checkpoint")
+             "select.checkpoint", "stage2.stage1", "stage2.selection")
 HUB_PREFIX = "hf:"  # a pool entry naming an HF dataset, not a path
 
 
@@ -134,6 +163,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 _SECTIONS = {
     "SpeechLMConfig": SpeechLMConfig, "DataConfig": DataConfig, "LossConfig": LossConfig,
     "OptimConfig": OptimConfig, "TrainConfig": TrainConfig, "SelectConfig": SelectConfig,
+    "Stage2Config": Stage2Config, "RunConfig": RunConfig,
 }
 
 

@@ -1,0 +1,182 @@
+"""Stage II recipe: branch off Stage I before its decay and train on the selected speech.
+
+The Stage I trainer does the work (same module, loss, batch plans, checkpoints and resume);
+Stage II changes three things through its hooks:
+
+- a fresh run starts from ``<stage1>/pre_decay`` (the checkpoint taken right before the learning
+  rate decays): its trainable weights bit for bit and its optimizer moments;
+- the data is a mix, by default equal parts, of natural speech (``data.natural``; when none is
+  configured, Stage I's own speech documents stand in), the selected synthetic speech
+  (``<selection>/selected.jsonl``, rows not dropped) and text replay (``data.replay`` or
+  ``data.corpus``), drawn as a pure function of (seed, global index) so a resume is exact;
+- the learning rate goes linearly from the plateau to zero over ``stage2.steps`` (it is zero
+  after the last step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import torch
+
+from salad_eval.errors import SaladError
+from salad_train.checkpoint import load_state
+from salad_train.config import Config
+from salad_train.data import (
+    Document,
+    Span,
+    build_data,
+    natural_documents,
+    read_corpus,
+)
+from salad_train.stage1 import Stage1Trainer
+
+SOURCES = ("natural", "selected", "replay")
+
+
+def selected_documents(selection: Path) -> list[Document]:
+    """The kept rows of ``selected.jsonl`` as documents: speech spans carry their clips."""
+    manifest = selection / "selected.jsonl"
+    if not manifest.is_file():
+        raise SaladError(f"no selection at {manifest}; run `salad-train select` first")
+    docs = []
+    for line in manifest.read_text().splitlines():
+        row = json.loads(line)
+        if not row["dropped"]:
+            docs.append(tuple(Span(text, audio if speech else None)
+                              for (text, speech), audio in zip(row["spans"], row["audio"],
+                                                               strict=True)))
+    if not docs:
+        raise SaladError(f"{manifest} keeps no text (all dropped or empty); raise the budget")
+    return docs
+
+
+class MixedData:
+    """Documents from named sources, each drawn with its share, sampled by global index."""
+
+    def __init__(self, sources: dict[str, list[Document]], shares: dict[str, float], seed: int):
+        live = {name: share for name, share in shares.items() if share > 0}
+        if not live:
+            raise SaladError("every stage2 share is 0; give natural/selected/replay a share")
+        for name in live:
+            if not sources.get(name):
+                raise SaladError(f"stage2 has no {name} documents; add some or set "
+                                 f"stage2.{name}_share=0")
+        total = sum(live.values())
+        self.sources, self.seed = sources, seed
+        self.shares = {name: share / total for name, share in live.items()}
+
+    def source(self, index: int) -> str:
+        """Which source sample ``index`` comes from."""
+        u, at = random.Random(f"{self.seed}:{index}").random(), 0.0
+        for name, share in self.shares.items():
+            at += share
+            if u < at:
+                return name
+        return name
+
+    def sample(self, index: int) -> Document:
+        rng = random.Random(f"{self.seed}:{index}")
+        rng.random()  # the draw that picked the source
+        return rng.choice(self.sources[self.source(index)])
+
+    @property
+    def audio_clips(self) -> list[str]:
+        return sorted(self.clip_texts)
+
+    @property
+    def clip_texts(self) -> dict[str, str]:
+        """What each clip of the drawn sources says."""
+        return {s.audio: s.text for name in self.shares for doc in self.sources[name]
+                for s in doc if s.audio}
+
+
+def stage2_paths(config: Config) -> tuple[Path, Path, Path]:
+    """(Stage I run dir, its pre_decay checkpoint, selection dir), checked."""
+    stage1 = Path(config.stage2.stage1 or config.train.out_dir)
+    pointer = stage1 / "pre_decay"
+    if not pointer.is_file():
+        raise SaladError(f"{stage1} has no pre_decay checkpoint; run `salad-train stage1` to the "
+                         "end first (or set stage2.stage1)")
+    checkpoint = stage1 / "checkpoints" / pointer.read_text().strip()
+    if not (checkpoint / "state.pt").is_file():
+        raise SaladError(f"{checkpoint} is incomplete; rerun `salad-train stage1`")
+    return stage1, checkpoint, Path(config.stage2.selection or config.select.out_dir)
+
+
+def stage2_config(config: Config) -> Config:
+    """The Stage I config that trains Stage II: own dir and steps, no warmup, all decay."""
+    s = config.stage2
+    _, checkpoint, _ = stage2_paths(config)
+    train = dataclasses.replace(config.train, out_dir=s.out_dir, steps=s.steps,
+                                init_from=str(checkpoint / "model"))
+    optim = dataclasses.replace(config.optim, warmup_steps=0, decay_fraction=1.0)
+    return dataclasses.replace(config, train=train, optim=optim)
+
+
+class Stage2Trainer(Stage1Trainer):
+    """Stage I's trainer with Stage II's start, data and record (see the module docstring)."""
+
+    stage = "II"
+
+    def __init__(self, config: Config, accelerator=None):
+        self.stage1, self.pre_decay, self.selection = stage2_paths(config)
+        super().__init__(stage2_config(config), accelerator)
+
+    def make_data(self) -> MixedData:
+        cfg = self.config
+        seed = cfg.train.seed
+        natural = (natural_documents(cfg.data, seed) if cfg.data.natural
+                   else build_data(cfg.data, seed).speech)
+        replay = cfg.data.replay or cfg.data.corpus
+        sources = {
+            "natural": natural,
+            "selected": selected_documents(self.selection),
+            "replay": [(Span(text),) for text in read_corpus(replay)] if replay else [],
+        }
+        s = cfg.stage2
+        shares = {"natural": s.natural_share, "selected": s.selected_share,
+                  "replay": s.replay_share}
+        return MixedData(sources, shares, seed)
+
+    def begin(self) -> None:
+        """Weights and optimizer moments of pre_decay; speech hours and tokens count on from it."""
+        state = load_state(self.pre_decay)
+        with torch.no_grad():
+            for name, param in self._trainable().items():
+                param.copy_(state["trainable"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(),
+                             strict=True):
+            group["lr"] = lr  # this schedule's start, the plateau
+        self.tokens_seen, self.speech_seconds = state["tokens_seen"], state["speech_seconds"]
+
+    def training_record(self) -> dict:
+        selected = [json.loads(ln) for ln in
+                    (self.selection / "selected.jsonl").read_text().splitlines()]
+        kept = [row for row in selected if not row["dropped"]]
+        return {
+            **super().training_record(),
+            "stage1": str(self.stage1), "stage1_checkpoint": str(self.pre_decay),
+            "selection": str(self.selection),
+            "selected_texts": len(kept),
+            "selected_speech_hours": sum(row["seconds"] for row in kept) / 3600,
+            "natural": "data.natural" if self.config.data.natural else
+                       "Stage I speech documents (no data.natural configured)",
+            "shares": self.data.shares,
+        }
+
+
+def run_stage2(config: Config) -> Path:
+    """Load, set up, train, save; returns the Stage II model directory."""
+    trainer = Stage2Trainer(config)
+    if trainer.accelerator.is_main_process:
+        print(f"stage II: from {trainer.pre_decay}, selection {trainer.selection}; "
+              f"{trainer.config.train.steps} steps -> {trainer.out}")
+    trainer.setup()
+    final = trainer.run()
+    trainer.accelerator.end_training()
+    return final
