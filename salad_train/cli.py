@@ -68,5 +68,19 @@ def stage2(
     print(f"model: {final}")
 
 
+@app.command("run")
+def run_loop(
+    overrides: list[str] = typer.Argument(None, help="dotted overrides, e.g. run.limit=20"),
+    config: str = typer.Option("tiny", "--config", "-c", help="preset name or YAML path"),
+    ablate_random: bool = typer.Option(False, help="Also a gamma=0 (random selection) Stage II."),
+) -> None:
+    """The loop: Stage I -> gap -> select -> Stage II -> gap -> report (current steps skipped)."""
+    from salad_train.config import load_config
+    from salad_train.pipeline import run_loop as loop
+
+    out = loop(load_config(config, overrides or []), ablate_random)
+    print(f"report: {out / 'report.md'}")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,112 @@
+"""The final report of ``salad-train run``: what each stage bought, per task, with 95% CIs.
+
+Every figure is read from the gap runs' own ``results.json`` (``salad_eval.gap.compare.load_run``);
+nothing is re-derived here. Columns are the compared models (Stage I, Stage II, and the
+random-selection Stage II when ablated); rows are tasks and figures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from salad_eval.gap.compare import load_run  # noqa: E402
+from salad_eval.gap.plots import save  # noqa: E402
+from salad_eval.gap.summary import pct  # noqa: E402
+from salad_eval.home import atomic_write_text  # noqa: E402
+
+FIGURES = {  # name in the report -> how to find it in a decomposition table
+    "speech@speech acc": ("accuracy", "speech@speech"),
+    "text@speech acc": ("accuracy", "text@speech"),
+    "gap": ("gap",),
+    "forgetting": ("forgetting",),
+    "misalignment": ("misalignment",),
+}
+ALL = "all tasks"
+
+
+def _figure(table: dict, path: tuple[str, ...]) -> dict | None:
+    node = table
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def loop_tables(gap_dirs: dict[str, Path]) -> dict:
+    """{task: {model: {figure: {value, ci_low, ci_high} | None, "n_items": n}}}."""
+    tables: dict[str, dict] = {}
+    for model, run_dir in gap_dirs.items():
+        results = load_run(run_dir)
+        metric = results["metrics"][results["metric"]]
+        for task, table in {**metric["tasks"], ALL: metric["overall"]}.items():
+            row = {name: _figure(table, path) for name, path in FIGURES.items()}
+            tables.setdefault(task, {})[model] = {**row, "n_items": table["n_items"]}
+    return dict(sorted(tables.items(), key=lambda kv: (kv[0] == ALL, kv[0])))
+
+
+def _markdown(tables: dict, models: list[str], training: dict[str, dict]) -> str:
+    lines = ["# SALAD loop: Stage I vs Stage II", "",
+             "Accuracy-like figures in percentage points with 95% paired bootstrap CIs, read from "
+             "each gap run's results.json. gap = text@base - speech@speech = forgetting "
+             "(text@base - text@speech) + misalignment (text@speech - speech@speech); lower gap, "
+             "forgetting and misalignment are better.", ""]
+    for task, by_model in tables.items():
+        lines += [f"## {task}", "", "| figure | " + " | ".join(models) + " |",
+                  "|---|" + "---|" * len(models)]
+        lines.append("| items | " + " | ".join(str(by_model[m]["n_items"]) if m in by_model
+                                               else "–" for m in models) + " |")
+        for name in FIGURES:
+            cells = [pct(by_model[m][name]) if m in by_model else "–" for m in models]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Models", ""]
+    for model, info in training.items():
+        hours = info.get("speech_hours")
+        extra = (f", {info['selected_texts']} selected texts "
+                 f"({info['selected_speech_hours']:.3f} h), natural speech: {info['natural']}"
+                 if "selected_texts" in info else "")
+        lines.append(f"- {model}: stage {info.get('stage')}, {info.get('steps')} steps, "
+                     f"{hours:.3f} h of speech seen in all{extra}")
+    return "\n".join(lines) + "\n\n![figures](report.png)\n"
+
+
+def _plot(tables: dict, models: list[str], path: Path) -> str:
+    tasks = list(tables)
+    fig, axes = plt.subplots(1, len(FIGURES), figsize=(4 * len(FIGURES), 3.8))
+    width = 0.8 / len(models)
+    x = np.arange(len(tasks))
+    for ax, name in zip(axes, FIGURES, strict=True):
+        for i, model in enumerate(models):
+            figs = [tables[t].get(model, {}).get(name) for t in tasks]
+            values = [100 * f["value"] if f else np.nan for f in figs]
+            low = [100 * (f["value"] - f["ci_low"]) if f else 0 for f in figs]
+            high = [100 * (f["ci_high"] - f["value"]) if f else 0 for f in figs]
+            ax.bar(x + (i - (len(models) - 1) / 2) * width, values, width, yerr=[low, high],
+                   capsize=3, label=model)
+        ax.axhline(0, color="grey", linewidth=0.5)
+        ax.set_xticks(x, tasks, rotation=20)
+        ax.set_title(name)
+        ax.set_ylabel("points")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Stage I vs Stage II per task (95% CI)")
+    return save(fig, path)
+
+
+def write_loop_report(gap_dirs: dict[str, Path], out: Path) -> dict:
+    """Write ``report.md``, ``report.json`` and ``report.png`` into ``out``; return the JSON."""
+    out = Path(out)
+    models = list(gap_dirs)
+    tables = loop_tables(gap_dirs)
+    training = {m: load_run(d)["manifest"].get("training") or {} for m, d in gap_dirs.items()}
+    plot = _plot(tables, models, out / "report.png")
+    report = {"models": models, "gap_runs": {m: str(d) for m, d in gap_dirs.items()},
+              "figures": list(FIGURES), "tables": tables, "training": training, "plot": plot}
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str) + "\n")
+    atomic_write_text(out / "report.md", _markdown(tables, models, training))
+    return report

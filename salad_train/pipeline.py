@@ -1,0 +1,196 @@
+"""``salad-train run``: the whole SALAD loop, each step skipped when current and resumable.
+
+Stage I -> gap report -> selection (gamma) -> Stage II -> gap report, and with ``--ablate-random``
+also selection with gamma = 0 (same Stage I checkpoint, same budget) -> Stage II -> gap report.
+Each step owns a directory under ``run.out_dir`` (Stage I keeps ``train.out_dir``) and writes
+``done.json`` last, atomically, holding its key: a hash of the step's config and the keys of its
+inputs. A rerun recomputes the keys, skips matching steps, and reruns the others, which resume:
+Stage I/II from their checkpoints, gap from its score cache, select from its caches. A step whose
+key changed starts over in a cleared directory. Finally ``report.{md,json,png}`` compare the
+Stage II models with Stage I per task, from the gap runs' own ``results.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from salad_eval.errors import SaladError
+from salad_eval.home import atomic_write_text
+from salad_train.config import Config, RunConfig
+
+STAGE1_SECTIONS = ("model", "data", "loss", "optim", "train")
+
+
+@dataclass
+class Step:
+    label: str
+    done: Path  # written last; its directory is the step's output
+    key: str
+    action: Callable[[], object]
+    owned: bool = True  # the run owns the directory: cleared when it holds another key's work
+
+
+def step_key(*parts: object) -> str:
+    """A short hash of JSON-able parts (config sections, input keys)."""
+    payload = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _recorded_key(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text())["key"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def run_step(step: Step, number: int, total: int) -> bool:
+    """Run ``step`` unless its done.json holds its key; returns whether it ran."""
+    head = f"[{number}/{total}] {step.label} ..."
+    if _recorded_key(step.done) == step.key:
+        print(f"{head} skipped (current)", flush=True)
+        return False
+    out = step.done.parent
+    if step.owned:  # the key of the work in progress, so a rerun knows whether to resume it
+        attempt = out / "attempt.json"
+        if out.exists() and _recorded_key(attempt) != step.key:
+            shutil.rmtree(out)  # another config's partial work: start over
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(attempt, json.dumps({"key": step.key}))
+    step.done.unlink(missing_ok=True)
+    print(head, flush=True)
+    started = time.monotonic()
+    step.action()
+    seconds = time.monotonic() - started
+    atomic_write_text(step.done, json.dumps({"key": step.key, "seconds": round(seconds, 1),
+                                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+    print(f"{head} done in {_duration(seconds)}", flush=True)
+    return True
+
+
+def _stage1_sections(config: Config) -> dict:
+    tree = config.to_dict()
+    return json.loads(json.dumps({k: tree[k] for k in STAGE1_SECTIONS}, default=str))
+
+
+def check_stage1_dir(config: Config) -> None:
+    """``train.out_dir`` may hold only this config's Stage I run (it resumes from it)."""
+    saved = Path(config.train.out_dir) / "config.json"
+    if not saved.is_file():
+        return
+    tree = json.loads(saved.read_text())
+    if {k: tree.get(k) for k in STAGE1_SECTIONS} != _stage1_sections(config):
+        raise SaladError(f"{saved.parent} holds a Stage I run of another config; delete it or "
+                         "set train.out_dir to a new directory")
+
+
+def check_tasks(run: RunConfig) -> None:
+    """Every task loads (a missing benchmark mirror fails now, not after Stage I)."""
+    from salad_eval import tasks
+
+    for task in run.tasks:
+        tasks.load_items(task, run.limit)
+
+
+def gap_report(model: Path, run: RunConfig, out: Path) -> dict:
+    """``salad-eval gap`` on ``model`` with the run's tasks, voices and limit."""
+    import torch
+
+    from salad_eval.gap.run import GapSetup, Models, run_gap
+    from salad_eval.models.cascade import Cascade
+    from salad_eval.models.load import default_text_model, load_speech_model
+    from salad_eval.models.text_lm import TextLM
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    speech = load_speech_model(str(model), device=device)
+    text_name = default_text_model(speech, None)
+    text = TextLM(text_name, device=device)
+    setup = GapSetup(tasks=list(run.tasks), voices=run.voices, limit=run.limit,
+                     batch_size=run.batch_size, n_boot=run.n_boot, controls=run.controls,
+                     names={"speech": str(model), "text": text_name, "asr": run.asr})
+    cascade = Cascade(asr=run.asr, text_model=text, device=device)
+    training = json.loads((model / "training.json").read_text())
+    return run_gap(setup, Models(speech=speech, text=text, cascade=cascade), out, training)
+
+
+def _gap_step(name: str, model: Path, model_key: str, config: Config, out: Path) -> Step:
+    run = config.run
+    settings = {k: getattr(run, k) for k in ("tasks", "limit", "voices", "asr", "batch_size",
+                                             "n_boot", "controls")}
+    return Step(f"gap ({name})", out / "done.json", step_key("gap", settings, model_key),
+                lambda: gap_report(model, run, out))
+
+
+def _branch(config: Config, root: Path, stage1_key: str, gamma: float, suffix: str) -> list[Step]:
+    """select (gamma) -> Stage II -> gap, in ``select{suffix}``, ``stage2{suffix}``, ..."""
+    from salad_train.select import run_select
+    from salad_train.stage2 import run_stage2
+
+    stage1 = Path(config.train.out_dir)
+    select = dataclasses.replace(config.select, gamma=gamma, checkpoint=str(stage1 / "model"),
+                                 out_dir=str(root / f"select{suffix}"))
+    select_config = dataclasses.replace(config, select=select)
+    select_key = step_key("select", asdict(select), config.data.voices,
+                          config.data.text_span_words, config.data.speech_span_words, stage1_key)
+    stage2 = dataclasses.replace(config.stage2, stage1=str(stage1), selection=select.out_dir,
+                                 out_dir=str(root / f"stage2{suffix}"))
+    stage2_config = dataclasses.replace(config, select=select, stage2=stage2)
+    stage2_key = step_key("stage2", asdict(stage2), stage1_key, select_key)
+    name = f"stage II{' random' if gamma == 0 else ''}"
+    model = Path(stage2.out_dir) / "model"
+    return [
+        Step(f"select (gamma={gamma:g})", Path(select.out_dir) / "done.json", select_key,
+             lambda: run_select(select_config)),
+        Step(name, Path(stage2.out_dir) / "done.json", stage2_key,
+             lambda: run_stage2(stage2_config)),
+        _gap_step(name, model, stage2_key, config, root / f"gap-stage2{suffix}"),
+    ]
+
+
+def plan_steps(config: Config, ablate_random: bool) -> tuple[list[Step], dict[str, Step]]:
+    """Every step of the loop in order, and the gap step of each compared model by name."""
+    from salad_train.stage1 import run_stage1
+
+    root = Path(config.run.out_dir)
+    stage1 = Path(config.train.out_dir)
+    stage1_key = step_key("stage1", _stage1_sections(config))
+    steps = [
+        Step("stage I", stage1 / "done.json", stage1_key, lambda: run_stage1(config), owned=False),
+        _gap_step("stage I", stage1 / "model", stage1_key, config, root / "gap-stage1"),
+        *_branch(config, root, stage1_key, config.select.gamma, ""),
+    ]
+    if ablate_random:
+        steps += _branch(config, root, stage1_key, 0.0, "-random")
+    gaps = {step.label.removeprefix("gap (").removesuffix(")"): step
+            for step in steps if step.label.startswith("gap")}
+    return steps, gaps
+
+
+def run_loop(config: Config, ablate_random: bool = False) -> Path:
+    """``salad-train run``: every step (skipped when current), then the report; returns its dir."""
+    from salad_train.loop_report import write_loop_report
+
+    check_tasks(config.run)
+    check_stage1_dir(config)
+    steps, gaps = plan_steps(config, ablate_random)
+    root = Path(config.run.out_dir)
+    total = len(steps) + 1
+    for number, step in enumerate(steps, 1):
+        run_step(step, number, total)
+    report = Step("report", root / "report.done.json", step_key("report", *(s.key for s in steps)),
+                  lambda: write_loop_report({name: s.done.parent for name, s in gaps.items()},
+                                            root),
+                  owned=False)
+    run_step(report, total, total)
+    return root

@@ -1,0 +1,118 @@
+"""`salad-train run` end to end at toy scale with the real models (SmolLM2 frozen, Whisper
+tiny.en, Piper, MiniLM): the --ablate-random loop is killed with SIGKILL inside Stage II, rerun to
+the end without redoing finished steps, and a third run skips everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from salad_eval.errors import SaladError
+from salad_train.config import load_config
+from salad_train.pipeline import Step, check_tasks, run_step, step_key
+
+CORPUS = [
+    "The cat sat on the warm mat near the door and watched the rain fall.",
+    "Bread is baked in a hot oven until the crust turns brown and crisp.",
+]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+STEPS = ["stage I", "gap (stage I)", "select (gamma=5)", "stage II", "gap (stage II)",
+         "select (gamma=0)", "stage II random", "gap (stage II random)", "report"]
+
+
+def test_run_step_skips_current_and_restarts_stale(tmp_path, capsys):
+    calls = []
+    step = Step("toy", tmp_path / "toy" / "done.json", step_key("a"), lambda: calls.append(1))
+    assert run_step(step, 1, 2) and not run_step(step, 1, 2)
+    assert calls == [1] and "[1/2] toy ... skipped (current)" in capsys.readouterr().out
+    (tmp_path / "toy" / "partial").write_text("old work")
+    changed = Step("toy", step.done, step_key("b"), lambda: calls.append(2))
+    assert run_step(changed, 1, 2) and calls == [1, 2]
+    assert not (tmp_path / "toy" / "partial").exists()  # another key's work was cleared
+
+
+def test_missing_benchmark_mirror_fails_fast(monkeypatch):
+    monkeypatch.delenv("SALAD_BENCHMARKS", raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    config = load_config("tiny", ["run.tasks=[arc_easy]"])
+    with pytest.raises(SaladError, match="SALAD_BENCHMARKS"):
+        check_tasks(config.run)
+
+
+def _command(root: Path) -> list[str]:
+    pool = Path(__file__).parents[1] / "salad_train" / "corpus" / "pool.txt"
+    texts = [ln for ln in pool.read_text().splitlines() if ln and not ln.startswith("#")]
+    (root / "pool.txt").write_text("\n".join(texts[::12]) + "\n")
+    (root / "corpus.txt").write_text("\n".join(CORPUS) + "\n")
+    return [sys.executable, "-m", "salad_train.cli", "run", "--config", "tiny", "--ablate-random",
+            f"data.corpus={root / 'corpus.txt'}", "data.voices=[piper/joe]",
+            "model.adapter_layers=1", "model.adapter_width=32", "model.adapter_heads=2",
+            "optim.warmup_steps=1", "train.steps=4", "train.batch_size=2", "train.save_every=1",
+            f"train.out_dir={root / 'stage1'}", f"select.pool=[{root / 'pool.txt'}]",
+            "select.clusters=2", "select.probe_texts=1", "select.budget_hours=0.003",
+            "select.max_cer=0.5", "stage2.steps=2", "run.tasks=[demo]", "run.limit=4",
+            "run.voices=piper/joe", "run.asr=whisper-tiny.en", "run.n_boot=100",
+            f"run.out_dir={root / 'loop'}"]
+
+
+def _lines(output: str) -> dict[str, str]:
+    """{step label: what its final line says} from the run's stdout."""
+    found = {}
+    for match in re.finditer(r"^\[\d+/(\d+)\] (.+?) \.\.\.(.*)$", output, re.MULTILINE):
+        assert match[1] == str(len(STEPS))
+        found[match[2]] = match[3].strip()
+    return found
+
+
+def test_run_is_resumable_and_skips_current_steps(tmp_path):
+    command, loop = _command(tmp_path), tmp_path / "loop"
+    dones = {"stage I": tmp_path / "stage1" / "done.json",
+             "select (gamma=5)": loop / "select" / "done.json",
+             "stage II": loop / "stage2" / "done.json"}
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (loop / "stage2" / "latest").is_file() and process.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)  # inside Stage II, after its first checkpoint
+    assert process.wait() == -signal.SIGKILL
+    finished = {label: path.stat().st_mtime_ns for label, path in dones.items() if path.is_file()}
+    assert {"stage I", "select (gamma=5)"} <= set(finished)
+
+    second = subprocess.run(command, env=ENV, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-2000:]
+    lines = _lines(second.stdout)
+    assert list(lines) == STEPS
+    for label, mtime in finished.items():  # completed steps were not redone
+        assert lines[label] == "skipped (current)"
+        assert dones[label].stat().st_mtime_ns == mtime
+    assert lines["stage II random"].startswith("done in")
+    stage2 = [json.loads(ln) for ln in (loop / "stage2" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in stage2 if "loss" in row] == [1, 2]  # resumed, not restarted
+
+    report = json.loads((loop / "report.json").read_text())
+    assert report["models"] == ["stage I", "stage II", "stage II random"]
+    demo = report["tables"]["demo"]
+    for model in report["models"]:
+        assert demo[model]["n_items"] == 4
+        acc = demo[model]["speech@speech acc"]
+        assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
+    assert report["training"]["stage II"]["stage"] == "II"
+    text = (loop / "report.md").read_text()
+    assert "| figure | stage I | stage II | stage II random |" in text
+    assert (loop / "report.png").stat().st_size > 0
+
+    stamps = {p: p.stat().st_mtime_ns for p in (*loop.rglob("done.json"), loop / "report.json")}
+    third = subprocess.run(command, env=ENV, capture_output=True, text=True)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert set(_lines(third.stdout).values()) == {"skipped (current)"}
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
