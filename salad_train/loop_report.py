@@ -69,8 +69,8 @@ def _markdown(tables: dict, models: list[str], training: dict[str, dict]) -> str
     for model, info in training.items():
         hours = info.get("speech_hours")
         extra = (f", {info['selected_texts']} selected texts "
-                 f"({info['selected_speech_hours']:.3f} h), natural speech: {info['natural']}"
-                 if "selected_texts" in info else "")
+                 f"({info['selected_speech_hours']:.3f} h; {info['selection']}/report.md), "
+                 f"natural speech: {info['natural']}" if "selected_texts" in info else "")
         lines.append(f"- {model}: stage {info.get('stage')}, {info.get('steps')} steps, "
                      f"{hours:.3f} h of speech seen in all{extra}")
     return "\n".join(lines) + "\n\n![figures](report.png)\n"

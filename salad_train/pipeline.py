@@ -43,6 +43,19 @@ def step_key(*parts: object) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def content_key(paths: list[str | None]) -> str:
+    """What the data files say: bytes of files, (name, size) of each file under a directory."""
+    digest = hashlib.sha256()
+    for path in map(Path, filter(None, paths)):
+        digest.update(str(path).encode() + b"\0")
+        if path.is_file():
+            digest.update(path.read_bytes())
+        elif path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                digest.update(f"{file.relative_to(path)}:{file.stat().st_size}\0".encode())
+    return digest.hexdigest()[:16]
+
+
 def _recorded_key(path: Path) -> str | None:
     try:
         return json.loads(path.read_text())["key"]
@@ -142,7 +155,8 @@ def _branch(config: Config, root: Path, stage1_key: str, gamma: float, suffix: s
                                  out_dir=str(root / f"select{suffix}"))
     select_config = dataclasses.replace(config, select=select)
     select_key = step_key("select", asdict(select), config.data.voices,
-                          config.data.text_span_words, config.data.speech_span_words, stage1_key)
+                          config.data.text_span_words, config.data.speech_span_words, stage1_key,
+                          content_key(select.pool))
     stage2 = dataclasses.replace(config.stage2, stage1=str(stage1), selection=select.out_dir,
                                  out_dir=str(root / f"stage2{suffix}"))
     stage2_config = dataclasses.replace(config, select=select, stage2=stage2)
@@ -164,7 +178,9 @@ def plan_steps(config: Config, ablate_random: bool) -> tuple[list[Step], dict[st
 
     root = Path(config.run.out_dir)
     stage1 = Path(config.train.out_dir)
-    stage1_key = step_key("stage1", _stage1_sections(config))
+    data = config.data
+    stage1_key = step_key("stage1", _stage1_sections(config),
+                          content_key([data.corpus, data.replay, *data.natural]))
     steps = [
         Step("stage I", stage1 / "done.json", stage1_key, lambda: run_stage1(config), owned=False),
         _gap_step("stage I", stage1 / "model", stage1_key, config, root / "gap-stage1"),
