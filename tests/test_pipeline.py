@@ -17,7 +17,7 @@ import pytest
 
 from salad_eval.errors import SaladError
 from salad_train.config import load_config
-from salad_train.pipeline import Step, check_tasks, run_step, step_key
+from salad_train.pipeline import Step, check_stage1_dir, check_tasks, run_step, step_key
 
 CORPUS = [
     "The cat sat on the warm mat near the door and watched the rain fall.",
@@ -37,6 +37,16 @@ def test_run_step_skips_current_and_restarts_stale(tmp_path, capsys):
     changed = Step("toy", step.done, step_key("b"), lambda: calls.append(2))
     assert run_step(changed, 1, 2) and calls == [1, 2]
     assert not (tmp_path / "toy" / "partial").exists()  # another key's work was cleared
+
+
+def test_stage1_dir_of_another_config_is_refused(tmp_path):
+    config = load_config("tiny", [f"train.out_dir={tmp_path}"])
+    check_stage1_dir(config)  # empty: fine
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict(), default=str))
+    check_stage1_dir(config)  # the same config: it resumes
+    other = load_config("tiny", [f"train.out_dir={tmp_path}", "train.steps=7"])
+    with pytest.raises(SaladError, match="another config"):
+        check_stage1_dir(other)
 
 
 def test_missing_benchmark_mirror_fails_fast(monkeypatch):
