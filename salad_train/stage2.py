@@ -107,10 +107,9 @@ def stage2_paths(config: Config) -> tuple[Path, Path, Path]:
     return stage1, checkpoint, Path(config.stage2.selection or config.select.out_dir)
 
 
-def stage2_config(config: Config) -> Config:
+def stage2_config(config: Config, checkpoint: Path) -> Config:
     """The Stage I config that trains Stage II: own dir and steps, no warmup, all decay."""
     s = config.stage2
-    _, checkpoint, _ = stage2_paths(config)
     train = dataclasses.replace(config.train, out_dir=s.out_dir, steps=s.steps,
                                 init_from=str(checkpoint / "model"))
     optim = dataclasses.replace(config.optim, warmup_steps=0, decay_fraction=1.0)
@@ -124,7 +123,7 @@ class Stage2Trainer(Stage1Trainer):
 
     def __init__(self, config: Config, accelerator=None):
         self.stage1, self.pre_decay, self.selection = stage2_paths(config)
-        super().__init__(stage2_config(config), accelerator)
+        super().__init__(stage2_config(config, self.pre_decay), accelerator)
 
     def make_data(self) -> MixedData:
         cfg = self.config
