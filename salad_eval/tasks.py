@@ -268,8 +268,11 @@ def load_items(
     shots: int = 0,
     seed: int = 1234,
     data_dir: str | None = None,
+    split: str | None = None,
 ) -> list[Item]:
     """The task's items in dataset order; ``limit`` takes the first N of each config.
+
+    ``split`` reads another split than the evaluation one (training data, say).
 
     With ``shots``, each context starts with that many solved examples from the few-shot split:
     their prompts spoken as the item's is, their answers as text, joined by lm-eval's delimiters.
@@ -277,9 +280,10 @@ def load_items(
     spec = get_task(name)
     if shots and not spec.fewshot_split:
         raise SaladError(f"task {name} has no few-shot split; run it with --shots 0")
+    split = split or spec.test_split
     items = []
     for config in spec.sources:
-        docs = _docs(spec, config, spec.test_split, data_dir)[:limit]
+        docs = _docs(spec, config, split, data_dir)[:limit]
         pool = _docs(spec, config, spec.fewshot_split, data_dir) if shots else []
         for doc in docs:
             item_id = _render(spec.id, doc)
@@ -301,7 +305,7 @@ def load_items(
                 )
             )
     if not items:
-        raise SaladError(f"task {name} has no items in split {spec.test_split!r}; check the data")
+        raise SaladError(f"task {name} has no items in split {split!r}; check the data")
     return items
 
 

@@ -27,6 +27,7 @@ class DataConfig:
     """Where speech and text come from and how documents become interleaved sequences."""
 
     corpus: str | None = None  # text documents (one per line) synthesized into speech
+    tasks: list[str] = field(default_factory=list)  # "task:split": solved items as documents
     voices: list[str] = field(default_factory=lambda: ["piper/joe"])
     natural: list[str] = field(default_factory=list)  # LibriSpeech dirs, HF datasets, manifests
     replay: str | None = None  # text-only replay documents; default: the corpus
@@ -34,6 +35,7 @@ class DataConfig:
     text_span_words: list[int] = field(default_factory=lambda: [10, 30])
     speech_span_words: list[int] = field(default_factory=lambda: [5, 15])
     max_documents: int | None = None
+    workers: int = 1  # synthesis processes
     max_tokens: int = 2048
 
 
@@ -42,6 +44,8 @@ class LossConfig:
     alpha: float = 1.0
     temperature: float = 1.0
     chunk_size: int = 1024
+    ctc_weight: float = 0.0  # auxiliary CTC of adapter frames on LLM embeddings (small budgets)
+    ctc_scale: float = 30.0  # cosine-logit scale of that CTC
 
 
 @dataclass
@@ -231,8 +235,10 @@ def check_paths(config: Config) -> None:
     for value in data.natural:
         if not Path(value).exists():
             raise SaladError(f"data.natural {value} does not exist; fix the path in the config")
-    if data.corpus is None and not data.natural:
-        raise SaladError("no speech data: set data.corpus (synthetic) or data.natural (recorded)")
+    if data.corpus is None and not data.tasks and not data.natural:
+        raise SaladError(
+            "no speech data: set data.corpus or data.tasks (synthetic) or data.natural (recorded)"
+        )
 
 
 def model_dimensions(model: SpeechLMConfig) -> tuple[int, int]:

@@ -3,15 +3,17 @@
 A *document* is a tuple of ``Span``s; a speech span carries an audio file that speaks exactly its
 text. The student reads speech spans as audio, the teacher reads every span as text.
 
-- Synthetic speech (``data.corpus``): each document's words are cut into alternating text spans
-  and speech spans (lengths drawn from ``text_span_words`` / ``speech_span_words``), and every
-  speech span is synthesized on its own with ``salad_eval.speech``, so alignment is exact.
+- Synthetic speech (``data.corpus``, and ``data.tasks``: solved items of task training splits,
+  e.g. ARC's 3,370 training questions with their answers): each document's words are cut into
+  alternating text spans and speech spans (lengths drawn from ``text_span_words`` /
+  ``speech_span_words``), and every speech span is synthesized on its own with
+  ``salad_eval.speech``, so alignment is exact.
 - Natural speech (``data.natural``): spans are whole utterances. Consecutive utterances of one
   chapter (LibriSpeech) or one ``document`` (manifest / HF dataset) form a document, and each
   utterance is heard (speech span, its own recording) or read (text span, its transcript) with
   probability 1/2. No forced alignment: an utterance is never cut inside.
-- Replay (``data.replay``, default the corpus): text-only documents, chosen with probability
-  ``replay_prob`` per sample, keep the LLM's text skill while it adapts.
+- Replay (``data.replay``, default the synthetic documents' text): text-only documents, chosen
+  with probability ``replay_prob`` per sample, keep the LLM's text skill while it adapts.
 
 Sampling is a pure function of (seed, global sample index), so a resumed run sees exactly the
 samples the uninterrupted run would have seen, and data-parallel ranks split one global order.
@@ -49,6 +51,27 @@ def read_corpus(path: str, limit: int | None = None) -> list[str]:
     return docs[:limit]
 
 
+def task_documents(specs: Sequence[str], data_dir: str | None = None) -> list[str]:
+    """Solved items of task splits (``"arc_easy:train"``) as documents: prompt, then the answer.
+
+    Training on a task's training split is fair; its evaluation split is never read here.
+    """
+    from salad_eval.tasks import get_task, load_items
+
+    docs = []
+    for spec in specs:
+        name, _, split = spec.partition(":")
+        if not split or split == get_task(name).test_split:
+            raise SaladError(
+                f"data.tasks entry {spec!r} must name a split other than the task's evaluation "
+                "split, e.g. arc_easy:train"
+            )
+        for item in load_items(name, split=split, data_dir=data_dir):
+            prompt = "".join(part.text for part in item.context)
+            docs.append(" ".join((prompt + item.choices[item.target]).split()))
+    return docs
+
+
 def split_spans(
     words: Sequence[str], text_words: Sequence[int], speech_words: Sequence[int], rng: random.Random
 ) -> list[tuple[str, bool]]:
@@ -77,28 +100,56 @@ def speak(text: str, voice: str) -> str:
     return str(store.clip_path(key))
 
 
+def _speak_job(job: tuple[str, str]) -> str:
+    return speak(*job)
+
+
+def _init_speaker(threads: int) -> None:
+    from salad_eval.speech import tts
+
+    tts.set_threads(threads)
+
+
+def speak_all(jobs: list[tuple[str, str]], workers: int = 1) -> list[str]:
+    """Clips of many (text, voice) jobs, in order, made by ``workers`` processes."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("synthesizing speech spans", total=len(jobs))
+        if workers <= 1:
+            clips = []
+            for job in jobs:
+                clips.append(speak(*job))
+                progress.advance(bar)
+            return clips
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, context, _init_speaker, (threads,)) as pool:
+            clips = []
+            for clip in pool.map(_speak_job, jobs, chunksize=16):
+                clips.append(clip)
+                progress.advance(bar)
+            return clips
+
+
 def synthetic_documents(config: DataConfig, seed: int) -> list[Document]:
-    """Corpus documents with each speech span synthesized separately (cached by the audio store)."""
+    """Corpus and task documents with each speech span synthesized separately (cached by the
+    audio store); ``max_documents`` takes a seeded sample of them."""
     rng = random.Random(seed)
-    docs = read_corpus(config.corpus, config.max_documents)
+    docs = read_corpus(config.corpus) if config.corpus else []
+    docs += task_documents(config.tasks)
+    if config.max_documents and len(docs) > config.max_documents:
+        docs = random.Random(seed).sample(docs, config.max_documents)
     plans = [
         split_spans(doc.split(), config.text_span_words, config.speech_span_words, rng)
         for doc in docs
     ]
-    n_clips = sum(speech for plan in plans for _, speech in plan)
-    out: list[Document] = []
-    with Progress(transient=True) as progress:
-        bar = progress.add_task("synthesizing speech spans", total=n_clips)
-        for plan in plans:
-            spans = []
-            for text, speech in plan:
-                audio = None
-                if speech:
-                    audio = speak(text, rng.choice(config.voices))
-                    progress.advance(bar)
-                spans.append(Span(text, audio))
-            out.append(tuple(spans))
-    return out
+    jobs = [(text, rng.choice(config.voices)) for plan in plans for text, speech in plan if speech]
+    clips = iter(speak_all(jobs, config.workers))
+    return [tuple(Span(text, next(clips) if speech else None) for text, speech in plan)
+            for plan in plans]  # fmt: skip
 
 
 def _librispeech(root: Path) -> list[list[tuple[str, str]]]:
@@ -176,11 +227,16 @@ class Stage1Data:
     def audio_clips(self) -> list[str]:
         return sorted({s.audio for doc in self.speech for s in doc if s.audio})
 
+    @property
+    def clip_texts(self) -> dict[str, str]:
+        """What each clip says."""
+        return {s.audio: s.text for doc in self.speech for s in doc if s.audio}
+
 
 def build_data(config: DataConfig, seed: int) -> Stage1Data:
-    speech = (synthetic_documents(config, seed) if config.corpus else []) + natural_documents(
-        config, seed
-    )
-    replay_path = config.replay or config.corpus
-    replay = read_corpus(replay_path) if replay_path else []
+    synthetic = synthetic_documents(config, seed) if config.corpus or config.tasks else []
+    speech = synthetic + natural_documents(config, seed)
+    # replay defaults to the synthetic documents' own text
+    replay = (read_corpus(config.replay) if config.replay
+              else [" ".join(span.text for span in doc) for doc in synthetic])  # fmt: skip
     return Stage1Data(speech, replay, config.replay_prob, seed)

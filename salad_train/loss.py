@@ -83,3 +83,24 @@ def distillation_loss(
             c_kl, c_nll = _chunk_terms(*args)
         kl, nll = kl + c_kl, nll + c_nll
     return LossSums(alpha * kl + (1 - alpha) * nll, kl.detach(), nll.detach(), len(y))
+
+
+def alignment_ctc_loss(
+    frames: list[Tensor], targets: list[list[int]], embeddings: Tensor, blank: int,
+    scale: float = 30.0,
+) -> Tensor:
+    """Summed CTC loss of each clip's adapter outputs against the tokens it speaks.
+
+    A frame's logit for token v is ``scale * cos(frame, embeddings[v])``: the frame is pulled
+    towards the LLM's own input embedding of the token it hears, so the frozen LLM can read it.
+    ``blank`` is a token id (a lone space: a frame that adds nothing reads as whitespace).
+    An auxiliary loss for small budgets (the paper's recipe has none; ``loss.ctc_weight``).
+    """
+    lengths = torch.tensor([len(f) for f in frames])
+    keep = [[t for t in ids if t != blank] for ids in targets]
+    table = F.normalize(embeddings.float(), dim=-1)
+    padded = nn.utils.rnn.pad_sequence([F.normalize(f.float(), dim=-1) for f in frames])
+    log_probs = F.log_softmax(scale * padded @ table.T, dim=-1)  # (T, N, V)
+    flat = torch.tensor([t for ids in keep for t in ids], dtype=torch.long)
+    return F.ctc_loss(log_probs, flat, lengths, torch.tensor([len(k) for k in keep]),
+                      blank=blank, reduction="sum", zero_infinity=True)

@@ -36,7 +36,7 @@ from salad_train.checkpoint import (
 )
 from salad_train.config import Config, check_dimensions
 from salad_train.data import Stage1Data, build_data
-from salad_train.loss import distillation_loss
+from salad_train.loss import alignment_ctc_loss, distillation_loss
 from salad_train.metrics import MetricsLog
 from salad_train.optim import build_optimizer, build_scheduler, decay_start
 
@@ -49,10 +49,17 @@ def _decoder_and_head(llm: nn.Module) -> tuple[nn.Module, nn.Module]:
 class Stage1Module(nn.Module):
     """Everything one forward pass touches: student (adapter + LLM) and teacher.
 
-    ``forward(plan)`` returns summed (loss, kl, nll) over the plan's text positions.
+    ``forward(plan)`` returns summed (loss, kl, nll, ctc) over the plan's text positions (ctc:
+    the auxiliary alignment loss over its clips, zero unless ``loss.ctc_weight``).
     """
 
-    def __init__(self, speech_lm: SpeechLM, features: dict[str, torch.Tensor], config: Config):
+    def __init__(
+        self,
+        speech_lm: SpeechLM,
+        features: dict[str, torch.Tensor],
+        config: Config,
+        clip_texts: dict[str, str] | None = None,
+    ):
         super().__init__()
         self.speech_lm = speech_lm
         # a separate frozen teacher only when the LLM's own weights train
@@ -60,6 +67,11 @@ class Stage1Module(nn.Module):
         self.teacher = copy.deepcopy(speech_lm.llm).requires_grad_(False) if full else None
         self.features = features
         self.loss_config = config.loss
+        tokenizer = speech_lm.tokenizer
+        # what each clip says, as tokens: the targets of the auxiliary CTC loss
+        self.clip_tokens = {clip: tokenizer.encode(" " + text, add_special_tokens=False)
+                            for clip, text in (clip_texts or {}).items()}  # fmt: skip
+        self.blank = tokenizer.encode(" ", add_special_tokens=False)[-1]
 
     def _teacher_context(self):
         if self.speech_lm.config.llm_mode == "lora":
@@ -73,11 +85,18 @@ class Stage1Module(nn.Module):
                               self.speech_lm.config.stack)
         return adapter(stacked)
 
-    def forward(self, plan: Plan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, plan: Plan) -> tuple[torch.Tensor, ...]:
         llm = self.speech_lm.llm
         device = self.speech_lm.adapter.proj_in.weight.device
         table = llm.get_input_embeddings()
-        embeds = student_embeds(plan, lambda ids: table(ids.to(device)), self.embed_audio)
+        heard: list[tuple[str, torch.Tensor]] = []
+
+        def embed_audio(clip: str) -> torch.Tensor:
+            embeds = self.embed_audio(clip)
+            heard.append((clip, embeds[1:-1]))  # boundaries excluded
+            return embeds
+
+        embeds = student_embeds(plan, lambda ids: table(ids.to(device)), embed_audio)
         decoder, head = _decoder_and_head(llm)
         student_hidden = decoder(
             inputs_embeds=embeds.to(table.weight.dtype),
@@ -96,7 +115,13 @@ class Stage1Module(nn.Module):
             alpha=self.loss_config.alpha, temperature=self.loss_config.temperature,
             chunk_size=self.loss_config.chunk_size,
         )
-        return sums.loss, sums.kl, sums.nll
+        loss, ctc = sums.loss, sums.kl.new_zeros(())
+        if self.loss_config.ctc_weight and heard:
+            ctc = alignment_ctc_loss([frames for _, frames in heard],
+                                     [self.clip_tokens[clip] for clip, _ in heard],
+                                     table.weight, self.blank, self.loss_config.ctc_scale)
+            loss = loss + self.loss_config.ctc_weight * ctc
+        return loss, sums.kl, sums.nll, ctc.detach()
 
 
 def encode_clips(speech_lm: SpeechLM, clips: list[str]) -> tuple[dict, dict]:
@@ -153,7 +178,7 @@ class Stage1Trainer:
             self.data: Stage1Data = self.make_data()
             features, self.clip_seconds = encode_clips(speech_lm, self.data.audio_clips)
         self.speech_lm = speech_lm
-        module = Stage1Module(speech_lm, features, cfg)
+        module = Stage1Module(speech_lm, features, cfg, self.data.clip_texts)
         o = cfg.optim
         optimizer = build_optimizer(speech_lm.adapter, speech_lm.llm, o.adapter_lr, o.llm_lr,
                                     o.weight_decay, tuple(o.betas))
@@ -226,28 +251,28 @@ class Stage1Trainer:
         n_text, n_tokens = (int(v) for v in acc.reduce(counts, "sum").tolist())
         seconds = acc.reduce(torch.tensor(sum(p.speech_seconds for p in plans), device=device,
                                           dtype=torch.float64), "sum").item()
-        totals = torch.zeros(3, device=device, dtype=torch.float64)
+        totals = torch.zeros(4, device=device, dtype=torch.float64)
         scale = acc.num_processes / max(n_text, 1)  # DDP averages gradients over processes
         for micro, plan in enumerate(plans):
             last = micro == len(plans) - 1
             with contextlib.nullcontext() if last else acc.no_sync(self.module):
-                loss, kl, nll = self.module(plan)
+                loss, kl, nll, ctc = self.module(plan)
                 acc.backward(loss * scale)
-            totals += torch.stack([loss.detach(), kl, nll]).double()
+            totals += torch.stack([loss.detach(), kl, nll, ctc]).double()
         if self.config.optim.grad_clip:
             acc.clip_grad_norm_(self.speech_lm.parameters(), self.config.optim.grad_clip)
         lrs = {f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups}
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss, kl, nll = (acc.reduce(totals, "sum") / max(n_text, 1)).tolist()
+        loss, kl, nll, ctc = (acc.reduce(totals, "sum") / max(n_text, 1)).tolist()
         self.step += 1
         self.tokens_seen += n_tokens
         self.speech_seconds += seconds
         elapsed = time.perf_counter() - started
         return {
             "step": self.step, "processes": acc.num_processes, "loss": loss, "kl": kl, "nll": nll,
-            "text_positions": n_text,
+            "ctc": ctc, "text_positions": n_text,
             "tokens_seen": self.tokens_seen, "speech_hours_seen": self.speech_seconds / 3600,
             **lrs, "tokens_per_s": n_tokens / elapsed, "step_seconds": elapsed,
         }

@@ -85,3 +85,31 @@ def test_audio_positions_carry_no_loss_and_gradients_match(setup):
     moved[~s_m] += 10.0
     again = distillation_loss(moved, t_h, s_m, t_m, y, student.lm_head, teacher.lm_head, alpha=0.5)
     torch.testing.assert_close(again.loss, out.loss.detach())
+
+
+def test_alignment_ctc_is_the_token_log_prob_for_one_frame_one_token():
+    """T = L = 1: CTC's only path emits the token at the frame, so the loss is -log p(token)."""
+    from salad_train.loss import alignment_ctc_loss
+
+    torch.manual_seed(0)
+    table = torch.randn(50, 16)
+    frame = torch.randn(1, 16)
+    loss = alignment_ctc_loss([frame], [[7]], table, blank=3, scale=30.0)
+    cos = torch.nn.functional.cosine_similarity(frame, table)
+    assert torch.isclose(loss, -torch.log_softmax(30.0 * cos, -1)[7], atol=1e-5)
+
+
+def test_alignment_ctc_prefers_frames_on_the_spoken_tokens_embeddings():
+    from salad_train.loss import alignment_ctc_loss
+
+    torch.manual_seed(0)
+    table = torch.randn(50, 16)
+    spoken = [5, 9, 5]
+    on_tokens = torch.stack([table[5], table[3], table[9], table[3], table[5]])  # 3 is blank
+    random_frames = torch.randn(5, 16)
+    good = alignment_ctc_loss([on_tokens * 2.0], [spoken], table, blank=3)
+    bad = alignment_ctc_loss([random_frames], [spoken], table, blank=3)
+    assert good < 0.1 < bad
+    # the blank never counts as a target, and clips are summed
+    both = alignment_ctc_loss([on_tokens, random_frames], [spoken + [3], spoken], table, blank=3)
+    assert torch.isclose(both, good + bad, rtol=1e-4)

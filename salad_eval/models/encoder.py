@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from torch import nn
 
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_bytes, home
@@ -41,15 +42,20 @@ class SpeechEncoder(Protocol):
 
 
 class WhisperEncoder:
-    """Whisper's encoder at 50 Hz; clips are cut into 30 s windows, each padded as Whisper expects
-    and its output truncated to the window's real length."""
+    """Whisper's encoder at 50 Hz. ``context="window"`` runs Whisper as trained: clips are cut into
+    30 s windows, each padded and its output truncated to the window's real length.
+    ``context="clip"`` runs only the clip's own frames (Whisper's positions sliced to its length,
+    like whisper.cpp's ``audio_ctx``): a 2 s clip costs ~1/15 of a window, at the price of features
+    a little off Whisper's training distribution, which a trained adapter absorbs."""
 
     window_seconds = 30
     frame_rate = 50.0
 
-    def __init__(self, path: str, device: str = "cpu") -> None:
+    def __init__(self, path: str, device: str = "cpu", context: str = "window") -> None:
         from transformers import WhisperFeatureExtractor, WhisperModel
 
+        if context not in ("window", "clip"):
+            raise SaladError(f"unknown encoder context {context!r}; use window or clip")
         model = WhisperModel.from_pretrained(path)
         self.model = model.get_encoder().to(device).eval().requires_grad_(False)
         try:
@@ -57,8 +63,10 @@ class WhisperEncoder:
         except OSError:  # a bare model directory: Whisper's default features
             self.extractor = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
         self.dim = model.config.d_model
+        self.context = context
         features = self.extractor.to_json_string()
-        self.fingerprint = weights_digest(self.model, extra=f"whisper:{features}")
+        extra = f"whisper:{features}" + (":clip" if context == "clip" else "")
+        self.fingerprint = weights_digest(self.model, extra=extra)
 
     def encode(self, waveform_16k: np.ndarray) -> torch.Tensor:
         wave = np.asarray(waveform_16k, dtype=np.float32)
@@ -68,11 +76,25 @@ class WhisperEncoder:
             chunks, sampling_rate=SAMPLE_RATE, return_tensors="pt"
         ).input_features
         param = next(self.model.parameters())
-        with torch.no_grad():  # not inference_mode: training backprops past these
-            hidden = self.model(features.to(param.device, param.dtype)).last_hidden_state
         samples_per_frame = SAMPLE_RATE / self.frame_rate
         lengths = [max(1, math.ceil(len(chunk) / samples_per_frame)) for chunk in chunks]
+        with torch.no_grad():  # not inference_mode: training backprops past these
+            features = features.to(param.device, param.dtype)
+            if self.context == "clip":
+                return torch.cat([self._clip_forward(f[None, :, : 2 * n])[0]
+                                  for f, n in zip(features, lengths, strict=True)]).float().cpu()
+            hidden = self.model(features).last_hidden_state
         return torch.cat([h[:n] for h, n in zip(hidden, lengths, strict=True)]).float().cpu()
+
+    def _clip_forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """Whisper's encoder forward on fewer than 3000 mel frames (positions sliced)."""
+        enc = self.model
+        hidden = nn.functional.gelu(enc.conv1(mel))
+        hidden = nn.functional.gelu(enc.conv2(hidden)).permute(0, 2, 1)
+        hidden = hidden + enc.embed_positions.weight[: hidden.shape[1]]
+        for layer in enc.layers:
+            hidden = layer(hidden, None)
+        return enc.layer_norm(hidden)
 
 
 class MimiEncoder:
@@ -128,14 +150,16 @@ class CachedEncoder:
         return features
 
 
-def load_encoder(name: str = DEFAULT_ENCODER, cache: bool = True, device: str = "cpu"):
+def load_encoder(
+    name: str = DEFAULT_ENCODER, cache: bool = True, device: str = "cpu", context: str = "window"
+):
     """An encoder by embedded name, hub id or path; its family is read from its config."""
     from salad_eval.assets.resolve import resolve
 
     path = resolve(name)
     family = _model_type(path)
     if family == "whisper":
-        encoder: SpeechEncoder = WhisperEncoder(path, device)
+        encoder: SpeechEncoder = WhisperEncoder(path, device, context)
     elif family == "mimi":
         encoder = MimiEncoder(path, device)
     else:

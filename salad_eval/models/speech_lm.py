@@ -41,6 +41,7 @@ class SpeechLMConfig:
     """What to build. ``llm_mode``: train all LLM weights, a LoRA over them, or none."""
 
     encoder: str = DEFAULT_ENCODER
+    encoder_context: str = "window"  # Whisper: "window" (30 s, as trained) or "clip" (faster)
     stack: int = 4  # 50 Hz Whisper frames -> 12.5 Hz, Mimi's rate
     adapter_layers: int = 2
     adapter_width: int = 256
@@ -133,7 +134,7 @@ class SpeechLM(nn.Module):
     @classmethod
     def from_config(cls, config: SpeechLMConfig, seed: int = 0, device: str = "cpu") -> SpeechLM:
         """A randomly initialised adapter (seeded) over the named encoder and LLM."""
-        encoder = load_encoder(config.encoder, device=device)
+        encoder = load_encoder(config.encoder, device=device, context=config.encoder_context)
         llm, tokenizer = _load_base_llm(config.llm)
         if config.llm_mode == "lora":
             from peft import LoraConfig, get_peft_model
@@ -287,7 +288,7 @@ def load_speech_lm(directory: str | Path, device: str = "cpu") -> SpeechLM:
         from peft import PeftModel
 
         llm = PeftModel.from_pretrained(llm, path / section["llm"]["weights"], is_trainable=True)
-    encoder = load_encoder(config.encoder, device=device)
+    encoder = load_encoder(config.encoder, device=device, context=config.encoder_context)
     adapter = _build_adapter(
         config, section["adapter"]["in_dim"] // config.stack, section["adapter"]["out_dim"]
     )
