@@ -73,6 +73,8 @@ class TrainConfig:
     probe_items: int = 16
     mixed_precision: str = "auto"  # auto (bf16 on GPU) | no | bf16
     init_from: str | None = None  # a SALAD checkpoint whose adapter (and LLM weights) to start from
+    align_steps: int = 0  # CTC-only adapter warm-up before distillation (salad_train/align.py)
+    align_batch_size: int = 32  # clips per warm-up step
 
 
 @dataclass
@@ -160,8 +162,17 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
             value = _build(section, value, f"{where}{key}.")
         elif key == "lora_targets":
             value = tuple(value)
+        elif names[key].type == "float" and isinstance(value, (int, str)):
+            value = _number(value, f"{where}{key}")  # YAML reads 5e-4 as a string
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _number(value: int | str, key: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise SaladError(f"config key {key} must be a number, got {value!r}") from None
 
 
 _SECTIONS = {

@@ -72,6 +72,8 @@ class Stage1Module(nn.Module):
         self.clip_tokens = {clip: tokenizer.encode(" " + text, add_special_tokens=False)
                             for clip, text in (clip_texts or {}).items()}  # fmt: skip
         self.blank = tokenizer.encode(" ", add_special_tokens=False)[-1]
+        spoken = {t for ids in self.clip_tokens.values() for t in ids}
+        self.ctc_vocab = torch.tensor(sorted(spoken | {self.blank}))  # the CTC's classes
 
     def _teacher_context(self):
         if self.speech_lm.config.llm_mode == "lora":
@@ -118,8 +120,8 @@ class Stage1Module(nn.Module):
         loss, ctc = sums.loss, sums.kl.new_zeros(())
         if self.loss_config.ctc_weight and heard:
             ctc = alignment_ctc_loss([frames for _, frames in heard],
-                                     [self.clip_tokens[clip] for clip, _ in heard],
-                                     table.weight, self.blank, self.loss_config.ctc_scale)
+                                     [self.clip_tokens[clip] for clip, _ in heard], table.weight,
+                                     self.blank, self.loss_config.ctc_scale, self.ctc_vocab)
             loss = loss + self.loss_config.ctc_weight * ctc
         return loss, sums.kl, sums.nll, ctc.detach()
 
@@ -186,21 +188,33 @@ class Stage1Trainer:
                                          o.decay_fraction)
         self.module, self.optimizer = acc.prepare(module, optimizer)
         self.step, self.tokens_seen, self.speech_seconds = 0, 0, 0.0
-        if (checkpoint := latest_checkpoint(self.out)) is not None:
+        checkpoint = latest_checkpoint(self.out)
+        if checkpoint is not None:
             self._resume(checkpoint)
-        else:
-            self.begin()
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=1))
         self.metrics = MetricsLog(self.out / "metrics.jsonl", self.step, acc.is_main_process)
+        if checkpoint is None:
+            self.begin()
 
     def make_data(self) -> Stage1Data:
         """The documents to sample (built on the main process first: it synthesizes)."""
         return build_data(self.config.data, self.config.train.seed)
 
     def begin(self) -> None:
-        """Set up a run that has no checkpoint yet (Stage I: nothing beyond the fresh model)."""
+        """Set up a run that has no checkpoint yet. Stage I: the alignment warm-up, if any, saved
+        as checkpoint 0 so that a resumed run does not repeat it."""
+        t = self.config.train
+        if not t.align_steps:
+            return
+        from salad_train.align import align_adapter
+
+        with self.accelerator.no_sync(self.module):  # every rank runs the same warm-up alone
+            align_adapter(self.accelerator.unwrap_model(self.module), self.data.audio_clips,
+                          t.align_steps, t.align_batch_size, self.config.optim.adapter_lr, t.seed,
+                          log=lambda row: self.metrics.write(row, every=t.log_every))  # fmt: skip
+        self.save()
 
     def training_record(self) -> dict:
         """What the model was trained on, for `salad-eval gap` manifests and `report` figures."""

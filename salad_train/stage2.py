@@ -7,8 +7,9 @@ Stage II changes three things through its hooks:
   rate decays): its trainable weights bit for bit and its optimizer moments;
 - the data is a mix, by default equal parts, of natural speech (``data.natural``; when none is
   configured, Stage I's own speech documents stand in), the selected synthetic speech
-  (``<selection>/selected.jsonl``, rows not dropped) and text replay (``data.replay`` or
-  ``data.corpus``), drawn as a pure function of (seed, global index) so a resume is exact;
+  (``<selection>/selected.jsonl``, rows not dropped) and text replay (Stage I's: ``data.replay``,
+  else the text of its synthetic documents), drawn as a pure function of (seed, global index)
+  so a resume is exact;
 - the learning rate goes linearly from the plateau to zero over ``stage2.steps`` (it is zero
   after the last step).
 """
@@ -25,13 +26,7 @@ import torch
 from salad_eval.errors import SaladError
 from salad_train.checkpoint import load_state
 from salad_train.config import Config
-from salad_train.data import (
-    Document,
-    Span,
-    build_data,
-    natural_documents,
-    read_corpus,
-)
+from salad_train.data import Document, Span, build_data, natural_documents
 from salad_train.stage1 import Stage1Trainer
 
 SOURCES = ("natural", "selected", "replay")
@@ -128,13 +123,11 @@ class Stage2Trainer(Stage1Trainer):
     def make_data(self) -> MixedData:
         cfg = self.config
         seed = cfg.train.seed
-        natural = (natural_documents(cfg.data, seed) if cfg.data.natural
-                   else build_data(cfg.data, seed).speech)
-        replay = cfg.data.replay or cfg.data.corpus
+        stage1 = build_data(cfg.data, seed)
         sources = {
-            "natural": natural,
+            "natural": natural_documents(cfg.data, seed) if cfg.data.natural else stage1.speech,
             "selected": selected_documents(self.selection),
-            "replay": [(Span(text),) for text in read_corpus(replay)] if replay else [],
+            "replay": [(Span(text),) for text in stage1.replay],
         }
         s = cfg.stage2
         shares = {"natural": s.natural_share, "selected": s.selected_share,

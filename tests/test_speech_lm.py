@@ -58,6 +58,26 @@ def test_whisper_output_length_matches_clip_duration(clip):
     assert features.shape[1] == encoder.dim == 384
 
 
+def test_clip_context_keeps_frames_and_what_whisper_hears(clip):
+    """Clip context runs only the clip's frames; Whisper's own decoder still reads the words."""
+    from transformers import WhisperForConditionalGeneration, WhisperTokenizer
+    from transformers.modeling_outputs import BaseModelOutput
+
+    from salad_eval.assets import whisper_path
+
+    window, fast = load_encoder(cache=False), load_encoder(cache=False, context="clip")
+    assert window.fingerprint != fast.fingerprint  # separate feature caches
+    wave, _ = sf.read(clip, dtype="float32")
+    features = fast.encode(wave)
+    assert features.shape == window.encode(wave).shape
+    whisper = WhisperForConditionalGeneration.from_pretrained(whisper_path()).eval()
+    ids = whisper.generate(encoder_outputs=BaseModelOutput(last_hidden_state=features[None]),
+                           max_new_tokens=12)  # fmt: skip
+    tokenizer = WhisperTokenizer.from_pretrained(whisper_path())
+    heard = tokenizer.decode(ids[0], skip_special_tokens=True)
+    assert {"the", "cat", "on", "mat"} <= set(heard.lower().replace(".", " ").split())
+
+
 def test_feature_cache_hits_on_rerun(clip, tmp_path):
     wave, _ = sf.read(clip, dtype="float32")
     cached = CachedEncoder(load_encoder(cache=False), root=tmp_path)

@@ -167,3 +167,19 @@ def test_tasks_command_lists_versions_and_local_counts(benchmarks_dir):
     assert result.exit_code == 0
     rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if "│" in line}
     assert "14042" in rows["mmlu"] and "330" in rows["demo"] and "2376" in rows["arc_easy"]
+
+
+def test_training_split_documents_are_solved_items_never_the_evaluation_split(benchmarks_dir):
+    from salad_train.data import task_documents
+
+    docs = task_documents(["arc_easy:train"], data_dir=str(benchmarks_dir))
+    train = load_items("arc_easy", split="train", data_dir=str(benchmarks_dir))
+    assert len(docs) == len(train) == 2251
+    first = train[0]
+    prompt = "".join(part.text for part in first.context)
+    assert docs[0] == " ".join((prompt + first.choices[first.target]).split())
+    assert docs[0].startswith("Question: ") and " Answer: " in docs[0]
+    with pytest.raises(SaladError, match="evaluation split"):
+        task_documents(["arc_easy:test"], data_dir=str(benchmarks_dir))
+    with pytest.raises(SaladError, match="evaluation split"):
+        task_documents(["arc_easy"], data_dir=str(benchmarks_dir))

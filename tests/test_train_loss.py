@@ -113,3 +113,15 @@ def test_alignment_ctc_prefers_frames_on_the_spoken_tokens_embeddings():
     # the blank never counts as a target, and clips are summed
     both = alignment_ctc_loss([on_tokens, random_frames], [spoken + [3], spoken], table, blank=3)
     assert torch.isclose(both, good + bad, rtol=1e-4)
+
+
+def test_alignment_ctc_on_a_vocabulary_subset_is_the_subset_softmax():
+    from salad_train.loss import alignment_ctc_loss
+
+    torch.manual_seed(0)
+    table = torch.randn(50, 16)
+    frame = torch.randn(1, 16)
+    vocab = torch.tensor([3, 7, 11, 20])
+    loss = alignment_ctc_loss([frame], [[7]], table, blank=3, vocab=vocab)
+    cos = torch.nn.functional.cosine_similarity(frame, table[vocab])
+    assert torch.isclose(loss, -torch.log_softmax(30.0 * cos, -1)[1], atol=1e-5)

@@ -59,10 +59,10 @@ def config_file(tmp_path_factory, tiny_llm) -> Path:
                   "llm_mode": "lora", "lora_r": 4},
         "data": {"corpus": "corpus.txt", "voices": ["piper/joe"], "replay_prob": 0.4,
                  "text_span_words": [3, 5], "speech_span_words": [2, 4], "max_tokens": 96},
-        "loss": {"alpha": 0.7, "chunk_size": 16},
+        "loss": {"alpha": 0.7, "chunk_size": 16, "ctc_weight": 0.3},
         "optim": {"adapter_lr": 3e-3, "llm_lr": 1e-3, "warmup_steps": 2, "decay_fraction": 0.25},
         "train": {"steps": 12, "batch_size": 2, "grad_accum": 2, "save_every": 2, "seed": 3,
-                  "mixed_precision": "no"},
+                  "mixed_precision": "no", "align_steps": 3, "align_batch_size": 3},
     }
     path = root / "toy.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -79,7 +79,8 @@ def _final_state(out: Path) -> dict:
 
 
 def _losses(out: Path) -> dict[int, tuple[float, float, float]]:
-    return {r["step"]: (r["loss"], r["kl"], r["nll"]) for r in read_metrics(out / "metrics.jsonl")}
+    rows = read_metrics(out / "metrics.jsonl")
+    return {r["step"]: (r["loss"], r["kl"], r["nll"], r["ctc"]) for r in rows if "loss" in r}
 
 
 def _assert_same_run(a: Path, b: Path, rtol: float, atol: float) -> None:
@@ -92,14 +93,24 @@ def _assert_same_run(a: Path, b: Path, rtol: float, atol: float) -> None:
     assert set(state_a["trainable"]) == set(state_b["trainable"])
     assert any("lora" in name for name in state_a["trainable"])
     for name, tensor in state_a["trainable"].items():
-        torch.testing.assert_close(tensor, state_b["trainable"][name], rtol=rtol, atol=atol)
+        other = state_b["trainable"][name]
+        if name.endswith("in_proj_bias"):
+            # attention is invariant to the key bias: its true gradient is 0, so Adam turns
+            # rounding noise into lr-sized steps there; compare the query and value biases only
+            third = len(tensor) // 3
+            tensor, other = torch.cat([tensor[:third], tensor[2 * third:]]), torch.cat(
+                [other[:third], other[2 * third:]])
+        torch.testing.assert_close(tensor, other, rtol=rtol, atol=atol)
 
 
 def test_sigkill_and_resume_matches_an_uninterrupted_run(config_file, tmp_path):
     straight = tmp_path / "straight"
     subprocess.run(_command(config_file, straight), env=ENV, check=True, capture_output=True)
-    losses = [r["loss"] for r in read_metrics(straight / "metrics.jsonl") if "loss" in r]
+    rows = read_metrics(straight / "metrics.jsonl")
+    losses = [r["loss"] for r in rows if "loss" in r]
     assert losses[-1] < losses[0]  # it learns
+    assert [r["align_step"] for r in rows if "align_step" in r] == [1, 2, 3]  # the warm-up ran
+    assert all(r["ctc"] > 0 for r in rows if "loss" in r)
     assert (straight / "model" / "config.json").is_file()
     assert (straight / "pre_decay").read_text() == "step-000009"  # kept for Stage II
     assert (straight / "checkpoints" / "step-000009" / "state.pt").is_file()
@@ -130,7 +141,7 @@ def test_two_processes_match_one_with_the_same_global_batch(config_file, tmp_pat
     result = subprocess.run(launch, env={**ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert {r["processes"] for r in read_metrics(two / "metrics.jsonl")} == {2}
+    assert {r["processes"] for r in read_metrics(two / "metrics.jsonl") if "loss" in r} == {2}
     _assert_same_run(one, two, rtol=1e-4, atol=1e-5)
 
 
@@ -145,6 +156,9 @@ def _one_line_error(fn) -> str:
 def test_config_errors_are_one_line_and_come_before_any_work(config_file, tmp_path):
     message = _one_line_error(lambda: load_config(str(config_file), ["train.stepz=3"]))
     assert "unknown config key train.'stepz'" in message and "steps" in message
+    assert load_config(str(config_file), ["optim.llm_lr=5e-4"]).optim.llm_lr == 5e-4  # not a str
+    message = _one_line_error(lambda: load_config(str(config_file), ["optim.llm_lr=fast"]))
+    assert "optim.llm_lr must be a number" in message
     message = _one_line_error(lambda: load_config(str(config_file), ["modle.llm=x"]))
     assert "'modle'" in message
     message = _one_line_error(

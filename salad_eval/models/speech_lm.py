@@ -31,7 +31,7 @@ from salad_eval.models.text_lm import LMEvalEncoder
 from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest, Text
 
 CHECKPOINT_KEY = "salad_checkpoint"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the adapter's output norm
 ADAPTER_FILE = "adapter.safetensors"
 LLMMode = Literal["full", "lora", "frozen"]
 
@@ -69,10 +69,14 @@ class SpeechLMConfig:
 class Adapter(nn.Module):
     """Stacked encoder frames -> LLM input embeddings, plus the audio boundary embeddings.
 
-    No positional encoding: Whisper and Mimi features already carry position.
+    No positional encoding: Whisper and Mimi features already carry position. Each output frame
+    is a direction times one learned norm (initialised to the LLM's mean token-embedding norm), so
+    audio frames enter the LLM at the scale of its own token embeddings.
     """
 
-    def __init__(self, in_dim: int, width: int, layers: int, heads: int, out_dim: int):
+    def __init__(
+        self, in_dim: int, width: int, layers: int, heads: int, out_dim: int, out_norm: float = 1.0
+    ):
         super().__init__()
         self.proj_in = nn.Linear(in_dim, width)
         layer = nn.TransformerEncoderLayer(
@@ -80,12 +84,14 @@ class Adapter(nn.Module):
         )
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.proj_out = nn.Linear(width, out_dim)
+        self.out_norm = nn.Parameter(torch.tensor(float(out_norm)))
         self.audio_start = nn.Parameter(torch.randn(out_dim) * 0.02)
         self.audio_end = nn.Parameter(torch.randn(out_dim) * 0.02)
 
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
         """(frames, in_dim) -> (frames + 2, out_dim), boundaries included."""
         hidden = self.proj_out(self.layers(self.proj_in(stacked)[None]))[0]
+        hidden = nn.functional.normalize(hidden, dim=-1) * self.out_norm
         return torch.cat([self.audio_start[None], hidden, self.audio_end[None]])
 
 
@@ -147,7 +153,9 @@ class SpeechLM(nn.Module):
             )
             llm = get_peft_model(llm, lora)
         torch.manual_seed(seed)
-        adapter = _build_adapter(config, encoder.dim, llm.get_input_embeddings().embedding_dim)
+        table = llm.get_input_embeddings().weight
+        adapter = _build_adapter(config, encoder.dim, table.shape[1],
+                                 out_norm=table.detach().norm(dim=-1).mean().item())
         return cls._assemble(config, encoder, adapter, llm, tokenizer, device)
 
     @classmethod
@@ -322,13 +330,16 @@ def _checkpoint_section(path: Path) -> dict:
     return section
 
 
-def _build_adapter(config: SpeechLMConfig, encoder_dim: int, llm_dim: int) -> Adapter:
+def _build_adapter(
+    config: SpeechLMConfig, encoder_dim: int, llm_dim: int, out_norm: float = 1.0
+) -> Adapter:
     return Adapter(
         encoder_dim * config.stack,
         config.adapter_width,
         config.adapter_layers,
         config.adapter_heads,
         llm_dim,
+        out_norm,
     )
 
 

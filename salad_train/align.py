@@ -1,0 +1,64 @@
+"""Alignment warm-up: before distillation, the adapter alone learns to put each clip's frames on
+the LLM's input embeddings of the words the clip speaks (``loss.alignment_ctc_loss``).
+
+The phase needs no LLM forward pass, so it buys far more speech per second than distillation,
+and afterwards the frozen LLM reads the adapter's output almost as it reads text; distillation
+then starts from an adapter that already carries the words. The paper's recipe has no such phase
+(``train.align_steps: 0``); the ``tiny`` preset uses it because a 2-core CPU cannot afford the
+distillation steps that would teach the same thing.
+
+Batches are a pure function of (seed, step), so the phase is deterministic; Stage I saves its
+result as checkpoint 0, which a resumed run starts from.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import torch
+
+from salad_train.loss import alignment_ctc_loss
+from salad_train.optim import wsd_factor
+
+
+def align_adapter(
+    module,
+    clips: list[str],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    log: Callable[[dict], None] = lambda row: None,
+) -> None:
+    """Train ``module.speech_lm.adapter`` for ``steps`` CTC steps of ``batch_size`` clips.
+
+    ``module`` is a ``Stage1Module`` (its ``embed_audio``, ``clip_tokens``, ``ctc_vocab``).
+    """
+    from rich.progress import Progress
+
+    adapter = module.speech_lm.adapter
+    params = [p for p in adapter.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
+    warmup = max(1, steps // 20)
+    table = module.speech_lm.llm.get_input_embeddings().weight
+    scale = module.loss_config.ctc_scale
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("aligning adapter (CTC)", total=steps)
+        for step in range(steps):
+            batch = random.Random(f"{seed}:align:{step}").sample(clips, min(batch_size, len(clips)))
+            targets = [module.clip_tokens[clip] for clip in batch]
+            frames = [module.embed_audio(clip)[1:-1] for clip in batch]  # boundaries excluded
+            loss = alignment_ctc_loss(frames, targets, table, module.blank, scale,
+                                      module.ctc_vocab)  # fmt: skip
+            n_tokens = sum(len(t) for t in targets)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * wsd_factor(step, warmup, steps, 0.2)
+            optimizer.zero_grad(set_to_none=True)
+            (loss / n_tokens).backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            per_token = loss.item() / n_tokens
+            progress.update(bar, advance=1, description=f"aligning adapter (CTC {per_token:.2f})")
+            log({"step": 0, "align_step": step + 1, "ctc_per_token": per_token})
+    optimizer.zero_grad(set_to_none=True)  # no warm-up gradient may leak into step 1
