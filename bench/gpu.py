@@ -66,14 +66,18 @@ def train(root: Path, encoder: str, llm: str, natural: str, mode: str, context: 
         f"model.encoder_context={context}", "model.adapter_width=64", "model.adapter_heads=2",
         f"data.natural=[{natural}]", "data.corpus=null", "data.tasks=[]", "data.replay_prob=0",
         "train.steps=8", "train.batch_size=4", "train.save_every=4", "optim.warmup_steps=2",
-        "optim.llm_lr=1e-4", "loss.ctc_weight=0.5", f"train.out_dir={out}",
+        "optim.llm_lr=1e-4", "loss.ctc_weight=0.5", "train.align_steps=10",
+        "train.align_batch_size=4", f"train.out_dir={out}",
     ])  # fmt: skip
     started = time.perf_counter()
     model = run_stage1(config)
     rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    align = [r["ctc_per_token"] for r in rows if "align_step" in r]
+    rows = [r for r in rows if "loss" in r]
     return {"mode": mode, "seconds": round(time.perf_counter() - started, 1),
             "loss_first_last": [rows[0]["loss"], rows[-1]["loss"]],
-            "ctc_first_last": [rows[0].get("ctc"), rows[-1].get("ctc")],
+            "ctc_first_last": [rows[0]["ctc"], rows[-1]["ctc"]],
+            "align_ctc_first_last": [align[0], align[-1]],
             "finite": all(torch.isfinite(torch.tensor(r["loss"])) for r in rows),
             "model": str(model)}  # fmt: skip
 
@@ -83,10 +87,11 @@ def scores_on(model_dir: str, device: str, clips: list[Path]) -> list[list[float
     from salad_eval.prompt import Audio, ScoringRequest, Text
 
     model = load_speech_lm(model_dir, device=device).eval()
-    requests = [ScoringRequest((Text("Question: "), Audio(str(c)), Text("\nAnswer:")),
-                               (" yes", " no", " maybe")) for c in clips]  # fmt: skip
+    requests = [ScoringRequest((Text("Question: "), Audio(str(c), c.with_suffix(".txt").read_text()),
+                                Text("\nAnswer:")), (" yes", " no", " maybe"))
+                for c in clips]  # fmt: skip
     with torch.no_grad():
-        return [[s.logprob for s in model.score(r)] for r in requests]
+        return [[s.logprob for s in scores] for scores in model.score(requests)]
 
 
 def main() -> None:
