@@ -87,9 +87,9 @@ def scores_on(model_dir: str, device: str, clips: list[Path]) -> list[list[float
     from salad_eval.prompt import Audio, ScoringRequest, Text
 
     model = load_speech_lm(model_dir, device=device).eval()
-    requests = [ScoringRequest((Text("Question: "), Audio(str(c), c.with_suffix(".txt").read_text()),
-                                Text("\nAnswer:")), (" yes", " no", " maybe"))
-                for c in clips]  # fmt: skip
+    prompts = [(Text("Question: "), Audio(str(c), c.with_suffix(".txt").read_text()),
+                Text("\nAnswer:")) for c in clips]  # fmt: skip
+    requests = [ScoringRequest(p, (" yes", " no", " maybe")) for p in prompts]
     with torch.no_grad():
         return [[s.logprob for s in scores] for scores in model.score(requests)]
 
