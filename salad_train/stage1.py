@@ -291,6 +291,15 @@ class Stage1Trainer:
             **lrs, "tokens_per_s": n_tokens / elapsed, "step_seconds": elapsed,
         }
 
+    def fit(self, headline: str, probe=None) -> Path:
+        """Say what trains, set up, train to the end, save; returns the model directory."""
+        if self.accelerator.is_main_process:
+            print(headline, flush=True)
+        self.setup()
+        final = self.run(probe)
+        self.accelerator.end_training()
+        return final
+
     def save(self) -> Path | None:
         """A resumable checkpoint at the current step (main process writes, all wait)."""
         acc, t = self.accelerator, self.config.train
@@ -349,10 +358,7 @@ def run_stage1(config: Config) -> Path:
     from salad_train.probe import demo_probe
 
     trainer = Stage1Trainer(config)
-    if trainer.accelerator.is_main_process:
-        print(f"stage I: {config.model.llm} ({config.model.llm_mode}) <- {config.model.encoder}; "
-              f"{config.train.steps} steps -> {trainer.out}")
-    trainer.setup()
-    final = trainer.run(probe=demo_probe if config.train.probe_every else None)
-    trainer.accelerator.end_training()
-    return final
+    m = config.model
+    return trainer.fit(f"stage I: {m.llm} ({m.llm_mode}) <- {m.encoder}; "
+                       f"{config.train.steps} steps -> {trainer.out}",
+                       probe=demo_probe if config.train.probe_every else None)  # fmt: skip

@@ -165,10 +165,5 @@ class Stage2Trainer(Stage1Trainer):
 def run_stage2(config: Config) -> Path:
     """Load, set up, train, save; returns the Stage II model directory."""
     trainer = Stage2Trainer(config)
-    if trainer.accelerator.is_main_process:
-        print(f"stage II: from {trainer.pre_decay}, selection {trainer.selection}; "
-              f"{trainer.config.train.steps} steps -> {trainer.out}")
-    trainer.setup()
-    final = trainer.run()
-    trainer.accelerator.end_training()
-    return final
+    return trainer.fit(f"stage II: from {trainer.pre_decay}, selection {trainer.selection}; "
+                       f"{trainer.config.train.steps} steps -> {trainer.out}")
