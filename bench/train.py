@@ -17,6 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from salad_eval.models.speech_lm import SpeechLM, load_waveform  # noqa: E402
+from salad_train.align import align_adapter  # noqa: E402
 from salad_train.batch import plan_batch, student_embeds  # noqa: E402
 from salad_train.config import load_config  # noqa: E402
 from salad_train.data import build_data  # noqa: E402
@@ -33,7 +34,7 @@ def main() -> None:
     speech_lm = SpeechLM.from_config(config.model, seed=0)
     data = build_data(config.data, seed=0)
     features, seconds = encode_clips(speech_lm, data.audio_clips)
-    module = Stage1Module(speech_lm, features, config)
+    module = Stage1Module(speech_lm, features, config, data.clip_texts)
     raw_encoder = speech_lm.encoder.encoder  # the uncached encoder behind the disk cache
     llm = speech_lm.llm
     table, decoder, head = llm.get_input_embeddings(), llm.model, llm.get_output_embeddings()
@@ -78,6 +79,13 @@ def main() -> None:
     for key, value in totals.items():
         print(f"  {key:16s} {value / args.steps:7.2f} s/step  "
               f"{100 * value / sum(totals.values()):5.1f}% of an uncached step")
+    clips = data.audio_clips
+    started = time.perf_counter()
+    align_adapter(module, clips, args.steps, 32, config.optim.adapter_lr, seed=0)
+    per_step = (time.perf_counter() - started) / args.steps
+    batch = min(32, len(clips))
+    print(f"CTC warm-up (no LLM pass): {per_step:.2f} s/step of {batch} clips, "
+          f"{batch / per_step:.1f} clips/s")
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ def _command(root: Path) -> list[str]:
     (root / "pool.txt").write_text("\n".join(texts[::12]) + "\n")
     (root / "corpus.txt").write_text("\n".join(CORPUS) + "\n")
     return [sys.executable, "-m", "salad_train.cli", "run", "--config", "tiny", "--ablate-random",
-            f"data.corpus={root / 'corpus.txt'}", "data.voices=[piper/joe]",
+            f"data.corpus={root / 'corpus.txt'}", "data.tasks=[]", "data.voices=[piper/joe]",
+            "train.align_steps=2", "train.align_batch_size=4",
             "model.adapter_layers=1", "model.adapter_width=32", "model.adapter_heads=2",
             "optim.warmup_steps=1", "train.steps=4", "train.batch_size=2", "train.save_every=1",
             f"train.out_dir={root / 'stage1'}", f"select.pool=[{root / 'pool.txt'}]",

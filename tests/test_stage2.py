@@ -38,7 +38,8 @@ def config(tmp_path_factory):
     (root / "select").mkdir()
     (root / "select" / "selected.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return load_config("tiny", [
-        f"data.corpus={root / 'corpus.txt'}", "data.voices=[piper/joe]", "data.replay_prob=0.3",
+        f"data.corpus={root / 'corpus.txt'}", "data.tasks=[]", "data.voices=[piper/joe]",
+        "data.replay_prob=0.3", "train.align_steps=2", "train.align_batch_size=4",
         "model.adapter_layers=1", "model.adapter_width=32", "model.adapter_heads=2",
         "optim.warmup_steps=1", "optim.decay_fraction=0.5", "train.steps=4", "train.batch_size=2",
         "train.save_every=1", f"train.out_dir={root / 'stage1'}",
