@@ -117,7 +117,9 @@ class Stage1Module(nn.Module):
             alpha=self.loss_config.alpha, temperature=self.loss_config.temperature,
             chunk_size=self.loss_config.chunk_size,
         )
-        loss, ctc = sums.loss, sums.kl.new_zeros(())
+        # a zero term ties the loss to the adapter: a batch of text-only replay under a frozen LLM
+        # has no trainable input, and every rank must still run backward
+        loss, ctc = sums.loss + 0.0 * self.speech_lm.adapter.out_norm, sums.kl.new_zeros(())
         if self.loss_config.ctc_weight and heard:
             ctc = alignment_ctc_loss([frames for _, frames in heard],
                                      [self.clip_tokens[clip] for clip, _ in heard], table.weight,
