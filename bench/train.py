@@ -18,7 +18,7 @@ import torch  # noqa: E402
 
 from salad_eval.models.speech_lm import SpeechLM, load_waveform  # noqa: E402
 from salad_train.align import align_adapter  # noqa: E402
-from salad_train.batch import plan_batch, student_embeds  # noqa: E402
+from salad_train.batch import plan_batch, student_inputs  # noqa: E402
 from salad_train.config import load_config  # noqa: E402
 from salad_train.data import build_data  # noqa: E402
 from salad_train.loss import distillation_loss  # noqa: E402
@@ -56,10 +56,10 @@ def main() -> None:
             teacher = decoder(input_ids=plan.teacher_ids,
                               attention_mask=plan.teacher_attention).last_hidden_state
         t2 = time.perf_counter()
-        embeds = student_embeds(plan, table, module.embed_audio)
-        student = decoder(inputs_embeds=embeds, attention_mask=plan.student_attention)
-        sums = distillation_loss(student.last_hidden_state, teacher, plan.student_mask,
-                                 plan.teacher_mask, plan.targets, head, head,
+        inputs = student_inputs(plan, table, lambda clip: module.embed_audio(clip)[0])
+        student = decoder(inputs_embeds=inputs.embeds, attention_mask=inputs.attention)
+        sums = distillation_loss(student.last_hidden_state, teacher, inputs.mask,
+                                 plan.teacher_mask, inputs.targets, head, head,
                                  chunk_size=config.loss.chunk_size)
         t3 = time.perf_counter()
         (sums.loss / max(sums.n_positions, 1)).backward()

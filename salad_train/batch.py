@@ -3,7 +3,8 @@
 Every span is tokenized on its own (a leading space after the first span), so the teacher's
 all-text sequence is the concatenation of the span tokens and each text-span token has a known
 place in both sequences. The student replaces each speech span's tokens by the clip's audio
-embeddings (boundaries included). A token of a text span is a loss target; the position right
+embeddings (boundaries included); ``student_inputs`` lays them out at their actual
+length. A token of a text span is a loss target; the position right
 before it, in either sequence, is a *text position* (in the student it may be an audio end
 boundary). Planning needs no model, so the number of loss positions of a whole optimizer step is
 known, on every rank, before the first forward pass.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -112,20 +114,53 @@ def plan_batch(
     )
 
 
-def student_embeds(
+class StudentInputs(NamedTuple):
+    embeds: Tensor  # (B, Ts', H)
+    attention: Tensor  # (B, Ts')
+    mask: Tensor  # (B, Ts') text positions
+    targets: Tensor  # (B, Ts')
+
+
+def student_inputs(
     plan: Plan, embed_tokens: Callable[[Tensor], Tensor], embed_audio: Callable[[str], Tensor]
-) -> Tensor:
-    """(B, Ts, H) student inputs: token embeddings and audio embeddings laid out as planned."""
-    rows = []
-    width = plan.student_ids.shape[1]
+) -> StudentInputs:
+    """The student's inputs laid out as planned, with each clip at its actual length.
+
+    A clip may come out shorter than planned (a vocabulary adapter drops blank frames), so the
+    text positions move; only the last audio position (the end boundary) can be one. Their number,
+    and so the loss normalisation, stays as planned.
+    """
+    rows: dict[str, list[Tensor]] = {"embeds": [], "mask": [], "targets": []}
     for row, layout in enumerate(plan.layout):
-        pieces, at = [], 0
+        embeds, mask, targets, at = [], [], [], 0
         for clip, n in layout:
+            planned = slice(at, at + n)
             if clip is None:
-                pieces.append(embed_tokens(plan.student_ids[row, at : at + n]))
+                embeds.append(embed_tokens(plan.student_ids[row, planned]))
+                mask.append(plan.student_mask[row, planned])
+                targets.append(plan.targets[row, planned])
             else:
-                pieces.append(embed_audio(clip))
+                audio = embed_audio(clip)
+                embeds.append(audio)
+                last = slice(at + n - 1, at + n)
+                silent = len(audio) - 1  # audio positions before the end boundary
+                mask.append(torch.cat([torch.zeros(silent, dtype=torch.bool),
+                                       plan.student_mask[row, last]]))  # fmt: skip
+                targets.append(torch.cat([torch.zeros(silent, dtype=torch.long),
+                                          plan.targets[row, last]]))  # fmt: skip
             at += n
-        embeds = torch.cat(pieces)
-        rows.append(torch.cat([embeds, embeds.new_zeros(width - len(embeds), embeds.shape[1])]))
-    return torch.stack(rows)
+        rows["embeds"].append(torch.cat(embeds))
+        rows["mask"].append(torch.cat(mask))
+        rows["targets"].append(torch.cat(targets))
+    lengths = [len(e) for e in rows["embeds"]]
+    width = max(lengths)
+
+    def pad(row: Tensor) -> Tensor:
+        return torch.cat([row, row.new_zeros((width - len(row), *row.shape[1:]))])
+
+    return StudentInputs(
+        embeds=torch.stack([pad(e) for e in rows["embeds"]]),
+        attention=torch.tensor([[1] * n + [0] * (width - n) for n in lengths], dtype=torch.long),
+        mask=torch.stack([pad(m) for m in rows["mask"]]),
+        targets=torch.stack([pad(t) for t in rows["targets"]]),
+    )

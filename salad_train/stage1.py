@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from salad_eval.home import atomic_write_text
-from salad_eval.models.speech_lm import SpeechLM, load_speech_lm, load_waveform, stack_frames
-from salad_train.batch import Plan, plan_batch, student_embeds
+from salad_eval.models.speech_lm import SpeechLM, load_speech_lm, load_waveform
+from salad_train.batch import Plan, plan_batch, student_inputs
 from salad_train.checkpoint import (
     latest_checkpoint,
     load_state,
@@ -71,7 +71,7 @@ class Stage1Module(nn.Module):
         # what each clip says, as tokens: the targets of the auxiliary CTC loss
         self.clip_tokens = {clip: tokenizer.encode(" " + text, add_special_tokens=False)
                             for clip, text in (clip_texts or {}).items()}  # fmt: skip
-        self.blank = tokenizer.encode(" ", add_special_tokens=False)[-1]
+        self.blank = speech_lm.blank
         spoken = {t for ids in self.clip_tokens.values() for t in ids}
         self.ctc_vocab = torch.tensor(sorted(spoken | {self.blank}))  # the CTC's classes
 
@@ -80,12 +80,9 @@ class Stage1Module(nn.Module):
             return self.speech_lm.llm.disable_adapter()
         return contextlib.nullcontext()
 
-    def embed_audio(self, clip: str) -> torch.Tensor:
-        adapter = self.speech_lm.adapter
-        weight = adapter.proj_in.weight
-        stacked = stack_frames(self.features[clip].to(weight.device, weight.dtype),
-                              self.speech_lm.config.stack)
-        return adapter(stacked)
+    def embed_audio(self, clip: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A cached clip's LLM inputs (boundaries included) and adapter directions."""
+        return self.speech_lm.adapt(self.features[clip])
 
     def forward(self, plan: Plan) -> tuple[torch.Tensor, ...]:
         llm = self.speech_lm.llm
@@ -94,15 +91,15 @@ class Stage1Module(nn.Module):
         heard: list[tuple[str, torch.Tensor]] = []
 
         def embed_audio(clip: str) -> torch.Tensor:
-            embeds = self.embed_audio(clip)
-            heard.append((clip, embeds[1:-1]))  # boundaries excluded
+            embeds, directions = self.embed_audio(clip)
+            heard.append((clip, directions))
             return embeds
 
-        embeds = student_embeds(plan, lambda ids: table(ids.to(device)), embed_audio)
+        student = student_inputs(plan, lambda ids: table(ids.to(device)), embed_audio)
         decoder, head = _decoder_and_head(llm)
         student_hidden = decoder(
-            inputs_embeds=embeds.to(table.weight.dtype),
-            attention_mask=plan.student_attention.to(device),
+            inputs_embeds=student.embeds.to(table.weight.dtype),
+            attention_mask=student.attention.to(device),
         ).last_hidden_state
         teacher_llm = self.teacher or llm
         t_decoder, t_head = _decoder_and_head(teacher_llm)
@@ -112,8 +109,8 @@ class Stage1Module(nn.Module):
                 attention_mask=plan.teacher_attention.to(device),
             ).last_hidden_state
         sums = distillation_loss(
-            student_hidden, teacher_hidden, plan.student_mask.to(device),
-            plan.teacher_mask.to(device), plan.targets.to(device), head, t_head,
+            student_hidden, teacher_hidden, student.mask.to(device),
+            plan.teacher_mask.to(device), student.targets.to(device), head, t_head,
             alpha=self.loss_config.alpha, temperature=self.loss_config.temperature,
             chunk_size=self.loss_config.chunk_size,
         )

@@ -116,6 +116,20 @@ def test_audio_positions_are_boundaries_plus_stacked_frames(model, clip):
     model.zero_grad()
 
 
+def test_vocabulary_output_reads_frames_as_the_collapsed_tokens(model):
+    """Frames on token embeddings come out as those embeddings, blanks dropped, runs merged."""
+    table = model.llm.get_input_embeddings().weight.detach()
+    a, b, c = (model.tokenizer.encode(w, add_special_tokens=False)[0] for w in (" cat", " on", "."))
+    frames = [a, a, model.blank, b, model.blank, b, b, c, model.blank]
+    directions = torch.nn.functional.normalize(table[frames], dim=-1).requires_grad_()
+    read = model.read_vocabulary(directions)
+    assert torch.allclose(read, table[[a, b, b, c]], atol=1e-4)
+    read.sum().backward()
+    assert directions.grad.abs().sum() > 0  # training reaches the adapter through the readout
+    silence = torch.nn.functional.normalize(table[[model.blank] * 4], dim=-1)
+    assert model.read_vocabulary(silence).shape == (0, table.shape[1])
+
+
 def test_untouched_llm_on_text_gives_text_lm_scores(model):
     requests = [
         ScoringRequest((Text("Question: What color is the sky? Answer:"),), (" blue", " green")),

@@ -34,11 +34,16 @@ CHECKPOINT_KEY = "salad_checkpoint"
 CHECKPOINT_FORMAT = 2  # 2: the adapter's output norm
 ADAPTER_FILE = "adapter.safetensors"
 LLMMode = Literal["full", "lora", "frozen"]
+AdapterOutput = Literal["embedding", "vocabulary"]
 
 
 @dataclass(frozen=True)
 class SpeechLMConfig:
-    """What to build. ``llm_mode``: train all LLM weights, a LoRA over them, or none."""
+    """What to build. ``llm_mode``: train all LLM weights, a LoRA over them, or none.
+
+    ``adapter_output``: ``embedding`` (the paper: each frame is a free vector) or ``vocabulary``
+    (each frame is a distribution over the LLM's tokens, ``SpeechLM.read_vocabulary``).
+    """
 
     encoder: str = DEFAULT_ENCODER
     encoder_context: str = "window"  # Whisper: "window" (30 s, as trained) or "clip" (faster)
@@ -51,10 +56,16 @@ class SpeechLMConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    adapter_output: AdapterOutput = "embedding"
+    readout_scale: float = 300.0  # vocabulary output: sharpness of the cosine softmax
 
     def __post_init__(self) -> None:
         if self.llm_mode not in ("full", "lora", "frozen"):
             raise SaladError(f"unknown llm_mode {self.llm_mode!r}; use full, lora or frozen")
+        if self.adapter_output not in ("embedding", "vocabulary"):
+            raise SaladError(
+                f"unknown adapter_output {self.adapter_output!r}; use embedding or vocabulary"
+            )
         if self.stack < 1 or self.adapter_width % self.adapter_heads:
             raise SaladError("stack must be >= 1 and adapter_width divisible by adapter_heads")
 
@@ -89,10 +100,13 @@ class Adapter(nn.Module):
         self.audio_end = nn.Parameter(torch.randn(out_dim) * 0.02)
 
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
-        """(frames, in_dim) -> (frames + 2, out_dim), boundaries included."""
+        """(frames, in_dim) -> (frames, out_dim) unit directions; ``out_norm`` scales them."""
         hidden = self.proj_out(self.layers(self.proj_in(stacked)[None]))[0]
-        hidden = nn.functional.normalize(hidden, dim=-1) * self.out_norm
-        return torch.cat([self.audio_start[None], hidden, self.audio_end[None]])
+        return nn.functional.normalize(hidden, dim=-1)
+
+    def bounded(self, frames: torch.Tensor) -> torch.Tensor:
+        """LLM inputs of one clip: audio start, ``frames``, audio end."""
+        return torch.cat([self.audio_start[None], frames, self.audio_end[None]])
 
 
 def stack_frames(features: torch.Tensor, stack: int) -> torch.Tensor:
@@ -133,6 +147,7 @@ class SpeechLM(nn.Module):
         self.llm = llm
         self.tokenizer = tokenizer
         self.text = LMEvalEncoder(tokenizer)
+        self.blank = tokenizer.encode(" ", add_special_tokens=False)[-1]  # a lone space
         plain = tokenizer.encode("a", add_special_tokens=False)
         full = tokenizer.encode("a")
         self._special_prefix = full[: len(full) - len(plain)]  # e.g. a BOS token
@@ -168,10 +183,46 @@ class SpeechLM(nn.Module):
 
     def audio_embeds(self, waveform_16k: np.ndarray) -> torch.Tensor:
         """One clip -> (n + 2, d) LLM inputs: start boundary, adapter outputs, end boundary."""
-        features = self.encoder.encode(waveform_16k)
+        return self.adapt(self.encoder.encode(waveform_16k))[0]
+
+    def adapt(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder features of one clip -> (LLM inputs with boundaries, the adapter's directions).
+
+        The directions (one unit vector per stacked frame) are what the CTC alignment loss reads.
+        """
         weight = self.adapter.proj_in.weight
-        stacked = stack_frames(features.to(weight.device, weight.dtype), self.config.stack)
-        return self.adapter(stacked).to(self._embedding().weight.dtype)
+        directions = self.adapter(stack_frames(features.to(weight.device, weight.dtype),
+                                               self.config.stack))  # fmt: skip
+        if self.config.adapter_output == "vocabulary":
+            frames = self.read_vocabulary(directions)
+        else:
+            frames = directions * self.adapter.out_norm
+        return self.adapter.bounded(frames).to(self._embedding().weight.dtype), directions
+
+    def read_vocabulary(self, directions: torch.Tensor) -> torch.Tensor:
+        """Frames as expected token embeddings, CTC-compressed: one input per spoken token.
+
+        A frame's distribution over the vocabulary is the softmax of ``readout_scale`` times its
+        cosine with each token embedding (the logits the CTC warm-up trains, sharpened); its input
+        is that distribution's mean embedding, so the frozen LLM reads what it reads for text.
+        Frames whose likeliest token is the blank are dropped and a run of frames on one token
+        becomes their mean (CTC compression: Gaido et al. 2021; Speech-LLaMA's CTC compressor).
+        Gradients flow through the kept frames' distributions.
+        """
+        table = self._embedding().weight
+        unit = nn.functional.normalize(table.float(), dim=-1)
+        logits = self.config.readout_scale * directions.float() @ unit.T
+        tokens = logits.argmax(-1)
+        embeds = logits.softmax(-1).to(table.dtype) @ table
+        keep = tokens != self.blank
+        previous = torch.cat([tokens.new_full((1,), -1), tokens[:-1]])
+        previous_kept = torch.cat([keep.new_zeros(1), keep[:-1]])
+        starts = keep & ~(previous_kept & (tokens == previous))
+        group = (torch.cumsum(starts.long(), 0) - 1)[keep]
+        count = int(starts.sum())
+        sums = embeds.new_zeros(count, embeds.shape[1]).index_add(0, group, embeds[keep])
+        sizes = torch.bincount(group, minlength=count).clamp(min=1)
+        return sums / sizes[:, None].to(sums.dtype)
 
     def embed_segments(self, segments: Sequence[Text | Audio | list[int]]) -> PromptEmbeddings:
         """Interleave token embeddings (``list[int]`` or ``Text``) and audio embeddings."""
