@@ -33,7 +33,7 @@ def align_adapter(
 ) -> None:
     """Train ``module.speech_lm.adapter`` for ``steps`` CTC steps of ``batch_size`` clips.
 
-    ``module`` is a ``Stage1Module`` (its ``embed_audio``, ``clip_tokens``, ``ctc_vocab``).
+    ``module`` is a ``Stage1Module`` (its ``directions``, ``clip_tokens``, ``ctc_vocab``).
     """
     from rich.progress import Progress
 
@@ -48,7 +48,7 @@ def align_adapter(
         for step in range(steps):
             batch = random.Random(f"{seed}:align:{step}").sample(clips, min(batch_size, len(clips)))
             targets = [module.clip_tokens[clip] for clip in batch]
-            frames = [module.embed_audio(clip)[1] for clip in batch]  # the directions
+            frames = [module.directions(clip) for clip in batch]
             loss = alignment_ctc_loss(frames, targets, table, module.blank, scale,
                                       module.ctc_vocab)  # fmt: skip
             n_tokens = sum(len(t) for t in targets)

@@ -75,6 +75,7 @@ class TrainConfig:
     init_from: str | None = None  # a SALAD checkpoint whose adapter (and LLM weights) to start from
     align_steps: int = 0  # CTC-only adapter warm-up before distillation (salad_train/align.py)
     align_batch_size: int = 32  # clips per warm-up step
+    align_lr: float | None = None  # the warm-up's peak adapter LR; None: optim.adapter_lr
 
 
 @dataclass
@@ -162,7 +163,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
             value = _build(section, value, f"{where}{key}.")
         elif key == "lora_targets":
             value = tuple(value)
-        elif names[key].type == "float" and isinstance(value, (int, str)):
+        elif names[key].type in ("float", "float | None") and isinstance(value, (int, str)):
             value = _number(value, f"{where}{key}")  # YAML reads 5e-4 as a string
         kwargs[key] = value
     return cls(**kwargs)

@@ -103,9 +103,12 @@ def _assert_same_run(a: Path, b: Path, rtol: float, atol: float) -> None:
         torch.testing.assert_close(tensor, other, rtol=rtol, atol=atol)
 
 
-def test_sigkill_and_resume_matches_an_uninterrupted_run(config_file, tmp_path):
+@pytest.mark.parametrize("output", ["embedding", "vocabulary"])
+def test_sigkill_and_resume_matches_an_uninterrupted_run(config_file, tmp_path, output):
+    output = f"model.adapter_output={output}"  # vocabulary: clip lengths follow the adapter
     straight = tmp_path / "straight"
-    subprocess.run(_command(config_file, straight), env=ENV, check=True, capture_output=True)
+    subprocess.run(_command(config_file, straight, output), env=ENV, check=True,
+                   capture_output=True)  # fmt: skip
     rows = read_metrics(straight / "metrics.jsonl")
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses[-1] < losses[0]  # it learns
@@ -116,7 +119,7 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(config_file, tmp_path):
     assert (straight / "checkpoints" / "step-000009" / "state.pt").is_file()
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_command(config_file, killed), env=ENV,
+    process = subprocess.Popen(_command(config_file, killed, output), env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (killed / "latest").is_file() and process.poll() is None and time.time() < deadline:
@@ -125,7 +128,8 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(config_file, tmp_path):
     assert process.wait() == -signal.SIGKILL
     stopped_at = int((killed / "latest").read_text().split("-")[1])
     assert stopped_at < 12
-    subprocess.run(_command(config_file, killed), env=ENV, check=True, capture_output=True)
+    subprocess.run(_command(config_file, killed, output), env=ENV, check=True,
+                   capture_output=True)  # fmt: skip
     _assert_same_run(straight, killed, rtol=1e-5, atol=1e-6)
 
 

@@ -185,14 +185,16 @@ class SpeechLM(nn.Module):
         """One clip -> (n + 2, d) LLM inputs: start boundary, adapter outputs, end boundary."""
         return self.adapt(self.encoder.encode(waveform_16k))[0]
 
-    def adapt(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder features of one clip -> (LLM inputs with boundaries, the adapter's directions).
-
-        The directions (one unit vector per stacked frame) are what the CTC alignment loss reads.
-        """
+    def directions(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder features of one clip -> the adapter's unit direction per stacked frame (what
+        the CTC alignment loss reads)."""
         weight = self.adapter.proj_in.weight
-        directions = self.adapter(stack_frames(features.to(weight.device, weight.dtype),
-                                               self.config.stack))  # fmt: skip
+        return self.adapter(stack_frames(features.to(weight.device, weight.dtype),
+                                         self.config.stack))  # fmt: skip
+
+    def adapt(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder features of one clip -> (LLM inputs, boundaries included; its directions)."""
+        directions = self.directions(features)
         if self.config.adapter_output == "vocabulary":
             frames = self.read_vocabulary(directions)
         else:
