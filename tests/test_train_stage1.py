@@ -186,3 +186,25 @@ def test_config_errors_are_one_line_and_come_before_any_work(config_file, tmp_pa
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("output", ["embedding", "vocabulary"])
+def test_a_batch_of_text_replay_under_a_frozen_llm_still_backpropagates(config_file, output):
+    """The tiny loop's Stage II met a step whose documents were all text replay: with the LLM
+    frozen nothing trainable was in the graph and backward failed; every rank must run it."""
+    from salad_eval.models.speech_lm import SpeechLM
+    from salad_train.batch import plan_batch
+    from salad_train.data import Span
+    from salad_train.stage1 import Stage1Module
+
+    config = load_config(str(config_file), ["model.llm_mode=frozen",
+                                            f"model.adapter_output={output}"])  # fmt: skip
+    speech_lm = SpeechLM.from_config(config.model, seed=0)
+    module = Stage1Module(speech_lm, features={}, config=config, clip_texts={})
+    replay = [(Span(line),) for line in CORPUS[:2]]
+    plan = plan_batch(replay, speech_lm.tokenizer, lambda clip: (0, 0.0), max_tokens=64)
+    loss, kl, nll, ctc = module(plan)
+    assert torch.isfinite(loss) and kl >= 0 and nll > 0 and ctc == 0
+    loss.backward()  # raised "element 0 of tensors does not require grad" before the fix
+    grads = [p.grad for p in speech_lm.adapter.parameters() if p.grad is not None]
+    assert grads and all(torch.count_nonzero(g) == 0 for g in grads)  # a step that moves nothing
