@@ -180,7 +180,7 @@ def test_controls_flag_a_model_that_ignores_its_audio():
         deaf += [record("t", i, control, "v/x", c) for i, c in outcome.items()]
     verdict = analyse(deaf, {}, n_boot=200)["controls"]
     assert verdict["ignores_audio"] is True
-    assert "do not depend on its audio" in verdict["sentence"]
+    assert "no evidence that the model's answers depend on its audio" in verdict["sentence"]
 
     listening = binary_run(
         80, {**RATES, "speech@speech": 0.9, "speech@speech:silent": 0.25,

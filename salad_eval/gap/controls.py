@@ -54,7 +54,7 @@ def verdict(voice_tables: dict[str, dict], tests: list[dict]) -> dict:
     weak = [c for c in checks if not c["significant"] and c["voice"] not in deaf]
     if deaf:
         sentence = (
-            f"WARNING: the model's answers do not depend on its audio (voice "
+            f"WARNING: no evidence that the model's answers depend on its audio (voice "
             f"{', '.join(deaf)}): speech@speech is not significantly better than with "
             f"{' or '.join(_name(c) for c in run)} ({details})."
         )
