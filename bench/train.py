@@ -67,7 +67,7 @@ def main() -> None:
         t4 = time.perf_counter()
         if step == 0:
             continue  # warm-up
-        tokens += plan.n_tokens
+        tokens += int(inputs.attention.sum())  # actual positions: vocabulary clips shrink
         for key, value in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             totals[key] += value
     cached = sum(totals.values()) - totals["encoder"]
@@ -81,7 +81,8 @@ def main() -> None:
               f"{100 * value / sum(totals.values()):5.1f}% of an uncached step")
     clips = data.audio_clips
     started = time.perf_counter()
-    align_adapter(module, clips, args.steps, 32, config.optim.adapter_lr, seed=0)
+    align_adapter(module, clips, args.steps, 32, config.train.align_lr or config.optim.adapter_lr,
+                  seed=0)
     per_step = (time.perf_counter() - started) / args.steps
     batch = min(32, len(clips))
     print(f"CTC warm-up (no LLM pass): {per_step:.2f} s/step of {batch} clips, "
