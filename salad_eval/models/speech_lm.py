@@ -78,11 +78,12 @@ class SpeechLMConfig:
 
 
 class Adapter(nn.Module):
-    """Stacked encoder frames -> LLM input embeddings, plus the audio boundary embeddings.
+    """Stacked encoder frames -> one unit direction per frame, plus the audio boundary embeddings.
 
-    No positional encoding: Whisper and Mimi features already carry position. Each output frame
-    is a direction times one learned norm (initialised to the LLM's mean token-embedding norm), so
-    audio frames enter the LLM at the scale of its own token embeddings.
+    No positional encoding: Whisper and Mimi features already carry position. ``SpeechLM.adapt``
+    turns directions into LLM inputs: for the ``embedding`` output, a direction times one learned
+    norm (initialised to the LLM's mean token-embedding norm, so audio enters at the scale of the
+    LLM's own token embeddings); for the ``vocabulary`` output, ``SpeechLM.read_vocabulary``.
     """
 
     def __init__(
