@@ -2,7 +2,9 @@
 
 WSD keeps the learning rate flat after warmup and decays it linearly to zero over the last
 fraction of training, so the checkpoint taken right before the decay is a good point to branch
-from (Stage II continues from it and does its own decay).
+from (Stage II continues from it and does its own decay). Over a decay of ``n`` steps the factors
+are ``(n-1)/n, ..., 1/n, 0``: the line from the plateau (the pre-decay checkpoint) to zero, with
+the first decay step already below the plateau and the last one at zero.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def wsd_factor(step: int, warmup_steps: int, total_steps: int, decay_fraction: f
     start = decay_start(total_steps, decay_fraction)
     if step < start:
         return 1.0
-    return max(0.0, (total_steps - step) / max(1, total_steps - start))
+    return max(0.0, (total_steps - 1 - step) / max(1, total_steps - start))
 
 
 def build_optimizer(

@@ -10,8 +10,8 @@ Stage II changes three things through its hooks:
   (``<selection>/selected.jsonl``, rows not dropped) and text replay (Stage I's: ``data.replay``,
   else the text of its synthetic documents), drawn as a pure function of (seed, global index)
   so a resume is exact;
-- the learning rate goes linearly from the plateau to zero over ``stage2.steps`` (it is zero
-  after the last step).
+- the learning rate goes linearly from the plateau to zero over ``stage2.steps`` (its first step
+  is already below the plateau, its last at zero; ``salad_train/optim.py``).
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ class Stage2Trainer(Stage1Trainer):
         self.optimizer.load_state_dict(state["optimizer"])
         for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(),
                              strict=True):
-            group["lr"] = lr  # this schedule's start, the plateau
+            group["lr"] = lr  # this schedule's first step
         self.tokens_seen, self.speech_seconds = state["tokens_seen"], state["speech_seconds"]
 
     def training_record(self) -> dict:

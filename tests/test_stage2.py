@@ -87,8 +87,8 @@ def test_stage2_branches_from_pre_decay_and_decays_to_zero(config):
     final = trainer.run()
     plateau = config.optim.adapter_lr
     lrs = [row["lr_adapter"] for row in read_metrics(Path(config.stage2.out_dir) / "metrics.jsonl")]
-    assert np.allclose(lrs, [plateau, plateau * 2 / 3, plateau / 3])  # linear from the plateau
-    assert trainer.scheduler.get_last_lr() == [0.0]  # ... to zero at the last step
+    assert np.allclose(lrs, [plateau * 2 / 3, plateau / 3, 0.0])  # linear from the plateau to 0
+    assert trainer.scheduler.get_last_lr() == [0.0]
     training = json.loads((final / "training.json").read_text())
     assert training["stage"] == "II" and training["steps"] == 3
     assert training["stage1_checkpoint"].endswith("step-000002")
