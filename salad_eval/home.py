@@ -3,21 +3,32 @@
 Entries are written atomically: built in a temporary sibling, marked complete, then renamed into
 place. An entry without its completion marker (a process killed mid-write) is never loaded; it is
 removed and rebuilt. A file lock keeps two processes from building the same entry at once.
+
+File entries (scores, divergences, transcripts, features, embeddings) are *sealed*: a checksum
+line follows their bytes, so a truncation that still parses (``0.982`` from ``0.98298``) is caught.
+``cached_entry`` reads an entry through its checksum and a parse that validates type, shape and
+range; a bad one is counted in ``REBUILT``, rebuilt and replaced, never used and never fatal.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 COMPLETE = ".complete"
+SEAL = b"\n#salad-blake2b:"  # starts the checksum line after a sealed entry's bytes
+REBUILT: Counter[str] = Counter()  # bad entries rebuilt in this process, by kind
+T = TypeVar("T")
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -96,3 +107,97 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class BadEntry(ValueError):
+    """A cache entry that is present but unusable (truncated, altered, out of range)."""
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).hexdigest().encode()
+
+
+def seal(data: bytes) -> bytes:
+    """``data`` followed by a line holding its checksum."""
+    return data + SEAL + _digest(data) + b"\n"
+
+
+def unseal(blob: bytes) -> bytes:
+    """The bytes of a sealed entry; ``BadEntry`` if it is empty, truncated or altered."""
+    data, sep, tail = blob.rpartition(SEAL)
+    if not sep or tail != _digest(data) + b"\n":
+        raise BadEntry("checksum mismatch")
+    return data
+
+
+def cached_entry(
+    path: Path,
+    kind: str,
+    build: Callable[[], T],
+    dump: Callable[[T], bytes],
+    parse: Callable[[bytes], T],
+    sealed: bool = True,
+) -> T:
+    """The value stored at ``path``, else ``build()`` stored there (atomically, sealed).
+
+    ``parse`` turns the entry's bytes back into the value and raises ``ValueError`` (or
+    ``TypeError``, ``KeyError``) when they are not a valid one. ``sealed=False`` is for files
+    other code reads as they are (audio): then ``parse`` alone decides.
+    """
+    if path.exists():
+        try:
+            data = path.read_bytes()
+            return parse(unseal(data) if sealed else data)
+        except (OSError, EOFError, ValueError, TypeError, KeyError):
+            REBUILT[kind] += 1
+    value = build()
+    data = dump(value)
+    atomic_write_bytes(path, seal(data) if sealed else data)
+    return value
+
+
+def json_bytes(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+def checked_float(value: object, low: float = -float("inf")) -> float:
+    """``value`` as a finite float of at least ``low``; ``BadEntry`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadEntry(f"not a number: {value!r}")
+    if not low <= float(value) < float("inf"):
+        raise BadEntry(f"out of range: {value!r}")
+    return float(value)
+
+
+def rebuilt_report() -> list[str]:
+    """One plain line per kind of bad entry rebuilt in this process."""
+    return [f"rebuilt {n} bad {kind} entr{'y' if n == 1 else 'ies'}"
+            for kind, n in sorted(REBUILT.items())]  # fmt: skip
+
+
+def npy_bytes(array) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array, dtype=np.float32), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def checked_array(data: bytes, columns: int | None = None, rows: int | None = None):
+    """A float32 (rows, columns) array of finite values from ``npy_bytes``; ``BadEntry`` else."""
+    import io
+
+    import numpy as np
+
+    array = np.load(io.BytesIO(data), allow_pickle=False)
+    if array.dtype != np.float32 or array.ndim != 2 or not array.shape[0] or not array.shape[1]:
+        raise BadEntry(f"not a 2-D float32 array: {array.dtype} {array.shape}")
+    if (columns is not None and array.shape[1] != columns) or (
+        rows is not None and array.shape[0] != rows
+    ):
+        raise BadEntry(f"shape {array.shape}, expected ({rows}, {columns})")
+    if not np.isfinite(array).all():
+        raise BadEntry("non-finite values")
+    return array
