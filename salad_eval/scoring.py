@@ -3,7 +3,8 @@
 Scores are cached one small JSON file per request under ``home()/scores/``, keyed by the model's
 fingerprint and the request's content (audio by the hash of its file's bytes, not its path), so a
 rerun recomputes nothing, a killed run resumes where it stopped, and a changed model or clip never
-reuses a stale score. Metrics are lm-eval's ``acc`` and ``acc_norm``, ties included (``np.argmax``
+reuses a stale score. Each entry is sealed and validated when read (``home.cached_entry``): a bad
+one is rescored. Metrics are lm-eval's ``acc`` and ``acc_norm``, ties included (``np.argmax``
 picks the first maximum).
 """
 
@@ -17,9 +18,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from rich.progress import Progress
 
-from salad_eval.home import atomic_write_text, home
+from salad_eval.home import BadEntry, checked_float, home, json_bytes, read_entry, write_entry
+from salad_eval.progress import progress_bar
 from salad_eval.prompt import Audio, ChoiceScore, Model, ScoringRequest
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
@@ -52,16 +53,20 @@ def _entry(key: str) -> Path:
     return home() / "scores" / key[:2] / f"{key}.json"
 
 
-def _load(key: str) -> list[ChoiceScore] | None:
-    try:
-        rows = json.loads(_entry(key).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return [ChoiceScore(**row) for row in rows]
-
-
-def _store(key: str, scores: list[ChoiceScore]) -> None:
-    atomic_write_text(_entry(key), json.dumps([asdict(s) for s in scores]))
+def _parse(data: bytes, n_choices: int) -> list[ChoiceScore]:
+    """A cached score entry: one valid ``ChoiceScore`` per choice."""
+    rows = json.loads(data)
+    if not isinstance(rows, list) or len(rows) != n_choices:
+        raise BadEntry(f"expected {n_choices} scores")
+    scores = [ChoiceScore(**row) for row in rows]
+    for s in scores:
+        checked_float(s.logprob)
+        if s.logprob > 1e-4 or not isinstance(s.is_greedy, bool) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0
+            for n in (s.n_tokens, s.n_chars)
+        ):
+            raise BadEntry(f"invalid score {s}")
+    return scores
 
 
 def score(
@@ -69,13 +74,14 @@ def score(
 ) -> list[list[ChoiceScore]]:
     """Per request, one ``ChoiceScore`` per choice; cached scores are read, never recomputed."""
     results: list[list[ChoiceScore] | None] = [None] * len(requests)
-    keys: list[str] = []
+    entries: list[Path] = []
     if cache:
         fingerprint = model.fingerprint
-        keys = [request_key(fingerprint, r) for r in requests]
-        results = [_load(k) for k in keys]
+        entries = [_entry(request_key(fingerprint, r)) for r in requests]
+        results = [read_entry(path, "score", lambda data, r=r: _parse(data, len(r.choices)))
+                   for path, r in zip(entries, requests, strict=True)]  # fmt: skip
     todo = [i for i, r in enumerate(results) if r is None]
-    with Progress(transient=True, disable=len(todo) < 2) as progress:
+    with progress_bar(transient=True, disable=len(todo) < 2) as progress:
         bar = progress.add_task("scoring", total=len(todo))
         for i in todo:
             (scores,) = model.score([requests[i]], batch_size=batch_size)
@@ -85,7 +91,7 @@ def score(
                 )
             results[i] = scores
             if cache:
-                _store(keys[i], scores)
+                write_entry(entries[i], json_bytes([asdict(s) for s in scores]))
             progress.advance(bar)
     return [r for r in results if r is not None]
 
