@@ -30,7 +30,14 @@ from salad_eval import divergence, tasks
 from salad_eval.conditions import shuffled_prompts, silent_prompt
 from salad_eval.errors import SaladError
 from salad_eval.gap.report import write_report
-from salad_eval.home import atomic_write_text, home, project_root
+from salad_eval.home import (
+    atomic_write_text,
+    cached_entry,
+    checked_float,
+    home,
+    json_bytes,
+    project_root,
+)
 from salad_eval.prompt import ChoiceScore, Item, Model, Prompt, ScoringRequest, text_prompt
 from salad_eval.scoring import item_metrics, score
 
@@ -90,13 +97,9 @@ class _Shard:
 
 
 def _cached_value(kind: str, key: str, compute: Callable[[], float]) -> float:
-    """A float cached on disk by content key (per-item divergences), written atomically."""
-    path = home() / kind / key[:2] / f"{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    value = compute()
-    atomic_write_text(path, json.dumps(value))
-    return value
+    """A KL value cached on disk by content key (per-item divergences), sealed and validated."""
+    return cached_entry(home() / kind / key[:2] / f"{key}.json", "divergence", compute, json_bytes,
+                        lambda data: checked_float(json.loads(data), low=-1e-4))  # fmt: skip
 
 
 def _key(*parts: object) -> str:
