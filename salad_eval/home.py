@@ -130,6 +130,28 @@ def unseal(blob: bytes) -> bytes:
     return data
 
 
+def read_entry(path: Path, kind: str, parse: Callable[[bytes], T], sealed: bool = True) -> T | None:
+    """The valid value stored at ``path``, or None: missing, or bad (counted in ``REBUILT``).
+
+    ``parse`` turns the entry's bytes back into the value and raises ``ValueError`` (or
+    ``TypeError``, ``KeyError``) when they are not a valid one. ``sealed=False`` is for files
+    other code reads as they are (audio): then ``parse`` alone decides.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return parse(unseal(data) if sealed else data)
+    except (OSError, EOFError, ValueError, TypeError, KeyError):
+        REBUILT[kind] += 1
+        return None
+
+
+def write_entry(path: Path, data: bytes, sealed: bool = True) -> None:
+    atomic_write_bytes(path, seal(data) if sealed else data)
+
+
 def cached_entry(
     path: Path,
     kind: str,
@@ -138,21 +160,11 @@ def cached_entry(
     parse: Callable[[bytes], T],
     sealed: bool = True,
 ) -> T:
-    """The value stored at ``path``, else ``build()`` stored there (atomically, sealed).
-
-    ``parse`` turns the entry's bytes back into the value and raises ``ValueError`` (or
-    ``TypeError``, ``KeyError``) when they are not a valid one. ``sealed=False`` is for files
-    other code reads as they are (audio): then ``parse`` alone decides.
-    """
-    if path.exists():
-        try:
-            data = path.read_bytes()
-            return parse(unseal(data) if sealed else data)
-        except (OSError, EOFError, ValueError, TypeError, KeyError):
-            REBUILT[kind] += 1
-    value = build()
-    data = dump(value)
-    atomic_write_bytes(path, seal(data) if sealed else data)
+    """The valid value stored at ``path`` (``read_entry``), else ``build()``, stored there."""
+    value = read_entry(path, kind, parse, sealed)
+    if value is None:
+        value = build()
+        write_entry(path, dump(value), sealed)
     return value
 
 
