@@ -17,7 +17,7 @@ import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from salad_eval.assets import whisper_path
-from salad_eval.home import atomic_write_text, home
+from salad_eval.home import cached_entry, home
 from salad_eval.models.digest import weights_digest
 from salad_eval.models.speech_lm import load_waveform
 from salad_eval.models.text_lm import TextLM
@@ -60,11 +60,8 @@ class Cascade:
     def transcribe(self, audio: Audio) -> str:
         """Whisper's transcript of one clip: greedy, English, no timestamps; cached on disk."""
         entry = home() / "transcripts" / self.asr_fingerprint[:16] / f"{file_hash(audio.path)}.txt"
-        if entry.is_file():
-            return entry.read_text(encoding="utf-8")
-        text = self._run_asr(load_waveform(audio.path))
-        atomic_write_text(entry, text)
-        return text
+        return cached_entry(entry, "transcript", lambda: self._run_asr(load_waveform(audio.path)),
+                            str.encode, bytes.decode)  # sealed: a cut-off transcript is redone
 
     def _run_asr(self, wave) -> str:
         long_form = len(wave) > WINDOW_SECONDS * SAMPLE_RATE

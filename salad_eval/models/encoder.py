@@ -10,7 +10,6 @@ tokenizer; its quantized latents are the features).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from salad_eval.errors import SaladError
-from salad_eval.home import atomic_write_bytes, home
+from salad_eval.home import checked_array, home, npy_bytes, read_entry, write_entry
 from salad_eval.models.digest import weights_digest
 
 SAMPLE_RATE = 16_000
@@ -122,7 +121,8 @@ class MimiEncoder:
 
 
 class CachedEncoder:
-    """Any ``SpeechEncoder`` with its outputs stored on disk (atomic writes), keyed by content."""
+    """Any ``SpeechEncoder`` with its outputs stored on disk, keyed by content: sealed entries,
+    checked for shape and finite values when read, re-encoded when bad."""
 
     def __init__(self, encoder: SpeechEncoder, root: Path | None = None) -> None:
         self.encoder = encoder
@@ -139,14 +139,13 @@ class CachedEncoder:
     def encode(self, waveform_16k: np.ndarray) -> torch.Tensor:
         wave = np.ascontiguousarray(waveform_16k, dtype=np.float32)
         path = self.root / f"{hashlib.sha256(wave.tobytes()).hexdigest()}.npy"
-        if path.is_file():
+        cached = read_entry(path, "encoder feature", lambda data: checked_array(data, self.dim))
+        if cached is not None:
             self.hits += 1
-            return torch.from_numpy(np.load(path))
+            return torch.from_numpy(cached)
         self.misses += 1
         features = self.encoder.encode(wave)
-        buffer = io.BytesIO()
-        np.save(buffer, features.numpy())
-        atomic_write_bytes(path, buffer.getvalue())
+        write_entry(path, npy_bytes(features.numpy()))
         return features
 
 
