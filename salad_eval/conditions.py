@@ -14,6 +14,7 @@ All conditions score the identical items with identical choices, so every compar
 
 from __future__ import annotations
 
+import io
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from salad_eval.home import atomic_write_bytes, home
+from salad_eval.home import BadEntry, cached_entry, home
 from salad_eval.prompt import Audio, Prompt
 
 TEXT_CONDITIONS = ("text@base", "text@speech")
@@ -31,15 +32,34 @@ CONDITIONS = TEXT_CONDITIONS + SPEECH_CONDITIONS
 SAMPLE_RATE = 16_000
 
 
-def silence_clip(n_samples: int) -> Path:
-    """A cached all-zero 16 kHz clip of exactly ``n_samples`` samples."""
-    path = home() / "audio" / "silence" / f"{n_samples}.flac"
-    if not path.exists():
-        import io
+def _flac(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, SAMPLE_RATE, format="FLAC")
+    return buffer.getvalue()
 
-        buffer = io.BytesIO()
-        sf.write(buffer, np.zeros(n_samples, dtype=np.float32), SAMPLE_RATE, format="FLAC")
-        atomic_write_bytes(path, buffer.getvalue())
+
+def _silence_length(data: bytes, n_samples: int) -> int:
+    """A valid silence clip decodes to exactly ``n_samples`` zeros (the file is read as it is)."""
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32")
+    except sf.SoundFileError as err:
+        raise BadEntry(str(err)) from None
+    if rate != SAMPLE_RATE or samples.shape != (n_samples,) or np.any(samples):
+        raise BadEntry(f"not {n_samples} samples of silence")
+    return n_samples
+
+
+_CHECKED: set[Path] = set()  # clips this process has verified
+
+
+def silence_clip(n_samples: int) -> Path:
+    """A cached all-zero 16 kHz clip of exactly ``n_samples`` samples (verified once a process)."""
+    path = home() / "audio" / "silence" / f"{n_samples}.flac"
+    if path not in _CHECKED:
+        cached_entry(path, "silence clip", lambda: n_samples,
+                     lambda n: _flac(np.zeros(n, dtype=np.float32)),
+                     lambda data: _silence_length(data, n_samples), sealed=False)  # fmt: skip
+        _CHECKED.add(path)
     return path
 
 
