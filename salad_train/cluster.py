@@ -45,7 +45,8 @@ def embedder_fingerprint(name: str) -> str:
 
 
 def embed(texts: Sequence[str], embedder: str = "all-minilm-l6-v2") -> np.ndarray:
-    """L2-normalized embeddings (N, d), cached by (embedder fingerprint, hash of each chunk)."""
+    """L2-normalized embeddings (N, d), cached by (embedder fingerprint, hash of each chunk);
+    each cached chunk is sealed and checked (shape, unit rows) when read, re-embedded when bad."""
     from salad_eval.assets import resolve
 
     path = resolve(embedder, kind="embedder")
@@ -54,17 +55,21 @@ def embed(texts: Sequence[str], embedder: str = "all-minilm-l6-v2") -> np.ndarra
     for start in range(0, len(texts), CHUNK):
         chunk = list(texts[start : start + CHUNK])
         key = hashlib.sha256("\0".join(chunk).encode()).hexdigest()[:24]
-        file = root / f"{key}.npy"
-        if not file.is_file():
-            vectors = _embedder(path).encode(
+        parts.append(home.cached_entry(
+            root / f"{key}.npy", "embedding",
+            lambda chunk=chunk: _embedder(path).encode(
                 chunk, batch_size=64, normalize_embeddings=True, convert_to_numpy=True
-            )
-            root.mkdir(parents=True, exist_ok=True)
-            tmp = root / f".{key}.tmp.npy"
-            np.save(tmp, vectors.astype(np.float32))
-            tmp.replace(file)
-        parts.append(np.load(file))
+            ).astype(np.float32),
+            home.npy_bytes, lambda data, n=len(chunk): _unit_rows(home.checked_array(data, rows=n)),
+        ))  # fmt: skip
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Cached embeddings are L2-normalized: a row of another length is a bad entry."""
+    if not np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3):
+        raise home.BadEntry("embeddings are not unit vectors")
+    return vectors
 
 
 def _init_centroids(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
