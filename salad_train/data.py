@@ -112,9 +112,9 @@ def _init_speaker(threads: int) -> None:
 
 def speak_all(jobs: list[tuple[str, str]], workers: int = 1) -> list[str]:
     """Clips of many (text, voice) jobs, in order, made by ``workers`` processes."""
-    import multiprocessing
     import os
-    from concurrent.futures import ProcessPoolExecutor
+
+    from salad_eval.workers import worker_pool
 
     with Progress(transient=True) as progress:
         bar = progress.add_task("synthesizing speech spans", total=len(jobs))
@@ -125,8 +125,7 @@ def speak_all(jobs: list[tuple[str, str]], workers: int = 1) -> list[str]:
                 progress.advance(bar)
             return clips
         threads = max(1, (os.cpu_count() or 1) // workers)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, context, _init_speaker, (threads,)) as pool:
+        with worker_pool(workers, _init_speaker, (threads,)) as pool:
             clips = []
             for clip in pool.map(_speak_job, jobs, chunksize=16):
                 clips.append(clip)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import multiprocessing
 import os
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from salad_eval.prompt import Audio, Item, Prompt, Speak
 from salad_eval.speech import quality, store, tts
 from salad_eval.speech.normalize import normalize, speakable
 from salad_eval.speech.voices import VOICE_SETS, Voice, parse_voice, resolve_voices
+from salad_eval.workers import worker_pool
 
 
 @dataclass(frozen=True)
@@ -212,8 +212,7 @@ def _execute(jobs: list[_Job], workers: int, console: Console, show: bool) -> di
                 record(_run(job))
         else:
             threads = max(1, (os.cpu_count() or 1) // workers)
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, context, _init_worker, (threads,)) as pool:
+            with worker_pool(workers, _init_worker, (threads,)) as pool:
                 for future in as_completed([pool.submit(_run, job) for job in jobs]):
                     record(future.result())
     return done
