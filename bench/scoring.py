@@ -70,7 +70,7 @@ def spoken(items: list[Item], folder: Path) -> list[Prompt]:
         for k, part in enumerate(item.context):
             if isinstance(part, Speak):
                 path = folder / f"{n}-{k}.flac"
-                sf.write(path, kokoro.synthesize(part.text, voice), 16_000)
+                sf.write(path, kokoro.synthesize(part.text, voice, 0), 16_000)
                 prompt.append(Audio(str(path), part.text))
             else:
                 prompt.append(Text(part.text))

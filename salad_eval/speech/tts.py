@@ -1,19 +1,29 @@
-"""TTS engines behind one small interface: ``name``, ``version``, ``synthesize(text, voice)``.
+"""TTS engines behind one small interface: ``name``, ``version``, ``synthesize(text, voice, seed)``.
 
 Every engine returns float32 mono at 16 kHz, the rate speech encoders take, so the audio store and
 everything downstream never see an engine's native rate. ``version`` (package version plus a hash
 of the model files) is part of each clip's key: a changed model never reuses a stale clip. Engines
 load their models lazily, once per process (``engine(name)`` is cached).
+
+A clip is a pure function of (text, voice, seed) on one machine, in any process: each engine's
+docstring says how. ``synthesize`` derives each clip's own noise seed from the synthesis seed, the
+voice and the text, so no two clips share noise.
 """
 
 from __future__ import annotations
 
+import _ctypes
+import contextlib
 import ctypes
 import functools
 import hashlib
 import importlib.metadata
 import json
+import shutil
+import tempfile
 import threading
+import weakref
+from collections.abc import Iterator
 from math import gcd
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -22,11 +32,13 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from salad_eval.errors import SaladError
+from salad_eval.speech import seeded
 
 if TYPE_CHECKING:
     from salad_eval.speech.voices import Voice
 
 SAMPLE_RATE = 16_000
+REVISION = 2  # how engines are driven (2: seeded noise, fresh espeak-ng state); part of versions
 _threads: int | None = None
 
 
@@ -36,7 +48,7 @@ class Engine(Protocol):
     @property
     def version(self) -> str: ...
 
-    def synthesize(self, text: str, voice: Voice) -> np.ndarray: ...
+    def synthesize(self, text: str, voice: Voice, seed: int) -> np.ndarray: ...
 
 
 def set_threads(threads: int) -> None:
@@ -64,22 +76,37 @@ def _file_hash(path: str) -> str:
 
 
 def _version(package: str, *files: Path | str) -> str:
-    return f"{package}=={importlib.metadata.version(package)};" + ",".join(
+    return f"{package}=={importlib.metadata.version(package)};r{REVISION};" + ",".join(
         _file_hash(str(f)) for f in files
     )
 
 
-def _onnx_session(model: str):
+def _onnx_session(model: str) -> seeded.SeededSession:
+    """A session of ``model`` with its random ops fed from a seed (``seeded.py``)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = _threads or 0
     options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    path = seeded.seeded_model(model, _file_hash(model))
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session._model_path = model  # what kokoro-onnx reads back
+    return seeded.SeededSession(session)
+
+
+def clip_seed(text: str, voice: Voice, seed: int) -> int:
+    """The noise seed of one clip, from the synthesis seed, the voice and the text."""
+    payload = json.dumps([seed, str(voice), text], ensure_ascii=False).encode()
+    return int.from_bytes(hashlib.sha256(payload).digest()[:8], "little")
 
 
 class Kokoro:
-    """Kokoro-82M (int8 ONNX), the TTS family of the SALAD paper; style vectors speak en-us."""
+    """Kokoro-82M (int8 ONNX), the TTS family of the SALAD paper; style vectors speak en-us.
+
+    Deterministic as it is: its exported graph holds no random op (its vocoder's sine-source noise
+    was not exported) and its phonemizer is rule-based. It runs through ``SeededSession`` all the
+    same, so a future export with random ops would be seeded too.
+    """
 
     name = "kokoro"
 
@@ -98,14 +125,20 @@ class Kokoro:
 
         return KokoroOnnx.from_session(_onnx_session(self.model_path), self.voices_path)
 
-    def synthesize(self, text: str, voice: Voice) -> np.ndarray:
+    def synthesize(self, text: str, voice: Voice, seed: int) -> np.ndarray:
         speed = dict(voice.params).get("speed", 1.0)
-        audio, rate = self._tts.create(text, voice=voice.name, speed=speed, lang="en-us")
+        with self._tts.sess.seeded(seed):
+            audio, rate = self._tts.create(text, voice=voice.name, speed=speed, lang="en-us")
         return to_16k(audio, rate)
 
 
 class Piper:
-    """Piper (VITS, ONNX); length_scale, noise_scale and noise_w vary the prosody."""
+    """Piper (VITS, ONNX); length_scale, noise_scale and noise_w vary the prosody.
+
+    VITS draws two noise tensors per sentence inside its graph (durations and the latent), from a
+    generator that lives in the ONNX session: unseeded, every call differs. The graph is rewritten
+    once so that both are inputs, fed from the clip's seed (``seeded.py``).
+    """
 
     name = "piper"
 
@@ -134,7 +167,7 @@ class Piper:
         config_dict = json.loads(Path(config).read_text())
         return PiperVoice(config=PiperConfig.from_dict(config_dict), session=_onnx_session(model))
 
-    def synthesize(self, text: str, voice: Voice) -> np.ndarray:
+    def synthesize(self, text: str, voice: Voice, seed: int) -> np.ndarray:
         from piper import SynthesisConfig
 
         params = dict(voice.params)
@@ -144,7 +177,8 @@ class Piper:
             noise_w_scale=params.get("noise_w"),
         )
         piper = self._voice(voice.name)
-        chunks = [chunk.audio_float_array for chunk in piper.synthesize(text, config)]
+        with piper.session.seeded(seed):
+            chunks = [chunk.audio_float_array for chunk in piper.synthesize(text, config)]
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         return to_16k(audio, piper.config.sample_rate)
 
@@ -156,7 +190,13 @@ _ESPEAK_SYNCHRONOUS, _ESPEAK_CHARS_UTF8, _ESPEAK_RATE, _ESPEAK_PITCH = 2, 1, 1, 
 
 
 class Espeak:
-    """espeak-ng through ctypes: formant synthesis, robotic but a very different acoustic family."""
+    """espeak-ng through ctypes: formant synthesis, robotic but a very different acoustic family.
+
+    It draws no noise, but its voice source keeps state from one utterance to the next (the same
+    sentence spoken twice differs) and ``espeak_Terminate`` does not reset it. So every clip loads
+    a private copy of the library afresh (about 10 ms) and starts from its initial state: the same
+    text and voice give the same samples; the seed is unused.
+    """
 
     name = "espeak"
 
@@ -164,34 +204,41 @@ class Espeak:
         from salad_eval.assets import espeak_paths
 
         self.library, self.data = (str(p) for p in espeak_paths())
+        private = tempfile.mkdtemp(prefix="salad-espeak-")
+        weakref.finalize(self, shutil.rmtree, private, True)
+        self._copy = shutil.copy(self.library, private)  # no one else's handle shares its state
         self._lock = threading.Lock()
         self._chunks: list[np.ndarray] = []
+        self._callback = _SYNTH_CALLBACK(self._collect)  # keep a reference: C holds the pointer
 
     @functools.cached_property
     def version(self) -> str:
         return _version("espeakng-loader", self.library)
 
-    @functools.cached_property
-    def _lib(self) -> tuple[ctypes.CDLL, int]:
-        lib = ctypes.CDLL(self.library)
-        lib.espeak_Initialize.restype = ctypes.c_int
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        rate = lib.espeak_Initialize(_ESPEAK_SYNCHRONOUS, 0, self.data.encode(), 0)
-        if rate <= 0:
-            raise SaladError(f"espeak-ng found no data in {self.data}; reinstall espeakng-loader")
-        self._callback = _SYNTH_CALLBACK(self._collect)  # keep a reference: C holds the pointer
-        lib.espeak_SetSynthCallback(self._callback)
-        return lib, rate
+    @contextlib.contextmanager
+    def _fresh(self) -> Iterator[tuple[ctypes.CDLL, int]]:
+        """The library in its initial state, unloaded again afterwards."""
+        lib = ctypes.CDLL(self._copy, mode=ctypes.RTLD_LOCAL)
+        try:
+            lib.espeak_Initialize.restype = ctypes.c_int
+            lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+            rate = lib.espeak_Initialize(_ESPEAK_SYNCHRONOUS, 0, self.data.encode(), 0)
+            if rate <= 0:
+                raise SaladError(f"espeak-ng found no data in {self.data}; reinstall it")
+            lib.espeak_SetSynthCallback(self._callback)
+            yield lib, rate
+            lib.espeak_Terminate()
+        finally:
+            _ctypes.dlclose(lib._handle)  # the last handle: its state is unloaded too
 
     def _collect(self, wav, n: int, _events) -> int:
         if n > 0:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).astype(np.float32) / 32768)
         return 0
 
-    def synthesize(self, text: str, voice: Voice) -> np.ndarray:
-        lib, rate = self._lib
+    def synthesize(self, text: str, voice: Voice, seed: int) -> np.ndarray:
         params = dict(voice.params)
-        with self._lock:
+        with self._lock, self._fresh() as (lib, rate):
             if lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
                 raise SaladError(f"espeak-ng has no voice {voice.name!r}; try espeak/en-us")
             lib.espeak_SetParameter(_ESPEAK_RATE, int(params.get("rate", 175)), 0)
@@ -207,7 +254,8 @@ class Coqui:
     """Coqui TTS (optional extra): ``coqui/<model name or local model directory>``.
 
     Verified here only as far as the missing-package path: coqui-tts 0.28 needs torchaudio and
-    torchcodec, which do not load beside the CPU torch 2.13 of this project's lock file.
+    torchcodec, which do not load beside the CPU torch 2.13 of this project's lock file. Its
+    samplers draw from torch's global generator, seeded per clip.
     """
 
     name = "coqui"
@@ -233,9 +281,12 @@ class Coqui:
             return TTS(model_path=name, config_path=str(Path(name) / "config.json"))
         return TTS(model_name=name)
 
-    def synthesize(self, text: str, voice: Voice) -> np.ndarray:
+    def synthesize(self, text: str, voice: Voice, seed: int) -> np.ndarray:
+        import torch
+
         self.version  # noqa: B018 - fails fast with the install hint
         model = self._model(voice.name)
+        torch.manual_seed(seed)  # its samplers draw from torch's global generator
         audio = model.tts(text, speed=dict(voice.params).get("speed", 1.0))
         return to_16k(np.asarray(audio), model.synthesizer.output_sample_rate)
 
@@ -251,6 +302,7 @@ def engine(name: str) -> Engine:
     return _ENGINES[name]()
 
 
-def synthesize(text: str, voice: Voice) -> np.ndarray:
-    """Speak ``text`` (already normalized) in ``voice``: float32 mono at 16 kHz."""
-    return engine(voice.engine).synthesize(text, voice)
+def synthesize(text: str, voice: Voice, seed: int = 0) -> np.ndarray:
+    """Speak ``text`` (already normalized) in ``voice``: float32 mono at 16 kHz, a pure function
+    of the three (``seed`` is the synthesis seed; each clip's noise seed derives from all three)."""
+    return engine(voice.engine).synthesize(text, voice, clip_seed(text, voice, seed))
