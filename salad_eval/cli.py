@@ -109,6 +109,8 @@ def gap(
     asr: str = typer.Option("whisper-base", help="ASR of the cascade: asset name, hub id or path."),
     out: str = typer.Option(None, help="Run directory (default reports/<model>-<tasks>)."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
+    dtype: str = typer.Option(None, help="Weights of every model: float32 (default on CPU), "
+                              "bfloat16 (default on CUDA) or float16."),
     batch_size: int = typer.Option(8, help="Choices per forward pass."),
     workers: int = typer.Option(1, help="Synthesis worker processes."),
     n_boot: int = typer.Option(1000, help="Paired bootstrap resamples."),
@@ -123,17 +125,18 @@ def gap(
     from salad_eval.gap.run import GapSetup, Models, default_run_dir, run_gap
     from salad_eval.models.cascade import Cascade
     from salad_eval.models.load import default_text_model, load_speech_model
-    from salad_eval.models.text_lm import TextLM
+    from salad_eval.models.text_lm import TextLM, default_dtype
 
     names = [name.strip() for name in tasks.split(",") if name.strip()]
     if limit is not None and limit < 1:
         raise SaladError(f"--limit {limit} leaves no items; use a positive number")
-    speech = load_speech_model(model, device=device)
+    dtype = dtype or default_dtype(device)
+    speech = load_speech_model(model, device=device, dtype=dtype)
     text_name = default_text_model(speech, text_model)
-    text = TextLM(text_name, device=device)
+    text = TextLM(text_name, dtype=dtype, device=device)
     setup = GapSetup(
         tasks=names, voices=voices, limit=limit, shots=shots, seed=seed, batch_size=batch_size,
-        workers=workers, n_boot=n_boot, data_dir=data_dir, controls=controls,
+        workers=workers, n_boot=n_boot, data_dir=data_dir, controls=controls, dtype=dtype,
         names={"speech": model, "text": text_name, "asr": asr},
     )
     cascade = Cascade(asr=asr, text_model=text, device=device)
@@ -157,6 +160,8 @@ def divergence(
     out: str = typer.Option(None, help="Write per-document values and means here (JSON)."),
     workers: int = typer.Option(1, help="Synthesis worker processes."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
+    dtype: str = typer.Option(None, help="Weights of every model: float32 (default on CPU), "
+                              "bfloat16 (default on CUDA) or float16."),
 ) -> None:
     """Token-level KL forgetting F and misalignment M of a speech LLM over a text corpus."""
     import json
@@ -167,7 +172,7 @@ def divergence(
     from salad_eval.divergence import corpus_divergences
     from salad_eval.models.load import default_text_model, load_speech_model
     from salad_eval.models.speech_lm import SpeechLM
-    from salad_eval.models.text_lm import TextLM
+    from salad_eval.models.text_lm import TextLM, default_dtype
 
     path = Path(corpus)
     if not path.is_file():
@@ -176,10 +181,11 @@ def divergence(
     texts = [line for line in lines if line and not line.startswith("#")][:limit]
     if not texts:
         raise SaladError(f"corpus {corpus} has no documents")
-    speech = load_speech_model(model, device=device)
+    dtype = dtype or default_dtype(device)
+    speech = load_speech_model(model, device=device, dtype=dtype)
     if not isinstance(speech, SpeechLM):
         raise SaladError("divergences need a SALAD checkpoint (they read the LLM's distributions)")
-    base = TextLM(default_text_model(speech, text_model), device=device)
+    base = TextLM(default_text_model(speech, text_model), dtype=dtype, device=device)
     rows = corpus_divergences(speech, texts, voices, base, span_words, workers)
     summary = {}
     for name in ("F", "M"):

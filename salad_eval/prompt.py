@@ -97,6 +97,11 @@ class Model(Protocol):
         """A content hash of everything that moves this model's scores."""
         ...
 
+    @property
+    def dtype(self) -> str:
+        """Its LLM's weight dtype, e.g. ``"float32"``: one per gap run, in the manifest."""
+        ...
+
     def score(
         self, requests: Sequence[ScoringRequest], batch_size: int = 8
     ) -> list[list[ChoiceScore]]: ...

@@ -123,13 +123,14 @@ def gap_report(model: Path, run: RunConfig, out: Path) -> dict:
     from salad_eval.gap.run import GapSetup, Models, run_gap
     from salad_eval.models.cascade import Cascade
     from salad_eval.models.load import default_text_model, load_speech_model
-    from salad_eval.models.text_lm import TextLM
+    from salad_eval.models.text_lm import TextLM, default_dtype
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    speech = load_speech_model(str(model), device=device)
+    dtype = default_dtype(device)
+    speech = load_speech_model(str(model), device=device, dtype=dtype)
     text_name = default_text_model(speech, None)
-    text = TextLM(text_name, device=device)
-    setup = GapSetup(tasks=list(run.tasks), voices=run.voices, limit=run.limit,
+    text = TextLM(text_name, dtype=dtype, device=device)
+    setup = GapSetup(tasks=list(run.tasks), voices=run.voices, limit=run.limit, dtype=dtype,
                      batch_size=run.batch_size, n_boot=run.n_boot, controls=run.controls,
                      names={"speech": str(model), "text": text_name, "asr": run.asr})
     cascade = Cascade(asr=run.asr, text_model=text, device=device)

@@ -15,7 +15,6 @@ so two processes with batch B compute the same gradient as one process with batc
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import time
@@ -26,6 +25,7 @@ from torch import nn
 
 from salad_eval.home import atomic_write_text
 from salad_eval.models.speech_lm import SpeechLM, load_speech_lm, load_waveform
+from salad_eval.models.text_lm import load_llm
 from salad_train.batch import Plan, plan_batch, student_inputs
 from salad_train.checkpoint import (
     latest_checkpoint,
@@ -46,6 +46,30 @@ def _decoder_and_head(llm: nn.Module) -> tuple[nn.Module, nn.Module]:
     return base.model, base.get_output_embeddings()
 
 
+def student_lm(config: Config, device: str) -> SpeechLM:
+    """The speech LLM to train: a warm start (``train.init_from``) or a fresh adapter.
+
+    Its weights are float32 masters whatever the checkpoint stores (Qwen2.5 ships bf16): AdamW
+    steps at the LLM's rates (5e-6 at 7B) round away on bf16 weights, whose spacing near 1 is
+    2^-7; ``train.mixed_precision`` (bf16 autocast on GPU) does the compute.
+    """
+    if config.train.init_from:
+        return load_speech_lm(config.train.init_from, device=device, dtype="float32")
+    return SpeechLM.from_config(config.model, seed=config.train.seed, device=device,
+                                dtype="float32")
+
+
+def base_teacher(speech_lm: SpeechLM) -> nn.Module:
+    """The original text LLM the speech LLM was built on (``config.llm``), frozen, in float32.
+
+    Loaded by name, never copied from the student: Stage II (and any warm start) begins from an
+    LLM that training has already moved away from its base.
+    """
+    llm, _ = load_llm(speech_lm.config.llm, "float32")
+    device = speech_lm.adapter.proj_in.weight.device
+    return llm.to(device).eval().requires_grad_(False)
+
+
 class Stage1Module(nn.Module):
     """Everything one forward pass touches: student (adapter + LLM) and teacher.
 
@@ -62,9 +86,10 @@ class Stage1Module(nn.Module):
     ):
         super().__init__()
         self.speech_lm = speech_lm
-        # a separate frozen teacher only when the LLM's own weights train
+        # a separate frozen teacher only when the LLM's own weights train (a LoRA's base, with
+        # the adapter disabled, and a frozen LLM are the base already)
         full = speech_lm.config.llm_mode == "full"
-        self.teacher = copy.deepcopy(speech_lm.llm).requires_grad_(False) if full else None
+        self.teacher = base_teacher(speech_lm) if full else None
         self.features = features
         self.loss_config = config.loss
         tokenizer = speech_lm.tokenizer
@@ -174,11 +199,7 @@ class Stage1Trainer:
         cfg, acc = self.config, self.accelerator
         torch.manual_seed(cfg.train.seed)
         with acc.main_process_first():  # the main process synthesizes and encodes; others reuse
-            if cfg.train.init_from:
-                speech_lm = load_speech_lm(cfg.train.init_from, device=str(acc.device))
-            else:
-                speech_lm = SpeechLM.from_config(cfg.model, seed=cfg.train.seed,
-                                                 device=str(acc.device))
+            speech_lm = student_lm(cfg, str(acc.device))
             speech_lm.train()
             self.data: Stage1Data = self.make_data()
             features, self.clip_seconds = encode_clips(speech_lm, self.data.audio_clips)

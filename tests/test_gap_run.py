@@ -40,6 +40,10 @@ class TranscriptSpeechLM:
     def fingerprint(self) -> str:
         return "transcript-" + self.text_lm.fingerprint
 
+    @property
+    def dtype(self) -> str:
+        return self.text_lm.dtype
+
     def score(self, requests, batch_size=8):
         as_text = [ScoringRequest((Text(prompt_text(r.prompt)),), r.choices) for r in requests]
         return self.text_lm.score(as_text, batch_size)

@@ -60,6 +60,7 @@ class GapSetup:
     data_dir: str | None = None
     controls: bool = True
     divergences: bool = True
+    dtype: str = "float32"  # the weights of every model (checked in run_gap)
     names: dict[str, str] = field(default_factory=dict)  # model names as the user gave them
 
 
@@ -167,6 +168,10 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     from salad_eval.speech.synth import synthesize
     from salad_eval.speech.voices import resolve_voices
 
+    dtypes = {m.dtype for m in (models.speech, models.text, models.cascade) if m is not None}
+    if dtypes != {setup.dtype}:  # a precision difference would read as forgetting
+        raise SaladError(f"the models' weights are {', '.join(sorted(dtypes))} but the run is "
+                         f"{setup.dtype}; load every model with one dtype (--dtype)")
     started = time.time()
     shard = _Shard()
     voices = [str(v) for v in resolve_voices(setup.voices)]
@@ -314,6 +319,9 @@ def _versions() -> dict[str, str]:
 
 
 def _manifest(setup, models, task_info, voices, synth_info, excluded, training) -> dict:
+    def entry(name: str | None, model) -> dict:
+        return {"name": name, "fingerprint": model.fingerprint, "dtype": model.dtype}
+
     return {
         "command": " ".join(sys.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -325,11 +333,11 @@ def _manifest(setup, models, task_info, voices, synth_info, excluded, training) 
         "voices": voices,
         "synthesis": synth_info,
         "models": {
-            "speech": {"name": setup.names.get("speech"), "fingerprint": models.speech.fingerprint},
-            "text": {"name": setup.names.get("text"), "fingerprint": models.text.fingerprint},
+            "speech": entry(setup.names.get("speech"), models.speech),
+            "text": entry(setup.names.get("text"), models.text),
             "cascade": None
             if models.cascade is None
-            else {"name": setup.names.get("asr"), "fingerprint": models.cascade.fingerprint},
+            else entry(setup.names.get("asr"), models.cascade),
         },
         "excluded_items": excluded,
         "training": training,

@@ -30,13 +30,18 @@ WINDOW_SECONDS = 30
 
 
 class Cascade:
-    """ASR (any Whisper: embedded name, hub id or path) followed by a text LLM."""
+    """ASR (any Whisper: embedded name, hub id or path) followed by a text LLM.
+
+    ``dtype`` is the text LLM's (when it is given by name); the ASR always runs in float32, so a
+    transcript, cached by the ASR's fingerprint, is the same whatever the run's dtype.
+    """
 
     def __init__(
         self,
         asr: str = "whisper-tiny.en",
         text_model: TextLM | str = "smollm2-135m",
         device: str = "cpu",
+        dtype: str = "float32",
     ):
         path = whisper_path(asr)
         self.asr_name = asr
@@ -44,8 +49,12 @@ class Cascade:
         self.asr = WhisperForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
         self.asr.to(device).eval()
         if not isinstance(text_model, TextLM):
-            text_model = TextLM(text_model, device=device)
+            text_model = TextLM(text_model, dtype=dtype, device=device)
         self.text = text_model
+
+    @property
+    def dtype(self) -> str:
+        return self.text.dtype
 
     @cached_property
     def asr_fingerprint(self) -> str:

@@ -15,13 +15,13 @@ def _model_type(path: Path) -> str | None:
         return None
 
 
-def load_speech_model(name_or_path: str, device: str = "cpu"):
-    """A SALAD checkpoint directory, or a Qwen2-Audio model by hub id or local path."""
+def load_speech_model(name_or_path: str, device: str = "cpu", dtype: str = "float32"):
+    """A SALAD checkpoint directory, or a Qwen2-Audio by hub id or local path, in ``dtype``."""
     from salad_eval.models.speech_lm import is_speech_lm_checkpoint, load_speech_lm
 
     path = Path(name_or_path)
     if path.is_dir() and is_speech_lm_checkpoint(path):
-        return load_speech_lm(path, device=device)
+        return load_speech_lm(path, device=device, dtype=dtype)
     qwen = (
         _model_type(path) == "qwen2_audio"
         if path.is_dir()
@@ -30,7 +30,7 @@ def load_speech_model(name_or_path: str, device: str = "cpu"):
     if qwen:
         from salad_eval.models.qwen2_audio import Qwen2Audio
 
-        return Qwen2Audio(name_or_path, device=device)
+        return Qwen2Audio(name_or_path, device=device, dtype=dtype)
     if path.is_dir():
         load_speech_lm(path)  # raises the one-line "not a SALAD checkpoint" error
     raise SaladError(

@@ -18,6 +18,7 @@ from salad_eval.models.digest import weights_digest
 from salad_eval.models.encoder import SAMPLE_RATE
 from salad_eval.models.lm_scoring import choice_scores
 from salad_eval.models.speech_lm import load_waveform
+from salad_eval.models.text_lm import own_memory, torch_dtype
 from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest, Text
 
 
@@ -42,16 +43,23 @@ class _TextView(nn.Module):
 class Qwen2Audio:
     """``Qwen2AudioForConditionalGeneration`` + ``AutoProcessor``, by hub id or local path."""
 
-    def __init__(self, name_or_path: str = "Qwen/Qwen2-Audio-7B", device: str = "cpu"):
+    def __init__(
+        self, name_or_path: str = "Qwen/Qwen2-Audio-7B", device: str = "cpu", dtype: str = "float32"
+    ):
         from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
         from salad_eval.assets.resolve import resolve
 
         path = resolve(name_or_path)
         self.processor = AutoProcessor.from_pretrained(path)
-        self.model = Qwen2AudioForConditionalGeneration.from_pretrained(path).to(device).eval()
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(path, dtype=torch_dtype(dtype))
+        self.model = own_memory(model).to(device).eval()
         self.tokenizer = self.processor.tokenizer
         self.text_view = _TextView(self.model)
+
+    @property
+    def dtype(self) -> str:
+        return str(self.model.dtype).removeprefix("torch.")
 
     @property
     def fingerprint(self) -> str:

@@ -27,11 +27,12 @@ from salad_eval.errors import SaladError
 from salad_eval.models.digest import weights_digest
 from salad_eval.models.encoder import DEFAULT_ENCODER, SAMPLE_RATE, load_encoder
 from salad_eval.models.lm_scoring import choice_scores
-from salad_eval.models.text_lm import LMEvalEncoder
+from salad_eval.models.text_lm import LMEvalEncoder, load_llm
 from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest, Text
 
 CHECKPOINT_KEY = "salad_checkpoint"
 CHECKPOINT_FORMAT = 2  # 2: the adapter's output norm
+PROMPT_LAYOUT = 2  # in the fingerprint: 2 = no stray space token before audio (as training lays it)
 ADAPTER_FILE = "adapter.safetensors"
 LLMMode = Literal["full", "lora", "frozen"]
 AdapterOutput = Literal["embedding", "vocabulary"]
@@ -154,10 +155,16 @@ class SpeechLM(nn.Module):
         self._special_prefix = full[: len(full) - len(plain)]  # e.g. a BOS token
 
     @classmethod
-    def from_config(cls, config: SpeechLMConfig, seed: int = 0, device: str = "cpu") -> SpeechLM:
-        """A randomly initialised adapter (seeded) over the named encoder and LLM."""
+    def from_config(
+        cls, config: SpeechLMConfig, seed: int = 0, device: str = "cpu", dtype: str = "float32"
+    ) -> SpeechLM:
+        """A randomly initialised adapter (seeded) over the named encoder and LLM.
+
+        The LLM's weights are in ``dtype`` (training keeps float32 master weights and computes
+        under bf16 autocast); the adapter and encoder stay float32.
+        """
         encoder = load_encoder(config.encoder, device=device, context=config.encoder_context)
-        llm, tokenizer = _load_base_llm(config.llm)
+        llm, tokenizer = load_llm(config.llm, dtype)
         if config.llm_mode == "lora":
             from peft import LoraConfig, get_peft_model
 
@@ -255,14 +262,21 @@ class SpeechLM(nn.Module):
 
         A text-only prompt goes through ``TextLM``'s encoder unchanged. Otherwise the first
         segment gets the tokenizer's special prefix (if any), and a final text segment is paired
-        with the choices the lm-eval way (trailing spaces move into the continuation).
+        with the choices the lm-eval way (trailing spaces move into the continuation). Around
+        audio, text is tokenized as training lays spans out (``salad_train.batch.span_tokens``):
+        each segment on its own, and a text right before audio loses its trailing spaces, which
+        training folds into the spoken span (``"Question: "`` would end in a lone space token).
         """
         if not any(isinstance(seg, Audio) for seg in prompt):
             context, conts = self.text.encode_pair("".join(s.text for s in prompt), choices)
             return [context], conts
         pieces: list[Audio | list[int]] = [list(self._special_prefix)]
-        for segment in prompt[:-1]:
-            pieces.append(segment if isinstance(segment, Audio) else self._text_ids(segment.text))
+        for segment, after in zip(prompt[:-1], prompt[1:], strict=True):
+            if isinstance(segment, Audio):
+                pieces.append(segment)
+                continue
+            text = segment.text.rstrip(" ") if isinstance(after, Audio) else segment.text
+            pieces.append(self._text_ids(text))
         last = prompt[-1]
         if isinstance(last, Audio):
             pieces.append(last)
@@ -292,7 +306,8 @@ class SpeechLM(nn.Module):
     def fingerprint(self) -> str:
         """Config, encoder, adapter and LLM weights; recomputed per call, as training moves them."""
         config = json.dumps(self.config.to_dict(), sort_keys=True)
-        extra = f"{config}|{self.encoder.fingerprint}|{self.tokenizer.backend_tokenizer.to_str()}"
+        extra = (f"{config}|layout-{PROMPT_LAYOUT}|{self.encoder.fingerprint}|"
+                 f"{self.tokenizer.backend_tokenizer.to_str()}")
         return f"salad-{weights_digest(self.adapter, self.llm, extra=extra)[:32]}"
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -329,6 +344,11 @@ class SpeechLM(nn.Module):
         (out / "config.json").write_text(json.dumps({CHECKPOINT_KEY: section}, indent=2))
         return out
 
+    @property
+    def dtype(self) -> str:
+        """The LLM's weight dtype, e.g. ``"float32"`` (what a gap manifest records)."""
+        return str(self._embedding().weight.dtype).removeprefix("torch.")
+
     def _embedding(self) -> nn.Embedding:
         return self.llm.get_input_embeddings()
 
@@ -336,16 +356,17 @@ class SpeechLM(nn.Module):
         return self.tokenizer.encode(text, add_special_tokens=False) if text else []
 
 
-def load_speech_lm(directory: str | Path, device: str = "cpu") -> SpeechLM:
-    """Load a SALAD checkpoint of any LLM mode; a directory that is not one is a SaladError."""
+def load_speech_lm(
+    directory: str | Path, device: str = "cpu", dtype: str = "float32"
+) -> SpeechLM:
+    """Load a SALAD checkpoint of any LLM mode, its LLM in ``dtype``; a directory that is not
+    one is a SaladError."""
     path = Path(directory)
     section = _checkpoint_section(path)
     config = SpeechLMConfig.from_dict(section["config"])
     mode = section["llm"]["mode"]
-    if mode == "full":
-        llm, tokenizer = _load_base_llm(str(path / section["llm"]["weights"]))
-    else:
-        llm, tokenizer = _load_base_llm(section["llm"]["base"])
+    weights = str(path / section["llm"]["weights"]) if mode == "full" else section["llm"]["base"]
+    llm, tokenizer = load_llm(weights, dtype)
     if mode == "lora":
         from peft import PeftModel
 
@@ -396,11 +417,3 @@ def _build_adapter(
         out_norm,
     )
 
-
-def _load_base_llm(name_or_path: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from salad_eval.assets.resolve import resolve
-
-    path = resolve(name_or_path, kind="llm")
-    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)

@@ -29,6 +29,33 @@ def torch_dtype(name: str) -> torch.dtype:
     return dtype
 
 
+def default_dtype(device: str) -> str:
+    """One dtype for every model of a run: bfloat16 on CUDA, float32 elsewhere."""
+    return "bfloat16" if str(device).startswith("cuda") else "float32"
+
+
+def load_llm(name_or_path: str, dtype: str = "float32"):
+    """(causal LM, tokenizer) with weights in ``dtype``, whatever dtype the checkpoint stores
+    (transformers would otherwise keep a bf16 checkpoint in bf16)."""
+    path = resolve(name_or_path, kind="llm")
+    llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
+    return own_memory(llm), AutoTokenizer.from_pretrained(path)
+
+
+def own_memory(model: torch.nn.Module) -> torch.nn.Module:
+    """Move weights still mapped from a safetensors file into their own aligned allocations.
+
+    A mapped tensor sits at its byte offset in the file; CPU kernels take other SIMD paths on
+    unaligned data and round differently, so the same weights saved in two files would score
+    apart in the last bit (a checkpoint's copy of its base LLM against the base itself).
+    """
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.data_ptr() % 64:
+                tensor.data = tensor.data.clone()
+    return model
+
+
 class LMEvalEncoder:
     """Encodes (context, continuation) pairs the way lm-eval's ``hf`` model does."""
 
@@ -67,12 +94,14 @@ class TextLM:
     def __init__(
         self, name_or_path: str = "smollm2-135m", dtype: str = "float32", device: str = "cpu"
     ):
-        path = resolve(name_or_path, kind="llm")
         self.name = name_or_path
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
+        self.llm, self.tokenizer = load_llm(name_or_path, dtype)
         self.llm.to(device).eval()
         self.encoder = LMEvalEncoder(self.tokenizer)
+
+    @property
+    def dtype(self) -> str:
+        return str(self.llm.dtype).removeprefix("torch.")
 
     @cached_property
     def fingerprint(self) -> str:
