@@ -115,7 +115,8 @@ def test_a_full_llm_step_at_the_7b_rate_moves_the_weights(tiny_qwen, fresh_accel
     config = load_config("tiny", [
         f"model.llm={tiny_qwen}", "model.llm_mode=full", "model.adapter_layers=1",
         "model.adapter_width=32", "model.adapter_heads=2", "model.adapter_output=embedding",
-        f"optim.llm_lr={preset['optim']['llm_lr']}", f"optim.adapter_lr={preset['optim']['adapter_lr']}",
+        f"optim.llm_lr={preset['optim']['llm_lr']}",
+        f"optim.adapter_lr={preset['optim']['adapter_lr']}",
         "loss.alpha=0.0",  # the next-token loss: KL to a teacher equal to the student is ~0
     ])  # fmt: skip
     assert config.optim.llm_lr == 5e-6
