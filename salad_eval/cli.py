@@ -192,7 +192,7 @@ def divergence(
         values = np.array([r[name] for r in rows if r.get(name) is not None], dtype=float)
         if values.size:
             summary[name] = {"mean": float(values.mean()), "n": int(values.size)}
-            print(f"{name}: mean {values.mean():.4f} nats over {values.size} documents")
+            print(f"{name}: mean {values.mean():.4f} nats per token over {values.size} documents")
     if out:
         payload = {"model": model, "corpus": corpus, "voices": voices, "span_words": span_words,
                    "summary": summary, "documents": rows}

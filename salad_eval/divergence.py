@@ -1,12 +1,16 @@
 """Token-level divergences that explain the gap (SALAD paper, section 3).
 
-- forgetting F = sum over positions of KL(P_base(. | text) || P_speech(. | text))
-- misalignment M = sum over positions of KL(P_speech(. | text) || P_speech(. | partly spoken))
+- forgetting F = mean over positions of KL(P_base(. | text) || P_speech(. | text))
+- misalignment M = mean over positions of KL(P_speech(. | text) || P_speech(. | partly spoken))
 
-Both are measured on the same continuation tokens under two prompts. On a benchmark item the
-continuation is the correct answer; on a text corpus it is the text that follows a spoken span.
-The same functions serve `salad-eval gap`, `salad-eval divergence` and Stage II's per-cluster
-misalignment, so the selection signal is exactly the quantity the report shows.
+Both are measured on the same continuation tokens under two prompts and reported per token, as
+the paper does: a sum would grow with the continuation's length, and Stage II raises M(c) to
+gamma = 5, so a cluster of longer texts would outweigh one of equal per-token misalignment. On a
+benchmark item the continuation is the correct answer; on a text corpus it is the first
+``CONTINUATION_TOKENS`` tokens of the text that follows a spoken span (a fixed length; a shorter
+rest is used whole). The same functions serve `salad-eval gap`, `salad-eval divergence` and
+Stage II's per-cluster misalignment, so the selection signal is exactly the quantity the report
+shows.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from collections.abc import Sequence
 import torch
 
 from salad_eval.prompt import Item, Prompt, Speak, Text, prompt_text
+
+CONTINUATION_TOKENS = 32  # tokens of a corpus text's continuation that a divergence reads
+VERSION = 2  # bumped when a value changes meaning (2: per-token means; 1 summed), keys caches
 
 
 def supports_divergence(model: object) -> bool:
@@ -51,31 +58,38 @@ def continuation_logprobs(
         return logits[context.shape[0] - 1 : -1].float().log_softmax(-1)
 
 
-def kl_sum(p_log: torch.Tensor, q_log: torch.Tensor) -> float:
-    """sum over positions of KL(P || Q), from log-probabilities of shape (L, V)."""
-    return float((p_log.exp() * (p_log - q_log)).sum())
+def kl_per_token(p_log: torch.Tensor, q_log: torch.Tensor) -> float:
+    """Mean over positions of KL(P || Q), from log-probabilities of shape (L, V)."""
+    return float((p_log.exp() * (p_log - q_log)).sum(-1).mean())
 
 
-def divergence(model_p, prompt_p: Prompt, model_q, prompt_q: Prompt, continuation: str) -> float:
-    """KL(P || Q) summed over the continuation's tokens (tokenized as ``model_p`` reads text)."""
+def divergence(
+    model_p, prompt_p: Prompt, model_q, prompt_q: Prompt, continuation: str,
+    max_tokens: int | None = None,
+) -> float:
+    """KL(P || Q) per token over the continuation's first ``max_tokens`` tokens (all when None),
+    tokenized as ``model_p`` reads text."""
     _, ids = _inputs(model_p, (Text(prompt_text(prompt_p)),), continuation)
+    ids = ids[:max_tokens]
     if not ids:
         return 0.0
     p = continuation_logprobs(model_p, prompt_p, continuation, ids)
     q = continuation_logprobs(model_q, prompt_q, continuation, ids)
-    return kl_sum(p, q)
+    return kl_per_token(p, q)
 
 
-def forgetting_kl(base, speech, item: Item) -> float:
+def forgetting_kl(base, speech, item: Item, max_tokens: int | None = None) -> float:
     """F on an item: base LLM vs speech LLM, both reading the text, on the answer tokens."""
     prompt = (Text(item.text_context),)
-    return divergence(base, prompt, speech, prompt, item.choices[item.target])
+    return divergence(base, prompt, speech, prompt, item.choices[item.target], max_tokens)
 
 
-def misalignment_kl(speech, item: Item, speech_prompt: Prompt) -> float:
+def misalignment_kl(
+    speech, item: Item, speech_prompt: Prompt, max_tokens: int | None = None
+) -> float:
     """M on an item: the speech LLM on the text vs on the spoken version, on the answer tokens."""
     text = (Text(item.text_context),)
-    return divergence(speech, text, speech, speech_prompt, item.choices[item.target])
+    return divergence(speech, text, speech, speech_prompt, item.choices[item.target], max_tokens)
 
 
 def corpus_items(texts: Sequence[str], name: str = "corpus", span_words: int = 12) -> list[Item]:
@@ -111,11 +125,16 @@ def corpus_divergences(
     span_words: int = 12,
     workers: int = 1,
     out_dir=None,
+    max_cer: float | None = None,
+    continuation_tokens: int = CONTINUATION_TOKENS,
 ) -> list[dict]:
-    """Per document: misalignment M (mean over the voices) and, given the base LLM, forgetting F.
+    """Per document: misalignment M (mean over the voices) and, given the base LLM, forgetting F,
+    both per token over the first ``continuation_tokens`` tokens after the spoken words.
 
-    Each document's first words are spoken and the divergence is read on the text that follows.
-    This is what `salad-eval divergence` reports and what Stage II measures per cluster.
+    This is what `salad-eval divergence` reports and what Stage II measures per cluster. A clip
+    whose ASR character error rate is above ``max_cer`` does not say its text, so M would measure
+    the TTS: that voice is left out of the document's M (``voices`` counts those measured,
+    ``unreadable`` those left out; M is None when none is left).
     """
     from rich.progress import Progress
 
@@ -130,13 +149,14 @@ def corpus_divergences(
     with Progress(transient=True) as progress:
         bar = progress.add_task("divergences", total=len(items))
         for item in items:
-            spoken = [manifest.speech_prompt(item, v) for v in names
-                      if manifest.row(item, v).status == "ok"]  # fmt: skip
-            values = [misalignment_kl(speech, item, prompt) for prompt in spoken]
+            ok = [v for v in names if manifest.row(item, v).status == "ok"]
+            readable = [v for v in ok if max_cer is None or manifest.row(item, v).cer <= max_cer]
+            values = [misalignment_kl(speech, item, manifest.speech_prompt(item, v),
+                                      continuation_tokens) for v in readable]  # fmt: skip
             row = {"doc": int(item.id), "M": sum(values) / len(values) if values else None,
-                   "voices": len(values)}  # fmt: skip
+                   "voices": len(values), "unreadable": len(ok) - len(readable)}  # fmt: skip
             if base is not None:
-                row["F"] = forgetting_kl(base, speech, item)
+                row["F"] = forgetting_kl(base, speech, item, continuation_tokens)
             rows.append(row)
             progress.advance(bar)
     return rows

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from salad_train.data import Document
+from salad_train.data import Document, Span
 
 AUDIO = -1  # student_ids value at audio positions
 
@@ -49,6 +49,13 @@ def span_tokens(tokenizer, doc: Document) -> list[list[int]]:
     ]
 
 
+def span_length(span: Span, tokenizer, audio_length: Callable[[str], tuple[int, float]]) -> int:
+    """The most student positions ``span`` can take: its clip or its text, whichever is longer
+    (a recorded utterance is laid out either way), so a window of spans always fits."""
+    tokens = len(tokenizer.encode(" " + span.text, add_special_tokens=False))
+    return max(tokens, audio_length(span.audio)[0]) if span.audio else tokens
+
+
 def _pad(rows: Sequence[list], value: int | bool, dtype: torch.dtype) -> Tensor:
     width = max(len(r) for r in rows)
     return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=dtype)
@@ -62,7 +69,8 @@ def plan_batch(
 ) -> Plan:
     """Lay out ``docs``; ``audio_length(clip)`` gives (student positions, seconds) of a clip.
 
-    A document is cut at the last span that fits in ``max_tokens`` student positions.
+    A document is cut at the last span that fits in ``max_tokens`` student positions (the
+    trainers window long documents first, ``MixedData.window``, so nothing is cut there).
     """
     rows: dict[str, list] = {k: [] for k in ("s_ids", "s_mask", "s_tgt", "t_ids", "t_mask")}
     layouts, seconds = [], 0.0

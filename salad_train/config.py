@@ -251,6 +251,22 @@ def check_paths(config: Config) -> None:
         raise SaladError(
             "no speech data: set data.corpus or data.tasks (synthetic) or data.natural (recorded)"
         )
+    check_replay(config)
+
+
+def check_replay(config: Config, stage2: bool = False) -> None:
+    """Replay that is asked for (by Stage I, and with ``stage2`` by Stage II) has text to draw
+    from: the paper presets name none by default, and an empty replay list would turn it off."""
+    data = config.data
+    asked = [("data.replay_prob", data.replay_prob)]
+    if stage2:
+        asked.append(("stage2.replay_share", config.stage2.replay_share))
+    wanted = [f"{key}={value:g}" for key, value in asked if value > 0]
+    if wanted and data.replay is None and data.corpus is None and not data.tasks:
+        raise SaladError(
+            f"no replay text for {' and '.join(wanted)}: set data.replay to a text corpus (one "
+            "document per line), or set those to 0 to train without text replay"
+        )
 
 
 def model_dimensions(model: SpeechLMConfig) -> tuple[int, int]:

@@ -8,22 +8,33 @@ text. The student reads speech spans as audio, the teacher reads every span as t
   alternating text spans and speech spans (lengths drawn from ``text_span_words`` /
   ``speech_span_words``), and every speech span is synthesized on its own with
   ``salad_eval.speech``, so alignment is exact.
-- Natural speech (``data.natural``): spans are whole utterances. Consecutive utterances of one
-  chapter (LibriSpeech) or one ``document`` (manifest / HF dataset) form a document, and each
-  utterance is heard (speech span, its own recording) or read (text span, its transcript) with
-  probability 1/2. No forced alignment: an utterance is never cut inside.
+- Natural speech (``data.natural``): spans are whole recorded utterances, never cut inside (no
+  forced alignment). Consecutive utterances of one document form a document: a chapter of a
+  LibriSpeech-style dir; in a manifest or HF dataset the rows of one ``document`` value, else of
+  one (``speaker``/``speaker_id``, ``chapter``/``chapter_id``) pair, in row order (Emilia-style
+  rows with only a speaker become one document per speaker). Rows with none of these fields are
+  refused: a one-utterance document would hold either audio or text, never both. Every sample
+  draws anew whether each utterance is heard (its recording) or read (its transcript), with
+  probability 1/2, so over a run every utterance is both heard and read.
 - Replay (``data.replay``, default the synthetic documents' text): text-only documents, chosen
-  with probability ``replay_prob`` per sample, keep the LLM's text skill while it adapts.
+  with probability ``replay_prob`` per sample, keep the LLM's text skill while it adapts. With
+  ``replay_prob > 0`` and no replay text the config is refused before any work starts.
+
+A document longer than ``max_tokens`` student positions is cut into consecutive windows at span
+boundaries (``MixedData.window``, sized for the longer of each span's audio and text layout), so
+all of its text is used, each span in exactly one window.
 
 Sampling is a pure function of (seed, global sample index), so a resumed run sees exactly the
-samples the uninterrupted run would have seen, and data-parallel ranks split one global order.
+samples the uninterrupted run would have seen, data-parallel ranks split one global order, and
+what a run drew can be recounted afterwards (``MixedData.drawn``, recorded in ``training.json``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +48,7 @@ from salad_train.config import DataConfig
 class Span:
     text: str
     audio: str | None = None  # a clip that speaks ``text``; None: a text span
+    recorded: bool = False  # a natural utterance: heard or read is drawn anew for every sample
 
 
 Document = tuple[Span, ...]
@@ -164,15 +176,44 @@ def _librispeech(root: Path) -> list[list[tuple[str, str]]]:
     return chapters
 
 
+def _document_key(row: dict) -> str | None:
+    """Which document a row belongs to: ``document``, else its speaker and chapter."""
+    if "document" in row:
+        return str(row["document"])
+    speaker = row.get("speaker", row.get("speaker_id"))
+    chapter = row.get("chapter", row.get("chapter_id"))
+    return None if speaker is None and chapter is None else f"{speaker}/{chapter}"
+
+
 def _grouped(rows: list[dict], root: Path) -> list[list[tuple[str, str]]]:
     groups: dict[str, list[tuple[str, str]]] = {}
-    for i, row in enumerate(rows):
+    for row in rows:
         if "audio" not in row or "text" not in row:
             raise SaladError(f"natural speech rows in {root} need 'audio' and 'text' fields")
-        audio = row["audio"]["path"] if isinstance(row["audio"], dict) else row["audio"]
-        key = str(row.get("document", row.get("chapter_id", i)))
-        groups.setdefault(key, []).append((str(root / audio), row["text"]))
+        key = _document_key(row)
+        if key is None:
+            raise SaladError(
+                f"natural speech rows in {root} need a 'document', 'speaker' or 'chapter_id' "
+                "field to group utterances into documents (in row order)"
+            )
+        groups.setdefault(key, []).append((_audio_file(row["audio"], root), row["text"]))
     return list(groups.values())
+
+
+def _audio_file(audio: str | dict, root: Path) -> str:
+    """A row's clip as a file: its path (relative to ``root``), or, for an HF Audio value that
+    holds the bytes (``save_to_disk`` embeds them), a copy in the cache home named by content."""
+    if isinstance(audio, str) or not audio.get("bytes"):
+        return str(root / (audio if isinstance(audio, str) else audio["path"]))
+    from salad_eval.home import atomic_write_bytes, home
+
+    data = audio["bytes"]
+    suffix = Path(audio.get("path") or "clip.wav").suffix or ".wav"
+    digest = hashlib.sha256(data).hexdigest()
+    path = home() / "natural" / digest[:2] / f"{digest}{suffix}"
+    if not path.is_file():
+        atomic_write_bytes(path, data)
+    return str(path)
 
 
 def _natural_groups(path: Path) -> list[list[tuple[str, str]]]:
@@ -196,46 +237,102 @@ def _natural_groups(path: Path) -> list[list[tuple[str, str]]]:
     return groups
 
 
-def natural_documents(config: DataConfig, seed: int) -> list[Document]:
-    """Whole-utterance spans: each utterance is heard or read with probability 1/2."""
-    rng = random.Random(seed)
-    docs = []
-    for source in config.natural:
-        for group in _natural_groups(Path(source)):
-            docs.append(tuple(Span(text, audio if rng.random() < 0.5 else None)
-                              for audio, text in group))
+def natural_documents(config: DataConfig) -> list[Document]:
+    """Documents of recorded utterances, each heard or read as every sample draws it."""
+    docs = [tuple(Span(text, audio, recorded=True) for audio, text in group)
+            for source in config.natural for group in _natural_groups(Path(source))]  # fmt: skip
     return docs[: config.max_documents] if config.max_documents else docs
 
 
-class Stage1Data:
-    """Speech documents and replay text, sampled by global index."""
+def draw(doc: Document, rng: random.Random) -> Document:
+    """The document as one sample lays it out: each recorded utterance heard with probability 1/2
+    (it keeps its clip), else read."""
+    return tuple(Span(s.text, s.audio if rng.random() < 0.5 else None) if s.recorded else s
+                 for s in doc)  # fmt: skip
 
-    def __init__(self, speech: list[Document], replay: list[str], replay_prob: float, seed: int):
-        if not speech:
-            raise SaladError("no speech documents were built; check data.corpus / data.natural")
-        self.speech, self.replay = speech, replay
-        self.replay_prob, self.seed = replay_prob, seed
+
+def windows(doc: Document, length: Callable[[Span], int], max_tokens: int) -> list[Document]:
+    """Consecutive runs of ``doc``'s spans of at most ``max_tokens`` positions by ``length``;
+    every span lands in exactly one (a span longer than that alone is a window of its own)."""
+    out: list[Document] = []
+    window: list[Span] = []
+    used = 0
+    for span in doc:
+        n = length(span)
+        if window and used + n > max_tokens:
+            out.append(tuple(window))
+            window, used = [], 0
+        window.append(span)
+        used += n
+    return [*out, tuple(window)] if window else out
+
+
+class MixedData:
+    """Documents from named sources, each drawn with its share, sampled by global index.
+
+    Stage I mixes ``speech`` and ``replay`` (``data.replay_prob``); Stage II ``natural``,
+    ``selected`` and ``replay`` (``stage2.*_share``).
+    """
+
+    def __init__(self, sources: dict[str, list[Document]], shares: dict[str, float], seed: int,
+                 where: str = "stage2"):  # fmt: skip
+        live = {name: share for name, share in shares.items() if share > 0}
+        if not live:
+            raise SaladError(f"every {where} share is 0; give some source a share")
+        for name in live:
+            if not sources.get(name):
+                raise SaladError(f"{where} has no {name} documents; add some or set its share "
+                                 "to 0")  # fmt: skip
+        total = sum(live.values())
+        self.sources, self.seed = sources, seed
+        self.shares = {name: share / total for name, share in live.items()}
+
+    def source(self, index: int) -> str:
+        """Which source sample ``index`` comes from."""
+        u, at = random.Random(f"{self.seed}:{index}").random(), 0.0
+        for name, share in self.shares.items():
+            at += share
+            if u < at:
+                return name
+        return name
 
     def sample(self, index: int) -> Document:
         rng = random.Random(f"{self.seed}:{index}")
-        if self.replay and rng.random() < self.replay_prob:
-            return (Span(rng.choice(self.replay)),)
-        return rng.choice(self.speech)
+        rng.random()  # the draw that picked the source
+        return draw(rng.choice(self.sources[self.source(index)]), rng)
+
+    def drawn(self, samples: int) -> dict[str, float]:
+        """The share of each source among samples ``[0, samples)``: what a run actually drew."""
+        counts = dict.fromkeys(self.shares, 0)
+        for index in range(samples):
+            counts[self.source(index)] += 1
+        return {name: count / max(samples, 1) for name, count in counts.items()}
+
+    def window(self, length: Callable[[Span], int], max_tokens: int) -> None:
+        """Cut every document into windows that fit ``max_tokens`` (see ``windows``)."""
+        self.sources = {name: [w for doc in docs for w in windows(doc, length, max_tokens)]
+                        for name, docs in self.sources.items()}  # fmt: skip
 
     @property
     def audio_clips(self) -> list[str]:
-        return sorted({s.audio for doc in self.speech for s in doc if s.audio})
+        return sorted(self.clip_texts)
 
     @property
     def clip_texts(self) -> dict[str, str]:
-        """What each clip says."""
-        return {s.audio: s.text for doc in self.speech for s in doc if s.audio}
+        """What each clip of the drawn sources says."""
+        return {s.audio: s.text for name in self.shares for doc in self.sources[name]
+                for s in doc if s.audio}
 
 
-def build_data(config: DataConfig, seed: int) -> Stage1Data:
+def build_data(config: DataConfig, seed: int) -> MixedData:
+    """Stage I's mix: speech documents (synthetic, then natural) and text replay."""
     synthetic = synthetic_documents(config, seed) if config.corpus or config.tasks else []
-    speech = synthetic + natural_documents(config, seed)
+    speech = synthetic + natural_documents(config)
+    if not speech:
+        raise SaladError("no speech documents were built; check data.corpus / data.natural")
     # replay defaults to the synthetic documents' own text
     replay = (read_corpus(config.replay) if config.replay
               else [" ".join(span.text for span in doc) for doc in synthetic])  # fmt: skip
-    return Stage1Data(speech, replay, config.replay_prob, seed)
+    return MixedData({"speech": speech, "replay": [(Span(text),) for text in replay]},
+                     {"speech": 1 - config.replay_prob, "replay": config.replay_prob}, seed,
+                     where="Stage I data")  # fmt: skip

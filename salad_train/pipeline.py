@@ -23,7 +23,7 @@ from pathlib import Path
 
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_text
-from salad_train.config import Config, RunConfig
+from salad_train.config import Config, RunConfig, check_replay
 
 STAGE1_SECTIONS = ("model", "data", "loss", "optim", "train")
 
@@ -199,6 +199,7 @@ def run_loop(config: Config, ablate_random: bool = False) -> Path:
     from salad_train.loop_report import write_loop_report
 
     check_tasks(config.run)
+    check_replay(config, stage2=True)
     check_stage1_dir(config)
     steps, gaps = plan_steps(config, ablate_random)
     root = Path(config.run.out_dir)

@@ -2,10 +2,15 @@
 
 The recipe reads top to bottom: read the text pool, embed it, cut it into balanced clusters, measure
 each cluster's misalignment M(c) on a few synthesized probe texts with the Stage I checkpoint (the
-very ``misalignment_kl`` that ``salad-eval gap`` reports), weight clusters by
-``P(c) ~ P_pool(c) * M(c)^gamma``, sample texts up to a speech budget, synthesize them with the
-voice set, and drop clips that ASR cannot read back. Outputs in ``select.out_dir``:
-``selected.jsonl`` (the manifest Stage II trains on) and ``report.{md,json,png}``.
+very ``misalignment_kl`` that ``salad-eval gap`` reports, per token over a fixed-length
+continuation; probe clips that ASR cannot read back are left out first), weight clusters by
+``P(c) ~ P_pool(c) * M(c)^gamma``, sample texts, synthesize them with the voice set and drop
+clips that ASR cannot read back, until the *kept* speech reaches the budget. The budget is
+``select.budget_share`` (paper: 1%) of the Stage I dataset's speech hours (each clip once, not
+hours seen with repeats), or ``select.budget_hours``; since it counts kept clips, a gamma = 0
+(random) selection with the same budget keeps the same hours, to within one text. Outputs in
+``select.out_dir``: ``selected.jsonl`` (the manifest Stage II trains on) and
+``report.{md,json,png}``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,24 +65,38 @@ def speech_seconds(spans: Sequence[tuple[str, bool]]) -> float:
     return sum(len(text.split()) for text, speech in spans if speech) / WORDS_PER_SECOND
 
 
-def sample_texts(
-    labels: np.ndarray, weights: np.ndarray, seconds: np.ndarray, budget: float, seed: int
-) -> list[int]:
-    """Text indices: draw a cluster by ``weights`` (among clusters with texts left), then one of
-    its texts uniformly without replacement; stop before the estimated seconds pass ``budget``."""
+def sample_order(labels: np.ndarray, weights: np.ndarray, seed: int) -> Iterator[int]:
+    """Text indices in selection order: draw a cluster by ``weights`` (among clusters with texts
+    left), then one of its texts uniformly without replacement; until no such cluster is left."""
     rng = np.random.default_rng(seed)
     left = {c: list(rng.permutation(np.flatnonzero(labels == c))) for c in range(len(weights))}
-    chosen, total = [], 0.0
-    while True:
-        open_ = [c for c, texts in left.items() if texts and weights[c] > 0]
-        if not open_:
-            return chosen
+    while open_ := [c for c, texts in left.items() if texts and weights[c] > 0]:
         p = weights[open_] / weights[open_].sum()
-        index = int(left[open_[rng.choice(len(open_), p=p)]].pop())
-        if total + seconds[index] > budget:
-            return chosen
-        chosen.append(index)
-        total += seconds[index]
+        yield int(left[open_[rng.choice(len(open_), p=p)]].pop())
+
+
+def fill_budget(
+    order: Iterator[int], make: Callable[[list[int]], list[Selected]],
+    est_seconds: np.ndarray, budget: float,
+) -> list[Selected]:
+    """Texts from ``order``, made (synthesized and checked) by ``make`` in rounds sized by their
+    estimated seconds, until the kept seconds would pass ``budget``; dropped texts are listed
+    too but count nothing."""
+    chosen, kept = [], 0.0
+    while True:
+        batch, est = [], 0.0
+        for index in order:
+            batch.append(index)
+            est += est_seconds[index]
+            if kept + est >= budget:
+                break
+        if not batch:
+            return chosen  # the pool is spent
+        for text in make(batch):
+            if not text.dropped and kept + text.seconds > budget:
+                return chosen
+            chosen.append(text)
+            kept += 0.0 if text.dropped else text.seconds
 
 
 def _plan(text: str, index: int, config: Config) -> tuple[tuple[tuple[str, bool], ...], str]:
@@ -89,15 +108,13 @@ def _plan(text: str, index: int, config: Config) -> tuple[tuple[tuple[str, bool]
 
 
 def stage1_speech_hours(checkpoint: Path) -> float:
-    """Speech hours Stage I trained on, read from its run's ``metrics.jsonl``."""
-    metrics = checkpoint.parent / "metrics.jsonl"
-    rows = [json.loads(ln) for ln in metrics.read_text().splitlines()] if metrics.is_file() else []
-    hours = [row["speech_hours_seen"] for row in rows if "speech_hours_seen" in row]
-    if not hours:
-        raise SaladError(
-            f"no Stage I metrics at {metrics} to take a budget share of; set select.budget_hours"
-        )
-    return float(hours[-1])
+    """Speech hours of the Stage I dataset (each clip once), from the checkpoint's record."""
+    record = checkpoint / "training.json"
+    try:
+        return float(json.loads(record.read_text())["dataset_speech_hours"])
+    except (OSError, ValueError, KeyError):
+        raise SaladError(f"{record} does not say how much speech Stage I had to take a budget "
+                         "share of; set select.budget_hours") from None
 
 
 def _checkpoint(config: Config) -> Path:
@@ -112,7 +129,8 @@ def _checkpoint(config: Config) -> Path:
 def probe_misalignment(
     texts: Sequence[str], config: Config, checkpoint: Path, out: Path
 ) -> list[float]:
-    """Mean misalignment KL of each probe text over the voice set (``salad-eval gap``'s M)."""
+    """Per-token misalignment KL of each probe text over the voices whose clip ASR reads back
+    within ``select.max_cer`` (``salad-eval gap``'s M); NaN where no clip is readable."""
     from salad_eval.divergence import corpus_divergences
     from salad_eval.models.speech_lm import load_speech_lm
 
@@ -120,7 +138,8 @@ def probe_misalignment(
     speech_lm.eval()
     rows = corpus_divergences(speech_lm, texts, config.data.voices,
                               span_words=config.select.probe_span_words,
-                              workers=config.select.workers, out_dir=out / "probe")  # fmt: skip
+                              workers=config.select.workers, out_dir=out / "probe",
+                              max_cer=config.select.max_cer)  # fmt: skip
     if len(rows) != len(texts):
         raise SaladError("a probe text is too short to speak; raise select.min_words")
     return [float("nan") if row["M"] is None else row["M"] for row in rows]
@@ -187,20 +206,29 @@ def run_select(config: Config) -> Path:
               for c in range(s.clusters)}  # fmt: skip
     flat = [(c, int(i)) for c, indices in probes.items() for i in indices]
     values = probe_misalignment([pool[i] for _, i in flat], config, checkpoint, out)
-    m = np.array([np.nanmean([v for (c2, _), v in zip(flat, values, strict=True) if c2 == c])
-                  for c in range(s.clusters)])  # fmt: skip
+    measured = {c: [v for (c2, _), v in zip(flat, values, strict=True)
+                    if c2 == c and not np.isnan(v)] for c in range(s.clusters)}  # fmt: skip
+    if not any(measured.values()):
+        raise SaladError("no probe clip was readable by ASR within select.max_cer; check the "
+                         "voices or raise select.max_cer")
+    # a cluster without a readable probe gets the mean M of the others: no evidence either way
+    fallback = float(np.mean([v for vs in measured.values() for v in vs]))
+    m = np.array([np.mean(measured[c]) if measured[c] else fallback for c in range(s.clusters)])
     sizes = np.bincount(labels, minlength=s.clusters)
     weights = cluster_weights(sizes / sizes.sum(), m, s.gamma)
     plans = [_plan(text, index, config) for index, text in enumerate(pool)]
     seconds = np.array([speech_seconds(spans) for spans, _ in plans])
     speakable = np.where(seconds > 0, labels, -1)  # a text too short for a speech span: skip
-    indices = sample_texts(speakable, weights, seconds, budget_hours * 3600, s.seed)
-    chosen = [Selected(i, pool[i], int(labels[i]), plans[i][1], plans[i][0], float(seconds[i]))
-              for i in indices]  # fmt: skip
-    chosen = _synthesize(chosen, config, out) if chosen else []
+
+    def make(indices: list[int]) -> list[Selected]:
+        return _synthesize([Selected(i, pool[i], int(labels[i]), plans[i][1], plans[i][0],
+                                     float(seconds[i])) for i in indices], config, out)
+
+    chosen = fill_budget(sample_order(speakable, weights, s.seed), make, seconds,
+                         budget_hours * 3600)  # fmt: skip
     atomic_write_text(out / "selected.jsonl",
                       "".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in chosen))
     write_report(out, pool=pool, labels=labels, misalignment=m, weights=weights, chosen=chosen,
-                 probes={c: len(v) for c, v in probes.items()}, budget_hours=budget_hours,
+                 probes={c: len(v) for c, v in measured.items()}, budget_hours=budget_hours,
                  config=config, key=select_key(config, pool, checkpoint))
     return out

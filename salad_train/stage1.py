@@ -26,7 +26,7 @@ from torch import nn
 from salad_eval.home import atomic_write_text
 from salad_eval.models.speech_lm import SpeechLM, load_speech_lm, load_waveform
 from salad_eval.models.text_lm import load_llm
-from salad_train.batch import Plan, plan_batch, student_inputs
+from salad_train.batch import Plan, plan_batch, span_length, student_inputs
 from salad_train.checkpoint import (
     latest_checkpoint,
     load_state,
@@ -35,7 +35,7 @@ from salad_train.checkpoint import (
     set_rng_state,
 )
 from salad_train.config import Config, check_dimensions
-from salad_train.data import Stage1Data, build_data
+from salad_train.data import MixedData, build_data
 from salad_train.loss import alignment_ctc_loss, distillation_loss
 from salad_train.metrics import MetricsLog
 from salad_train.optim import build_optimizer, build_scheduler, decay_start
@@ -201,7 +201,7 @@ class Stage1Trainer:
         with acc.main_process_first():  # the main process synthesizes and encodes; others reuse
             speech_lm = student_lm(cfg, str(acc.device))
             speech_lm.train()
-            self.data: Stage1Data = self.make_data()
+            self.data: MixedData = self.make_data()
             features, self.clip_seconds = encode_clips(speech_lm, self.data.audio_clips)
         self.speech_lm = speech_lm
         module = Stage1Module(speech_lm, features, cfg, self.data.clip_texts)
@@ -211,6 +211,8 @@ class Stage1Trainer:
         self.scheduler = build_scheduler(optimizer, o.warmup_steps, cfg.train.steps,
                                          o.decay_fraction)
         self.module, self.optimizer = acc.prepare(module, optimizer)
+        self.data.window(lambda span: span_length(span, speech_lm.tokenizer, self._audio_length),
+                         cfg.data.max_tokens)  # fmt: skip
         self.step, self.tokens_seen, self.speech_seconds = 0, 0, 0.0
         checkpoint = latest_checkpoint(self.out)
         if checkpoint is not None:
@@ -222,7 +224,7 @@ class Stage1Trainer:
         if checkpoint is None:
             self.begin()
 
-    def make_data(self) -> Stage1Data:
+    def make_data(self) -> MixedData:
         """The documents to sample (built on the main process first: it synthesizes)."""
         return build_data(self.config.data, self.config.train.seed)
 
@@ -243,8 +245,13 @@ class Stage1Trainer:
 
     def training_record(self) -> dict:
         """What the model was trained on, for `salad-eval gap` manifests and `report` figures."""
+        t = self.config.train
+        samples = self.step * t.grad_accum * t.batch_size * self.accelerator.num_processes
         return {"stage": self.stage, "steps": self.step, "tokens_seen": self.tokens_seen,
-                "speech_hours": self.speech_seconds / 3600, "config": self.config.train.__dict__}
+                "speech_hours": self.speech_seconds / 3600,
+                "dataset_speech_hours": sum(self.clip_seconds.values()) / 3600,
+                "shares": self.data.shares, "drawn": self.data.drawn(samples),
+                "config": t.__dict__}
 
     def _trainable(self) -> dict[str, nn.Parameter]:
         return {n: p for n, p in self.speech_lm.named_parameters() if p.requires_grad}

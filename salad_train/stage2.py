@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 from pathlib import Path
 
 import torch
 
 from salad_eval.errors import SaladError
 from salad_train.checkpoint import load_state
-from salad_train.config import Config
-from salad_train.data import Document, Span, build_data, natural_documents
+from salad_train.config import Config, check_replay
+from salad_train.data import Document, MixedData, Span, build_data, natural_documents
 from salad_train.stage1 import Stage1Trainer
 
 SOURCES = ("natural", "selected", "replay")
@@ -47,46 +46,6 @@ def selected_documents(selection: Path) -> list[Document]:
     if not docs:
         raise SaladError(f"{manifest} keeps no text (all dropped or empty); raise the budget")
     return docs
-
-
-class MixedData:
-    """Documents from named sources, each drawn with its share, sampled by global index."""
-
-    def __init__(self, sources: dict[str, list[Document]], shares: dict[str, float], seed: int):
-        live = {name: share for name, share in shares.items() if share > 0}
-        if not live:
-            raise SaladError("every stage2 share is 0; give natural/selected/replay a share")
-        for name in live:
-            if not sources.get(name):
-                raise SaladError(f"stage2 has no {name} documents; add some or set "
-                                 f"stage2.{name}_share=0")
-        total = sum(live.values())
-        self.sources, self.seed = sources, seed
-        self.shares = {name: share / total for name, share in live.items()}
-
-    def source(self, index: int) -> str:
-        """Which source sample ``index`` comes from."""
-        u, at = random.Random(f"{self.seed}:{index}").random(), 0.0
-        for name, share in self.shares.items():
-            at += share
-            if u < at:
-                return name
-        return name
-
-    def sample(self, index: int) -> Document:
-        rng = random.Random(f"{self.seed}:{index}")
-        rng.random()  # the draw that picked the source
-        return rng.choice(self.sources[self.source(index)])
-
-    @property
-    def audio_clips(self) -> list[str]:
-        return sorted(self.clip_texts)
-
-    @property
-    def clip_texts(self) -> dict[str, str]:
-        """What each clip of the drawn sources says."""
-        return {s.audio: s.text for name in self.shares for doc in self.sources[name]
-                for s in doc if s.audio}
 
 
 def stage2_paths(config: Config) -> tuple[Path, Path, Path]:
@@ -117,17 +76,18 @@ class Stage2Trainer(Stage1Trainer):
     stage = "II"
 
     def __init__(self, config: Config, accelerator=None):
+        check_replay(config, stage2=True)
         self.stage1, self.pre_decay, self.selection = stage2_paths(config)
         super().__init__(stage2_config(config, self.pre_decay), accelerator)
 
     def make_data(self) -> MixedData:
         cfg = self.config
         seed = cfg.train.seed
-        stage1 = build_data(cfg.data, seed)
+        stage1 = build_data(cfg.data, seed).sources
         sources = {
-            "natural": natural_documents(cfg.data, seed) if cfg.data.natural else stage1.speech,
+            "natural": natural_documents(cfg.data) if cfg.data.natural else stage1["speech"],
             "selected": selected_documents(self.selection),
-            "replay": [(Span(text),) for text in stage1.replay],
+            "replay": stage1["replay"],
         }
         s = cfg.stage2
         shares = {"natural": s.natural_share, "selected": s.selected_share,
@@ -158,7 +118,6 @@ class Stage2Trainer(Stage1Trainer):
             "selected_speech_hours": sum(row["seconds"] for row in kept) / 3600,
             "natural": "data.natural" if self.config.data.natural else
                        "Stage I speech documents (no data.natural configured)",
-            "shares": self.data.shares,
         }
 
 

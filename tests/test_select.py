@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from salad_eval.errors import SaladError
 from salad_train.cluster import balanced_kmeans
 from salad_train.config import SelectConfig, load_config
 from salad_train.pool import read_pool
-from salad_train.select import cluster_weights, sample_texts
+from salad_train.select import Selected, cluster_weights, fill_budget, sample_order
 
 
 @pytest.mark.parametrize(("n", "k"), [(200, 8), (203, 8), (97, 10), (50, 50)])
@@ -52,8 +53,7 @@ def test_weights_follow_the_formula():
 
 
 def _counts(labels, weights, draws, seed):
-    seconds = np.ones(len(labels))
-    chosen = sample_texts(labels, weights, seconds, budget=draws, seed=seed)
+    chosen = list(itertools.islice(sample_order(labels, weights, seed), draws))
     assert len(chosen) == draws and len(set(chosen)) == draws  # without replacement
     return np.bincount(labels[chosen], minlength=len(weights))
 
@@ -80,14 +80,52 @@ def test_gamma_five_dominated_by_highest_misalignment():
     assert counts[3] > counts[:3].sum()  # 3^5 = 243 vs 1 + 7.6 + 32
 
 
-def test_budget_is_respected():
+def test_sample_order_takes_each_text_once():
+    labels = np.repeat(np.arange(4), 50)
+    assert sorted(sample_order(labels, np.full(4, 0.25), seed=0)) == list(range(200))
+    order = list(sample_order(labels, np.array([0.0, 1.0, 0.0, 0.0]), seed=0))
+    assert sorted(order) == list(range(50, 100))  # a cluster of weight 0 is never drawn
+
+
+def _fake_synthesis(actual: np.ndarray):
+    """Clips ``actual`` seconds long (not as estimated); every fifth text unreadable."""
+    def make(indices: list[int]) -> list[Selected]:
+        return [Selected(i, "", 0, "", (), 0.0, seconds=float(actual[i]), dropped=i % 5 == 0)
+                for i in indices]
+    return make
+
+
+@pytest.mark.parametrize("gamma", [0.0, 5.0])
+def test_the_budget_counts_kept_seconds_so_both_arms_keep_the_same_hours(gamma):
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(4), 50)
-    seconds = rng.uniform(1, 10, size=200)
-    chosen = sample_texts(labels, np.full(4, 0.25), seconds, budget=100.0, seed=0)
-    assert 0 < seconds[chosen].sum() <= 100.0
-    everything = sample_texts(labels, np.full(4, 0.25), seconds, budget=1e9, seed=0)
-    assert sorted(everything) == list(range(200))  # a large budget takes the whole pool
+    est = rng.uniform(1, 10, size=200)
+    actual = est * rng.uniform(0.5, 2.0, size=200)  # synthesis is longer or shorter
+    weights = cluster_weights(np.full(4, 0.25), np.array([0.1, 0.2, 0.4, 0.8]), gamma)
+    chosen = fill_budget(sample_order(labels, weights, seed=0), _fake_synthesis(actual), est,
+                         budget=300.0)
+    kept = sum(c.seconds for c in chosen if not c.dropped)
+    assert 300.0 - actual.max() < kept <= 300.0  # full to within one text, never over
+    assert any(c.dropped for c in chosen)  # dropped texts are listed but count nothing
+    everything = fill_budget(sample_order(labels, weights, seed=0), _fake_synthesis(actual), est,
+                             budget=1e9)
+    assert sorted(c.index for c in everything) == list(range(200))  # a large budget: the pool
+
+
+def test_equal_per_token_kl_at_different_lengths_gives_equal_weights():
+    """M(c) is a per-token mean: a cluster of longer continuations does not weigh more."""
+    import torch
+
+    from salad_eval.divergence import kl_per_token
+
+    torch.manual_seed(0)
+    p = torch.randn(1, 50).log_softmax(-1)
+    q = torch.randn(1, 50).log_softmax(-1)
+    short = kl_per_token(p.expand(8, -1), q.expand(8, -1))
+    long = kl_per_token(p.expand(32, -1), q.expand(32, -1))
+    assert short == pytest.approx(long) and short > 0
+    weights = cluster_weights(np.full(2, 0.5), np.array([short, long]), gamma=5.0)
+    assert weights == pytest.approx([0.5, 0.5])
 
 
 def test_pool_reads_text_jsonl_and_rejects_small(tmp_path):
@@ -139,7 +177,7 @@ def test_select_real_run(tmp_path):
     assert sorted(r["size"] for r in report["clusters_detail"]) == [8, 8, 8]
     assert all(r["M"] > 0 for r in report["clusters_detail"])  # a random adapter is misaligned
     assert 0 < report["selected"] == len(rows)
-    assert sum(r["est_seconds"] for r in rows) <= 0.004 * 3600
+    assert sum(r["seconds"] for r in rows if not r["dropped"]) <= 0.004 * 3600
     assert report["dropped"] == sum(r["dropped"] for r in rows)
     for row in rows:
         assert row["dropped"] == (row["cer"] > 0.5)

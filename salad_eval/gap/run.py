@@ -38,8 +38,8 @@ from salad_eval.home import (
     json_bytes,
     project_root,
 )
-from salad_eval.prompt import ChoiceScore, Item, Model, Prompt, ScoringRequest, text_prompt
-from salad_eval.scoring import item_metrics, score
+from salad_eval.prompt import Audio, ChoiceScore, Item, Model, Prompt, ScoringRequest, text_prompt
+from salad_eval.scoring import file_hash, item_metrics, score
 
 console = Console(stderr=True)
 
@@ -254,6 +254,7 @@ def _task_records(
                         models.speech, i, pairs[i.id]
                     ),
                     [models.speech.fingerprint, voice],
+                    pairs,
                 )
                 for row, value in zip(rows, values, strict=True):
                     row["kl"] = value
@@ -265,19 +266,24 @@ def _task_records(
 
 
 def _divergences(
-    name: str, items: list[Item], shard: _Shard, compute: Callable[[Item], float], ids: list
+    name: str, items: list[Item], shard: _Shard, compute: Callable[[Item], float], ids: list,
+    spoken: dict[str, Prompt] | None = None,
 ) -> list[float]:
-    """Per-item KL values, cached on disk (and sharded like the scores)."""
+    """Per-item KL values, cached on disk (and sharded like the scores), keyed by the bytes of
+    each item's clips in ``spoken``: a new TTS or normalizer never reuses a stale M."""
 
     def one(item: Item) -> float:
-        key = _key(name, ids, item.task, item.id, item.text_context, item.choices[item.target])
+        clips = [file_hash(seg.path) for seg in (spoken or {}).get(item.id, ())
+                 if isinstance(seg, Audio)]  # fmt: skip
+        key = _key(name, divergence.VERSION, ids, item.task, item.id, item.text_context,
+                   item.choices[item.target], clips)
         return _cached_value("divergences", key, lambda: compute(item))
 
     if shard.size > 1:
         for index in shard.take(len(items)):
             one(items[index])
         shard.wait()
-    console.log(f"{items[0].task} {name}: per-item KL on the answer tokens")
+    console.log(f"{items[0].task} {name}: per-item KL per token of the answer")
     return [one(item) for item in items]
 
 

@@ -148,7 +148,7 @@ def render_summary(results: dict, plots: list[str]) -> str:
         lines += [
             "## Divergences",
             "",
-            "Mean per-item token-level KL divergence on the answer tokens (nats), and the "
+            "Mean per-item KL divergence per answer token (nats per token), and the "
             "cascade's ASR word error rate.",
             "",
         ]

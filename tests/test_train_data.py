@@ -1,0 +1,82 @@
+"""Stage I data logic (no models): natural utterances heard and read, long documents windowed,
+manifest rows grouped into documents or refused, replay asked for but missing refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from salad_eval.errors import SaladError
+from salad_train.config import DataConfig, load_config
+from salad_train.data import MixedData, Span, natural_documents, windows
+
+
+def _manifest(tmp_path, rows: list[dict]) -> str:
+    path = tmp_path / "natural.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_manifest_rows_group_by_document_else_speaker_chapter_in_order(tmp_path):
+    rows = [{"audio": f"{i}.wav", "text": f"t{i}", "speaker": i % 2} for i in range(5)]
+    docs = natural_documents(DataConfig(natural=[_manifest(tmp_path, rows)]))
+    assert [[s.text for s in d] for d in docs] == [["t0", "t2", "t4"], ["t1", "t3"]]
+    assert all(s.recorded and s.audio.endswith(f"{s.text[1:]}.wav") for d in docs for s in d)
+    rows = [{**r, "document": "book"} for r in rows]
+    (doc,) = natural_documents(DataConfig(natural=[_manifest(tmp_path, rows)]))
+    assert [s.text for s in doc] == [f"t{i}" for i in range(5)]
+
+
+def test_manifest_rows_without_a_document_are_refused_in_one_line(tmp_path):
+    rows = [{"audio": f"{i}.wav", "text": f"t{i}"} for i in range(3)]
+    with pytest.raises(SaladError) as error:
+        natural_documents(DataConfig(natural=[_manifest(tmp_path, rows)]))
+    assert "'document'" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_each_sample_draws_heard_or_read_anew():
+    doc = tuple(Span(f"u{i}", f"u{i}.wav", recorded=True) for i in range(4))
+    fixed = (Span("synthetic text"), Span("synthetic speech", "s.wav"))
+    data = MixedData({"speech": [doc, fixed], "replay": [(Span("replay"),)]},
+                     {"speech": 2 / 3, "replay": 1 / 3}, seed=0, where="Stage I data")
+    heard, read = set(), set()
+    for index in range(200):
+        sample = data.sample(index)
+        assert sample == data.sample(index)  # a pure function of the index
+        if sample in (fixed, (Span("replay"),)):
+            assert data.source(index) == ("speech" if sample == fixed else "replay")
+            continue
+        for span in sample:
+            (heard if span.audio else read).add(span.text)
+    assert heard == read == {"u0", "u1", "u2", "u3"}  # every utterance both heard and read
+
+
+def test_long_documents_are_windowed_so_all_their_text_is_used():
+    doc = tuple(Span(f"w{i}", f"w{i}.wav", recorded=True) for i in range(10))
+    length = {f"w{i}": 3 + i % 3 for i in range(10)}
+    parts = windows(doc, lambda span: length[span.text], max_tokens=9)
+    assert [s for part in parts for s in part] == list(doc)  # each span once, in order
+    assert all(sum(length[s.text] for s in part) <= 9 for part in parts)
+    assert windows((Span("long"),), lambda span: 50, 9) == [(Span("long"),)]
+
+
+def test_drawn_shares_count_what_the_run_sampled():
+    data = MixedData({"speech": [(Span("a", "a.wav"),)], "replay": [(Span("b"),)]},
+                     {"speech": 0.75, "replay": 0.25}, seed=1, where="Stage I data")
+    drawn = data.drawn(4000)
+    replay = sum(data.sample(i) == (Span("b"),) for i in range(4000)) / 4000
+    assert drawn["replay"] == replay and abs(replay - 0.25) < 3 * (0.25 * 0.75 / 4000) ** 0.5
+
+
+def test_replay_asked_for_without_text_fails_before_any_work(tmp_path):
+    (tmp_path / "natural.jsonl").write_text("")
+    natural = f"data.natural=[{tmp_path / 'natural.jsonl'}]"
+    with pytest.raises(SaladError) as error:
+        load_config("paper-3b", [natural])
+    message = str(error.value)
+    assert "data.replay_prob=0.3333" in message and "data.replay" in message
+    assert "\n" not in message
+    (tmp_path / "replay.txt").write_text("some text to replay\n")
+    assert load_config("paper-3b", [natural, f"data.replay={tmp_path / 'replay.txt'}"])
+    assert load_config("paper-3b", [natural, "data.replay_prob=0"])
