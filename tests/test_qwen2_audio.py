@@ -120,3 +120,32 @@ def test_spoken_item_shared_context_matches_per_choice(tiny_qwen, clips, batch_s
     n_audio = int((inputs["input_ids"] == model.model.config.audio_token_id).sum())
     assert n_audio > 25  # two clips of about a second each, at 25 Hz
     assert [s.logprob for s in scores] == pytest.approx(per_choice(model, request), abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def its_text_llm(tiny_qwen, tmp_path_factory) -> Path:
+    """The tiny Qwen2-Audio's own decoder and LM head as a plain causal LM (its text@base)."""
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    model = Qwen2Audio(str(tiny_qwen)).model
+    llm = Qwen2ForCausalLM(model.config.text_config)
+    llm.model.load_state_dict(model.model.language_model.state_dict())
+    llm.lm_head.load_state_dict(model.lm_head.state_dict())
+    path = tmp_path_factory.mktemp("qwen2-audio-text")
+    llm.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_qwen).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_text_prompts_score_as_its_own_text_llm(tiny_qwen, its_text_llm, dtype):
+    """text@speech == text@base exactly for an untouched LLM, in each dtype."""
+    from salad_eval.models.text_lm import TextLM
+
+    requests = [ScoringRequest((Text("Question: what is the fox? Answer:"),), CHOICES),
+                ScoringRequest((Text("The quick brown "),), (" fox", "dog", " lazy dog"))]
+    speech, text = Qwen2Audio(str(tiny_qwen), dtype=dtype), TextLM(str(its_text_llm), dtype=dtype)
+    assert speech.dtype == text.dtype == dtype
+    assert [[s.logprob for s in row] for row in speech.score(requests)] == [
+        [s.logprob for s in row] for row in text.score(requests)
+    ]
