@@ -72,11 +72,12 @@ def test_drawn_shares_count_what_the_run_sampled():
 def test_replay_asked_for_without_text_fails_before_any_work(tmp_path):
     (tmp_path / "natural.jsonl").write_text("")
     natural = f"data.natural=[{tmp_path / 'natural.jsonl'}]"
+    offline = ["model.encoder=whisper-tiny.en", "model.llm=smollm2-135m"]  # no hub ids offline
     with pytest.raises(SaladError) as error:
-        load_config("paper-3b", [natural])
+        load_config("paper-3b", [natural, *offline])
     message = str(error.value)
     assert "data.replay_prob=0.3333" in message and "data.replay" in message
     assert "\n" not in message
     (tmp_path / "replay.txt").write_text("some text to replay\n")
-    assert load_config("paper-3b", [natural, f"data.replay={tmp_path / 'replay.txt'}"])
-    assert load_config("paper-3b", [natural, "data.replay_prob=0"])
+    assert load_config("paper-3b", [natural, *offline, f"data.replay={tmp_path / 'replay.txt'}"])
+    assert load_config("paper-3b", [natural, *offline, "data.replay_prob=0"])
