@@ -90,12 +90,13 @@ def synth(
     shots: int = typer.Option(0, help="Spoken few-shot examples per item."),
     data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
     wer_threshold: float = typer.Option(0.3, help="Flag clips whose ASR WER is above this."),
+    synth_seed: int = typer.Option(0, help="Synthesis seed: the same seed, the same audio."),
 ) -> None:
     """Synthesize the spoken segments of tasks into the audio store, with ASR-checked manifests."""
     from salad_eval.speech.synth import synthesize_tasks
 
     names = [name.strip() for name in tasks.split(",") if name.strip()]
-    synthesize_tasks(names, voices, limit, shots, workers, data_dir, wer_threshold)
+    synthesize_tasks(names, voices, limit, shots, workers, data_dir, wer_threshold, synth_seed)
 
 
 @app.command()
@@ -115,6 +116,7 @@ def gap(
     workers: int = typer.Option(1, help="Synthesis worker processes."),
     n_boot: int = typer.Option(1000, help="Paired bootstrap resamples."),
     seed: int = typer.Option(1234, help="Seed for few-shot sampling, shuffled audio, bootstrap."),
+    synth_seed: int = typer.Option(0, help="Synthesis seed: the same seed, the same audio."),
     controls: bool = typer.Option(True, help="Score the silent and shuffled audio controls."),
     data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
 ) -> None:
@@ -135,7 +137,8 @@ def gap(
     text_name = default_text_model(speech, text_model)
     text = TextLM(text_name, dtype=dtype, device=device)
     setup = GapSetup(
-        tasks=names, voices=voices, limit=limit, shots=shots, seed=seed, batch_size=batch_size,
+        tasks=names, voices=voices, limit=limit, shots=shots, seed=seed, synth_seed=synth_seed,
+        batch_size=batch_size,
         workers=workers, n_boot=n_boot, data_dir=data_dir, controls=controls, dtype=dtype,
         names={"speech": model, "text": text_name, "asr": asr},
     )

@@ -99,17 +99,12 @@ def split_spans(
 
 
 def speak(text: str, voice: str) -> str:
-    """A 16 kHz clip of ``text`` in ``voice`` from the content-addressed audio store (made once)."""
-    from salad_eval.speech import store, tts
+    """A 16 kHz clip of ``text`` in ``voice`` from the audio store (made once, verified)."""
     from salad_eval.speech.normalize import normalize
+    from salad_eval.speech.synth import ensure_clip
     from salad_eval.speech.voices import parse_voice
 
-    spec = parse_voice(voice)
-    spoken = normalize(text)
-    key = store.clip_key(spoken, spec, tts.engine(spec.engine).version)
-    if not store.has_clip(key):
-        store.write_clip(key, tts.synthesize(spoken, spec))
-    return str(store.clip_path(key))
+    return str(ensure_clip(normalize(text), parse_voice(voice)))
 
 
 def _speak_job(job: tuple[str, str]) -> str:

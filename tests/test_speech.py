@@ -7,6 +7,7 @@ is used where the default voice set needs it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -83,10 +84,47 @@ def test_coqui_missing_says_how_to_install() -> None:
 def test_clip_key_covers_every_input() -> None:
     voice = parse_voice("piper/joe")
     key = store.clip_key("hello", voice, "v1")
-    assert key == store.clip_key("hello", voice, "v1")
+    assert key == store.clip_key("hello", voice, "v1", seed=0)
     assert key != store.clip_key("hello there", voice, "v1")
     assert key != store.clip_key("hello", voice, "v2")
     assert key != store.clip_key("hello", parse_voice("piper/joe:length_scale=1.1"), "v1")
+    assert key != store.clip_key("hello", voice, "v1", seed=1)
+
+
+SENTENCES = "The quick brown fox jumps over the lazy dog. It was not amused, and neither was I."
+_DIGEST = (
+    "import hashlib, sys; from salad_eval.speech import tts; from salad_eval.speech.voices "
+    "import parse_voice; audio = tts.synthesize(sys.argv[1], parse_voice(sys.argv[2])); "
+    "print(hashlib.sha256(audio.tobytes()).hexdigest())"
+)
+
+
+def _digest(audio: np.ndarray) -> str:
+    return hashlib.sha256(audio.tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("voice", ["piper/joe", "kokoro/jm_kumo", "espeak/en-us"])
+def test_a_clip_is_a_pure_function_of_text_voice_and_seed(voice: str) -> None:
+    """Twice in this process and once in a fresh one: the same samples (piper draws noise)."""
+    spec = parse_voice(voice)
+    first, second = (tts.synthesize(SENTENCES, spec) for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    fresh = subprocess.run([sys.executable, "-c", _DIGEST, SENTENCES, voice], check=True,
+                           capture_output=True, text=True)  # fmt: skip
+    assert fresh.stdout.strip() == _digest(first)
+    if voice == "piper/joe":
+        other = tts.synthesize(SENTENCES, spec, seed=1)
+        assert len(other) != len(first) or not np.array_equal(other, first)
+
+
+def test_seeded_noise_does_not_depend_on_how_much_is_drawn() -> None:
+    """Noise streams start short and grow on demand: the audio is the same either way."""
+    voice = parse_voice("piper/joe")
+    expected = tts.synthesize(SENTENCES, voice, seed=3)
+    session = tts.engine("piper")._voice("joe").session
+    session._length = 16  # far too short for any sentence: every call reruns with longer noise
+    np.testing.assert_array_equal(tts.synthesize(SENTENCES, voice, seed=3), expected)
+    assert session._length > 16
 
 
 def _items() -> list[Item]:
@@ -118,6 +156,31 @@ def test_synth_rows_rerun_and_prompts(fresh_home: Path) -> None:
     strict = synthesize(items, FAST, wer_threshold=-1.0, show_progress=False)
     assert all(s.flagged_rows == 3 and s.failed_rows == 1 for s in strict.voices.values())
     assert all(row.flagged for row in strict.rows if row.status == "ok")  # flagged, never dropped
+
+
+def _corrupt(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    bad = {"truncate": data[: len(data) // 2], "zero": b"", "garbage": os.urandom(300)}
+    path.write_bytes(bad[how])
+
+
+def test_bad_store_entries_are_counted_and_rebuilt(fresh_home: Path) -> None:
+    """Truncated, zero-byte and garbage clips and transcripts: rebuilt, the result unchanged."""
+    items = load_items("demo", limit=3)
+    first = synthesize(items, FAST, show_progress=False)
+    clips = sorted({Path(clip.path) for row in first.rows for clip in row.clips})
+    assert len(clips) >= 6
+    transcripts = [next((fresh_home / "audio" / "transcripts").rglob(f"{path.stem}.json"))
+                   for path in clips[3:6]]  # fmt: skip
+    for path, how in zip(clips[:3] + transcripts, ["truncate", "zero", "garbage"] * 2, strict=True):
+        _corrupt(path, how)
+    again = synthesize(items, FAST, show_progress=False)
+    assert len(again.repaired) == 6, again.repaired
+    assert sum(s.made for s in again.voices.values()) == 3  # only the bad clips, nothing else
+    assert again.rows == first.rows  # the same bytes (deterministic synthesis), the same checks
+    for path in clips:
+        assert store.stored_clip(path.stem, problems := []) is not None and not problems
+    assert synthesize(items, FAST, show_progress=False).repaired == []
 
 
 def test_default_voices_are_intelligible_on_demo(fresh_home: Path) -> None:

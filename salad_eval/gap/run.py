@@ -53,6 +53,7 @@ class GapSetup:
     limit: int | None = None
     shots: int = 0
     seed: int = 1234
+    synth_seed: int = 0  # the audio: the same seed, the same clips
     batch_size: int = 8
     workers: int = 1
     n_boot: int = 1000
@@ -176,17 +177,19 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     shard = _Shard()
     voices = [str(v) for v in resolve_voices(setup.voices)]
     records: list[dict] = []
-    task_info, excluded_all, synth_info = {}, [], {}
+    task_info, excluded_all, synth_info, clips = {}, [], {}, {}
     # load every task first: a missing dataset fails in seconds, not after an hour of scoring
     loaded = {t: tasks.load_items(t, setup.limit, setup.shots, setup.seed, setup.data_dir)
               for t in setup.tasks}  # fmt: skip
     for task, items in loaded.items():
         spec = tasks.get_task(task)
         task_info[task] = {"version": spec.version, "fingerprint": spec.fingerprint}
-        manifest = synthesize(items, setup.voices, workers=setup.workers, show_progress=shard.main)
+        manifest = synthesize(items, setup.voices, workers=setup.workers, show_progress=shard.main,
+                              seed=setup.synth_seed)  # fmt: skip
         synth_info[task] = {v: _clip_quality(s) for v, s in manifest.voices.items()}
         items, excluded = _speech_items(items, manifest, voices)
         excluded_all += excluded
+        clips.update(manifest.digests(items, voices))  # the bytes scored: see `salad-eval audio`
         if len(items) < 2:
             raise SaladError(
                 f"task {task} has {len(items)} usable item(s) after --limit and synthesis; "
@@ -202,6 +205,7 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     )
     manifest = _manifest(setup, models, task_info, voices, synth_info, excluded_all, training)
     manifest["seconds"] = round(time.time() - started, 1)
+    manifest["clips"] = dict(sorted(clips.items()))
     return write_report(run_dir, records, manifest, setup.metric, setup.n_boot, seed=setup.seed)
 
 

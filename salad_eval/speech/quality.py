@@ -77,12 +77,14 @@ def transcribe(audio: np.ndarray) -> str:
     return " ".join(segment.text.strip() for segment in segments).strip()
 
 
-def check_clip(key: str, normalized_text: str) -> ClipQuality:
-    """Transcribe a stored clip (once; the transcript is cached) and score it."""
+def check_clip(key: str, normalized_text: str, sha256: str, problems: list[str]) -> ClipQuality:
+    """Transcribe a stored clip of digest ``sha256`` (once: the transcript is cached) and score it.
+
+    A bad cached transcript is noted in ``problems`` and made again."""
     asr = asr_id()
-    transcript = store.read_transcript(key, asr)
+    transcript = store.read_transcript(key, asr, sha256, problems)
     if transcript is None:
         transcript = transcribe(store.read_clip(key))
-        store.write_transcript(key, asr, transcript)
+        store.write_transcript(key, asr, transcript, sha256)
     wer, cer = error_rates(normalized_text, transcript)
     return ClipQuality(transcript, wer, cer)

@@ -1,10 +1,12 @@
 """Synthesis of tasks into the audio store, with a manifest per task and voice set.
 
-Every distinct spoken segment (few-shot examples included) is synthesized once per voice; clips
-already in the store are reused, so a rerun (or a run after a crash) only makes what is missing.
-Each clip is checked by ASR. Each item x voice gets one manifest row, ``ok`` or ``failed`` with its
-reason: an item is never silently dropped. ``SynthManifest.speech_prompt`` turns an item and a
-voice into the ``Text``/``Audio`` prompt that speech conditions score.
+Every distinct spoken segment (few-shot examples included) is synthesized once per voice and seed;
+clips already in the store are reused, so a rerun (or a run after a crash) only makes what is
+missing. Every clip and transcript reused is verified first (``store.py``): a bad one is rebuilt,
+and reported in one line. Each clip is checked by ASR. Each item x voice gets one manifest row,
+``ok`` or ``failed`` with its reason: an item is never silently dropped.
+``SynthManifest.speech_prompt`` turns an item and a voice into the ``Text``/``Audio`` prompt that
+speech conditions score.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import as_completed
@@ -35,6 +38,7 @@ from salad_eval.errors import SaladError
 from salad_eval.prompt import Audio, Item, Prompt, Speak
 from salad_eval.speech import quality, store, tts
 from salad_eval.speech.normalize import normalize, speakable
+from salad_eval.speech.store import StoredClip
 from salad_eval.speech.voices import VOICE_SETS, Voice, parse_voice, resolve_voices
 from salad_eval.workers import worker_pool
 
@@ -46,6 +50,7 @@ class Clip:
     text: str
     normalized: str
     path: str | None = None
+    sha256: str | None = None  # of the FLAC bytes: what a run records of the audio it scored
     seconds: float = 0.0
     transcript: str | None = None
     wer: float | None = None
@@ -93,6 +98,13 @@ class SynthManifest:
     voices: dict[str, VoiceSummary] = field(default_factory=dict)
     wall_seconds: float = 0.0
     synth_seconds: float = 0.0  # wall time spent making new clips (synthesis + ASR)
+    repaired: list[str] = field(default_factory=list)  # bad store entries found and rebuilt
+
+    def digests(self, items: Iterable[Item], voices: Iterable[Voice | str]) -> dict[str, str]:
+        """{clip key: sha256} of every clip of ``items`` in ``voices`` (their audio, exactly)."""
+        rows = (self.row(item, voice) for item in items for voice in voices)
+        clips = (clip for row in rows for clip in row.clips if clip.path)
+        return {Path(clip.path).stem: clip.sha256 for clip in sorted(clips, key=lambda c: c.path)}
 
     def row(self, item: Item, voice: Voice | str) -> ManifestRow:
         name = str(parse_voice(voice) if isinstance(voice, str) else voice)
@@ -130,9 +142,12 @@ class SynthManifest:
 
 @dataclass(frozen=True)
 class _Job:
-    key: str
     voice: Voice
-    normalized: str
+    fields: dict  # store.clip_fields: text, voice, engine version, seed
+
+    @property
+    def key(self) -> str:
+        return store.key_of(self.fields)
 
 
 @dataclass(frozen=True)
@@ -140,26 +155,46 @@ class _Done:
     key: str
     made: bool
     seconds: float = 0.0
+    sha256: str = ""
     transcript: str = ""
     wer: float = 1.0
     cer: float = 1.0
     error: str = ""
+    problems: tuple[str, ...] = ()
+
+
+def stored_or_made(fields: dict, voice: Voice, problems: list[str]) -> tuple[StoredClip, bool]:
+    """The verified clip of ``fields`` and whether it was made now (unless the store held it)."""
+    stored = store.stored_clip(store.key_of(fields), problems)
+    if stored is not None:
+        return stored, False
+    audio = tts.synthesize(fields["text"], voice, fields["seed"])
+    if audio.size < store.MIN_FRAMES:
+        raise ValueError("the engine returned no audio")
+    return store.write_clip(fields, audio), True
+
+
+def ensure_clip(normalized: str, voice: Voice, seed: int = 0) -> Path:
+    """A verified clip of ``normalized`` in ``voice``, made unless stored (no ASR check)."""
+    fields = store.clip_fields(normalized, voice, tts.engine(voice.engine).version, seed)
+    problems: list[str] = []
+    stored_or_made(fields, voice, problems)
+    for problem in problems:
+        print(f"audio store: rebuilt a bad entry: {problem}", file=sys.stderr)
+    return store.clip_path(store.key_of(fields))
 
 
 def _run(job: _Job) -> _Done:
     """Make the clip unless it is stored, then check it: runs in a worker (or in process)."""
+    problems: list[str] = []
     try:
-        made = not store.has_clip(job.key)
-        if made:
-            audio = tts.synthesize(job.normalized, job.voice)
-            if audio.size < tts.SAMPLE_RATE // 20:
-                raise ValueError("the engine returned no audio")
-            store.write_clip(job.key, audio)
-        checked = quality.check_clip(job.key, job.normalized)
-        seconds = store.clip_seconds(job.key)
-        return _Done(job.key, made, seconds, checked.transcript, checked.wer, checked.cer)
+        stored, made = stored_or_made(job.fields, job.voice, problems)
+        checked = quality.check_clip(job.key, job.fields["text"], stored.sha256, problems)
+        return _Done(job.key, made, stored.seconds, stored.sha256, checked.transcript,
+                     checked.wer, checked.cer, problems=tuple(problems))  # fmt: skip
     except Exception as err:  # an engine failure fails its items, never the whole run
-        return _Done(job.key, False, error=f"{type(err).__name__}: {err}".splitlines()[0])
+        error = f"{type(err).__name__}: {err}".splitlines()[0]
+        return _Done(job.key, False, error=error, problems=tuple(problems))
 
 
 def _init_worker(threads: int) -> None:
@@ -218,13 +253,16 @@ def _execute(jobs: list[_Job], workers: int, console: Console, show: bool) -> di
     return done
 
 
-def _cached(job: _Job) -> _Done | None:
-    """The result of a job whose clip and transcript are both stored already (no model needed)."""
-    transcript = store.read_transcript(job.key, quality.asr_id())
-    if transcript is None or not store.has_clip(job.key):
+def _cached(job: _Job, problems: list[str]) -> _Done | None:
+    """The result of a job whose clip and transcript are stored and sound (no model needed)."""
+    stored = store.stored_clip(job.key, problems)
+    if stored is None:
         return None
-    wer, cer = quality.error_rates(job.normalized, transcript)
-    return _Done(job.key, False, store.clip_seconds(job.key), transcript, wer, cer)
+    transcript = store.read_transcript(job.key, quality.asr_id(), stored.sha256, problems)
+    if transcript is None:
+        return None
+    wer, cer = quality.error_rates(job.fields["text"], transcript)
+    return _Done(job.key, False, stored.seconds, stored.sha256, transcript, wer, cer)
 
 
 def _row(item: Item, voice: Voice, keys: list, done: dict[str, _Done], threshold: float):
@@ -241,8 +279,8 @@ def _row(item: Item, voice: Voice, keys: list, done: dict[str, _Done], threshold
             reason = f"synthesis failed: {done[key].error}"
             return ManifestRow(**base, status="failed", clips=tuple(clips), reason=reason)
     clips = [
-        Clip(c.text, c.normalized, str(store.clip_path(k)), done[k].seconds, done[k].transcript,
-             done[k].wer, done[k].cer)
+        Clip(c.text, c.normalized, str(store.clip_path(k)), done[k].sha256, done[k].seconds,
+             done[k].transcript, done[k].wer, done[k].cer)
         for c, k in zip(clips, keys, strict=True)
     ]  # fmt: skip
     words = [max(1, len(c.normalized.split())) for c in clips]
@@ -264,11 +302,13 @@ def synthesize(
     wer_threshold: float = quality.WER_THRESHOLD,
     out_dir: Path | None = None,
     show_progress: bool = True,
+    seed: int = 0,
 ) -> SynthManifest:
     """Synthesize and check every spoken segment of ``items`` in every voice; write manifests.
 
-    ``voices`` is a spec (``default``, ``kokoro/jf_alpha,piper/joe``) or a list of voices. One
-    manifest per task, ``<out_dir>/<task>.<voice set>.jsonl``, one row per item x voice.
+    ``voices`` is a spec (``default``, ``kokoro/jf_alpha,piper/joe``) or a list of voices; ``seed``
+    the synthesis seed (each clip's noise derives from it, its voice and its text). One manifest per
+    task, ``<out_dir>/<task>.<voice set>.jsonl``, one row per item x voice.
     """
     started = time.perf_counter()
     spec = voices if isinstance(voices, str) else ",".join(str(v) for v in voices)
@@ -284,22 +324,29 @@ def synthesize(
                 if not speakable(normalized):
                     row_keys.append(None)
                     continue
-                key = store.clip_key(normalized, voice, versions[voice.engine])
-                jobs.setdefault(key, _Job(key, voice, normalized))
+                fields = store.clip_fields(normalized, voice, versions[voice.engine], seed)
+                key = store.key_of(fields)
+                jobs.setdefault(key, _Job(voice, fields))
                 row_keys.append(key)
             keys[(index, voice)] = row_keys
-    done = {key: result for key, job in jobs.items() if (result := _cached(job))}
+    repaired: list[str] = []
+    done = {key: result for key, job in jobs.items() if (result := _cached(job, repaired))}
     console = Console(stderr=True)
     todo = [job for key, job in jobs.items() if key not in done]
     job_started = time.perf_counter()
     done.update(_execute(todo, workers, console, show_progress and bool(todo)))
     synth_seconds = time.perf_counter() - job_started
+    repaired += [problem for result in done.values() for problem in result.problems]
+    if repaired:
+        more = f" (and {len(repaired) - 1} more)" if len(repaired) > 1 else ""
+        console.print(f"audio store: rebuilt {len(repaired)} bad entries: {repaired[0]}{more}",
+                      markup=False, highlight=False, soft_wrap=True)  # fmt: skip
     rows = [
         _row(item, voice, keys[(index, voice)], done, wer_threshold)
         for voice in voice_list
         for index, item in enumerate(items)
     ]
-    manifest = SynthManifest(rows=rows, synth_seconds=synth_seconds)
+    manifest = SynthManifest(rows=rows, synth_seconds=synth_seconds, repaired=repaired)
     manifest.voices = _summaries(voice_list, jobs, done, rows)
     directory = out_dir or manifest_dir()
     for task in dict.fromkeys(item.task for item in items):
@@ -366,6 +413,7 @@ def synthesize_tasks(
     workers: int = 1,
     data_dir: str | None = None,
     wer_threshold: float = quality.WER_THRESHOLD,
+    seed: int = 0,
 ) -> SynthManifest:
     """``salad-eval synth``: load the tasks' items, synthesize them, print the summary."""
     from salad_eval.tasks import load_items
@@ -376,7 +424,7 @@ def synthesize_tasks(
         for name in tasks
         for item in load_items(name, limit=limit, shots=shots, data_dir=data_dir)
     ]
-    manifest = synthesize(items, voices, workers=workers, wer_threshold=wer_threshold)
+    manifest = synthesize(items, voices, workers=workers, wer_threshold=wer_threshold, seed=seed)
     console = Console()
     console.print(summary_table(manifest))
     for task, path in manifest.paths.items():
