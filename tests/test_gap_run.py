@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from salad_eval.errors import SaladError
 from salad_eval.gap.run import GapSetup, Models, run_gap
 from salad_eval.home import home
 from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
@@ -148,6 +149,9 @@ def test_report_has_every_condition_control_and_identity(reference):
     # a frozen LLM behind a random adapter has forgotten nothing: identical text scores
     base = [r["logprobs"] for r in rows if r["condition"] == "text@base"]
     assert base == [r["logprobs"] for r in rows if r["condition"] == "text@speech"]
+    manifest = results["manifest"]  # one dtype (the CPU default), recorded once and per model
+    assert manifest["setup"]["dtype"] == "float32"
+    assert {model["dtype"] for model in manifest["models"].values()} == {"float32"}
     for plot in ("gap_decomposition.png", "misalignment_by_domain.png", "accuracy_by_voice.png"):
         assert (reference / plot).stat().st_size > 1000
 
@@ -212,6 +216,14 @@ def test_identity_speech_path_has_no_forgetting_and_no_misalignment(tmp_path):
     assert overall["forgetting"]["value"] == 0.0
     assert overall["misalignment"]["value"] == 0.0
     assert overall["gap"]["value"] == 0.0
+
+
+def test_models_of_another_dtype_than_the_run_are_refused_before_any_work(tmp_path):
+    text = TextLM("smollm2-135m")  # float32
+    setup = GapSetup(tasks=["demo"], voices=VOICE, limit=LIMIT, dtype="bfloat16")
+    with pytest.raises(SaladError, match="one dtype"):
+        run_gap(setup, Models(speech=TranscriptSpeechLM(text), text=text), tmp_path)
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
