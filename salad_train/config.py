@@ -161,19 +161,94 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
             if not isinstance(value, dict):
                 raise SaladError(f"config section {where}{key!r} must be a mapping")
             value = _build(section, value, f"{where}{key}.")
-        elif key == "lora_targets":
-            value = tuple(value)
-        elif names[key].type in ("float", "float | None") and isinstance(value, (int, str)):
-            value = _number(value, f"{where}{key}")  # YAML reads 5e-4 as a string
+        else:
+            value = _typed(value, names[key].type, f"{where}{key}")
+            _check_range(f"{where}{key}", value)
         kwargs[key] = value
     return cls(**kwargs)
 
 
-def _number(value: int | str, key: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise SaladError(f"config key {key} must be a number, got {value!r}") from None
+def _typed(value: Any, annotation: str, key: str) -> Any:
+    """``value`` as the field's declared type, or a one-line error naming key, type and value."""
+    base = annotation.removesuffix(" | None")
+    if value is None and base != annotation:
+        return None
+    if base.startswith(("list[", "tuple[")):
+        element = base.split("[")[1].split(",")[0].rstrip("]")
+        values = [value] if isinstance(value, (str, int, float)) else value  # one value: a list
+        if not isinstance(values, (list, tuple)):
+            raise SaladError(f"config key {key} must be a list of {element}, got {value!r}")
+        typed = [_typed(v, element, key) for v in values]
+        return tuple(typed) if base.startswith("tuple[") else typed
+    if base == "float" and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads 5e-4 as a string
+        except ValueError:
+            pass
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+    }.get(base, isinstance(value, str))  # str and the Literal names (checked where they are used)
+    if not ok:
+        kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(base, "text")
+        raise SaladError(f"config key {key} must be {kind}, got {value!r}")
+    return float(value) if base == "float" else value
+
+
+# value ranges; a list's rule holds for each element
+_RANGES = {
+    "model.stack": ">=1", "model.adapter_layers": ">=0", "model.adapter_width": ">=1",
+    "model.adapter_heads": ">=1", "model.lora_r": ">=1", "model.lora_alpha": ">0",
+    "model.readout_scale": ">0",
+    "data.replay_prob": "0..1", "data.text_span_words": ">=1", "data.speech_span_words": ">=1",
+    "data.max_documents": ">=1", "data.workers": ">=1", "data.max_tokens": ">=1",
+    "loss.alpha": "0..1", "loss.temperature": ">0", "loss.chunk_size": ">=1",
+    "loss.ctc_weight": ">=0", "loss.ctc_scale": ">0",
+    "optim.adapter_lr": ">=0", "optim.llm_lr": ">=0", "optim.weight_decay": ">=0",
+    "optim.betas": "0..1", "optim.warmup_steps": ">=0", "optim.decay_fraction": "0..1",
+    "optim.grad_clip": ">=0",
+    "train.steps": ">=1", "train.batch_size": ">=1", "train.grad_accum": ">=1", "train.seed": ">=0",
+    "train.save_every": ">=1", "train.log_every": ">=1", "train.probe_every": ">=0",
+    "train.probe_items": ">=1", "train.align_steps": ">=0", "train.align_batch_size": ">=1",
+    "train.align_lr": ">0",
+    "select.max_pool": ">=1", "select.min_words": ">=0", "select.clusters": ">=1",
+    "select.probe_texts": ">=1", "select.probe_span_words": ">=1", "select.gamma": ">=0",
+    "select.budget_hours": ">0", "select.budget_share": "0..1", "select.max_cer": ">=0",
+    "select.workers": ">=1", "select.seed": ">=0",
+    "stage2.steps": ">=1", "stage2.natural_share": ">=0", "stage2.selected_share": ">=0",
+    "stage2.replay_share": ">=0",
+    "run.limit": ">=1", "run.batch_size": ">=1", "run.n_boot": ">=1",
+}  # fmt: skip
+_PAIRS = ("data.text_span_words", "data.speech_span_words", "optim.betas")  # exactly two values
+_CHOICES = {"model.encoder_context": ("window", "clip"),
+            "train.mixed_precision": ("auto", "no", "bf16")}  # fmt: skip
+
+
+def _check_range(key: str, value: Any) -> None:
+    if value is None:
+        return
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise SaladError(f"config key {key}={value!r} must be one of {', '.join(_CHOICES[key])}")
+    if key in _PAIRS and len(value) != 2:
+        raise SaladError(f"config key {key} must hold two values, got {value!r}")
+    if key in _PAIRS[:2] and value[0] > value[1]:
+        raise SaladError(f"config key {key} must be [min, max], got {value!r}")
+    rule = _RANGES.get(key)
+    for x in value if isinstance(value, list) else [value]:
+        if rule is None or _within(x, rule):
+            continue
+        words = rule.replace("..", " to ").replace(">=", ">= ").replace(">0", "> 0")
+        raise SaladError(f"config key {key}={value!r} is out of range: it must be {words}")
+
+
+def _within(x: float, rule: str) -> bool:
+    if rule.startswith(">="):
+        return x >= float(rule[2:])
+    if rule.startswith(">"):
+        return x > float(rule[1:])
+    low, high = rule.split("..")
+    return float(low) <= x <= float(high)
 
 
 _SECTIONS = {
@@ -222,7 +297,11 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> Config:
     if not path.is_file():
         presets = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
         raise SaladError(f"config {name_or_path!r} not found; pass a YAML path or one of {presets}")
-    tree = yaml.safe_load(path.read_text()) or {}
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        reason = " ".join(str(err).split())[:120]
+        raise SaladError(f"config {path} is not valid YAML ({reason}); fix or replace it") from None
     if not isinstance(tree, dict):
         raise SaladError(f"config {path} must be a YAML mapping")
     _resolve_paths(tree, path.parent)
@@ -230,10 +309,37 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> Config:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise SaladError(f"override {item!r} must look like section.key=value")
-        _set_dotted(tree, key, yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise SaladError(f"override {item!r}: {raw!r} is not a YAML value") from None
+        _set_dotted(tree, key, value)
     config = _build(Config, tree, "")
     check_paths(config)
+    check_names(config)
     return config
+
+
+def check_names(config: Config) -> None:
+    """Tasks, voices and model names resolve (no model is loaded, no asset prepared)."""
+    from salad_eval.assets.resolve import resolve
+    from salad_eval.speech.voices import resolve_voices
+    from salad_eval.tasks import get_task
+
+    for spec in config.data.tasks:
+        name, _, split = spec.partition(":")
+        if not split or split == get_task(name).test_split:
+            raise SaladError(
+                f"data.tasks entry {spec!r} must name a split other than the task's evaluation "
+                "split, e.g. arc_easy:train"
+            )
+    for name in [*config.run.tasks, config.train.probe_task]:
+        get_task(name)
+    resolve_voices(",".join(config.data.voices))
+    resolve_voices(config.run.voices)
+    for name, kind in ((config.model.encoder, None), (config.model.llm, "llm"),
+                       (config.run.asr, "asr"), (config.select.embedder, "embedder")):
+        resolve(name, kind=kind, build=False)  # fmt: skip
 
 
 def check_paths(config: Config) -> None:

@@ -16,10 +16,11 @@ from salad_eval.errors import SaladError
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def resolve(name_or_path: str, kind: str | None = None) -> str:
+def resolve(name_or_path: str, kind: str | None = None, build: bool = True) -> str:
     """An embedded asset name -> its prepared path; a local path -> itself; a hub id -> itself.
 
     ``kind`` (``llm``, ``asr``, ``tts``, ``embedder``) rejects an embedded asset of another kind.
+    ``build=False`` only checks the name (before any work): an embedded asset stays unprepared.
     """
     if name_or_path in REGISTRY:
         spec = asset(name_or_path)
@@ -28,7 +29,7 @@ def resolve(name_or_path: str, kind: str | None = None) -> str:
             raise SaladError(
                 f"{name_or_path!r} is a {spec.kind} asset, not {kind}; use one of {names}"
             )
-        return str(prepare(name_or_path))
+        return str(prepare(name_or_path)) if build else name_or_path
     if Path(name_or_path).expanduser().exists():
         return str(Path(name_or_path).expanduser())
     if _HUB_ID.match(name_or_path):
