@@ -1,12 +1,10 @@
 """Precision: one dtype for every model of a run, and float32 master weights in training.
 
-The LLM is a tiny random Qwen2 (the paper's architecture, SmolLM2's tokenizer) saved in bf16, as
-Qwen2.5 checkpoints are; the encoder (Whisper tiny.en) and everything else are the real ones.
+The LLM is a tiny random Qwen2 saved in bf16 as Qwen2.5 checkpoints are (``tiny_qwen2`` in
+conftest); the encoder (Whisper tiny.en) and everything else are the real ones.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
@@ -30,43 +28,25 @@ REPLAY = ["The cat sat on the warm mat near the door and watched the rain fall."
           "Bread is baked in a hot oven until the crust turns brown and crisp."]
 
 
-@pytest.fixture(scope="module")
-def tiny_qwen(tmp_path_factory) -> Path:
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    from salad_eval.assets import llm_path
-
-    out = tmp_path_factory.mktemp("tiny-qwen2")
-    tokenizer = AutoTokenizer.from_pretrained(llm_path())
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-    )  # fmt: skip
-    Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 def _logprobs(model, requests=REQUESTS) -> list[list[float]]:
     return [[s.logprob for s in row] for row in model.score(requests)]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("mode", ["frozen", "full", "lora"])
-def test_an_untouched_llm_reads_text_exactly_as_its_base(tiny_qwen, tmp_path, dtype, mode):
+def test_an_untouched_llm_reads_text_exactly_as_its_base(tiny_qwen2, tmp_path, dtype, mode):
     """text@speech == text@base bit for bit, in each dtype, also after a checkpoint round trip;
     before, a bf16 checkpoint stayed bf16 in the speech LLM while TextLM forced float32."""
     config = SpeechLMConfig(encoder="whisper-tiny.en", adapter_layers=1, adapter_width=32,
-                            adapter_heads=2, llm=str(tiny_qwen), llm_mode=mode)  # fmt: skip
-    base = TextLM(str(tiny_qwen), dtype=dtype)
+                            adapter_heads=2, llm=str(tiny_qwen2), llm_mode=mode)  # fmt: skip
+    base = TextLM(str(tiny_qwen2), dtype=dtype)
     speech = SpeechLM.from_config(config, seed=0, dtype=dtype)
     assert base.dtype == speech.dtype == dtype
     expected = _logprobs(base)
     assert _logprobs(speech) == expected
     loaded = load_speech_lm(speech.save(tmp_path / "ckpt"), dtype=dtype)
     assert loaded.dtype == dtype and _logprobs(loaded) == expected
-    cascade = Cascade(asr="whisper-tiny.en", text_model=str(tiny_qwen), dtype=dtype)
+    cascade = Cascade(asr="whisper-tiny.en", text_model=str(tiny_qwen2), dtype=dtype)
     assert cascade.dtype == dtype and _logprobs(cascade) == expected
 
 
@@ -107,13 +87,13 @@ def _one_step(speech_lm: SpeechLM, config) -> dict[str, torch.Tensor]:
     return before
 
 
-def test_a_full_llm_step_at_the_7b_rate_moves_the_weights(tiny_qwen, fresh_accelerator_state):
+def test_a_full_llm_step_at_the_7b_rate_moves_the_weights(tiny_qwen2, fresh_accelerator_state):
     """At the 7B preset's LLM rate (5e-6) one AdamW step moves every weight of size 1 (the
     update is about lr); on bf16 weights, spaced 2^-7 near 1, the same step rounds away."""
     preset = yaml.safe_load((PRESETS / "paper-7b.yaml").read_text())
     assert preset["model"]["llm_mode"] == "full"
     config = load_config("tiny", [
-        f"model.llm={tiny_qwen}", "model.llm_mode=full", "model.adapter_layers=1",
+        f"model.llm={tiny_qwen2}", "model.llm_mode=full", "model.adapter_layers=1",
         "model.adapter_width=32", "model.adapter_heads=2", "model.adapter_output=embedding",
         f"optim.llm_lr={preset['optim']['llm_lr']}",
         f"optim.adapter_lr={preset['optim']['adapter_lr']}",

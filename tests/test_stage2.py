@@ -96,3 +96,24 @@ def test_stage2_branches_from_pre_decay_and_decays_to_zero(config):
     assert training["speech_hours"] > pre["speech_seconds"] / 3600  # counted on from Stage I
     changed = load_state(Path(config.stage2.out_dir) / "checkpoints" / "step-000003")["trainable"]
     assert any(not torch.equal(changed[n], pre["trainable"][n]) for n in changed)  # it trained
+
+
+def test_stage2_teacher_is_the_base_llm_not_the_stage1_llm(config, tiny_qwen2, tmp_path):
+    """``llm_mode: full``: Stage I moves the LLM and Stage II's student starts there, but its
+    teacher is the original base LLM, loaded by name (it was a copy of the Stage I LLM)."""
+    from dataclasses import replace
+
+    from salad_eval.models.digest import weights_digest
+    from salad_eval.models.text_lm import load_llm
+
+    full = replace(config, model=replace(config.model, llm=str(tiny_qwen2), llm_mode="full"),
+                   optim=replace(config.optim, llm_lr=1e-3),
+                   train=replace(config.train, out_dir=str(tmp_path / "stage1")),
+                   stage2=replace(config.stage2, out_dir=str(tmp_path / "stage2")))  # fmt: skip
+    run_stage1(full)
+    trainer = Stage2Trainer(full)
+    trainer.setup()
+    teacher = trainer.accelerator.unwrap_model(trainer.module).teacher
+    base = weights_digest(load_llm(str(tiny_qwen2))[0])
+    assert weights_digest(teacher) == base
+    assert weights_digest(trainer.speech_lm.llm) != base  # the student is Stage I's LLM
