@@ -1,5 +1,8 @@
 """GPU check of the device paths: Stage I on CUDA (bf16 autocast, LoRA and full LLM), the
-checkpoint loaded on CUDA, and its speech scores equal to the same checkpoint on the CPU.
+checkpoint loaded on CUDA, and its speech scores equal to the same checkpoint on the CPU; and the
+paper's shape (tiny Qwen2 trained in full, tiny Mimi, a 2-layer adapter, natural speech grouped by
+speaker, text replay) through Stage I and Stage II, with the Stage II teacher's digest checked
+against the base LLM's and the replay share drawn against ``data.replay_prob``.
 
 Models are small random ones of the real architectures (Whisper encoder, Llama decoder with the
 given tokenizer), so the check needs no downloads and runs where TTS engines are absent: the
@@ -82,6 +85,72 @@ def train(root: Path, encoder: str, llm: str, natural: str, mode: str, context: 
             "model": str(model)}  # fmt: skip
 
 
+def paper_models(root: Path, tokenizer_dir: str) -> tuple[str, str]:
+    """A tiny random Qwen2 (saved in bf16, as Qwen2.5 ships) and a tiny random Mimi."""
+    from transformers import AutoTokenizer, MimiConfig, MimiModel, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+    )).to(torch.bfloat16).save_pretrained(root / "qwen2")  # fmt: skip
+    tokenizer.save_pretrained(root / "qwen2")
+    MimiModel(MimiConfig(
+        hidden_size=32, num_filters=4, codebook_size=64, codebook_dim=32, num_quantizers=2,
+        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, head_dim=16,
+        intermediate_size=64, upsample_groups=32, vector_quantization_hidden_dimension=32,
+    )).save_pretrained(root / "mimi")  # fmt: skip
+    return str(root / "mimi"), str(root / "qwen2")
+
+
+def paper_shape(root: Path, tokenizer_dir: str, clips: Path) -> dict:
+    """The paper preset's paths at toy scale: Stage I, then Stage II on the clips as the
+    selection (no TTS needed); the teacher must be the base LLM bit for bit."""
+    from salad_eval.models.digest import weights_digest
+    from salad_eval.models.text_lm import load_llm
+    from salad_train.config import load_config
+    from salad_train.stage1 import Stage1Trainer
+    from salad_train.stage2 import Stage2Trainer
+
+    root = root / "paper"
+    root.mkdir()
+    encoder, llm = paper_models(root, tokenizer_dir)
+    files = sorted(clips.glob("*.flac"))
+    texts = [f.with_suffix(".txt").read_text().strip() for f in files]
+    rows = [{"audio": str(f.resolve()), "text": t, "speaker": f"s{i % 2}"}  # no document key
+            for i, (f, t) in enumerate(zip(files, texts, strict=True))]  # fmt: skip
+    (root / "natural.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "replay.txt").write_text("\n".join(texts) + "\n")
+    (root / "select").mkdir()
+    (root / "select" / "selected.jsonl").write_text("".join(json.dumps(
+        {"spans": [[r["text"], True]], "audio": [r["audio"]], "dropped": False, "seconds": 1.0})
+        + "\n" for r in rows))  # fmt: skip
+    config = load_config("paper-3b", [
+        f"model.encoder={encoder}", f"model.llm={llm}", "model.adapter_layers=2",
+        "model.adapter_width=64", "model.adapter_heads=2", f"data.natural=[{root}/natural.jsonl]",
+        f"data.replay={root}/replay.txt", "data.max_tokens=128", "train.steps=8",
+        "train.batch_size=4", "train.grad_accum=1", "train.save_every=4", "train.log_every=1",
+        "train.probe_every=0", "optim.warmup_steps=2", f"train.out_dir={root}/stage1",
+        f"select.out_dir={root}/select", "stage2.steps=4", f"stage2.out_dir={root}/stage2",
+    ])  # fmt: skip
+    started = time.perf_counter()
+    stage1 = Stage1Trainer(config)
+    model1 = stage1.fit("paper shape: stage I")
+    stage2 = Stage2Trainer(config)
+    stage2.setup()
+    teacher = weights_digest(stage2.accelerator.unwrap_model(stage2.module).teacher)
+    model2 = stage2.run()
+    rows1 = [r for r in map(json.loads, (root / "stage1" / "metrics.jsonl").open()) if "loss" in r]
+    record = json.loads((model1 / "training.json").read_text())
+    return {"seconds": round(time.perf_counter() - started, 1),
+            "mixed_precision": stage1.accelerator.mixed_precision,
+            "loss_first_last": [rows1[0]["loss"], rows1[-1]["loss"]],
+            "replay_prob": config.data.replay_prob, "replay_drawn": record["drawn"]["replay"],
+            "teacher_is_base": teacher == weights_digest(load_llm(llm, "float32")[0]),
+            "stage2_drawn": json.loads((model2 / "training.json").read_text())["drawn"]}
+
+
 def scores_on(model_dir: str, device: str, clips: list[Path]) -> list[list[float]]:
     from salad_eval.models.speech_lm import load_speech_lm
     from salad_eval.prompt import Audio, ScoringRequest, Text
@@ -113,6 +182,7 @@ def main() -> None:
         cpu = scores_on(run["model"], "cpu", clips)
         run["max_abs_diff_gpu_vs_cpu"] = max(abs(a - b) for g, c in zip(gpu, cpu, strict=True)
                                              for a, b in zip(g, c, strict=True))  # fmt: skip
+    report["paper_shape"] = paper_shape(root, args.tokenizer, args.clips)
     print(json.dumps(report, indent=1))
 
 
