@@ -151,6 +151,44 @@ def paper_shape(root: Path, tokenizer_dir: str, clips: Path) -> dict:
             "stage2_drawn": json.loads((model2 / "training.json").read_text())["drawn"]}
 
 
+def precision(encoder: str, llm: str, device: str) -> dict:
+    """Per dtype, an untouched speech LLM reads text exactly as its base (text@speech ==
+    text@base bit for bit), and a full-LLM step at the 7B rate under bf16 autocast moves the
+    float32 master weights."""
+    from accelerate import Accelerator
+
+    from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
+    from salad_eval.models.text_lm import TextLM
+    from salad_eval.prompt import ScoringRequest, Text
+
+    requests = [ScoringRequest((Text("Question: What color is the sky? Answer:"),),
+                               (" blue", " green", " the sea"))]  # fmt: skip
+    report = {}
+    for dtype in ("float32", "bfloat16"):
+        config = SpeechLMConfig(encoder=encoder, adapter_width=64, adapter_heads=2, llm=llm)
+        speech = SpeechLM.from_config(config, device=device, dtype=dtype)
+        base = TextLM(llm, dtype=dtype, device=device)
+        report[f"text_equals_base_{dtype}"] = (
+            [[s.logprob for s in r] for r in speech.score(requests)]
+            == [[s.logprob for s in r] for r in base.score(requests)])  # fmt: skip
+    config = SpeechLMConfig(encoder=encoder, adapter_width=64, adapter_heads=2, llm=llm,
+                            llm_mode="full")  # fmt: skip
+    speech = SpeechLM.from_config(config, device=device).train()  # float32 masters
+    norm = speech.llm.model.norm.weight
+    before = norm.detach().clone()
+    optimizer = torch.optim.AdamW(speech.llm.parameters(), lr=5e-6)
+    accelerator = Accelerator(mixed_precision="bf16" if device == "cuda" else "no")
+    ids = torch.tensor([speech.tokenizer.encode("The cat sat on the warm mat by the door.")],
+                       device=device)  # fmt: skip
+    with accelerator.autocast():
+        loss = speech.llm(input_ids=ids, labels=ids).loss
+    loss.backward()
+    optimizer.step()
+    report["master_dtype"] = str(norm.dtype)
+    report["llm_weights_moved_at_5e-6"] = bool((norm.detach() != before).all())
+    return report
+
+
 def scores_on(model_dir: str, device: str, clips: list[Path]) -> list[list[float]]:
     from salad_eval.models.speech_lm import load_speech_lm
     from salad_eval.prompt import Audio, ScoringRequest, Text
@@ -183,6 +221,7 @@ def main() -> None:
         run["max_abs_diff_gpu_vs_cpu"] = max(abs(a - b) for g, c in zip(gpu, cpu, strict=True)
                                              for a, b in zip(g, c, strict=True))  # fmt: skip
     report["paper_shape"] = paper_shape(root, args.tokenizer, args.clips)
+    report["precision"] = precision(encoder, llm, "cuda" if report["cuda"] else "cpu")
     print(json.dumps(report, indent=1))
 
 
