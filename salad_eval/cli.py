@@ -5,10 +5,11 @@ Each command is a thin wrapper; the work lives in the module that owns the idea.
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
 import typer
 
+from salad_eval import checks
 from salad_eval.errors import SaladError
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ def report(
     """Compare gap runs in one table and draw gap vs speech hours and accuracy vs log M."""
     from salad_eval.gap.compare import compare_runs
 
+    checks.inputs(out_dir=out)
     result = compare_runs(list(run_dirs), out)
     print(result["table"])
     print(f"wrote comparison.md, comparison.json and {len(result['plots'])} plot(s) to {out}")
@@ -70,6 +72,7 @@ def tasks_list(
 
     from salad_eval.tasks import count_items, get_task, list_tasks
 
+    checks.inputs(data_dir=data_dir)
     table = Table("task", "version", "fingerprint", "split", "domains", "items")
     for name in list_tasks():
         spec = get_task(name)
@@ -85,17 +88,18 @@ def tasks_list(
 def synth(
     tasks: str = typer.Option("demo", help="Comma-separated task names."),
     voices: str = typer.Option("default", help="Voice sets and/or voices, comma-separated."),
-    limit: int = typer.Option(None, help="Only the first N items of each task."),
-    workers: int = typer.Option(1, help="Parallel worker processes."),
-    shots: int = typer.Option(0, help="Spoken few-shot examples per item."),
+    limit: int = typer.Option(None, min=1, help="Only the first N items of each task."),
+    workers: int = typer.Option(1, min=1, help="Parallel worker processes."),
+    shots: int = typer.Option(0, min=0, help="Spoken few-shot examples per item."),
     data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
-    wer_threshold: float = typer.Option(0.3, help="Flag clips whose ASR WER is above this."),
+    wer_threshold: float = typer.Option(0.3, min=0, help="Flag clips whose ASR WER is above this."),
     synth_seed: int = typer.Option(0, help="Synthesis seed: the same seed, the same audio."),
 ) -> None:
     """Synthesize the spoken segments of tasks into the audio store, with ASR-checked manifests."""
     from salad_eval.speech.synth import synthesize_tasks
 
-    names = [name.strip() for name in tasks.split(",") if name.strip()]
+    names = checks.task_names(tasks)
+    checks.inputs(tasks=names, shots=shots, data_dir=data_dir, voices=voices)
     synthesize_tasks(names, voices, limit, shots, workers, data_dir, wer_threshold, synth_seed)
 
 
@@ -104,34 +108,32 @@ def gap(
     model: str = typer.Option(..., help="A SALAD checkpoint dir, or a Qwen2-Audio hub id/path."),
     tasks: str = typer.Option("demo", help="Comma-separated task names (see `salad-eval tasks`)."),
     voices: str = typer.Option("default", help="Voice sets and/or voices, comma-separated."),
-    limit: int = typer.Option(None, help="Only the first N items of each task (config)."),
-    shots: int = typer.Option(0, help="Spoken few-shot examples per item."),
+    limit: int = typer.Option(None, min=1, help="Only the first N items of each task (config)."),
+    shots: int = typer.Option(0, min=0, help="Spoken few-shot examples per item."),
     text_model: str = typer.Option(None, help="Text LLM for text@base (default: the base LLM)."),
     asr: str = typer.Option("whisper-base", help="ASR of the cascade: asset name, hub id or path."),
     out: str = typer.Option(None, help="Run directory (default reports/<model>-<tasks>)."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
     dtype: str = typer.Option(None, help="Weights of every model: float32 (default on CPU), "
                               "bfloat16 (default on CUDA) or float16."),
-    batch_size: int = typer.Option(8, help="Choices per forward pass."),
-    workers: int = typer.Option(1, help="Synthesis worker processes."),
-    n_boot: int = typer.Option(1000, help="Paired bootstrap resamples."),
+    batch_size: int = typer.Option(8, min=1, help="Choices per forward pass."),
+    workers: int = typer.Option(1, min=1, help="Synthesis worker processes."),
+    n_boot: int = typer.Option(1000, min=1, help="Paired bootstrap resamples."),
     seed: int = typer.Option(1234, help="Seed for few-shot sampling, shuffled audio, bootstrap."),
     synth_seed: int = typer.Option(0, help="Synthesis seed: the same seed, the same audio."),
     controls: bool = typer.Option(True, help="Score the silent and shuffled audio controls."),
     data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
 ) -> None:
     """Measure the gap: text@base, text@speech, speech@speech, speech@cascade and controls."""
-    import json
-    from pathlib import Path
-
     from salad_eval.gap.run import GapSetup, Models, default_run_dir, run_gap
     from salad_eval.models.cascade import Cascade
     from salad_eval.models.load import default_text_model, load_speech_model
     from salad_eval.models.text_lm import TextLM, default_dtype
 
-    names = [name.strip() for name in tasks.split(",") if name.strip()]
-    if limit is not None and limit < 1:
-        raise SaladError(f"--limit {limit} leaves no items; use a positive number")
+    names = checks.task_names(tasks)
+    checks.inputs(tasks=names, shots=shots, data_dir=data_dir, voices=voices, speech_model=model,
+                  text_model=text_model, asr=asr, device=device, dtype=dtype, out_dir=out)
+    training = _training_record(Path(model))
     dtype = dtype or default_dtype(device)
     speech = load_speech_model(model, device=device, dtype=dtype)
     text_name = default_text_model(speech, text_model)
@@ -144,8 +146,6 @@ def gap(
     )
     cascade = Cascade(asr=asr, text_model=text, device=device)
     run_dir = Path(out) if out else default_run_dir(model, names)
-    trained = Path(model) / "training.json"  # written by salad-train beside the checkpoint
-    training = json.loads(trained.read_text()) if trained.is_file() else None
     results = run_gap(setup, Models(speech=speech, text=text, cascade=cascade), run_dir, training)
     if results:
         print((run_dir / "summary.md").read_text())
@@ -158,36 +158,30 @@ def divergence(
     corpus: str = typer.Option(..., help="Text file, one document per line."),
     voices: str = typer.Option("default", help="Voice sets and/or voices, comma-separated."),
     text_model: str = typer.Option(None, help="Base LLM for F (default: the checkpoint's base)."),
-    limit: int = typer.Option(None, help="Only the first N documents."),
-    span_words: int = typer.Option(12, help="Words spoken at the start of each document."),
+    limit: int = typer.Option(None, min=1, help="Only the first N documents."),
+    span_words: int = typer.Option(12, min=1, help="Words spoken at the start of each document."),
     out: str = typer.Option(None, help="Write per-document values and means here (JSON)."),
-    workers: int = typer.Option(1, help="Synthesis worker processes."),
+    workers: int = typer.Option(1, min=1, help="Synthesis worker processes."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
     dtype: str = typer.Option(None, help="Weights of every model: float32 (default on CPU), "
                               "bfloat16 (default on CUDA) or float16."),
 ) -> None:
     """Token-level KL forgetting F and misalignment M of a speech LLM over a text corpus."""
     import json
-    from pathlib import Path
 
     import numpy as np
 
     from salad_eval.divergence import corpus_divergences
-    from salad_eval.models.load import default_text_model, load_speech_model
-    from salad_eval.models.speech_lm import SpeechLM
+    from salad_eval.models.load import default_text_model, load_speech_model, speech_model_kind
     from salad_eval.models.text_lm import TextLM, default_dtype
 
-    path = Path(corpus)
-    if not path.is_file():
-        raise SaladError(f"corpus {corpus} not found; pass a text file with one document per line")
-    lines = (line.strip() for line in path.read_text().splitlines())
+    lines = checks.text_lines(corpus, "--corpus")
     texts = [line for line in lines if line and not line.startswith("#")][:limit]
-    if not texts:
-        raise SaladError(f"corpus {corpus} has no documents")
+    checks.inputs(voices=voices, text_model=text_model, device=device, dtype=dtype, out_file=out)
+    if speech_model_kind(model) != "salad":
+        raise SaladError("divergences need a SALAD checkpoint (they read the LLM's distributions)")
     dtype = dtype or default_dtype(device)
     speech = load_speech_model(model, device=device, dtype=dtype)
-    if not isinstance(speech, SpeechLM):
-        raise SaladError("divergences need a SALAD checkpoint (they read the LLM's distributions)")
     base = TextLM(default_text_model(speech, text_model), dtype=dtype, device=device)
     rows = corpus_divergences(speech, texts, voices, base, span_words, workers)
     summary = {}
@@ -203,12 +197,23 @@ def divergence(
         print(f"wrote {out}")
 
 
-def main() -> None:
+def _training_record(model: Path) -> dict | None:
+    """``training.json``, written by salad-train beside the checkpoint (None without one)."""
+    import json
+
+    path = model / "training.json"
+    if not path.is_file():
+        return None
     try:
-        app()
-    except SaladError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise SaladError(f"{path} is not valid JSON; delete it or retrain the checkpoint") from None
+
+
+def main() -> None:
+    from salad_eval.launch import run_cli
+
+    run_cli(app)
 
 
 if __name__ == "__main__":  # `python -m salad_eval.cli` (e.g. under `accelerate launch -m`)

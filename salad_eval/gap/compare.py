@@ -33,16 +33,37 @@ def load_run(run_dir: Path) -> dict:
             f"{run_dir} has no results.json; pass run directories written by `salad-eval gap`"
         )
     try:
-        results = json.loads(path.read_text())
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SaladError(f"{path} is not text; rerun the gap run that wrote it") from None
     except json.JSONDecodeError as err:
         raise SaladError(
             f"{path} is not valid JSON ({err.msg}); rerun the gap run that wrote it"
         ) from err
-    if not isinstance(results, dict) or results.get("metric") not in results.get("metrics", {}):
+    try:
+        _check_results(results)
+    except (KeyError, TypeError, ValueError) as err:
+        detail = f"no {err}" if isinstance(err, KeyError) else str(err)
         raise SaladError(
-            f"{path} is not a gap report; pass directories written by `salad-eval gap`"
-        )
+            f"{path} is not a gap report, or an incomplete one ({detail}); pass directories "
+            "written by `salad-eval gap`, or rerun the run"
+        ) from None
     return results
+
+
+def _check_results(results: dict) -> None:
+    """Every field the comparison reads is there, with numbers where it reads numbers."""
+    metric = results["metric"]
+    tables = results["metrics"][metric]
+    for name, table in {**tables["tasks"], "overall": tables["overall"]}.items():
+        int(table["n_items"])
+        for figure in [*_row_figures(table), *table.get("divergence", {}).values()]:
+            for key in ("value", "ci_low", "ci_high"):
+                if not isinstance(figure[key], (int, float)):
+                    raise ValueError(f"{name}: {key} is not a number")
+    training = (results.get("manifest") or {}).get("training")
+    if isinstance(training, dict) and training.get("speech_hours") is not None:
+        float(training["speech_hours"])
 
 
 def probe_rows(run_dir: Path) -> list[dict]:
@@ -50,9 +71,14 @@ def probe_rows(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip()]  # fmt: skip
+    except ValueError:
+        raise SaladError(f"{path} is not JSON lines; remove it or rerun the training") from None
     return sorted(
-        (r for r in rows if "probe" in r and "tokens_seen" in r), key=lambda r: r["tokens_seen"]
+        (r for r in rows if isinstance(r, dict) and "probe" in r and "tokens_seen" in r),
+        key=lambda r: r["tokens_seen"],
     )
 
 

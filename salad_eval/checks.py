@@ -1,0 +1,112 @@
+"""Checks that run before any work: the names, paths and values a command takes, resolved without
+loading a model, preparing an asset or making audio, so that a mistake costs a second, not a model
+load. (Numbers are range-checked by the CLI's option declarations; configs by
+``salad_train.config``.) Each failure is a ``SaladError`` that says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from salad_eval.errors import SaladError
+
+
+def task_names(spec: str) -> list[str]:
+    """The tasks of ``--tasks a,b``, each a known task."""
+    from salad_eval.tasks import get_task
+
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    if not names:
+        raise SaladError(f"--tasks {spec!r} names no task; see `salad-eval tasks`")
+    for name in names:
+        get_task(name)
+    return names
+
+
+def text_lines(path: str, what: str) -> list[str]:
+    """The lines of a UTF-8 text file; a missing, binary or empty file is refused."""
+    file = Path(path)
+    if not file.is_file():
+        raise SaladError(f"{what} {path} not found; pass a text file with one document per line")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        raise SaladError(f"{what} {path} is not UTF-8 text; pass a text file, one document a line")
+    lines = [line.strip() for line in text.splitlines()]
+    if not any(line and not line.startswith("#") for line in lines):
+        raise SaladError(f"{what} {path} has no documents; put one document per line")
+    return lines
+
+
+def _writable(path: Path, what: str, directory: bool) -> None:
+    if path.exists() and path.is_dir() != directory:
+        kind = "a directory" if directory else "a file"
+        raise SaladError(f"{what} {path} exists and is not {kind}; pass another path")
+    parent = next(p for p in [path, *path.parents] if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise SaladError(f"{what} {path} cannot be written ({parent} is not writable)")
+
+
+def inputs(
+    *,
+    tasks: list[str] | None = None,
+    shots: int = 0,
+    data_dir: str | None = None,
+    voices: str | None = None,
+    speech_model: str | None = None,
+    text_model: str | None = None,
+    asr: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    out_dir: str | None = None,
+    out_file: str | None = None,
+) -> None:
+    """Check whichever of a command's inputs are given; nothing is loaded or built."""
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise SaladError(
+            f"--data-dir {data_dir} is not a directory; pass the local benchmark mirror "
+            "(<org>/<name>/<config>/<split>.jsonl)"
+        )
+    if voices is not None:
+        from salad_eval.speech.voices import resolve_voices
+
+        resolve_voices(voices)
+    if device is not None:
+        _device(device)
+    if dtype is not None:
+        from salad_eval.models.text_lm import torch_dtype
+
+        torch_dtype(dtype)
+    if speech_model is not None:
+        from salad_eval.models.load import speech_model_kind
+
+        speech_model_kind(speech_model)
+    from salad_eval.assets.resolve import resolve
+
+    for name, kind in ((text_model, "llm"), (asr, "asr")):
+        if name is not None:
+            resolve(name, kind=kind, build=False)
+    if out_dir is not None:
+        _writable(Path(out_dir), "--out", directory=True)
+    if out_file is not None:
+        _writable(Path(out_file), "--out", directory=False)
+    for name in tasks or []:  # last: it reads the task data (a mirror file, an embedded set)
+        from salad_eval.tasks import load_items
+
+        load_items(name, limit=1, shots=shots, data_dir=data_dir)
+
+
+def _device(name: str) -> None:
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SaladError(f"--device {name!r} is not a torch device; use cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SaladError(f"--device {name} but no CUDA GPU is visible; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise SaladError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) are visible")
