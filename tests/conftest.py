@@ -39,3 +39,14 @@ def tiny_qwen2(tmp_path_factory) -> Path:
     Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one process-wide state and refuses another mixed precision once set; a
+    test that needs its own (bf16 autocast on CPU) starts and ends with a clean one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

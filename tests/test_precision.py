@@ -50,16 +50,6 @@ def test_an_untouched_llm_reads_text_exactly_as_its_base(tiny_qwen2, tmp_path, d
     assert cascade.dtype == dtype and _logprobs(cascade) == expected
 
 
-@pytest.fixture
-def fresh_accelerator_state():
-    """accelerate keeps one process-wide state; this test needs its own mixed precision."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 def _norm_weights(speech_lm: SpeechLM) -> dict[str, torch.Tensor]:
     """The LLM's RMSNorm weights: all exactly 1.0 at initialisation."""
     return {n: p.detach().float().clone() for n, p in speech_lm.llm.named_parameters()
