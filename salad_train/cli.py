@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
-
-from salad_eval.errors import SaladError
 
 app = typer.Typer(
     help="Train a speech LLM with SALAD: cross-modal distillation and active selection.",
@@ -22,11 +18,9 @@ def _commands() -> None:
 
 
 def main() -> None:
-    try:
-        app()
-    except SaladError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    from salad_eval.launch import run_cli
+
+    run_cli(app)
 
 
 @app.command()

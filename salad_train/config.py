@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from salad_eval.checks import text_lines
 from salad_eval.errors import SaladError
 from salad_eval.models.speech_lm import SpeechLMConfig
 
@@ -350,6 +351,9 @@ def check_paths(config: Config) -> None:
     for label, value in named:
         if value is not None and not Path(value).exists():
             raise SaladError(f"{label} {value} does not exist; fix the path in the config")
+    for label, value in named[:2]:
+        if value is not None:
+            text_lines(value, label)  # UTF-8 text with documents, not a binary or empty file
     for value in data.natural:
         if not Path(value).exists():
             raise SaladError(f"data.natural {value} does not exist; fix the path in the config")
