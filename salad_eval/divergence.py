@@ -136,8 +136,7 @@ def corpus_divergences(
     the TTS: that voice is left out of the document's M (``voices`` counts those measured,
     ``unreadable`` those left out; M is None when none is left).
     """
-    from rich.progress import Progress
-
+    from salad_eval.progress import progress_bar
     from salad_eval.speech.synth import synthesize
     from salad_eval.speech.voices import resolve_voices
 
@@ -146,7 +145,7 @@ def corpus_divergences(
     items = corpus_items(texts, "corpus", span_words)
     manifest = synthesize(items, spec, workers=workers, out_dir=out_dir)
     rows = []
-    with Progress(transient=True) as progress:
+    with progress_bar(transient=True) as progress:
         bar = progress.add_task("divergences", total=len(items))
         for item in items:
             ok = [v for v in names if manifest.row(item, v).status == "ok"]

@@ -35,7 +35,7 @@ def align_adapter(
 
     ``module`` is a ``Stage1Module`` (its ``directions``, ``clip_tokens``, ``ctc_vocab``).
     """
-    from rich.progress import Progress
+    from salad_eval.progress import progress_bar
 
     adapter = module.speech_lm.adapter
     params = [p for p in adapter.parameters() if p.requires_grad]
@@ -43,7 +43,7 @@ def align_adapter(
     warmup = max(1, steps // 20)
     table = module.speech_lm.llm.get_input_embeddings().weight
     scale = module.loss_config.ctc_scale
-    with Progress(transient=True) as progress:
+    with progress_bar(transient=True) as progress:
         bar = progress.add_task("aligning adapter (CTC)", total=steps)
         for step in range(steps):
             batch = random.Random(f"{seed}:align:{step}").sample(clips, min(batch_size, len(clips)))

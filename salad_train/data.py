@@ -38,9 +38,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.progress import Progress
-
 from salad_eval.errors import SaladError
+from salad_eval.progress import progress_bar
 from salad_train.config import DataConfig
 
 
@@ -123,7 +122,7 @@ def speak_all(jobs: list[tuple[str, str]], workers: int = 1) -> list[str]:
 
     from salad_eval.workers import worker_pool
 
-    with Progress(transient=True) as progress:
+    with progress_bar(transient=True) as progress:
         bar = progress.add_task("synthesizing speech spans", total=len(jobs))
         if workers <= 1:
             clips = []

@@ -156,10 +156,10 @@ class Stage1Module(nn.Module):
 
 def encode_clips(speech_lm: SpeechLM, clips: list[str]) -> tuple[dict, dict]:
     """Encoder features of every clip (from the on-disk cache when present) and its seconds."""
-    from rich.progress import Progress
+    from salad_eval.progress import progress_bar
 
     features, seconds = {}, {}
-    with Progress(transient=True) as progress:
+    with progress_bar(transient=True) as progress:
         bar = progress.add_task("encoding speech (cached on disk)", total=len(clips))
         for clip in clips:
             wave = load_waveform(clip)
@@ -360,11 +360,13 @@ class Stage1Trainer:
         """Train to ``train.steps``; returns the final model directory (``<out>/model``)."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+        from salad_eval.progress import progress_bar
+
         t, acc = self.config.train, self.accelerator
         pre_decay = decay_start(t.steps, self.config.optim.decay_fraction)
         columns = (*Progress.get_default_columns()[:-1], TimeRemainingColumn(),
                    TextColumn("{task.fields[info]}"), BarColumn(bar_width=0))
-        with Progress(*columns, disable=not acc.is_main_process) as progress:
+        with progress_bar(*columns, disable=not acc.is_main_process) as progress:
             bar = progress.add_task(f"stage {self.stage}", total=t.steps, completed=self.step,
                                     info="")
             while self.step < t.steps:

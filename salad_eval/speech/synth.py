@@ -26,7 +26,6 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -35,6 +34,7 @@ from rich.table import Table
 
 from salad_eval import home
 from salad_eval.errors import SaladError
+from salad_eval.progress import progress_bar
 from salad_eval.prompt import Audio, Item, Prompt, Speak
 from salad_eval.speech import quality, store, tts
 from salad_eval.speech.normalize import normalize, speakable
@@ -214,8 +214,8 @@ def manifest_dir() -> Path:
     return store.root() / "manifests"
 
 
-def _progress(console: Console, show: bool) -> Progress:
-    return Progress(
+def _progress(console: Console, show: bool):
+    return progress_bar(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
