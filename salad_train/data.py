@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,7 +179,7 @@ def _document_key(row: dict) -> str | None:
     return None if speaker is None and chapter is None else f"{speaker}/{chapter}"
 
 
-def _grouped(rows: list[dict], root: Path) -> list[list[tuple[str, str]]]:
+def _grouped(rows: Iterable[dict], root: Path) -> list[list[tuple[str, str]]]:
     groups: dict[str, list[tuple[str, str]]] = {}
     for row in rows:
         if "audio" not in row or "text" not in row:
@@ -222,7 +222,7 @@ def _natural_groups(path: Path) -> list[list[tuple[str, str]]]:
             dataset = dataset[next(iter(dataset))]
         if isinstance(dataset.features.get("audio"), datasets.Audio):  # keep paths, skip decoding
             dataset = dataset.cast_column("audio", datasets.Audio(decode=False))
-        return _grouped(dataset.to_list(), path)
+        return _grouped(dataset, path)  # row by row: the bytes of one clip at a time
     groups = _librispeech(path)
     if not groups:
         raise SaladError(

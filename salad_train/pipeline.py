@@ -1,7 +1,8 @@
 """``salad-train run``: the whole SALAD loop, each step skipped when current and resumable.
 
 Stage I -> gap report -> selection (gamma) -> Stage II -> gap report, and with ``--ablate-random``
-also selection with gamma = 0 (same Stage I checkpoint, same budget) -> Stage II -> gap report.
+also selection with gamma = 0 (same Stage I checkpoint, same budget of *kept* speech, so the
+same selected hours to within one text) -> Stage II -> gap report.
 Each step owns a directory under ``run.out_dir`` (Stage I keeps ``train.out_dir``) and writes
 ``done.json`` last, atomically, holding its key: a hash of the step's config and the keys of its
 inputs. A rerun recomputes the keys, skips matching steps, and reruns the others, which resume:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from salad_eval.divergence import CONTINUATION_TOKENS
 from salad_eval.home import atomic_write_text
 from salad_train.config import Config
 
@@ -70,14 +71,16 @@ def _markdown(rows: list[dict], totals: dict) -> str:
         f"The text pool ({t['pool']} documents) was embedded with `{t['embedder']}` and cut into "
         f"{t['clusters']} balanced clusters. For each cluster the Stage I model's misalignment "
         "M(c) "
-        "was measured on a few synthesized probe texts: the KL divergence between its next-token "
-        "predictions after the written text and after the same words spoken (summed over the "
-        "continuation's tokens, averaged over texts and voices; higher = speech understood worse). "
-        f"Clusters were then sampled with P(c) ~ P_pool(c) x M(c)^{t['gamma']:g} "
-        "(gamma = 0 would be random selection) until the speech budget was spent.",
+        "was measured on a few synthesized probe texts whose clips ASR reads back (probes: how "
+        "many): the KL divergence between its next-token predictions after the written text and "
+        "after the same words spoken (per token over the continuation's first "
+        f"{CONTINUATION_TOKENS} tokens, averaged over texts and voices; higher = speech "
+        f"understood worse). Clusters were then sampled with P(c) ~ P_pool(c) x "
+        f"M(c)^{t['gamma']:g} (gamma = 0 would be random selection) until the kept speech "
+        "reached the budget.",
         "",
-        f"- budget: {t['budget_hours']:.4f} h of speech; estimated {t['est_hours']:.4f} h, "
-        f"synthesized {t['hours']:.4f} h ({t['kept_hours']:.4f} h kept)",
+        f"- budget: {t['budget_hours']:.4f} h of kept speech ({t['budget_of']}); estimated "
+        f"{t['est_hours']:.4f} h, synthesized {t['hours']:.4f} h ({t['kept_hours']:.4f} h kept)",
         f"- selected texts: {t['selected']}; dropped {t['dropped']} (synthesis failed or ASR "
         f"character error rate above {t['max_cer']:.0%}); kept {t['kept']}",
         f"- voices: {', '.join(t['voices'])}",
@@ -121,7 +124,11 @@ def write_report(
     totals = {
         "key": key, "pool": len(pool), "clusters": k, "embedder": s.embedder, "gamma": s.gamma,
         "seed": s.seed, "max_cer": s.max_cer, "voices": list(config.data.voices),
-        "budget_hours": budget_hours, "est_hours": sum(c.est_seconds for c in chosen) / 3600,
+        "budget_hours": budget_hours,
+        "budget_of": "select.budget_hours" if s.budget_hours is not None else
+                     f"select.budget_share={s.budget_share:g} x the Stage I dataset's speech "
+                     "hours, each clip once",
+        "est_hours": sum(c.est_seconds for c in chosen) / 3600,
         "hours": sum(c.seconds for c in chosen) / 3600,
         "kept_hours": sum(c.seconds for c in kept) / 3600, "selected": len(chosen),
         "dropped": len(chosen) - len(kept), "kept": len(kept),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -185,8 +186,7 @@ def test_select_real_run(tmp_path):
         assert clips and all(Path(c).is_file() for c in clips)
     assert (out / "report.png").stat().st_size > 0 and "| c" in (out / "report.md").read_text()
     # the CER filter: a threshold below every clip's CER drops every text, and counts it
-    strict = load_config("tiny", [f"select.out_dir={tmp_path / 'select'}", "select.max_cer=-1",
-                                  "data.voices=[piper/joe]"])
+    strict = dataclasses.replace(config, select=dataclasses.replace(config.select, max_cer=-1.0))
     chosen = [Selected(r["index"], r["text"], r["cluster"], r["voice"],
                        tuple(tuple(s) for s in r["spans"]), r["est_seconds"]) for r in rows]
     assert all(s.dropped and "CER" in s.reason for s in _synthesize(chosen, strict, out))
