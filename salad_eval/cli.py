@@ -62,6 +62,59 @@ def assets_prepare(
     prepare_assets(names)
 
 
+audio_app = typer.Typer(
+    help="Exchange audio: export the clips a run scored, import them into another store.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(audio_app, name="audio")
+
+
+@audio_app.command("export")
+def audio_export(
+    out: str = typer.Argument(..., help="Directory to write (clips/*.flac and metadata.jsonl)."),
+    run: str = typer.Option(None, help="A gap run directory: export the clips it scored."),
+    tasks: str = typer.Option(None, help="Or: comma-separated tasks, synthesized if missing."),
+    voices: str = typer.Option("default", help="With --tasks: voice sets and/or voices."),
+    limit: int = typer.Option(None, help="With --tasks: only the first N items of each task."),
+    shots: int = typer.Option(0, help="With --tasks: spoken few-shot examples per item."),
+    seed: int = typer.Option(1234, help="With --tasks: the few-shot sampling seed of the run."),
+    synth_seed: int = typer.Option(0, help="With --tasks: the synthesis seed."),
+    data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
+) -> None:
+    """Copy clips from the audio store into a portable directory (a Hugging Face audiofolder)."""
+    from pathlib import Path
+
+    from salad_eval.speech import exchange
+
+    if (run is None) == (tasks is None):
+        raise SaladError("pass either --run <gap run directory> or --tasks <names>")
+    if run is not None:
+        clips = exchange.run_clips(Path(run))
+    else:
+        names = [name.strip() for name in tasks.split(",") if name.strip()]
+        clips = exchange.task_clips(names, voices, limit, shots, seed, data_dir, synth_seed)
+    done = exchange.export_clips(clips, Path(out))
+    print(f"exported {done.clips} clips ({done.seconds / 60:.1f} min of audio) to {out}")
+
+
+@audio_app.command("import")
+def audio_import(
+    directory: str = typer.Argument(..., help="A directory written by salad-eval audio export."),
+) -> None:
+    """Verify an export's clips and put them into the audio store: later runs score those bytes."""
+    from pathlib import Path
+
+    from salad_eval.speech import exchange
+
+    done = exchange.import_clips(Path(directory))
+    print(f"imported {done.clips} clips ({done.seconds / 60:.1f} min of audio), "
+          f"{done.replaced} replacing other bytes in the store")  # fmt: skip
+    if done.foreign:
+        print(f"{done.foreign} clips are of TTS versions not installed here: runs here will not "
+              "find them (install the exporting machine's versions)")
+
+
 @app.command("tasks")
 def tasks_list(
     data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),

@@ -82,7 +82,7 @@ def encode(audio: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _frames(data: bytes) -> int:
+def flac_frames(data: bytes) -> int:
     """Frames of FLAC bytes; ValueError unless they decode as a 16 kHz clip of some length."""
     try:
         audio, rate = sf.read(io.BytesIO(data), dtype="int16")
@@ -95,7 +95,7 @@ def _frames(data: bytes) -> int:
 
 def write_flac(fields: dict, data: bytes) -> StoredClip:
     """Store FLAC bytes (checked by decoding) under the key of ``fields``; then its sidecar."""
-    key, frames = key_of(fields), _frames(data)
+    key, frames = key_of(fields), flac_frames(data)
     stored = StoredClip(hashlib.sha256(data).hexdigest(), frames)
     atomic_write_bytes(clip_path(key), data)
     sidecar = {"sha256": stored.sha256, "frames": frames, "clip": fields}
