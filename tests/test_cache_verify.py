@@ -125,3 +125,19 @@ def test_every_kind_of_corrupted_entry_is_repaired_and_the_rerun_matches(gap_hom
     assert rebuilt == {kind: len(paths) for kind, paths in kinds.items()}
     assert _run(gap_home, "again")[0] == items  # repaired on disk: nothing more to rebuild
     assert {kind: home.REBUILT[kind] - before.get(kind, 0) for kind in kinds} == rebuilt
+
+
+def test_a_bad_embedding_chunk_is_re_embedded(tmp_path, monkeypatch):
+    """Stage II's sentence embeddings, with the real embedded MiniLM."""
+    from salad_train.cluster import embed
+
+    (tmp_path / "assets").symlink_to(home.home() / "assets")
+    monkeypatch.setenv("SALAD_HOME", str(tmp_path))
+    texts = ["The cat sat on the warm mat.", "Dogs bark at night.", "The sun rises early."]
+    clean = embed(texts)
+    (chunk,) = (tmp_path / "embeddings").rglob("*.npy")
+    for how in CORRUPTIONS:
+        before = home.REBUILT["embedding"]
+        _corrupt(chunk, how)
+        assert np.allclose(embed(texts), clean, atol=1e-6)
+        assert home.REBUILT["embedding"] == before + 1
