@@ -33,5 +33,8 @@ def prepare_assets(names: list[str] | None = None, console: Console | None = Non
     Hub ids and local paths are checked as everywhere else, so this also tells whether one loads.
     """
     console = console or Console()
-    for name in names or default_assets():
+    names = names or default_assets()
+    for name in names:  # every name checked before the first one is built
+        resolve(name, build=False)
+    for name in names:
         console.print(f"{name}: {resolve(name)}", soft_wrap=True)
