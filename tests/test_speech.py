@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 
 from salad_eval.errors import SaladError
-from salad_eval.home import home
+from salad_eval.home import REBUILT, home
 from salad_eval.prompt import Audio, Item, Speak, Text
 from salad_eval.speech import store, tts
 from salad_eval.speech.synth import SynthManifest, synthesize
@@ -174,8 +174,11 @@ def test_bad_store_entries_are_counted_and_rebuilt(fresh_home: Path) -> None:
                    for path in clips[3:6]]  # fmt: skip
     for path, how in zip(clips[:3] + transcripts, ["truncate", "zero", "garbage"] * 2, strict=True):
         _corrupt(path, how)
+    before = dict(REBUILT)
     again = synthesize(items, FAST, show_progress=False)
     assert len(again.repaired) == 6, again.repaired
+    assert REBUILT["clip"] - before.get("clip", 0) == 3
+    assert REBUILT["clip transcript"] - before.get("clip transcript", 0) == 3
     assert sum(s.made for s in again.voices.values()) == 3  # only the bad clips, nothing else
     assert again.rows == first.rows  # the same bytes (deterministic synthesis), the same checks
     for path in clips:

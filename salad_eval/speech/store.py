@@ -9,7 +9,8 @@ by a sidecar ``<key>.json``: the sha256 of the FLAC's bytes, its frame count and
 Every read is verified: a clip counts only if its sidecar parses, its bytes hash to the recorded
 digest and its header says 16 kHz with the recorded frames; a transcript only if it parses and was
 made from the bytes the clip has now. A bad entry (truncated, zero bytes, garbage, a clip without
-sidecar) is discarded and noted in the caller's ``problems``: it is made again, never used.
+sidecar) is discarded, noted in the caller's ``problems`` and counted in ``home.REBUILT``: it is
+made again, never used.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from salad_eval.home import atomic_write_bytes, atomic_write_text, home
+from salad_eval.home import REBUILT, atomic_write_bytes, atomic_write_text, home
 from salad_eval.speech.normalize import VERSION as NORMALIZATION_VERSION
 from salad_eval.speech.tts import SAMPLE_RATE
 from salad_eval.speech.voices import Voice
@@ -141,6 +142,7 @@ def stored_clip(key: str, problems: list[str]) -> StoredClip | None:
         return _check(key)
     except ValueError as why:
         problems.append(f"clip {clip_path(key)}: {why}")
+        REBUILT["clip"] += 1
         discard(key)
         return None
 
@@ -171,6 +173,7 @@ def read_transcript(key: str, asr: str, sha256: str, problems: list[str]) -> str
         return None
     except (OSError, ValueError, KeyError, TypeError) as err:
         problems.append(f"transcript {path}: unreadable ({type(err).__name__})")
+        REBUILT["clip transcript"] += 1
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         return None
