@@ -247,7 +247,11 @@ class Stage1Trainer:
         """What the model was trained on, for `salad-eval gap` manifests and `report` figures."""
         t = self.config.train
         samples = self.step * t.grad_accum * t.batch_size * self.accelerator.num_processes
+        d = self.config.data
+        # the TTS voices heard in training: a gap report says which evaluation voices are new
+        voices = list(d.voices) if d.corpus or d.tasks else []
         return {"stage": self.stage, "steps": self.step, "tokens_seen": self.tokens_seen,
+                "voices": voices,
                 "speech_hours": self.speech_seconds / 3600,
                 "dataset_speech_hours": sum(self.clip_seconds.values()) / 3600,
                 "shares": self.data.shares, "drawn": self.data.drawn(samples),

@@ -110,6 +110,20 @@ def test_summary_reads_as_a_report(runs):
         assert needle in summary, needle
 
 
+def test_report_says_which_voices_training_heard(tmp_path):
+    records = [{**r, "voice": "kokoro/jm_kumo"} if r["voice"] == VOICES[0] else r
+               for r in run_records(0, 0.5, 1.0)]  # fmt: skip
+    training = {"speech_hours": 2, "voices": ["piper/joe:length_scale=1.2", "espeak/en-us"]}
+    results = write_report(tmp_path, records, {**MANIFEST, "training": training}, n_boot=50)
+    assert results["voice_exposure"] == {"kokoro/jm_kumo": "unseen", "piper/joe": "speaker seen"}
+    summary = (tmp_path / "summary.md").read_text()
+    assert "`kokoro/jm_kumo` (unseen in training)" in summary
+    assert json.loads((tmp_path / "results.json").read_text())["voice_exposure"] == {
+        "kokoro/jm_kumo": "unseen", "piper/joe": "speaker seen"}
+    write_report(tmp_path, records, MANIFEST, n_boot=50)  # no training.json: nothing to say
+    assert "training voices of this model are not recorded" in (tmp_path / "summary.md").read_text()
+
+
 def test_plots_are_written_and_non_empty(runs):
     for name in ("gap_decomposition.png", "misalignment_by_domain.png", "accuracy_by_voice.png"):
         path = runs[0] / name

@@ -24,7 +24,7 @@ from salad_eval.home import REBUILT, home
 from salad_eval.prompt import Audio, Item, Speak, Text
 from salad_eval.speech import store, tts
 from salad_eval.speech.synth import SynthManifest, synthesize
-from salad_eval.speech.voices import Voice, parse_voice, resolve_voices
+from salad_eval.speech.voices import Voice, exposure, parse_voice, resolve_voices
 from salad_eval.tasks import load_items
 
 FAST = "piper/joe,espeak/en-us"
@@ -74,6 +74,17 @@ def test_voice_names() -> None:
         resolve_voices("defualt")
     with pytest.raises(SaladError, match="length_scale"):
         parse_voice("piper/joe:speed=2")
+
+
+def test_voice_exposure_and_the_demo_voices_are_unseen_by_the_tiny_preset() -> None:
+    from salad_train.config import load_config
+
+    trained = ["piper/joe:noise_scale=0.8,length_scale=1.2", "espeak/en-us+m3"]
+    assert exposure("piper/joe:length_scale=1.2,noise_scale=0.8", trained) == "seen"
+    assert exposure("piper/joe", trained) == "speaker seen"
+    assert exposure("kokoro/jm_kumo", trained) == "unseen"
+    tiny = load_config("tiny").data.voices
+    assert {exposure(str(v), tiny) for v in resolve_voices("heldout")} == {"unseen"}
 
 
 def test_coqui_missing_says_how_to_install() -> None:

@@ -18,6 +18,7 @@ from salad_eval.gap.significance import mcnemar_tests
 from salad_eval.gap.stats import CI_LEVEL
 from salad_eval.gap.summary import render_summary
 from salad_eval.home import atomic_write_text
+from salad_eval.speech.voices import exposure
 
 CONDITION_MEANINGS = {
     "text@base": "the original text LLM reads the question as text",
@@ -67,6 +68,13 @@ def _tables(records: list[dict], metric: str, n_boot: int, seed: int) -> dict:
     }
 
 
+def _exposure(voices: list[str], training: dict | None) -> dict[str, str] | None:
+    """Per evaluation voice, whether training heard it (None: the training voices are unknown)."""
+    if not training or "voices" not in training:
+        return None
+    return {v: exposure(v, training["voices"]) for v in voices}
+
+
 def analyse(
     records: list[dict], manifest: dict, metric: str = "acc", n_boot: int = 1000, seed: int = 0
 ) -> dict:
@@ -76,6 +84,7 @@ def analyse(
     if n_boot < 1:
         raise SaladError("n_boot must be at least 1 bootstrap resample; 1000 is the default")
     check_records(records)
+    voices = sorted({r["voice"] for r in records if r["voice"] is not None})
     metrics = {m: _tables(records, m, n_boot, seed) for m in METRICS}
     return {
         "metric": metric,
@@ -88,7 +97,8 @@ def analyse(
             if any(r["condition"] == c for r in records)
         },
         "tasks": sorted({r["task"] for r in records}),
-        "voices": sorted({r["voice"] for r in records if r["voice"] is not None}),
+        "voices": voices,
+        "voice_exposure": _exposure(voices, manifest.get("training")),
         "n_items": metrics[metric]["overall"]["n_items"],
         "metrics": metrics,
         "controls": metrics[metric]["controls"],

@@ -106,6 +106,14 @@ def _manifest(manifest: dict, limit: int = 60) -> list[str]:
     return lines
 
 
+def _exposure(exposure: dict[str, str] | None) -> list[str]:
+    """Which evaluation voices training heard: listening to an unseen voice is the real test."""
+    if exposure is None:
+        return ["The training voices of this model are not recorded (no `training.json`).", ""]
+    return ["Evaluation voices: " + ", ".join(f"`{v}` ({e} in training)"
+                                              for v, e in exposure.items()) + ".", ""]
+
+
 def render_summary(results: dict, plots: list[str]) -> str:
     """The whole summary.md for one run."""
     metric = results["metric"]
@@ -128,6 +136,7 @@ def render_summary(results: dict, plots: list[str]) -> str:
         "",
         m["controls"]["sentence"],
         "",
+        *_exposure(results.get("voice_exposure")),
         "## Conditions",
         "",
         "| condition | what it measures | accuracy | items |",

@@ -45,6 +45,8 @@ VOICE_SETS: dict[str, tuple[str, ...]] = {
         "espeak/en+f3:rate=150",
     ),
     "kokoro": tuple(f"kokoro/{name}" for name in KOKORO_VOICES),
+    # speakers the tiny preset never trains on (it trains on Piper and eSpeak): `make demo`
+    "heldout": ("kokoro/jm_kumo", "kokoro/jf_alpha"),
 }
 
 
@@ -100,6 +102,18 @@ def parse_voice(spec: str) -> Voice:
             raise SaladError(f"parameter {key}={value} in voice {spec!r} is outside {lo:g}..{hi:g}")
         params[key] = number
     return Voice(engine, name, tuple(sorted(params.items())))
+
+
+def exposure(voice: str, trained: list[str]) -> str:
+    """Whether training heard ``voice``: ``seen`` (this very voice), ``speaker seen`` (its
+    speaker with other prosody) or ``unseen``; a listening result means most on unseen ones."""
+    heard = {parse_voice(v) for v in trained}
+    v = parse_voice(voice)
+    if v in heard:
+        return "seen"
+    if any((h.engine, h.name) == (v.engine, v.name) for h in heard):
+        return "speaker seen"
+    return "unseen"
 
 
 def resolve_voices(spec: str) -> tuple[Voice, ...]:
