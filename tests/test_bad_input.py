@@ -1,0 +1,214 @@
+"""The bad-input matrix: every command refuses bad values before any model loads or audio is made.
+
+For each command, bad values of each option type (negative, zero, non-numeric, missing path,
+empty file, binary file, malformed YAML/JSON, unknown names) go through the real CLI entry point:
+exit status 2, one line ``error: ...``, no traceback. The model-load hook makes any model load,
+asset preparation or synthesis raise, so a refusal that came after one would fail the test. Most
+cases run in-process (no model is needed to refuse); a few run as real subprocesses.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from salad_eval import launch
+
+BIN = Path(sys.executable).parent
+
+
+class ModelLoaded(AssertionError):
+    """Raised by the hook: a command did work before refusing its input."""
+
+
+def _forbid(*_args, **_kwargs):
+    raise ModelLoaded("a model, asset or clip was loaded or built before the input was refused")
+
+
+HOOK = """
+import importlib, transformers, onnxruntime
+from salad_eval.assets import registry
+resolve = importlib.import_module("salad_eval.assets.resolve")
+from salad_eval.speech import tts
+def forbid(*args, **kwargs):
+    raise AssertionError("a model, asset or clip was loaded or built before the input was refused")
+transformers.PreTrainedModel.from_pretrained = classmethod(forbid)
+onnxruntime.InferenceSession.__init__ = forbid
+registry.prepare = resolve.prepare = forbid
+tts.synthesize = forbid
+"""
+
+
+@pytest.fixture(autouse=True)
+def no_model_loads(monkeypatch):
+    """The model-load hook: the single places where models, engines, assets and clips are made."""
+    import onnxruntime
+    import transformers
+
+    from salad_eval.assets import registry
+    from salad_eval.speech import tts
+
+    resolve = importlib.import_module("salad_eval.assets.resolve")  # the package hides the module
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(_forbid))
+    monkeypatch.setattr(onnxruntime.InferenceSession, "__init__", _forbid)
+    monkeypatch.setattr(registry, "prepare", _forbid)
+    monkeypatch.setattr(resolve, "prepare", _forbid)
+    monkeypatch.setattr(tts, "synthesize", _forbid)
+    # the process-wide parts of the CLI start stay out of the test process
+    monkeypatch.setattr(launch, "stop_on_signals", lambda: None)
+    monkeypatch.setattr(launch, "quiet_third_party", lambda: None)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    """Bad and good inputs on disk: empty, binary, malformed files and a checkpoint's config."""
+    root = tmp_path_factory.mktemp("inputs")
+    binary = bytes(range(256)) * 8
+    (root / "empty.txt").write_text("")
+    (root / "binary.txt").write_bytes(binary)
+    (root / "docs.txt").write_text("A first document to speak.\nA second one.\n")
+    (root / "bad.yaml").write_text("train: [1, 2\n")
+    (root / "binary.yaml").write_bytes(binary)
+    (root / "list.yaml").write_text("- 1\n- 2\n")
+    (root / "empty.yaml").write_text("")
+    for name, content in {"run_empty": b"", "run_binary": binary, "run_malformed": b'{"metric": ',
+                          "run_incomplete": b'{"metric": "acc", "metrics": {"acc": {}}}'}.items():
+        (root / name).mkdir()
+        (root / name / "results.json").write_bytes(content)  # fmt: skip
+    from salad_eval.models.speech_lm import CHECKPOINT_FORMAT, CHECKPOINT_KEY
+
+    (root / "ckpt").mkdir()  # a SALAD checkpoint as far as the checks read it (no weights)
+    (root / "ckpt" / "config.json").write_text(
+        json.dumps({CHECKPOINT_KEY: {"format": CHECKPOINT_FORMAT}})
+    )
+    (root / "bad_ckpt").mkdir()
+    (root / "bad_ckpt" / "config.json").write_text("{not json")
+    (root / "qwen").mkdir()
+    (root / "qwen" / "config.json").write_text('{"model_type": "qwen2_audio"}')
+    return {path.name: str(path) for path in root.iterdir()} | {"missing": str(root / "nope")}
+
+
+def _eval_cases(f: dict[str, str]) -> list[list[str]]:
+    gap = ["gap", "--model", f["ckpt"]]
+    div = ["divergence", "--model", f["ckpt"], "--corpus", f["docs.txt"]]
+    return [
+        # synth: numbers, names, paths
+        ["synth", "--limit", "-3"], ["synth", "--limit", "0"], ["synth", "--limit", "abc"],
+        ["synth", "--workers", "0"], ["synth", "--shots", "-1"],
+        ["synth", "--wer-threshold", "-0.5"], ["synth", "--wer-threshold", "x"],
+        ["synth", "--tasks", ","], ["synth", "--tasks", "dem"], ["synth", "--voices", "piper/jo"],
+        ["synth", "--voices", "piper/joe:length_scale=abc"], ["synth", "--data-dir", f["missing"]],
+        ["synth", "--data-dir", f["empty.txt"]], ["synth", "--limt", "3"],
+        # gap
+        ["gap"], ["gap", "--model", f["missing"]], ["gap", "--model", f["empty.txt"]],
+        ["gap", "--model", f["bad_ckpt"]], ["gap", "--model", f["run_empty"]],
+        [*gap, "--limit", "-3"], [*gap, "--limit", "0"], [*gap, "--batch-size", "0"],
+        [*gap, "--batch-size", "-2"], [*gap, "--batch-size", "many"], [*gap, "--n-boot", "0"],
+        [*gap, "--workers", "0"], [*gap, "--shots", "-1"], [*gap, "--tasks", "dem"],
+        [*gap, "--voices", "nobody"], [*gap, "--device", "toaster"],
+        [*gap, "--device", "cuda:99"], [*gap, "--dtype", "int8"],
+        [*gap, "--text-model", "smollm"], [*gap, "--asr", "smollm2-135m"],
+        [*gap, "--out", f["docs.txt"]], [*gap, "--data-dir", f["missing"]],
+        # divergence
+        ["divergence", "--model", f["ckpt"], "--corpus", f["missing"]],
+        ["divergence", "--model", f["ckpt"], "--corpus", f["empty.txt"]],
+        ["divergence", "--model", f["ckpt"], "--corpus", f["binary.txt"]],
+        ["divergence", "--model", f["qwen"], "--corpus", f["docs.txt"]],
+        ["divergence", "--model", f["missing"], "--corpus", f["docs.txt"]],
+        [*div, "--limit", "0"], [*div, "--span-words", "0"], [*div, "--span-words", "-4"],
+        [*div, "--workers", "0"], [*div, "--voices", "x/y"], [*div, "--out", f["ckpt"]],
+        # report
+        ["report", f["missing"]], ["report", f["run_empty"]], ["report", f["run_binary"]],
+        ["report", f["run_malformed"]], ["report", f["run_incomplete"]],
+        # tasks, assets
+        ["tasks", "--data-dir", f["missing"]], ["assets", "prepare", "whisper-base", "nope"],
+        ["assets", "prepare", "--x"],
+    ]  # fmt: skip
+
+
+def _train_cases(f: dict[str, str]) -> list[list[str]]:
+    cases = []
+    for command in ("stage1", "select", "stage2", "run"):
+        cases += [
+            [command, "train.steps=abc"], [command, "train.steps=-3"], [command, "train.steps=0"],
+            [command, "loss.alpha=2"], [command, "optim.adapter_lr=fast"],
+            [command, "train.steps"], [command, "train.steps=[1"], [command, "train.stepz=3"],
+            [command, "--config", f["missing"]], [command, "--config", f["bad.yaml"]],
+            [command, "--config", f["binary.yaml"]], [command, "--config", f["list.yaml"]],
+            [command, "--config", f["empty.yaml"]],
+            [command, f"data.corpus={f['missing']}"], [command, f"data.corpus={f['empty.txt']}"],
+            [command, f"data.corpus={f['binary.txt']}"], [command, "data.voices=[piper/jo]"],
+            [command, "data.workers=0"], [command, "data.tasks=[demo:test]"],
+            [command, "model.llm=smollm"], [command, "train.mixed_precision=fp8"],
+        ]  # fmt: skip
+    return cases + [
+        ["select", "select.clusters=0"], ["select", "select.gamma=-1"],
+        ["stage2", "stage2.steps=-1"], ["run", "run.tasks=[dem]"], ["run", "run.limit=0"],
+        ["run", "run.voices=nobody"], ["run", "--ablate-random=3"], ["stage1", "--conf", "x"],
+    ]  # fmt: skip
+
+
+def _refused(main, argv: list[str], capsys) -> str:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2, (argv, out, err)
+    assert out == "" and "Traceback" not in err, (argv, out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), (argv, err)
+    return lines[0]
+
+
+def test_every_salad_eval_command_refuses_bad_input_before_work(files, capsys):
+    from salad_eval.cli import main
+
+    for argv in _eval_cases(files):
+        _refused(main, ["salad-eval", *argv], capsys)
+
+
+def test_every_salad_train_command_refuses_bad_input_before_work(files, capsys):
+    from salad_train.cli import main
+
+    for argv in _train_cases(files):
+        _refused(main, ["salad-train", *argv], capsys)
+
+
+def test_the_messages_say_what_is_wrong(files, capsys):
+    from salad_eval.cli import main as eval_main
+    from salad_train.cli import main as train_main
+
+    gap = ["salad-eval", "gap", "--model", files["ckpt"]]
+    assert "--batch-size" in _refused(eval_main, [*gap, "--batch-size", "0"], capsys)
+    assert "--limit" in _refused(eval_main, ["salad-eval", "synth", "--limit", "-3"], capsys)
+    assert "did you mean demo" in _refused(eval_main, [*gap, "--tasks", "dem"], capsys)
+    assert "not UTF-8 text" in _refused(
+        eval_main, ["salad-eval", "divergence", "--model", files["ckpt"], "--corpus",
+                    files["binary.txt"]], capsys)  # fmt: skip
+    assert "not a gap report" in _refused(
+        eval_main, ["salad-eval", "report", files["run_incomplete"]], capsys)
+    message = _refused(train_main, ["salad-train", "stage1", "train.steps=abc"], capsys)
+    assert "train.steps must be an integer" in message
+
+
+@pytest.mark.parametrize("argv", [
+    ["salad-eval", "synth", "--limit", "-3"],
+    ["salad-eval", "gap", "--model", "MODEL", "--batch-size", "0"],
+    ["salad-train", "stage1", "train.steps=abc"],
+])  # fmt: skip
+def test_a_real_process_refuses_with_status_2_and_one_line(files, argv):
+    """The installed entry points, in a fresh process with the same model-load hook."""
+    argv = [{"MODEL": files["ckpt"], "BINARY_RUN": files["run_binary"]}.get(a, a) for a in argv]
+    module = "salad_eval.cli" if argv[0] == "salad-eval" else "salad_train.cli"
+    code = f"{HOOK}\nimport sys\nsys.argv = {argv!r}\nfrom {module} import main\nmain()\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
