@@ -230,7 +230,7 @@ def test_models_of_another_dtype_than_the_run_are_refused_before_any_work(tmp_pa
     "args, message",
     [
         (["--model", "{not_ckpt}"], "not a SALAD checkpoint"),
-        (["--model", "{ckpt}", "--limit", "0"], "--limit 0"),
+        (["--model", "{ckpt}", "--limit", "0"], "'--limit': Input should be greater than"),
         (["--model", "{ckpt}", "--limit", "1"], "at least 2"),
         (["--model", "{ckpt}", "--voices", "coqui/nobody"], "coqui"),
     ],
