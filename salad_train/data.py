@@ -21,8 +21,9 @@ text. The student reads speech spans as audio, the teacher reads every span as t
   ``replay_prob > 0`` and no replay text the config is refused before any work starts.
 
 A document longer than ``max_tokens`` student positions is cut into consecutive windows at span
-boundaries (``MixedData.window``, sized for the longer of each span's audio and text layout), so
-all of its text is used, each span in exactly one window.
+boundaries (``MixedData.window``, sized for the longer of each span's audio and text layout; a
+text span too long alone, such as a long replay document, at words), so all of its text is used,
+each span in exactly one window.
 
 Sampling is a pure function of (seed, global sample index), so a resumed run sees exactly the
 samples the uninterrupted run would have seen, data-parallel ranks split one global order, and
@@ -245,13 +246,25 @@ def draw(doc: Document, rng: random.Random) -> Document:
                  for s in doc)  # fmt: skip
 
 
+def _fitted(span: Span, length: Callable[[Span], int], max_tokens: int) -> list[Span]:
+    """A text span longer than ``max_tokens`` cut in halves at words until each part fits (a
+    long replay document); a clip is never cut."""
+    words = span.text.split()
+    if span.audio or len(words) < 2 or length(span) <= max_tokens:
+        return [span]
+    half = len(words) // 2
+    return [part for piece in (words[:half], words[half:])
+            for part in _fitted(Span(" ".join(piece)), length, max_tokens)]  # fmt: skip
+
+
 def windows(doc: Document, length: Callable[[Span], int], max_tokens: int) -> list[Document]:
     """Consecutive runs of ``doc``'s spans of at most ``max_tokens`` positions by ``length``;
-    every span lands in exactly one (a span longer than that alone is a window of its own)."""
+    every span lands in exactly one (a text span too long for one is cut at words first, a clip
+    too long for one is a window of its own)."""
     out: list[Document] = []
     window: list[Span] = []
     used = 0
-    for span in doc:
+    for span in (part for whole in doc for part in _fitted(whole, length, max_tokens)):
         n = length(span)
         if window and used + n > max_tokens:
             out.append(tuple(window))

@@ -58,7 +58,11 @@ def test_long_documents_are_windowed_so_all_their_text_is_used():
     parts = windows(doc, lambda span: length[span.text], max_tokens=9)
     assert [s for part in parts for s in part] == list(doc)  # each span once, in order
     assert all(sum(length[s.text] for s in part) <= 9 for part in parts)
-    assert windows((Span("long"),), lambda span: 50, 9) == [(Span("long"),)]
+    assert windows((Span("clip", "c.wav"),), lambda span: 50, 9) == [(Span("clip", "c.wav"),)]
+    replay = (Span(" ".join(f"w{i}" for i in range(40))),)  # a long text: cut at words
+    parts = windows(replay, lambda span: len(span.text.split()), max_tokens=9)
+    assert " ".join(s.text for part in parts for s in part) == replay[0].text
+    assert all(sum(len(s.text.split()) for s in part) <= 9 for part in parts)
 
 
 def test_drawn_shares_count_what_the_run_sampled():
