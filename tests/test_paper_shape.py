@@ -103,7 +103,7 @@ def natural(tmp_path_factory) -> list[Path]:
     return [libri, manifest, root / "hf"]
 
 
-def test_paper_shape_stage1_select_stage2(models, natural, tmp_path):
+def test_paper_shape_stage1_select_stage2(models, natural, tmp_path, fresh_accelerator_state):
     from salad_eval.models.digest import weights_digest
     from salad_eval.models.text_lm import load_llm
     from salad_train.batch import plan_batch
