@@ -76,23 +76,23 @@ def audio_export(
     run: str = typer.Option(None, help="A gap run directory: export the clips it scored."),
     tasks: str = typer.Option(None, help="Or: comma-separated tasks, synthesized if missing."),
     voices: str = typer.Option("default", help="With --tasks: voice sets and/or voices."),
-    limit: int = typer.Option(None, help="With --tasks: only the first N items of each task."),
-    shots: int = typer.Option(0, help="With --tasks: spoken few-shot examples per item."),
+    limit: int = typer.Option(None, min=1, help="With --tasks: the first N items of each task."),
+    shots: int = typer.Option(0, min=0, help="With --tasks: spoken few-shot examples per item."),
     seed: int = typer.Option(1234, help="With --tasks: the few-shot sampling seed of the run."),
     synth_seed: int = typer.Option(0, help="With --tasks: the synthesis seed."),
     data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
 ) -> None:
     """Copy clips from the audio store into a portable directory (a Hugging Face audiofolder)."""
-    from pathlib import Path
-
     from salad_eval.speech import exchange
 
     if (run is None) == (tasks is None):
         raise SaladError("pass either --run <gap run directory> or --tasks <names>")
+    checks.inputs(out_dir=out)
     if run is not None:
         clips = exchange.run_clips(Path(run))
     else:
-        names = [name.strip() for name in tasks.split(",") if name.strip()]
+        names = checks.task_names(tasks)
+        checks.inputs(tasks=names, shots=shots, data_dir=data_dir, voices=voices)
         clips = exchange.task_clips(names, voices, limit, shots, seed, data_dir, synth_seed)
     done = exchange.export_clips(clips, Path(out))
     print(f"exported {done.clips} clips ({done.seconds / 60:.1f} min of audio) to {out}")
@@ -103,8 +103,6 @@ def audio_import(
     directory: str = typer.Argument(..., help="A directory written by salad-eval audio export."),
 ) -> None:
     """Verify an export's clips and put them into the audio store: later runs score those bytes."""
-    from pathlib import Path
-
     from salad_eval.speech import exchange
 
     done = exchange.import_clips(Path(directory))
@@ -146,7 +144,7 @@ def synth(
     shots: int = typer.Option(0, min=0, help="Spoken few-shot examples per item."),
     data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
     wer_threshold: float = typer.Option(0.3, min=0, help="Flag clips whose ASR WER is above this."),
-    synth_seed: int = typer.Option(0, help="Synthesis seed: the same seed, the same audio."),
+    synth_seed: int = typer.Option(0, min=0, help="Synthesis seed: the same seed, the same audio."),
 ) -> None:
     """Synthesize the spoken segments of tasks into the audio store, with ASR-checked manifests."""
     from salad_eval.speech.synth import synthesize_tasks
@@ -172,8 +170,8 @@ def gap(
     batch_size: int = typer.Option(8, min=1, help="Choices per forward pass."),
     workers: int = typer.Option(1, min=1, help="Synthesis worker processes."),
     n_boot: int = typer.Option(1000, min=1, help="Paired bootstrap resamples."),
-    seed: int = typer.Option(1234, help="Seed for few-shot sampling, shuffled audio, bootstrap."),
-    synth_seed: int = typer.Option(0, help="Synthesis seed: the same seed, the same audio."),
+    seed: int = typer.Option(1234, min=0, help="Seed: few-shot sampling, shuffled audio, bootstrap."),
+    synth_seed: int = typer.Option(0, min=0, help="Synthesis seed: the same seed, the same audio."),
     controls: bool = typer.Option(True, help="Score the silent and shuffled audio controls."),
     data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
 ) -> None:
@@ -184,6 +182,9 @@ def gap(
     from salad_eval.models.text_lm import TextLM, default_dtype
 
     names = checks.task_names(tasks)
+    if limit == 1:
+        raise SaladError("--limit 1: a gap needs at least 2 items (paired statistics, shuffled "
+                         "audio); raise --limit")
     checks.inputs(tasks=names, shots=shots, data_dir=data_dir, voices=voices, speech_model=model,
                   text_model=text_model, asr=asr, device=device, dtype=dtype, out_dir=out)
     training = _training_record(Path(model))
