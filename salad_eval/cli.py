@@ -170,7 +170,7 @@ def gap(
     batch_size: int = typer.Option(8, min=1, help="Choices per forward pass."),
     workers: int = typer.Option(1, min=1, help="Synthesis worker processes."),
     n_boot: int = typer.Option(1000, min=1, help="Paired bootstrap resamples."),
-    seed: int = typer.Option(1234, min=0, help="Seed: few-shot sampling, shuffled audio, bootstrap."),
+    seed: int = typer.Option(1234, min=0, help="Seed of few-shot sampling, shuffling, bootstrap."),
     synth_seed: int = typer.Option(0, min=0, help="Synthesis seed: the same seed, the same audio."),
     controls: bool = typer.Option(True, help="Score the silent and shuffled audio controls."),
     data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
