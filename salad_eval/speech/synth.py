@@ -180,7 +180,7 @@ def ensure_clip(normalized: str, voice: Voice, seed: int = 0) -> Path:
     problems: list[str] = []
     stored_or_made(fields, voice, problems)
     for problem in problems:
-        print(f"audio store: rebuilt a bad entry: {problem}", file=sys.stderr)
+        print(f"audio store: made again: {problem}", file=sys.stderr)
     return store.clip_path(store.key_of(fields))
 
 
@@ -338,9 +338,9 @@ def synthesize(
     synth_seconds = time.perf_counter() - job_started
     repaired += [problem for result in done.values() for problem in result.problems]
     if repaired:
-        more = f" (and {len(repaired) - 1} more)" if len(repaired) > 1 else ""
-        console.print(f"audio store: rebuilt {len(repaired)} bad entries: {repaired[0]}{more}",
-                      markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+        more = f"; and {len(repaired) - 1} more" if len(repaired) > 1 else ""
+        console.print(f"audio store: made again: {repaired[0]}{more}", markup=False,
+                      highlight=False, soft_wrap=True)  # fmt: skip
     rows = [
         _row(item, voice, keys[(index, voice)], done, wer_threshold)
         for voice in voice_list
