@@ -86,6 +86,9 @@ def files(tmp_path_factory) -> dict[str, str]:
     (root / "ckpt" / "config.json").write_text(
         json.dumps({CHECKPOINT_KEY: {"format": CHECKPOINT_FORMAT}})
     )
+    (root / "trained_ckpt").mkdir()  # its training.json is binary
+    (root / "trained_ckpt" / "config.json").write_text((root / "ckpt" / "config.json").read_text())
+    (root / "trained_ckpt" / "training.json").write_bytes(binary)
     (root / "bad_ckpt").mkdir()
     (root / "bad_ckpt" / "config.json").write_text("{not json")
     (root / "qwen").mkdir()
@@ -107,13 +110,15 @@ def _eval_cases(f: dict[str, str]) -> list[list[str]]:
         # gap
         ["gap"], ["gap", "--model", f["missing"]], ["gap", "--model", f["empty.txt"]],
         ["gap", "--model", f["bad_ckpt"]], ["gap", "--model", f["run_empty"]],
-        [*gap, "--limit", "-3"], [*gap, "--limit", "0"], [*gap, "--batch-size", "0"],
+        [*gap, "--limit", "-3"], [*gap, "--limit", "0"], [*gap, "--limit", "1"],
+        [*gap, "--seed", "-1"], [*gap, "--synth-seed", "x"], [*gap, "--batch-size", "0"],
         [*gap, "--batch-size", "-2"], [*gap, "--batch-size", "many"], [*gap, "--n-boot", "0"],
         [*gap, "--workers", "0"], [*gap, "--shots", "-1"], [*gap, "--tasks", "dem"],
         [*gap, "--voices", "nobody"], [*gap, "--device", "toaster"],
         [*gap, "--device", "cuda:99"], [*gap, "--dtype", "int8"],
         [*gap, "--text-model", "smollm"], [*gap, "--asr", "smollm2-135m"],
         [*gap, "--out", f["docs.txt"]], [*gap, "--data-dir", f["missing"]],
+        ["gap", "--model", f["trained_ckpt"]],
         # divergence
         ["divergence", "--model", f["ckpt"], "--corpus", f["missing"]],
         ["divergence", "--model", f["ckpt"], "--corpus", f["empty.txt"]],

@@ -57,6 +57,8 @@ def test_a_truncation_that_still_parses_is_caught(tmp_path):
     again = home.cached_entry(path, "test", lambda: 0.98298123, home.json_bytes,
                               lambda data: home.checked_float(json.loads(data)))  # fmt: skip
     assert again == value == 0.98298123
+    n = home.REBUILT["test"]
+    assert f"rebuilt {n} bad test entr{'y' if n == 1 else 'ies'}" in home.rebuilt_report()
     sealed = path.read_bytes()
     path.write_bytes(sealed.replace(b"0.98298123", b"0.98298124"))  # same length, other value
     with pytest.raises(home.BadEntry):
