@@ -90,7 +90,6 @@ def _onnx_session(model: str) -> seeded.SeededSession:
     options.inter_op_num_threads = 1
     path = seeded.seeded_model(model, _file_hash(model))
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    session._model_path = model  # what kokoro-onnx reads back
     return seeded.SeededSession(session)
 
 
