@@ -37,6 +37,7 @@ class DataConfig:
     speech_span_words: list[int] = field(default_factory=lambda: [5, 15])
     max_documents: int | None = None
     workers: int = 1  # synthesis processes
+    synth_seed: int = 0  # TTS noise: the same seed, the same audio
     max_tokens: int = 2048
 
 
@@ -204,6 +205,7 @@ _RANGES = {
     "model.readout_scale": ">0",
     "data.replay_prob": "0..1", "data.text_span_words": ">=1", "data.speech_span_words": ">=1",
     "data.max_documents": ">=1", "data.workers": ">=1", "data.max_tokens": ">=1",
+    "data.synth_seed": ">=0",
     "loss.alpha": "0..1", "loss.temperature": ">0", "loss.chunk_size": ">=1",
     "loss.ctc_weight": ">=0", "loss.ctc_scale": ">0",
     "optim.adapter_lr": ">=0", "optim.llm_lr": ">=0", "optim.weight_decay": ">=0",

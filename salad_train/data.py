@@ -98,16 +98,17 @@ def split_spans(
     return spans
 
 
-def speak(text: str, voice: str) -> str:
-    """A 16 kHz clip of ``text`` in ``voice`` from the audio store (made once, verified)."""
+def speak(text: str, voice: str, seed: int = 0) -> str:
+    """A 16 kHz clip of ``text`` in ``voice`` (synthesis ``seed``) from the audio store (made
+    once, verified)."""
     from salad_eval.speech.normalize import normalize
     from salad_eval.speech.synth import ensure_clip
     from salad_eval.speech.voices import parse_voice
 
-    return str(ensure_clip(normalize(text), parse_voice(voice)))
+    return str(ensure_clip(normalize(text), parse_voice(voice), seed))
 
 
-def _speak_job(job: tuple[str, str]) -> str:
+def _speak_job(job: tuple[str, str, int]) -> str:
     return speak(*job)
 
 
@@ -117,8 +118,8 @@ def _init_speaker(threads: int) -> None:
     tts.set_threads(threads)
 
 
-def speak_all(jobs: list[tuple[str, str]], workers: int = 1) -> list[str]:
-    """Clips of many (text, voice) jobs, in order, made by ``workers`` processes."""
+def speak_all(jobs: list[tuple[str, str, int]], workers: int = 1) -> list[str]:
+    """Clips of many (text, voice, seed) jobs, in order, made by ``workers`` processes."""
     import os
 
     from salad_eval.workers import worker_pool
@@ -152,7 +153,8 @@ def synthetic_documents(config: DataConfig, seed: int) -> list[Document]:
         split_spans(doc.split(), config.text_span_words, config.speech_span_words, rng)
         for doc in docs
     ]
-    jobs = [(text, rng.choice(config.voices)) for plan in plans for text, speech in plan if speech]
+    jobs = [(text, rng.choice(config.voices), config.synth_seed)
+            for plan in plans for text, speech in plan if speech]  # fmt: skip
     clips = iter(speak_all(jobs, config.workers))
     return [tuple(Span(text, next(clips) if speech else None) for text, speech in plan)
             for plan in plans]  # fmt: skip
