@@ -156,7 +156,7 @@ def _synthesize(chosen: list[Selected], config: Config, out: Path) -> list[Selec
                       tuple(Speak(t) if speech else Text(t) for t, speech in s.spans), ("",), 0)
                  for s in own]  # fmt: skip
         manifest = synthesize(items, [voice], workers=config.select.workers,
-                              out_dir=out / "synth", show_progress=True)
+                              out_dir=out / "synth", seed=config.data.synth_seed)
         for s, item in zip(own, items, strict=True):
             done[s.index] = (s, manifest.row(item, voice))
     result = []
