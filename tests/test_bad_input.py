@@ -13,11 +13,12 @@ import importlib
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from salad_eval import launch
+from salad_eval import home, launch
 
 BIN = Path(sys.executable).parent
 
@@ -59,7 +60,8 @@ def no_model_loads(monkeypatch):
     monkeypatch.setattr(registry, "prepare", _forbid)
     monkeypatch.setattr(resolve, "prepare", _forbid)
     monkeypatch.setattr(tts, "synthesize", _forbid)
-    # the process-wide parts of the CLI start stay out of the test process
+    # the process-wide parts of the CLI start and end stay out of the test process
+    monkeypatch.setattr(home, "REBUILT", Counter())  # other tests' rebuilt entries
     monkeypatch.setattr(launch, "stop_on_signals", lambda: None)
     monkeypatch.setattr(launch, "quiet_third_party", lambda: None)
 
