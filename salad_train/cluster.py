@@ -112,16 +112,12 @@ def balanced_assign(distances: np.ndarray) -> np.ndarray:
     return labels
 
 
-def check_clusters(k: int, n: int) -> None:
-    if not 1 <= k <= n:
-        raise SaladError(f"cannot make {k} clusters from {n} texts; set select.clusters")
-
-
 def balanced_kmeans(
     x: np.ndarray, k: int, seed: int = 0, iterations: int = 30
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels (N,), centroids (K, d)): k-means whose clusters hold floor/ceil(N/K) points each."""
-    check_clusters(k, len(x))
+    if not 1 <= k <= len(x):
+        raise SaladError(f"cannot make {k} clusters from {len(x)} texts; set select.clusters")
     x = np.asarray(x, dtype=np.float64)
     centroids = _init_centroids(x, k, np.random.default_rng(seed))
     labels = np.full(len(x), -1)

@@ -27,7 +27,7 @@ import numpy as np
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_text
 from salad_eval.prompt import Item, Speak, Text
-from salad_train.cluster import balanced_kmeans, check_clusters, embed, embedder_fingerprint
+from salad_train.cluster import balanced_kmeans, embed, embedder_fingerprint
 from salad_train.config import Config
 from salad_train.data import split_spans
 from salad_train.pool import read_pool
@@ -196,7 +196,6 @@ def run_select(config: Config) -> Path:
     out = Path(s.out_dir)
     checkpoint = _checkpoint(config)
     pool = read_pool(s)
-    check_clusters(s.clusters, len(pool))  # before the embedder loads
     budget_hours = s.budget_hours
     if budget_hours is None:
         budget_hours = s.budget_share * stage1_speech_hours(checkpoint)
