@@ -102,9 +102,9 @@ def clip_seed(text: str, voice: Voice, seed: int) -> int:
 class Kokoro:
     """Kokoro-82M (int8 ONNX), the TTS family of the SALAD paper; style vectors speak en-us.
 
-    Deterministic as it is: its exported graph holds no random op (its vocoder's sine-source noise
-    was not exported) and its phonemizer is rule-based. It runs through ``SeededSession`` all the
-    same, so a future export with random ops would be seeded too.
+    Deterministic as it is: its int8 graph holds no random op (``seeded_model`` finds none) and
+    text becomes phonemes by rule. It runs through ``SeededSession`` all the same, so a future
+    export with random ops would be seeded too.
     """
 
     name = "kokoro"
@@ -191,7 +191,7 @@ _ESPEAK_SYNCHRONOUS, _ESPEAK_CHARS_UTF8, _ESPEAK_RATE, _ESPEAK_PITCH = 2, 1, 1, 
 class Espeak:
     """espeak-ng through ctypes: formant synthesis, robotic but a very different acoustic family.
 
-    It draws no noise, but its voice source keeps state from one utterance to the next (the same
+    It draws no noise, but the library keeps state from one utterance to the next (the same
     sentence spoken twice differs) and ``espeak_Terminate`` does not reset it. So every clip loads
     a private copy of the library afresh (about 10 ms) and starts from its initial state: the same
     text and voice give the same samples; the seed is unused.
