@@ -67,9 +67,11 @@ def read_source(source: str, column: str = "text", split: str = "train") -> list
         return _hf_dataset(source, column, split)
     if not path.is_file():
         raise SaladError(f"select.pool {source} does not exist; fix the path or use hf:NAME")
-    if path.suffix == ".jsonl":
-        return _jsonl(path, column)
-    return _text_file(path)
+    try:
+        return _jsonl(path, column) if path.suffix == ".jsonl" else _text_file(path)
+    except (UnicodeDecodeError, ValueError, TypeError):  # binary, or lines that are not JSON rows
+        kind = "JSON lines" if path.suffix == ".jsonl" else "UTF-8 text"
+        raise SaladError(f"select.pool {source} is not {kind}; fix or replace it") from None
 
 
 def read_pool(config: SelectConfig) -> list[str]:

@@ -73,6 +73,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     binary = bytes(range(256)) * 8
     (root / "empty.txt").write_text("")
     (root / "binary.txt").write_bytes(binary)
+    (root / "binary.jsonl").write_bytes(binary)
     (root / "docs.txt").write_text("A first document to speak.\nA second one.\n")
     (root / "bad.yaml").write_text("train: [1, 2\n")
     (root / "binary.yaml").write_bytes(binary)
@@ -155,6 +156,8 @@ def _train_cases(f: dict[str, str]) -> list[list[str]]:
         ]  # fmt: skip
     return cases + [
         ["select", "select.clusters=0"], ["select", "select.gamma=-1"],
+        *(["select", f"select.pool=[{f[name]}]", f"select.checkpoint={f['ckpt']}",
+           "select.budget_hours=0.01"] for name in ("binary.txt", "binary.jsonl", "missing")),
         ["stage2", "stage2.steps=-1"], ["run", "run.tasks=[dem]"], ["run", "run.limit=0"],
         ["run", "run.voices=nobody"], ["run", "--ablate-random=3"], ["stage1", "--conf", "x"],
     ]  # fmt: skip
