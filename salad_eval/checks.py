@@ -6,6 +6,7 @@ load. (Numbers are range-checked by the CLI's option declarations; configs by
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -24,8 +25,7 @@ def task_names(spec: str) -> list[str]:
     return names
 
 
-def text_lines(path: str, what: str) -> list[str]:
-    """The lines of a UTF-8 text file; a missing, binary or empty file is refused."""
+def _text(path: str, what: str) -> str:
     file = Path(path)
     if not file.is_file():
         raise SaladError(f"{what} {path} not found; pass a text file with one document per line")
@@ -35,10 +35,31 @@ def text_lines(path: str, what: str) -> list[str]:
         text = "\0"
     if "\0" in text:
         raise SaladError(f"{what} {path} is not UTF-8 text; pass a text file, one document a line")
-    lines = [line.strip() for line in text.splitlines()]
+    return text
+
+
+def text_lines(path: str, what: str) -> list[str]:
+    """The lines of a UTF-8 text file; a missing, binary or empty file is refused."""
+    lines = [line.strip() for line in _text(path, what).splitlines()]
     if not any(line and not line.startswith("#") for line in lines):
         raise SaladError(f"{what} {path} has no documents; put one document per line")
     return lines
+
+
+def json_lines(path: str, what: str) -> list[dict]:
+    """The rows of a UTF-8 JSON-lines file (a manifest); binary or malformed lines are refused."""
+    rows = []
+    for number, line in enumerate(_text(path, what).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            raise SaladError(f"{what} {path} line {number} is not a JSON object; fix the file")
+        rows.append(row)
+    return rows
 
 
 def _writable(path: Path, what: str, directory: bool) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from salad_eval.checks import text_lines
+from salad_eval.checks import json_lines, text_lines
 from salad_eval.errors import SaladError
 from salad_eval.models.speech_lm import SpeechLMConfig
 
@@ -359,6 +359,8 @@ def check_paths(config: Config) -> None:
     for value in data.natural:
         if not Path(value).exists():
             raise SaladError(f"data.natural {value} does not exist; fix the path in the config")
+        if value.endswith(".jsonl"):
+            json_lines(value, "data.natural")  # a manifest: JSON rows, not binary or truncated
     if data.corpus is None and not data.tasks and not data.natural:
         raise SaladError(
             "no speech data: set data.corpus or data.tasks (synthetic) or data.natural (recorded)"

@@ -74,6 +74,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     (root / "empty.txt").write_text("")
     (root / "binary.txt").write_bytes(binary)
     (root / "binary.jsonl").write_bytes(binary)
+    (root / "cut.jsonl").write_text('{"audio": "a.flac", "text": "Hello."}\n{"audio": "b.fl')
     (root / "docs.txt").write_text("A first document to speak.\nA second one.\n")
     (root / "bad.yaml").write_text("train: [1, 2\n")
     (root / "binary.yaml").write_bytes(binary)
@@ -152,6 +153,8 @@ def _train_cases(f: dict[str, str]) -> list[list[str]]:
             [command, f"data.corpus={f['missing']}"], [command, f"data.corpus={f['empty.txt']}"],
             [command, f"data.corpus={f['binary.txt']}"], [command, "data.voices=[piper/jo]"],
             [command, "data.workers=0"], [command, "data.tasks=[demo:test]"],
+            [command, f"data.natural=[{f['binary.jsonl']}]"],
+            [command, f"data.natural=[{f['cut.jsonl']}]"],
             [command, "model.llm=smollm"], [command, "train.mixed_precision=fp8"],
         ]  # fmt: skip
     return cases + [
