@@ -8,7 +8,7 @@ import soundfile as sf
 from salad_eval.models.cascade import Cascade
 from salad_eval.prompt import Audio, ScoringRequest, Text
 from salad_eval.scoring import score
-from salad_eval.speech.tts import Kokoro
+from salad_eval.speech import tts
 from salad_eval.speech.voices import parse_voice
 
 QUESTION = "What do bees make from the nectar of flowers?"
@@ -22,7 +22,7 @@ def cascade() -> Cascade:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Audio:
-    wave = Kokoro().synthesize(QUESTION, parse_voice("kokoro/jf_alpha"))
+    wave = tts.synthesize(QUESTION, parse_voice("kokoro/jf_alpha"))
     path = tmp_path_factory.mktemp("clips") / "question.flac"
     sf.write(path, wave, 16_000)
     return Audio(str(path), QUESTION)
