@@ -87,20 +87,10 @@ def train(root: Path, encoder: str, llm: str, natural: str, mode: str, context: 
 
 def paper_models(root: Path, tokenizer_dir: str) -> tuple[str, str]:
     """A tiny random Qwen2 (saved in bf16, as Qwen2.5 ships) and a tiny random Mimi."""
-    from transformers import AutoTokenizer, MimiConfig, MimiModel, Qwen2Config, Qwen2ForCausalLM
+    from salad_eval.models.tiny_random import save_tiny_mimi, save_tiny_qwen2
 
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    Qwen2ForCausalLM(Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-    )).to(torch.bfloat16).save_pretrained(root / "qwen2")  # fmt: skip
-    tokenizer.save_pretrained(root / "qwen2")
-    MimiModel(MimiConfig(
-        hidden_size=32, num_filters=4, codebook_size=64, codebook_dim=32, num_quantizers=2,
-        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, head_dim=16,
-        intermediate_size=64, upsample_groups=32, vector_quantization_hidden_dimension=32,
-    )).save_pretrained(root / "mimi")  # fmt: skip
+    save_tiny_qwen2(root / "qwen2", tokenizer_dir, hidden_size=128)
+    save_tiny_mimi(root / "mimi")
     return str(root / "mimi"), str(root / "qwen2")
 
 

@@ -24,21 +24,10 @@ def benchmarks_dir() -> Path:
 def tiny_qwen2(tmp_path_factory) -> Path:
     """A tiny random Qwen2 (the paper's LLM architecture) with SmolLM2's tokenizer, saved in bf16
     as Qwen2.5 checkpoints are; pass its path wherever an LLM name goes (``model.llm``)."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
     from salad_eval.assets import llm_path
+    from salad_eval.models.tiny_random import save_tiny_qwen2
 
-    out = tmp_path_factory.mktemp("tiny-qwen2")
-    tokenizer = AutoTokenizer.from_pretrained(llm_path())
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-    )  # fmt: skip
-    Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"), llm_path())
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from salad_train.config import load_config
 from salad_train.data import speak
@@ -47,24 +46,12 @@ MAX_TOKENS = 64  # two short utterances at 12.5 Hz fit; a chapter of four does n
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    from transformers import AutoTokenizer, MimiConfig, MimiModel, Qwen2Config, Qwen2ForCausalLM
-
     from salad_eval.assets import llm_path
+    from salad_eval.models.tiny_random import save_tiny_mimi, save_tiny_qwen2
 
     root = tmp_path_factory.mktemp("models")
-    tokenizer = AutoTokenizer.from_pretrained(llm_path())
-    torch.manual_seed(0)
-    llm = Qwen2ForCausalLM(Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-    ))  # fmt: skip
-    llm.to(torch.bfloat16).save_pretrained(root / "qwen2")  # Qwen2.5 ships bf16 weights
-    tokenizer.save_pretrained(root / "qwen2")
-    MimiModel(MimiConfig(
-        hidden_size=32, num_filters=4, codebook_size=64, codebook_dim=32, num_quantizers=2,
-        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, head_dim=16,
-        intermediate_size=64, upsample_groups=32, vector_quantization_hidden_dimension=32,
-    )).save_pretrained(root / "mimi")  # fmt: skip
+    save_tiny_qwen2(root / "qwen2", llm_path())  # bf16, as Qwen2.5 ships
+    save_tiny_mimi(root / "mimi")
     return {"llm": root / "qwen2", "encoder": root / "mimi"}
 
 
