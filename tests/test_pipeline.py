@@ -1,4 +1,4 @@
-"""`salad-train run` end to end at toy scale with the real models (SmolLM2 frozen, Whisper
+"""`salad-train run` end to end at toy scale with the real models (SmolLM2 with LoRA, Whisper
 tiny.en, Piper, MiniLM): the --ablate-random loop is killed with SIGKILL inside Stage II, rerun to
 the end without redoing finished steps, and a third run skips everything."""
 

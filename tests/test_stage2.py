@@ -1,6 +1,6 @@
-"""Stage II at toy scale with the real SmolLM2 (frozen), Whisper tiny.en and Piper: it starts from
-Stage I's pre-decay checkpoint (weights and optimizer moments), decays to zero, and draws the three
-sources in their shares."""
+"""Stage II at toy scale with the real SmolLM2 (LoRA, as in the tiny preset), Whisper tiny.en and
+Piper: it starts from Stage I's pre-decay checkpoint (weights and optimizer moments), decays to
+zero, and draws the three sources in their shares."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_stage2_branches_from_pre_decay_and_decays_to_zero(config):
     plateau = config.optim.adapter_lr
     lrs = [row["lr_adapter"] for row in read_metrics(Path(config.stage2.out_dir) / "metrics.jsonl")]
     assert np.allclose(lrs, [plateau * 2 / 3, plateau / 3, 0.0])  # linear from the plateau to 0
-    assert trainer.scheduler.get_last_lr() == [0.0]
+    assert set(trainer.scheduler.get_last_lr()) == {0.0}  # adapter and LoRA groups alike
     training = json.loads((final / "training.json").read_text())
     assert training["stage"] == "II" and training["steps"] == 3
     assert training["stage1_checkpoint"].endswith("step-000002")
