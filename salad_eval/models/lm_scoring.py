@@ -6,6 +6,12 @@ audio embeddings spliced in) runs once into a KV cache, and the choices run batc
 that cache. The first token of each choice is scored from the context's last logits, so a choice
 of one token needs no forward pass at all. Choices are right-padded: under causal attention the
 padding comes after every real token and cannot touch its logits, so no attention mask is needed.
+
+``score_contexts`` does the same across items: many contexts run in one forward (sorted by length
+so a batch pads little, right-padded, an attention mask hiding the padding and explicit positions
+continuing each context where it really ends), then their choices' later tokens run batched on
+rows of that shared cache. Results come back in input order, equal to ``choice_scores`` per item
+within float tolerance (padding changes matmul shapes, hence the last bits).
 """
 
 from __future__ import annotations
@@ -64,6 +70,112 @@ def choice_scores(
         ChoiceScore(logprob=lp, n_tokens=len(cont), n_chars=len(choice), is_greedy=greedy)
         for (lp, greedy), cont, choice in zip(scored, continuations, choices, strict=True)
     ]
+
+
+def score_contexts(
+    llm: PreTrainedModel,
+    contexts: Sequence[torch.Tensor],
+    continuations: Sequence[list[list[int]]],
+    choices: Sequence[Sequence[str]],
+    batch_size: int = 8,
+) -> list[list[ChoiceScore]]:
+    """``choice_scores`` of many requests at once: request ``i`` is context ``contexts[i]``
+    ((T_i, d) input embeddings) with choices ``choices[i]`` tokenized as ``continuations[i]``.
+
+    ``batch_size`` bounds the rows of every forward pass: contexts per context pass, choices per
+    continuation pass (as lm-eval's ``batch_size`` counts sequences).
+    """
+    if not len(contexts) == len(continuations) == len(choices):
+        raise ValueError("contexts, continuations and choices must have one entry per request")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for context in contexts:
+        if context.ndim != 2 or context.shape[0] == 0:
+            raise ValueError(f"each context must be (T>=1, d), got {tuple(context.shape)}")
+    # Longest first (as lm-eval): a batch holds similar lengths, and the first one is the
+    # largest, so memory runs out at once if it does at all.
+    order = sorted(range(len(contexts)), key=lambda i: -contexts[i].shape[0])
+    results: list[list[ChoiceScore]] = [[] for _ in contexts]
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            scored = _score_batch(llm, [contexts[i] for i in batch],
+                                  [continuations[i] for i in batch], batch_size)  # fmt: skip
+            for i, rows in zip(batch, scored, strict=True):
+                results[i] = [
+                    ChoiceScore(logprob=lp, n_tokens=len(cont), n_chars=len(choice),
+                                is_greedy=greedy)
+                    for (lp, greedy), cont, choice in zip(rows, continuations[i], choices[i],
+                                                          strict=True)
+                ]  # fmt: skip
+    return results
+
+
+def _score_batch(
+    llm: PreTrainedModel,
+    contexts: list[torch.Tensor],
+    continuations: list[list[list[int]]],
+    rows_per_pass: int,
+) -> list[list[tuple[float, bool]]]:
+    """One context pass over right-padded ``contexts``, then their choices on its cache."""
+    embed = llm.get_input_embeddings()
+    device, dtype = embed.weight.device, embed.weight.dtype
+    lengths = [c.shape[0] for c in contexts]
+    longest = max(lengths)
+    inputs = torch.zeros((len(contexts), longest, contexts[0].shape[1]), dtype=dtype, device=device)
+    mask = torch.zeros((len(contexts), longest), dtype=torch.long, device=device)
+    for row, context in enumerate(contexts):
+        inputs[row, : context.shape[0]] = context.to(device, dtype)
+        mask[row, : context.shape[0]] = 1
+    positions = torch.arange(longest, device=device).expand(len(contexts), -1)
+    keep = longest - min(lengths) + 1  # every context's last real position, and few more
+    out = llm(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
+              logits_to_keep=keep)  # fmt: skip
+    firsts = [out.logits[row, n - 1 - (longest - keep)].float().log_softmax(-1)
+              for row, n in enumerate(lengths)]  # fmt: skip
+    # (context row, choice index, tokens) of every choice needing a continuation pass
+    later = [(row, k, tokens) for row, conts in enumerate(continuations)
+             for k, tokens in enumerate(conts) if len(tokens) > 1]  # fmt: skip
+    scored = {(row, k): _score_one(firsts[row], None, tokens)
+              for row, conts in enumerate(continuations)
+              for k, tokens in enumerate(conts) if len(tokens) <= 1}  # fmt: skip
+    for start in range(0, len(later), rows_per_pass):
+        chunk = later[start : start + rows_per_pass]
+        steps = _rest_on_rows(llm, out.cache, mask, lengths, chunk, device)
+        for (row, k, tokens), step in zip(chunk, steps, strict=True):
+            scored[row, k] = _score_one(firsts[row], step, tokens)
+    return [[scored[row, k] for k in range(len(conts))] for row, conts in enumerate(continuations)]
+
+
+def _rest_on_rows(
+    llm: PreTrainedModel,
+    context_cache,
+    context_mask: torch.Tensor,
+    lengths: list[int],
+    chunk: list[tuple[int, int, list[int]]],
+    device: torch.device,
+) -> torch.Tensor:
+    """Log-probs (n, L-1, V) predicting tokens 1.. of each choice in ``chunk``, each on a copy of
+    its own context's row of the cache, positioned right after that context's last real token."""
+    rows = torch.tensor([row for row, _, _ in chunk], dtype=torch.long, device=device)
+    longest = max(len(tokens) for _, _, tokens in chunk) - 1
+    inputs = torch.zeros((len(chunk), longest), dtype=torch.long, device=device)
+    mask = torch.zeros((len(chunk), longest), dtype=torch.long, device=device)
+    for i, (_, _, tokens) in enumerate(chunk):
+        inputs[i, : len(tokens) - 1] = torch.tensor(tokens[:-1], dtype=torch.long)
+        mask[i, : len(tokens) - 1] = 1
+    starts = torch.tensor(lengths, dtype=torch.long, device=device)[rows]
+    positions = starts[:, None] + torch.arange(longest, device=device)
+    cache = copy.deepcopy(context_cache)
+    cache.batch_select_indices(rows)
+    logits = llm(
+        inputs_embeds=llm.get_input_embeddings()(inputs),
+        attention_mask=torch.cat([context_mask[rows], mask], dim=1),
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+    ).logits
+    return logits.float().log_softmax(-1)
 
 
 def _rest_logprobs(
