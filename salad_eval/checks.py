@@ -115,9 +115,19 @@ def inputs(
     if out_file is not None:
         _writable(Path(out_file), "--out", directory=False)
     for name in tasks or []:  # last: it reads the task data (a mirror file, an embedded set)
-        from salad_eval.tasks import load_items
+        from salad_eval.tasks import get_task, load_items
 
         load_items(name, limit=1, shots=shots, data_dir=data_dir)
+        if voices is not None and not get_task(name).recordings and _recorded(voices):
+            raise SaladError(f"task {name} has no recordings (no `audio:` on its spoken parts); "
+                             "score it with TTS voices, and the voice recorded on tasks that have "
+                             "them")  # fmt: skip
+
+
+def _recorded(voices: str) -> bool:
+    from salad_eval.speech.voices import RECORDED, resolve_voices
+
+    return any(voice.engine == RECORDED for voice in resolve_voices(voices))
 
 
 def _device(name: str) -> None:

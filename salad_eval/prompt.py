@@ -23,9 +23,14 @@ class Text:
 
 @dataclass(frozen=True)
 class Speak:
-    """Text that is spoken (synthesized to audio) in speech conditions, read as text otherwise."""
+    """Text that is spoken in speech conditions, read as text otherwise.
+
+    ``recording`` is the data's own recording of ``text`` (a file), when the task has one: the
+    voice ``recorded`` plays it; TTS voices speak ``text`` whether or not there is one.
+    """
 
     text: str
+    recording: str | None = None
 
 
 @dataclass(frozen=True)

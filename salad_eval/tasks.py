@@ -13,6 +13,10 @@ A spec with ``configs`` (MMLU) loads one dataset config per domain and also defi
 ``<task>_<config>`` per config. ``limit`` takes the first N items of each config, as lm-eval's
 ``--limit`` does for the subtasks of a group.
 
+A ``speak`` part may name its recording in the data, ``audio: <expression>`` (a column holding
+a file path relative to the data file, or a Hugging Face ``Audio`` value): the voice ``recorded``
+plays it (``speech/recorded.py``), TTS voices speak the text, which stays its transcript.
+
 Data comes from the files a spec embeds (``data_files``, the demo), else from a local mirror
 ``<dir>/<dataset_path>/<config or "default">/<split>.jsonl`` (``data_dir`` or
 ``$SALAD_BENCHMARKS``), else from the hub through ``datasets.load_dataset`` as lm-eval does.
@@ -71,6 +75,7 @@ class TaskSpec:
     process_docs: str | None = None
     data_files: tuple[tuple[str, str], ...] = ()  # (split, path relative to tasks/)
     data_note: str = ""
+    recordings: tuple[tuple[int, str], ...] = ()  # (prompt part, expression of its recording)
     fingerprint: str = ""
 
     @property
@@ -128,9 +133,11 @@ def get_task(name: str) -> TaskSpec:
     if unknown:
         raise SaladError(f"task {name}: unknown spec keys {sorted(unknown)}; fix tasks/*.yaml")
     configs = tuple(raw.pop("configs", ()))
+    parts = raw.pop("prompt")
     spec = TaskSpec(
         name=raw.pop("task"),
-        prompt=tuple(_prompt_part(name, part) for part in raw.pop("prompt")),
+        prompt=tuple(_prompt_part(name, part) for part in parts),
+        recordings=tuple((i, str(p["audio"])) for i, p in enumerate(parts) if "audio" in p),
         configs=configs,
         domains=tuple(raw.pop("domains", None) or configs or (name,)),
         domain=raw.pop("domain", "{{_config}}" if configs else name),
@@ -141,14 +148,18 @@ def get_task(name: str) -> TaskSpec:
 
 
 def _prompt_part(task: str, part: dict) -> tuple[str, str]:
-    if len(part) != 1 or next(iter(part)) not in ("text", "speak"):
-        raise SaladError(f"task {task}: a prompt part is one `text:` or `speak:`; got {part}")
-    return next(iter(part.items()))
+    if not isinstance(part, dict) or set(part) not in ({"text"}, {"speak"}, {"speak", "audio"}):
+        raise SaladError(f"task {task}: a prompt part is one `text:` or `speak:` (a `speak:` may "
+                         f"add `audio:`, the column of its recording); got {part}")  # fmt: skip
+    kind = "text" if "text" in part else "speak"
+    return kind, part[kind]
 
 
 def _fingerprint(spec: TaskSpec) -> str:
     """Hash of the resolved spec, the hook's code and the embedded data: whatever moves scores."""
     content: dict[str, Any] = dataclasses.asdict(spec)
+    if not spec.recordings:  # added later: tasks without recordings keep their fingerprints
+        del content["recordings"]
     if spec.process_docs:
         content["hook_source"] = inspect.getsource(_hook(spec))
     content["data_sha256"] = [_file_sha(TASKS_DIR / path) for _, path in spec.data_files]
@@ -171,17 +182,33 @@ def _read_jsonl(path: Path) -> tuple[dict, ...]:
         return tuple(json.loads(line) for line in handle if line.strip())
 
 
-def _rows(spec: TaskSpec, config: str | None, split: str, data_dir: str | None) -> tuple[dict, ...]:
-    """The raw documents of one split, from embedded files, the local mirror or the hub."""
-    note = f" ({spec.data_note})" if spec.data_note else ""
+def _data_file(spec: TaskSpec, config: str | None, split: str, data_dir: str | None) -> Path | None:
+    """The local JSONL file of one split (embedded or mirrored); None when it is on the hub."""
     if spec.data_files:
         files = dict(spec.data_files)
         if split not in files:
             raise SaladError(f"task {spec.name} embeds no {split!r} split; fix its data_files")
-        return _read_jsonl(TASKS_DIR / files[split])
+        return TASKS_DIR / files[split]
     mirror = data_dir or os.environ.get(MIRROR_ENV)
     if mirror:
-        path = Path(mirror) / spec.dataset_path / (config or "default") / f"{split}.jsonl"
+        return Path(mirror) / spec.dataset_path / (config or "default") / f"{split}.jsonl"
+    return None
+
+
+def _data_base(spec: TaskSpec, config: str | None, split: str, data_dir: str | None) -> Path | None:
+    """The folder that relative recording paths in one split start from (that of its file)."""
+    path = _data_file(spec, config, split, data_dir) if split else None
+    return path.parent if path else None
+
+
+def _rows(spec: TaskSpec, config: str | None, split: str, data_dir: str | None) -> tuple[dict, ...]:
+    """The raw documents of one split, from embedded files, the local mirror or the hub."""
+    note = f" ({spec.data_note})" if spec.data_note else ""
+    path = _data_file(spec, config, split, data_dir)
+    if spec.data_files:
+        return _read_jsonl(path)
+    mirror = data_dir or os.environ.get(MIRROR_ENV)
+    if mirror:
         if not path.is_file():
             raise SaladError(
                 f"{path} is missing from the local mirror {mirror}; add it (hub schema JSONL) or "
@@ -195,7 +222,11 @@ def _hub_rows(spec: TaskSpec, config: str | None, split: str, note: str) -> tupl
     import datasets
 
     try:
-        return tuple(datasets.load_dataset(spec.dataset_path, config, split=split))
+        rows = datasets.load_dataset(spec.dataset_path, config, split=split)
+        for column, feature in rows.features.items():  # recordings stay bytes: no decoder needed
+            if isinstance(feature, datasets.Audio):
+                rows = rows.cast_column(column, datasets.Audio(decode=False))
+        return tuple(rows)
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SaladError(
@@ -223,10 +254,32 @@ def _evaluate(expression: str, doc: dict) -> Any:
     return _env.compile_expression(expression, undefined_to_none=False)(**doc)
 
 
-def _turn(spec: TaskSpec, doc: dict) -> list[Part]:
-    """One document's prompt as parts; joined, it is lm-eval's ``doc_to_text``."""
-    kinds = {"text": Text, "speak": Speak}
-    return [kinds[kind](_render(template, doc)) for kind, template in spec.prompt]
+def _turn(spec: TaskSpec, doc: dict, base: Path | None) -> list[Part]:
+    """One document's prompt as parts; joined, it is lm-eval's ``doc_to_text``.
+
+    A spoken part carries its recording when the spec names one and the document has it;
+    ``base`` is the data file's folder, which relative recording paths start from."""
+    recordings = dict(spec.recordings)
+    parts: list[Part] = []
+    for index, (kind, template) in enumerate(spec.prompt):
+        text = _render(template, doc)
+        if kind == "text":
+            parts.append(Text(text))
+        else:
+            expression = recordings.get(index)
+            parts.append(Speak(text, expression and _recording(spec, expression, doc, base)))
+    return parts
+
+
+def _recording(spec: TaskSpec, expression: str, doc: dict, base: Path | None) -> str | None:
+    """The recording file that ``expression`` finds in ``doc``; None if the data has none."""
+    from salad_eval.speech import recorded
+
+    value = _env.compile_expression(expression, undefined_to_none=True)(**doc)
+    try:
+        return recorded.source(value, base)
+    except SaladError as err:
+        raise SaladError(f"task {spec.name} item {doc['_split']}-{doc['_index']}: {err}") from None
 
 
 def _answer(spec: TaskSpec, doc: dict) -> tuple[list[str], int]:
@@ -285,14 +338,16 @@ def load_items(
     for config in spec.sources:
         docs = _docs(spec, config, split, data_dir)[:limit]
         pool = _docs(spec, config, spec.fewshot_split, data_dir) if shots else []
+        base, pool_base = (_data_base(spec, config, s, data_dir) if spec.recordings else None
+                           for s in (split, spec.fewshot_split))  # fmt: skip
         for doc in docs:
             item_id = _render(spec.id, doc)
             context: list[Part] = [Text(_render(spec.description, doc))]
             for example in _shots(spec, pool, doc, shots, seed, item_id) if shots else []:
                 choices, target = _answer(spec, example)
                 answer = spec.target_delimiter + choices[target] + spec.fewshot_delimiter
-                context += [*_turn(spec, example), Text(answer)]
-            context += _turn(spec, doc)
+                context += [*_turn(spec, example, pool_base), Text(answer)]
+            context += _turn(spec, doc, base)
             choices, target = _answer(spec, doc)
             items.append(
                 Item(

@@ -4,7 +4,8 @@ Float kernels differ between processors, so the same text, voice and seed can gi
 another machine, and other numbers. To score the same audio there, export it:
 ``DIR/clips/<key>.flac`` and ``DIR/metadata.jsonl``, one row per clip (``file_name``, ``key``,
 ``sha256``, ``frames`` and the clip's fields: text, engine, engine version, voice, params,
-normalization, seed): the layout of a Hugging Face ``audiofolder`` dataset (not read that way
+normalization, seed; for a recorded clip, engine ``recorded``, its source's sha256 and the
+conversion): the layout of a Hugging Face ``audiofolder`` dataset (not read that way
 here: ``datasets`` decodes audio with torchcodec, which does not load beside this torch). Import
 checks every file against its sha256 and every key against its fields before it stores anything,
 then puts each clip into the store under its key, replacing what is there: a later ``gap`` (with
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_text
-from salad_eval.speech import store
+from salad_eval.speech import recorded, store
 
 INDEX = "metadata.jsonl"
 
@@ -90,6 +91,7 @@ def export_clips(clips: dict[str, str], out: Path) -> Exchanged:
 
 
 _FIELDS = ("text", "engine", "engine_version", "voice", "params", "normalization", "seed")
+_RECORDED_FIELDS = ("engine", "source_sha256", "conversion")  # recorded.clip_fields
 
 
 def _read_index(directory: Path) -> list[tuple[dict, dict, bytes]]:
@@ -104,7 +106,8 @@ def _read_index(directory: Path) -> list[tuple[dict, dict, bytes]]:
     checked = []
     for number, row in enumerate(rows, 1):
         try:
-            fields = {name: row[name] for name in _FIELDS}
+            names = _RECORDED_FIELDS if row.get("engine") == recorded.VOICE else _FIELDS
+            fields = {name: row[name] for name in names}
             data = (directory / row["file_name"]).read_bytes()
             sha256, key = row["sha256"], row["key"]
         except (KeyError, TypeError, OSError) as err:
@@ -128,7 +131,7 @@ def import_clips(directory: Path) -> Exchanged:
     from salad_eval.speech import tts
 
     checked = _read_index(Path(directory))
-    engines = {fields["engine"] for _, fields, _ in checked}
+    engines = {fields["engine"] for _, fields, _ in checked} - {recorded.VOICE}
     versions = {engine: tts.engine(engine).version for engine in engines}
     replaced = foreign = 0
     seconds = 0.0
@@ -136,6 +139,7 @@ def import_clips(directory: Path) -> Exchanged:
         before = store.stored_clip(row["key"], [])
         stored = store.write_flac(fields, data)
         replaced += before is not None and before.sha256 != stored.sha256
-        foreign += versions[fields["engine"]] != fields["engine_version"]
+        version = versions.get(fields["engine"])  # recordings have no engine to differ from
+        foreign += version is not None and version != fields["engine_version"]
         seconds += stored.seconds
     return Exchanged(len(checked), seconds, replaced, foreign)

@@ -7,6 +7,9 @@ and reported in one line. Each clip is checked by ASR. Each item x voice gets on
 ``ok`` or ``failed`` with its reason: an item is never silently dropped.
 ``SynthManifest.speech_prompt`` turns an item and a voice into the ``Text``/``Audio`` prompt that
 speech conditions score.
+
+The voice ``recorded`` makes no audio: it converts each part's recording from the data into the
+store (``recorded.py``) and checks it by ASR like any clip; a part without one fails its row.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from salad_eval import home
 from salad_eval.errors import SaladError
 from salad_eval.progress import progress_bar
 from salad_eval.prompt import Audio, Item, Prompt, Speak
-from salad_eval.speech import quality, store, tts
+from salad_eval.speech import quality, recorded, store, tts
 from salad_eval.speech.normalize import normalize, speakable
 from salad_eval.speech.store import StoredClip
 from salad_eval.speech.voices import VOICE_SETS, Voice, parse_voice, resolve_voices
@@ -142,8 +145,12 @@ class SynthManifest:
 
 @dataclass(frozen=True)
 class _Job:
+    """One clip to make (or find stored) and check against the text it should say."""
+
     voice: Voice
-    fields: dict  # store.clip_fields: text, voice, engine version, seed
+    fields: dict  # what the key hashes: store.clip_fields, or recorded.clip_fields
+    text: str  # the normalized text the clip says: what its ASR check compares against
+    recording: str | None = None  # the source file, for the voice ``recorded``
 
     @property
     def key(self) -> str:
@@ -163,33 +170,51 @@ class _Done:
     problems: tuple[str, ...] = ()
 
 
-def stored_or_made(fields: dict, voice: Voice, problems: list[str]) -> tuple[StoredClip, bool]:
-    """The verified clip of ``fields`` and whether it was made now (unless the store held it)."""
-    stored = store.stored_clip(store.key_of(fields), problems)
+def stored_or_made(job: _Job, problems: list[str]) -> tuple[StoredClip, bool]:
+    """The verified clip of ``job`` and whether it was made now (unless the store held it)."""
+    stored = store.stored_clip(job.key, problems)
     if stored is not None:
         return stored, False
-    audio = tts.synthesize(fields["text"], voice, fields["seed"])
+    if job.recording is not None:
+        audio = recorded.convert(job.recording, job.fields)
+    else:
+        audio = tts.synthesize(job.fields["text"], job.voice, job.fields["seed"])
     if audio.size < store.MIN_FRAMES:
-        raise ValueError("the engine returned no audio")
-    return store.write_clip(fields, audio), True
+        raise ValueError("the recording is shorter than 50 ms" if job.recording
+                         else "the engine returned no audio")  # fmt: skip
+    return store.write_clip(job.fields, audio), True
+
+
+def _plan(part: Speak, voice: Voice, versions: dict[str, str], seed: int) -> _Job | str:
+    """The job that makes the clip of ``part`` in ``voice``, or why it has none."""
+    normalized = normalize(part.text)
+    if voice.engine == recorded.VOICE:
+        if part.recording is None:
+            return "the data has no recording of this part; use a TTS voice for it"
+        return _Job(voice, recorded.clip_fields(part.recording), normalized, part.recording)
+    if not speakable(normalized):
+        return f"nothing to speak after normalization: {part.text!r}"
+    fields = store.clip_fields(normalized, voice, versions[voice.engine], seed)
+    return _Job(voice, fields, normalized)
 
 
 def ensure_clip(normalized: str, voice: Voice, seed: int = 0) -> Path:
     """A verified clip of ``normalized`` in ``voice``, made unless stored (no ASR check)."""
     fields = store.clip_fields(normalized, voice, tts.engine(voice.engine).version, seed)
+    job = _Job(voice, fields, normalized)
     problems: list[str] = []
-    stored_or_made(fields, voice, problems)
+    stored_or_made(job, problems)
     for problem in problems:
         print(f"audio store: made again: {problem}", file=sys.stderr)
-    return store.clip_path(store.key_of(fields))
+    return store.clip_path(job.key)
 
 
 def _run(job: _Job) -> _Done:
     """Make the clip unless it is stored, then check it: runs in a worker (or in process)."""
     problems: list[str] = []
     try:
-        stored, made = stored_or_made(job.fields, job.voice, problems)
-        checked = quality.check_clip(job.key, job.fields["text"], stored.sha256, problems)
+        stored, made = stored_or_made(job, problems)
+        checked = quality.check_clip(job.key, job.text, stored.sha256, problems)
         return _Done(job.key, made, stored.seconds, stored.sha256, checked.transcript,
                      checked.wer, checked.cer, problems=tuple(problems))  # fmt: skip
     except Exception as err:  # an engine failure fails its items, never the whole run
@@ -261,22 +286,24 @@ def _cached(job: _Job, problems: list[str]) -> _Done | None:
     transcript = store.read_transcript(job.key, quality.asr_id(), stored.sha256, problems)
     if transcript is None:
         return None
-    wer, cer = quality.error_rates(job.fields["text"], transcript)
+    wer, cer = quality.error_rates(job.text, transcript)
     return _Done(job.key, False, stored.seconds, stored.sha256, transcript, wer, cer)
 
 
-def _row(item: Item, voice: Voice, keys: list, done: dict[str, _Done], threshold: float):
+def _row(item: Item, voice: Voice, plans: list, done: dict[str, _Done], threshold: float):
     texts = item.spoken_texts
     base = {"task": item.task, "item_id": item.id, "voice": str(voice)}
     clips = [Clip(text, normalize(text)) for text in texts]
     if not texts:
         return ManifestRow(**base, status="failed", clips=(), reason="the item has no spoken part")
-    for clip, key in zip(clips, keys, strict=True):
-        if key is None:
-            reason = f"nothing to speak after normalization: {clip.text!r}"
-            return ManifestRow(**base, status="failed", clips=tuple(clips), reason=reason)
+    for plan in plans:
+        if isinstance(plan, str):
+            return ManifestRow(**base, status="failed", clips=tuple(clips), reason=plan)
+    keys = [plan.key for plan in plans]
+    for key in keys:
         if done[key].error:
-            reason = f"synthesis failed: {done[key].error}"
+            making = "recording" if voice.engine == recorded.VOICE else "synthesis"
+            reason = f"{making} failed: {done[key].error}"
             return ManifestRow(**base, status="failed", clips=tuple(clips), reason=reason)
     clips = [
         Clip(c.text, c.normalized, str(store.clip_path(k)), done[k].sha256, done[k].seconds,
@@ -313,22 +340,17 @@ def synthesize(
     started = time.perf_counter()
     spec = voices if isinstance(voices, str) else ",".join(str(v) for v in voices)
     voice_list = resolve_voices(spec)
-    versions = {v.engine: tts.engine(v.engine).version for v in voice_list}
-    keys: dict[tuple[int, Voice], list[str | None]] = {}
+    versions = {v.engine: tts.engine(v.engine).version for v in voice_list
+                if v.engine != recorded.VOICE}  # fmt: skip
+    plans: dict[tuple[int, Voice], list[_Job | str]] = {}
     jobs: dict[str, _Job] = {}
     for voice in voice_list:
         for index, item in enumerate(items):
-            row_keys = []
-            for text in item.spoken_texts:
-                normalized = normalize(text)
-                if not speakable(normalized):
-                    row_keys.append(None)
-                    continue
-                fields = store.clip_fields(normalized, voice, versions[voice.engine], seed)
-                key = store.key_of(fields)
-                jobs.setdefault(key, _Job(voice, fields))
-                row_keys.append(key)
-            keys[(index, voice)] = row_keys
+            spoken = [part for part in item.context if isinstance(part, Speak)]
+            plans[(index, voice)] = [_plan(part, voice, versions, seed) for part in spoken]
+            for plan in plans[(index, voice)]:
+                if isinstance(plan, _Job):
+                    jobs.setdefault(plan.key, plan)
     repaired: list[str] = []
     done = {key: result for key, job in jobs.items() if (result := _cached(job, repaired))}
     console = Console(stderr=True)
@@ -342,7 +364,7 @@ def synthesize(
         console.print(f"audio store: made again: {repaired[0]}{more}", markup=False,
                       highlight=False, soft_wrap=True)  # fmt: skip
     rows = [
-        _row(item, voice, keys[(index, voice)], done, wer_threshold)
+        _row(item, voice, plans[(index, voice)], done, wer_threshold)
         for voice in voice_list
         for index, item in enumerate(items)
     ]

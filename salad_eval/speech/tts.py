@@ -296,6 +296,11 @@ _ENGINES = {"kokoro": Kokoro, "piper": Piper, "espeak": Espeak, "coqui": Coqui}
 @functools.cache
 def engine(name: str) -> Engine:
     """The process-wide engine ``name`` (models load on first use)."""
+    if name == "recorded":  # voices.RECORDED: the data's own audio, not an engine
+        raise SaladError(
+            "the recorded voice plays a task's own recordings and cannot speak other "
+            "text; use a TTS voice here"
+        )
     if name not in _ENGINES:
         raise SaladError(f"unknown TTS engine {name!r}; choose one of {', '.join(_ENGINES)}")
     return _ENGINES[name]()

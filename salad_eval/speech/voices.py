@@ -3,6 +3,8 @@
 A voice name is all a user types and all a manifest records: engine, speaker and prosody
 parameters. Parsing validates the engine, the speaker and the parameter names, so a typo fails
 before any synthesis starts, with the closest valid names in the message.
+
+``recorded`` is the voice of a task's own recordings (``recorded.py``): no engine speaks it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from salad_eval.errors import SaladError
 KOKORO_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 PIPER_VOICES = ("joe",)
 ESPEAK_LANGUAGES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc")
+RECORDED = "recorded"  # the data's own recordings: a voice with no engine, name or parameters
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3", "f4", "klatt", "klatt2")
 
 # engine -> (speaker names, prosody parameters with their allowed ranges)
@@ -59,6 +62,8 @@ class Voice:
     params: tuple[tuple[str, float], ...] = ()
 
     def __str__(self) -> str:
+        if self.engine == RECORDED:
+            return RECORDED
         if not self.params:
             return f"{self.engine}/{self.name}"
         return f"{self.engine}/{self.name}:" + ",".join(f"{k}={v:g}" for k, v in self.params)
@@ -70,12 +75,17 @@ def _closest(word: str, options: list[str]) -> str:
 
 
 def all_voice_names() -> list[str]:
-    return [f"{engine}/{name}" for engine, (names, _) in ENGINES.items() for name in names]
+    names = [f"{engine}/{name}" for engine, (names, _) in ENGINES.items() for name in names]
+    return [*names, RECORDED]
 
 
 def parse_voice(spec: str) -> Voice:
     """``engine/name[:param=value,...]`` -> Voice; SaladError naming the closest valid voices."""
     head, _, tail = spec.strip().partition(":")
+    if head == RECORDED:
+        if tail:
+            raise SaladError(f"voice {spec!r}: the recorded voice takes no parameters")
+        return Voice(RECORDED, "")
     engine, slash, name = head.partition("/")
     if not slash or engine not in ENGINES or not name:
         options = all_voice_names() + list(VOICE_SETS)
@@ -132,7 +142,7 @@ def resolve_voices(spec: str) -> tuple[Voice, ...]:
     for piece in pieces:
         if piece in VOICE_SETS:
             found = [parse_voice(v) for v in VOICE_SETS[piece]]
-        elif "/" not in piece:
+        elif "/" not in piece and piece.partition(":")[0] != RECORDED:
             raise SaladError(
                 f"unknown voice set {piece!r}; closest: "
                 f"{_closest(piece, list(VOICE_SETS) + all_voice_names())}"
