@@ -138,7 +138,14 @@ def test_gap_report_holds_every_condition_both_controls_and_cascade_wer(gap_run)
     # natural speech: Whisper tiny.en (the cascade) and base (the clip check) read it back well
     wers = [r["wer"] for r in rows if r["condition"] == "speech@cascade"]
     assert len(wers) == 5 and np.mean(wers) < 0.25
+    reported = results["metrics"]["acc"]["voices"]["recorded"]["divergence"]["wer"]
+    assert reported["n"] == 5 and abs(reported["value"] - np.mean(wers)) < 1e-9
     assert manifest["synthesis"]["mmsu"]["recorded"]["mean_wer"] < 0.25
+    checks = results["controls"]["checks"]
+    assert {(c["voice"], c["control"]) for c in checks} == {
+        ("recorded", "speech@speech:silent"),
+        ("recorded", "speech@speech:shuffled"),
+    }
     assert "recorded" in (gap_run / "summary.md").read_text()
 
 
@@ -160,6 +167,20 @@ def test_recorded_clips_are_stored_verified_and_keyed_by_source_bytes(gap_run, m
         original = sf.info(source)
         assert rate == 16000 and audio.ndim == 1
         assert abs(len(audio) / rate - original.duration) < 0.01
+
+
+def test_a_damaged_recorded_clip_is_rebuilt_from_its_source(gap_run, mirror, monkeypatch):
+    from salad_eval.speech.synth import synthesize
+
+    monkeypatch.setenv("SALAD_HOME", str(gap_run.parent / "home"))
+    clips = json.loads((gap_run / "results.json").read_text())["manifest"]["clips"]
+    key = sorted(clips)[0]
+    store.clip_path(key).write_bytes(b"garbage")
+    items = load_items("mmsu", data_dir=str(mirror))
+    manifest = synthesize(items, "recorded", out_dir=gap_run.parent, show_progress=False)
+    assert len(manifest.repaired) == 1 and key in manifest.repaired[0]
+    assert manifest.voices["recorded"].made == 1 and manifest.voices["recorded"].cached == 4
+    assert manifest.digests(items, ["recorded"]) == clips  # the same bytes again
 
 
 def test_audio_values_as_the_hub_gives_them(mirror, monkeypatch, tmp_path):
