@@ -237,3 +237,16 @@ def test_bad_recorded_inputs_are_one_line_errors(mirror, tmp_path):
     changed.write_bytes(buffer.getvalue())
     os.utime(changed, ns=(1, 1))
     assert store.key_of(recorded.clip_fields(str(changed))) != store.key_of(before)
+
+
+def test_recorded_clips_export_and_import(gap_run, monkeypatch, tmp_path):
+    from salad_eval.speech import exchange
+
+    monkeypatch.setenv("SALAD_HOME", str(gap_run.parent / "home"))
+    clips = json.loads((gap_run / "results.json").read_text())["manifest"]["clips"]
+    assert exchange.export_clips(clips, tmp_path / "export").clips == 5
+    monkeypatch.setenv("SALAD_HOME", str(tmp_path / "elsewhere"))
+    imported = exchange.import_clips(tmp_path / "export")
+    assert (imported.clips, imported.replaced, imported.foreign) == (5, 0, 0)
+    problems: list[str] = []
+    assert {k: store.stored_clip(k, problems).sha256 for k in clips} == clips and not problems

@@ -25,6 +25,7 @@ from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -170,15 +171,19 @@ class _Done:
     problems: tuple[str, ...] = ()
 
 
+def _audio(job: _Job) -> np.ndarray:
+    """The clip of one spoken part in its voice: the data's recording, or the engine's speech."""
+    if job.recording is not None:
+        return recorded.convert(job.recording, job.fields)
+    return tts.synthesize(job.fields["text"], job.voice, job.fields["seed"])
+
+
 def stored_or_made(job: _Job, problems: list[str]) -> tuple[StoredClip, bool]:
     """The verified clip of ``job`` and whether it was made now (unless the store held it)."""
     stored = store.stored_clip(job.key, problems)
     if stored is not None:
         return stored, False
-    if job.recording is not None:
-        audio = recorded.convert(job.recording, job.fields)
-    else:
-        audio = tts.synthesize(job.fields["text"], job.voice, job.fields["seed"])
+    audio = _audio(job)
     if audio.size < store.MIN_FRAMES:
         raise ValueError("the recording is shorter than 50 ms" if job.recording
                          else "the engine returned no audio")  # fmt: skip
