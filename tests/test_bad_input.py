@@ -118,7 +118,8 @@ def _eval_cases(f: dict[str, str]) -> list[list[str]]:
         [*gap, "--seed", "-1"], [*gap, "--synth-seed", "x"], [*gap, "--batch-size", "0"],
         [*gap, "--batch-size", "-2"], [*gap, "--batch-size", "many"], [*gap, "--n-boot", "0"],
         [*gap, "--workers", "0"], [*gap, "--shots", "-1"], [*gap, "--tasks", "dem"],
-        [*gap, "--voices", "nobody"], [*gap, "--device", "toaster"],
+        [*gap, "--voices", "nobody"], [*gap, "--voices", "recorded"],  # demo has no recordings
+        [*gap, "--voices", "recorded:speed=2"], [*gap, "--device", "toaster"],
         [*gap, "--device", "cuda:99"], [*gap, "--dtype", "int8"],
         [*gap, "--text-model", "smollm"], [*gap, "--asr", "smollm2-135m"],
         [*gap, "--out", f["docs.txt"]], [*gap, "--data-dir", f["missing"]],
