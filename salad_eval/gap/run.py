@@ -62,6 +62,7 @@ class GapSetup:
     controls: bool = True
     divergences: bool = True
     dtype: str = "float32"  # the weights of every model (checked in run_gap)
+    prompt_format: str = "raw"  # or "chat": every model's chat template (salad_eval.chat)
     names: dict[str, str] = field(default_factory=dict)  # model names as the user gave them
 
 
@@ -171,8 +172,10 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
 
     dtypes = {m.dtype for m in (models.speech, models.text, models.cascade) if m is not None}
     if dtypes != {setup.dtype}:  # a precision difference would read as forgetting
-        raise SaladError(f"the models' weights are {', '.join(sorted(dtypes))} but the run is "
-                         f"{setup.dtype}; load every model with one dtype (--dtype)")
+        raise SaladError(
+            f"the models' weights are {', '.join(sorted(dtypes))} but the run is "
+            f"{setup.dtype}; load every model with one dtype (--dtype)"
+        )
     started = time.time()
     shard = _Shard()
     voices = [str(v) for v in resolve_voices(setup.voices)]
@@ -183,7 +186,11 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
               for t in setup.tasks}  # fmt: skip
     for task, items in loaded.items():
         spec = tasks.get_task(task)
-        task_info[task] = {"version": spec.version, "fingerprint": spec.fingerprint}
+        fingerprint = spec.fingerprint  # a chat-templated run scores other prompts: marked
+        if setup.prompt_format != "raw":
+            fingerprint += f"+{setup.prompt_format}"
+        task_info[task] = {"version": spec.version, "fingerprint": fingerprint,
+                           "prompt_format": setup.prompt_format}  # fmt: skip
         manifest = synthesize(items, setup.voices, workers=setup.workers, show_progress=shard.main,
                               seed=setup.synth_seed)  # fmt: skip
         synth_info[task] = {v: _clip_quality(s) for v, s in manifest.voices.items()}
@@ -270,7 +277,11 @@ def _task_records(
 
 
 def _divergences(
-    name: str, items: list[Item], shard: _Shard, compute: Callable[[Item], float], ids: list,
+    name: str,
+    items: list[Item],
+    shard: _Shard,
+    compute: Callable[[Item], float],
+    ids: list,
     spoken: dict[str, Prompt] | None = None,
 ) -> list[float]:
     """Per-item KL values, cached on disk (and sharded like the scores), keyed by the bytes of
@@ -279,8 +290,16 @@ def _divergences(
     def one(item: Item) -> float:
         clips = [file_hash(seg.path) for seg in (spoken or {}).get(item.id, ())
                  if isinstance(seg, Audio)]  # fmt: skip
-        key = _key(name, divergence.VERSION, ids, item.task, item.id, item.text_context,
-                   item.choices[item.target], clips)
+        key = _key(
+            name,
+            divergence.VERSION,
+            ids,
+            item.task,
+            item.id,
+            item.text_context,
+            item.choices[item.target],
+            clips,
+        )
         return _cached_value("divergences", key, lambda: compute(item))
 
     if shard.size > 1:
