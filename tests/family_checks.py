@@ -95,8 +95,9 @@ def check_batch_sizes(model, requests: list[ScoringRequest]) -> None:
     assert [[s.n_tokens for s in r] for r in one] == [[s.n_tokens for s in r] for r in eight]
 
 
-def check_audio_moves_scores(model, clips: dict[str, Path]) -> None:
-    """The clip reaches the decoder: silence in its place gives other log-probs."""
+def check_audio_moves_scores(model, clips: dict[str, Path], grows: bool = True) -> None:
+    """The clip reaches the decoder: silence in its place gives other log-probs; a longer clip
+    takes more positions (unless ``grows`` is False: the family pads every clip to 30 s)."""
 
     def scored(clip: str) -> np.ndarray:
         request = ScoringRequest((Text("Q: "), Audio(str(clips[clip]), "x"), Text(" A:")), CHOICES)
@@ -104,10 +105,39 @@ def check_audio_moves_scores(model, clips: dict[str, Path]) -> None:
 
     speech, silence = scored("short"), scored("silence")
     assert np.abs(speech - silence).max() > 1e-3
-    pieces, _ = model.tokenize((Audio(str(clips["long"]), "y"),), ())
-    n_long = model.embed(pieces).shape[0]
-    pieces, _ = model.tokenize((Audio(str(clips["short"]), "x"),), ())
-    assert n_long > model.embed(pieces).shape[0]  # a longer clip takes more positions
+    lengths = [model.embed(model.tokenize((Audio(str(clips[c]), c),), ())[0]).shape[0]
+               for c in ("short", "long")]  # fmt: skip
+    assert lengths[1] > lengths[0] if grows else lengths[1] == lengths[0]
+
+
+def check_own_audio_path(model, clips: dict[str, Path], own_inputs) -> None:
+    """Per choice, the model's own forward agrees: its placeholder tokens in the text, its own
+    audio merge. ``own_inputs(waves)`` gives the forward's audio arguments and the number of
+    placeholders of each clip, both computed as the family's processor does."""
+    from salad_eval.models.speech_lm import load_waveform
+
+    short, long = Audio(str(clips["short"]), "x"), Audio(str(clips["long"]), "y")
+    request = ScoringRequest((Text("Q: "), short, Text(" and "), long, Text(" A:")), CHOICES)
+    pieces, conts = model.tokenize(request.prompt, request.choices)
+    inputs, counts = own_inputs([load_waveform(p.path) for p in pieces if isinstance(p, Audio)])
+    opening = model.tokenizer.convert_tokens_to_ids(list(model.audio_open))
+    closing = model.tokenizer.convert_tokens_to_ids(list(model.audio_close))
+    placeholder = model.model.config.audio_token_id
+    ids, clip = [], 0
+    for piece in pieces:
+        if isinstance(piece, Audio):
+            ids += opening + [placeholder] * int(counts[clip]) + closing
+            clip += 1
+        else:
+            ids += piece
+    expected = []
+    with torch.inference_mode():
+        for cont in conts:
+            logits = model.model(input_ids=torch.tensor([ids + cont]), **inputs).logits[0]
+            steps = logits[-len(cont) - 1 : -1].float().log_softmax(-1)
+            expected.append(steps.gather(-1, torch.tensor(cont)[:, None]).sum().item())
+    scores = model.score([request])[0]
+    assert [s.logprob for s in scores] == pytest.approx(expected, abs=1e-4)
 
 
 def gap_report(model_dir: Path, text_dir: Path, out: Path) -> dict:

@@ -70,6 +70,24 @@ FAMILIES: tuple[Family, ...] = (
          Backbone("Qwen/Qwen2-Audio-7B-Instruct", "Qwen/Qwen-7B", _QWEN2_AUDIO, 4096, 32)),
         tested=True,
     ),
+    Family(
+        "Qwen2.5-Omni", ("qwen2_5_omni", "qwen2_5_omni_thinker"),
+        "salad_eval.models.qwen2_5_omni:Qwen25Omni",
+        (Backbone("Qwen/Qwen2.5-Omni-7B", "Qwen/Qwen2.5-7B", _QWEN25_OMNI, 3584, 28),
+         Backbone("Qwen/Qwen2.5-Omni-3B", "Qwen/Qwen2.5-3B", _QWEN25_OMNI, 2048, 36)),
+        tested=True,
+    ),
+    Family(
+        "Qwen3-Omni", ("qwen3_omni_moe", "qwen3_omni_moe_thinker"),
+        "salad_eval.models.qwen3_omni:Qwen3Omni",
+        (Backbone("Qwen/Qwen3-Omni-30B-A3B-Instruct", "Qwen/Qwen3-30B-A3B-Base", _QWEN3_OMNI,
+                  2048, 48),
+         Backbone("Qwen/Qwen3-Omni-30B-A3B-Thinking", "Qwen/Qwen3-30B-A3B-Base", _QWEN3_OMNI,
+                  2048, 48),
+         Backbone("Qwen/Qwen3-Omni-30B-A3B-Captioner", "Qwen/Qwen3-30B-A3B-Base", _QWEN3_OMNI,
+                  2048, 48)),
+        tested=True,
+    ),
 )  # fmt: skip
 
 
