@@ -60,8 +60,13 @@ class Family:
 _QWEN2_AUDIO = "Qwen2-Audio technical report, arXiv 2407.10759, section 2 (LLM: Qwen-7B)"
 _QWEN25_OMNI = "Qwen2.5-Omni technical report, arXiv 2503.20215 (Thinker initialised from Qwen2.5)"
 _QWEN3_OMNI = "Qwen3-Omni technical report, arXiv 2509.17765 (Thinker initialised from Qwen3)"
-_VOXTRAL = ("Voxtral technical report, arXiv 2507.13264 (Mini on Ministral 3B, Small on Mistral "
-            "Small 3.1 24B)")  # fmt: skip
+_VOXTRAL = ("Voxtral technical report, arXiv 2507.13264 (Voxtral Mini is built on Ministral 3B, "
+            "whose weights are not published)")  # fmt: skip
+_VOXTRAL_SMALL = (
+    "Voxtral technical report, arXiv 2507.13264 (Voxtral Small is built on Mistral Small 3.1 "
+    "24B; its language model extends Mistral Small 3 2501, the nearest one published as a text "
+    "LLM: 3.1 ships only as a vision-language model)"
+)
 
 FAMILIES: tuple[Family, ...] = (
     Family(
@@ -86,6 +91,13 @@ FAMILIES: tuple[Family, ...] = (
                   2048, 48),
          Backbone("Qwen/Qwen3-Omni-30B-A3B-Captioner", "Qwen/Qwen3-30B-A3B-Base", _QWEN3_OMNI,
                   2048, 48)),
+        tested=True,
+    ),
+    Family(
+        "Voxtral", ("voxtral",), "salad_eval.models.voxtral:Voxtral",
+        (Backbone("mistralai/Voxtral-Mini-3B-2507", None, _VOXTRAL, 3072, 30),
+         Backbone("mistralai/Voxtral-Small-24B-2507", "mistralai/Mistral-Small-24B-Base-2501",
+                  _VOXTRAL_SMALL, 5120, 40)),
         tested=True,
     ),
 )  # fmt: skip
