@@ -143,6 +143,14 @@ def tasks_list(
     Console().print(table)
 
 
+@app.command("models")
+def models_list() -> None:
+    """List the speech LLM families: model types, text backbones, tested?, adapter."""
+    from salad_eval.models.registry import show_families
+
+    show_families()
+
+
 @app.command()
 def synth(
     tasks: str = typer.Option("demo", help="Comma-separated task names."),

@@ -57,7 +57,7 @@ class Family:
         return None
 
 
-_QWEN2_AUDIO = "Qwen2-Audio technical report, arXiv 2407.10759, section 2 (LLM: Qwen-7B)"
+_QWEN2_AUDIO = "Qwen2-Audio technical report, arXiv 2407.10759, (its LLM is Qwen-7B)"
 _QWEN25_OMNI = "Qwen2.5-Omni technical report, arXiv 2503.20215 (Thinker initialised from Qwen2.5)"
 _QWEN3_OMNI = "Qwen3-Omni technical report, arXiv 2509.17765 (Thinker initialised from Qwen3)"
 _VOXTRAL = ("Voxtral technical report, arXiv 2507.13264 (Voxtral Mini is built on Ministral 3B, "
@@ -131,3 +131,23 @@ def family_for(model_type: str) -> Family:
 def supported() -> str:
     """``Family (model_type, ...)`` for every family, on one line."""
     return "; ".join(f"{f.name} ({', '.join(f.model_types)})" for f in families())
+
+
+def show_families(console=None) -> None:
+    """``salad-eval models``: every family, its model types, published checkpoints with their
+    text backbones (and where each pairing is stated), whether it is tested, where it comes from."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title="speech LLM families (--model finds them by config.json model_type)")
+    for column in ("family", "model_type", "checkpoint -> text backbone", "source", "tested",
+                   "adapter"):  # fmt: skip
+        table.add_column(column, overflow="fold")
+    for family in families():
+        pairs = "\n".join(f"{b.speech_model} -> {b.text_model or 'not published: --text-model'}"
+                          for b in family.backbones) or "-"  # fmt: skip
+        sources = "\n".join(dict.fromkeys(b.source for b in family.backbones)) or "-"
+        table.add_row(family.name, ", ".join(family.model_types), pairs, sources,
+                      "yes" if family.tested else "no", family.adapter)  # fmt: skip
+    console.print(table)
