@@ -213,7 +213,9 @@ class HFAudioLM:
     def _score_prepared(
         self, prepared: list[tuple[torch.Tensor, list[list[int]], Sequence[str]]], batch_size: int
     ) -> list[list[ChoiceScore]]:
-        """The one place requests meet the scorer (cross-item batching plugs in here)."""
+        """The one place requests meet the scorer. Per request, as ``TextLM`` scores: the same
+        path keeps ``text@speech == text@base`` bit for bit in bf16; when ``TextLM`` moves to
+        ``lm_scoring.score_contexts`` (cross-request batches), this moves with it."""
         if not self.shares_context:
             return [_separate_scores(self.decoder, ctx, conts, choices)
                     for ctx, conts, choices in prepared]  # fmt: skip
