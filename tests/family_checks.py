@@ -146,12 +146,13 @@ def check_own_audio_path(model, clips: dict[str, Path], own_inputs) -> None:
     assert [s.logprob for s in scores] == pytest.approx(expected, abs=1e-4)
 
 
-def gap_report(model_dir: Path, text_dir: Path, out: Path) -> dict:
+def gap_report(model_dir: Path, text_dir: Path, out: Path, *more: str) -> dict:
     """``salad-eval gap --model <dir> --text-model <dir>`` in process; returns results.json."""
     from salad_eval.cli import app
 
     args = ["gap", "--model", str(model_dir), "--text-model", str(text_dir), "--tasks", "demo",
-            "--voices", VOICE, "--limit", "3", "--n-boot", "50", "--out", str(out)]  # fmt: skip
+            "--voices", VOICE, "--limit", "3", "--n-boot", "50", "--out", str(out),
+            *more]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     return json.loads((out / "results.json").read_text())

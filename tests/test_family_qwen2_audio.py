@@ -11,6 +11,11 @@ import torch
 from salad_eval.models.qwen2_audio import Qwen2Audio
 from salad_eval.prompt import Audio, ScoringRequest, Text
 
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
@@ -23,10 +28,12 @@ def model_dir(tmp_path_factory) -> Path:
     )
 
     tokenizer = checks.bpe_tokenizer(
-        ["<unk>", "<|endoftext|>", "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"],
+        ["<unk>", "<|endoftext|>", "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>", "<|im_start|>",
+         "<|im_end|>"],
         eos_token="<|endoftext|>", pad_token="<|endoftext|>", audio_token="<|AUDIO|>",
         audio_bos_token="<|audio_bos|>", audio_eos_token="<|audio_eos|>",
     )  # fmt: skip
+    tokenizer.chat_template = CHATML
     config = Qwen2AudioConfig(
         audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2,
                           encoder_ffn_dim=64, num_mel_bins=80),
@@ -126,11 +133,36 @@ def test_text_prompts_score_as_its_own_text_llm(model_dir, text_llm, dtype):
     ]
 
 
+def test_chat_template_wraps_spoken_prompts(model_dir, model, clips):
+    """One user turn in the model's template, the clips inside it in its own audio format."""
+    chat = Qwen2Audio(str(model_dir), chat_template=True)
+    assert chat.fingerprint != model.fingerprint
+    request = checks.mixed_requests(clips)[3]  # two clips between text
+    pieces, conts = chat.tokenize(request.prompt, request.choices)
+    assert [type(p) for p in pieces] == [list, Audio, list, Audio, list]
+    ids = model.tokenizer.convert_tokens_to_ids
+    assert pieces[0][0] == ids("<|im_start|>")
+    turn = model.tokenizer.encode("<|im_end|>\n<|im_start|>assistant")  # its "\n" moves on
+    assert pieces[-1][-len(turn) :] == turn
+    assert conts == [model.tokenizer.encode("\n" + c.lstrip()) for c in request.choices]
+    raw, templated = model.score([request])[0], chat.score([request])[0]
+    assert [s.logprob for s in raw] != [s.logprob for s in templated]
+
+
 @pytest.fixture(scope="module")
 def gap_run(model_dir, text_llm, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("qwen2-audio-gap") / "report"
-    return out, checks.gap_report(model_dir, text_llm, out)
+    return out, checks.gap_report(model_dir, text_llm, out, "--chat-template")
 
 
 def test_gap_report_is_complete(gap_run):
     checks.check_gap_report(*gap_run)
+
+
+def test_gap_report_records_the_chat_template(gap_run):
+    manifest = gap_run[1]["manifest"]
+    assert manifest["setup"]["prompt_format"] == "chat"
+    assert manifest["tasks"]["demo"]["prompt_format"] == "chat"
+    from salad_eval.tasks import get_task
+
+    assert manifest["tasks"]["demo"]["fingerprint"] == get_task("demo").fingerprint + "+chat"

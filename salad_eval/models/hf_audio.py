@@ -178,7 +178,7 @@ class HFAudioLM:
         if not any(isinstance(seg, Audio) for seg in prompt):
             context, conts = self.text.encode_pair("".join(s.text for s in prompt), choices)
             return [context], conts
-        pieces: Pieces = [list(self._special_prefix)]
+        pieces: Pieces = [list(self._special_prefix)] if self._special_prefix else []
         for segment in prompt[:-1]:
             pieces.append(segment if isinstance(segment, Audio) else self._ids(segment.text))
         last = prompt[-1]
