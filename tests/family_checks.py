@@ -26,11 +26,10 @@ CORPUS = "The quick brown fox jumps over the lazy dog. Question: what is it? Ans
 CONDITIONS = {"text@base", "text@speech", "speech@speech", "speech@cascade"}
 
 
-def bpe_tokenizer(specials: list[str], prepend_bos: bool = False, **named: str):
+def bpe_tokenizer(specials: list[str], **named: str):
     """A byte-level BPE trained on a line of English, ``specials`` first (ids 0..), and named
-    special tokens (``eos_token``, ``audio_token``...) set from them; ``prepend_bos``: encoding
-    starts with ``bos_token``, as Llama and Mistral tokenizers do."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    special tokens (``eos_token``, ``audio_token``...) set from them."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE(unk_token=specials[0]))
@@ -39,11 +38,6 @@ def bpe_tokenizer(specials: list[str], prepend_bos: bool = False, **named: str):
     trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
     bpe.train_from_iterator([CORPUS] * 10, trainer)
-    if prepend_bos:
-        bos = named["bos_token"]
-        bpe.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, specials.index(bos))]
-        )
     standard = {k: v for k, v in named.items() if k in ("unk_token", "eos_token", "pad_token",
                                                          "bos_token")}  # fmt: skip
     extra = {k: v for k, v in named.items() if k not in standard}

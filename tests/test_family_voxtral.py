@@ -1,8 +1,11 @@
-"""Voxtral on a tiny random ``VoxtralForConditionalGeneration``, with a tokenizer laid out as
-mistral-common's (``[AUDIO]`` = 24, ``[BEGIN_AUDIO]`` = 25, a BOS before every encoding)."""
+"""Voxtral on a tiny random ``VoxtralForConditionalGeneration`` with a tiny ``tekken.json``
+(mistral-common's tokenizer file, as the hub ships it: ``<s>`` = 1, ``[AUDIO]`` = 24,
+``[BEGIN_AUDIO]`` = 25), read by transformers without mistral-common."""
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import family_checks as checks
@@ -11,29 +14,43 @@ import torch
 
 from salad_eval.models.voxtral import Voxtral
 
-SPECIALS = ["<unk>", "<s>", "</s>", *[f"[control_{i}]" for i in range(3, 24)], "[AUDIO]",
-            "[BEGIN_AUDIO]"]  # fmt: skip
+NAMED = {0: "<unk>", 1: "<s>", 2: "</s>", 3: "[INST]", 4: "[/INST]", 24: "[AUDIO]",
+         25: "[BEGIN_AUDIO]"}  # fmt: skip
+PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def write_tekken(directory: Path, n_special: int = 32) -> int:
+    """A tekken.json: ``n_special`` control tokens, the 256 bytes and a few merges; its size."""
+    specials = [{"rank": i, "token_str": NAMED.get(i, f"<SPECIAL_{i}>"), "is_control": True}
+                for i in range(n_special)]  # fmt: skip
+    tokens = [bytes([b]) for b in range(256)] + [b"th", b"he", b" t", b"the", b" the", b"ow"]
+    vocab = [{"rank": i, "token_bytes": base64.b64encode(t).decode(), "token_str": None}
+             for i, t in enumerate(tokens)]  # fmt: skip
+    size = n_special + len(tokens)
+    config = {"pattern": PATTERN, "num_vocab_tokens": len(tokens), "default_vocab_size": size,
+              "default_num_special_tokens": n_special, "version": "v7"}  # fmt: skip
+    tekken = {"config": config, "vocab": vocab, "special_tokens": specials}
+    (directory / "tekken.json").write_text(json.dumps(tekken))
+    return size
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     from transformers import VoxtralConfig, VoxtralForConditionalGeneration, WhisperFeatureExtractor
 
-    tokenizer = checks.bpe_tokenizer(SPECIALS, prepend_bos=True, bos_token="<s>",
-                                     eos_token="</s>", pad_token="</s>")  # fmt: skip
-    assert tokenizer.convert_tokens_to_ids(["[AUDIO]", "[BEGIN_AUDIO]"]) == [24, 25]
+    path = tmp_path_factory.mktemp("voxtral") / "model"
+    path.mkdir()
+    vocab_size = write_tekken(path)
     config = VoxtralConfig(
         audio_config=dict(hidden_size=32, intermediate_size=128, num_hidden_layers=1,
                           num_attention_heads=2, num_mel_bins=128, max_source_positions=1500),
-        text_config=dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=32,
+        text_config=dict(model_type="llama", vocab_size=vocab_size, hidden_size=32,
                          intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                          num_key_value_heads=1, head_dim=16),
         audio_token_id=24,
     )  # fmt: skip
-    path = tmp_path_factory.mktemp("voxtral") / "model"
     torch.manual_seed(0)
     VoxtralForConditionalGeneration(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
     WhisperFeatureExtractor(feature_size=128).save_pretrained(path)
     return path
 
@@ -48,9 +65,17 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     return checks.speech_clips(tmp_path_factory.mktemp("audio"))
 
 
-def test_spoken_prompts_start_with_bos(model, clips):
+def test_the_tekken_tokenizer_and_its_bos(model, clips):
+    """tekken.json read without mistral-common; every encoding starts with <s>, as mistral-common
+    encodes a prompt: spoken (before the first clip) and text-only alike."""
+    tokenizer = model.tokenizer
+    assert tokenizer.convert_tokens_to_ids(["<s>", "[AUDIO]", "[BEGIN_AUDIO]"]) == [1, 24, 25]
     pieces, _ = model.tokenize(checks.mixed_requests(clips)[1].prompt, checks.CHOICES)
-    assert pieces[0] == [model.tokenizer.bos_token_id]
+    assert pieces[0] == [1] and model.audio_open == ("[BEGIN_AUDIO]",)
+    (context,), _ = model.tokenize(checks.mixed_requests(clips)[0].prompt, checks.CHOICES)
+    assert context[0] == 1 and context[1:] == tokenizer.encode(
+        "Question: what is the fox? Answer:", add_special_tokens=False
+    )
 
 
 def test_shared_context_equals_per_choice(model, clips):

@@ -1,13 +1,16 @@
 """Voxtral (``VoxtralForConditionalGeneration``): a Whisper-style encoder, a projector over four
 stacked frames, a Llama-style decoder.
 
-A clip is ``[BEGIN_AUDIO]`` + one ``[AUDIO]`` per audio embedding, as mistral-common writes it.
+A prompt starts with ``<s>`` and a clip is ``[BEGIN_AUDIO]`` + one ``[AUDIO]`` per audio
+embedding, as mistral-common writes them.
 Its audio path is the processor's and the model's own: the clip padded with silence to a whole
 number of 30 s windows, each window's log-mel frames through the encoder, every four frames
-stacked and projected, so every clip of up to 30 s takes 375 positions. The published
-checkpoints ship a mistral-common tokenizer (``tekken.json``): install ``mistral-common``
-(``pip install 'salad[voxtral]'``) to read it; a checkpoint with a ``tokenizer.json`` loads
-without it.
+stacked and projected, so every clip of up to 30 s takes 375 positions.
+
+The published checkpoints ship mistral-common's ``tekken.json``, which transformers converts to a
+fast tokenizer without mistral-common (and its numpy pin); that conversion adds no ``<s>``, so
+the adapter adds it to every encoding, as mistral-common and the HF Mistral tokenizers do (the
+text LLM's ``text@base`` starts with it too).
 """
 
 from __future__ import annotations
@@ -30,15 +33,21 @@ class Voxtral(HFAudioLM):
     audio_close = ()
 
     def load_tokenizer(self, path: str):
-        try:
-            return super().load_tokenizer(path)
-        except (OSError, ValueError, ImportError) as error:
-            from salad_eval.errors import SaladError
+        from tokenizers import processors
 
-            raise SaladError(
-                f"{path}: its tokenizer does not load ({error}); Voxtral's tekken.json needs "
-                "`pip install 'salad[voxtral]'`"
-            ) from None
+        tokenizer = super().load_tokenizer(path)
+        if tokenizer.bos_token is None and tokenizer.convert_tokens_to_ids("<s>") == 1:
+            tokenizer.bos_token, tokenizer.eos_token = "<s>", "</s>"  # tekken's ranks 1 and 2
+        bos = tokenizer.bos_token_id
+        if bos is not None and tokenizer.encode("a")[:1] != [bos]:
+            backend = tokenizer.backend_tokenizer
+            first = processors.TemplateProcessing(
+                single=f"{tokenizer.bos_token} $A", pair=f"{tokenizer.bos_token} $A $B",
+                special_tokens=[(tokenizer.bos_token, bos)],
+            )  # fmt: skip
+            steps = [backend.post_processor] if backend.post_processor is not None else []
+            backend.post_processor = processors.Sequence([*steps, first])
+        return tokenizer
 
     def audio_features(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Per clip: its 30 s windows through the encoder and projector (``VoxtralProcessor.
