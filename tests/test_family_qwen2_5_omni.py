@@ -108,3 +108,17 @@ def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
 
 def test_gap_report_is_complete(gap_run):
     checks.check_gap_report(*gap_run)
+
+
+def test_text_model_defaults_to_the_published_backbone(model):
+    import copy
+
+    from salad_eval.errors import SaladError
+    from salad_eval.models.load import default_text_model
+
+    published = copy.copy(model)
+    published.name = "Qwen/Qwen2.5-Omni-7B"
+    assert default_text_model(published, None) == "Qwen/Qwen2.5-7B"
+    assert default_text_model(published, "my/llm") == "my/llm"
+    with pytest.raises(SaladError, match="pass --text-model"):
+        default_text_model(model, None)  # a tiny local model: no published backbone

@@ -113,3 +113,15 @@ def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
 
 def test_gap_report_is_complete(gap_run):
     checks.check_gap_report(*gap_run)
+
+
+def test_an_unpublished_backbone_asks_for_text_model(model):
+    import copy
+
+    from salad_eval.errors import SaladError
+    from salad_eval.models.load import default_text_model
+
+    mini = copy.copy(model)
+    mini.name = "mistralai/Voxtral-Mini-3B-2507"
+    with pytest.raises(SaladError, match="text backbone is not published.*pass --text-model"):
+        default_text_model(mini, None)
