@@ -106,7 +106,7 @@ class HFAudioLM:
         if chat_template:
             from salad_eval.chat import ChatFormat
 
-            self.chat = ChatFormat.of(self.tokenizer, self.name, getattr(self, "processor", None))
+            self.chat = ChatFormat.of(self.tokenizer, self.name, self._template_processor(path))
 
     # -- what a family may override ------------------------------------------------------------
 
@@ -221,6 +221,18 @@ class HFAudioLM:
                     for ctx, conts, choices in prepared]  # fmt: skip
         return [choice_scores(self.decoder, ctx, conts, choices, batch_size)
                 for ctx, conts, choices in prepared]  # fmt: skip
+
+    def _template_processor(self, path: str):
+        """The processor, where the chat template lives with it rather than with the tokenizer
+        (some audio checkpoints keep it in the processor's files); None when none loads."""
+        if getattr(self.tokenizer, "chat_template", None):
+            return None
+        from transformers import AutoProcessor
+
+        try:
+            return AutoProcessor.from_pretrained(path)
+        except Exception:  # no processor files, or one that needs a missing extra
+            return None
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False) if text else []
