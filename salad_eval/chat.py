@@ -7,7 +7,8 @@ to ``""``; here the leading whitespace of each choice, which is that delimiter w
 delimiter is whitespace). A spoken prompt is rendered the same way with each clip as a marker in
 the message text; the clips then sit where their markers land, each in the model's own audio
 format. Each model applies its own template, so ``text@base`` uses the text LLM's and
-``text@speech``/``speech@speech`` the speech LLM's.
+``text@speech``/``speech@speech`` the speech LLM's. A task's description stays at the start of
+the user turn (lm-eval sends it as a system message): a prompt does not mark it apart.
 """
 
 from __future__ import annotations

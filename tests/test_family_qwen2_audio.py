@@ -166,3 +166,15 @@ def test_gap_report_records_the_chat_template(gap_run):
     from salad_eval.tasks import get_task
 
     assert manifest["tasks"]["demo"]["fingerprint"] == get_task("demo").fingerprint + "+chat"
+
+
+def test_exact_per_choice_fallback_scores_the_same(model_dir, model, clips):
+    """A family whose audio path cannot share the cache sets ``shares_context = False``."""
+
+    class Separate(Qwen2Audio):
+        shares_context = False
+
+    requests = checks.mixed_requests(clips)
+    shared = [s.logprob for row in model.score(requests) for s in row]
+    separate = [s.logprob for row in Separate(str(model_dir)).score(requests) for s in row]
+    assert separate == pytest.approx(shared, abs=1e-4)
