@@ -163,6 +163,11 @@ def check_gap_report(out: Path, results: dict) -> None:
     for condition in CONDITIONS:
         assert sum(row["condition"] == condition for row in rows) == 3
     assert all(len(row["logprobs"]) == len(row["n_tokens"]) > 1 for row in rows)
+    assert set(results["conditions"]) >= CONDITIONS and results["n_items"] == 3
+    overall = results["metrics"]["acc"]["overall"]
+    gap, forgetting, misalignment = (overall[k] for k in ("gap", "forgetting", "misalignment"))
+    assert gap["num"] == forgetting["num"] + misalignment["num"] and gap["den"] == 3
+    assert "cascade_gap" in overall and results["controls"]
     assert results["manifest"]["models"]["speech"]["fingerprint"]
 
 
