@@ -109,10 +109,8 @@ def audio_import(
     print(f"imported {done.clips} clips ({done.seconds / 60:.1f} min of audio), "
           f"{done.replaced} replacing other bytes in the store")  # fmt: skip
     if done.foreign:
-        print(
-            f"{done.foreign} clips are of TTS versions not installed here: runs here will not "
-            "find them (install the exporting machine's versions)"
-        )
+        print(f"{done.foreign} clips are of TTS versions not installed here: runs here will not "
+              "find them (install the exporting machine's versions)")
 
 
 @app.command("tasks")
@@ -132,14 +130,8 @@ def tasks_list(
         more = len(spec.domains) - 3
         domains = ", ".join(spec.domains[:3]) + (f" +{more}" if more > 0 else "")
         items = count_items(name, data_dir)
-        table.add_row(
-            name,
-            str(spec.version),
-            spec.fingerprint,
-            spec.test_split,
-            domains,
-            "-" if items is None else str(items),
-        )
+        table.add_row(name, str(spec.version), spec.fingerprint, spec.test_split, domains,
+                      "-" if items is None else str(items))
     Console().print(table)
 
 
@@ -172,18 +164,12 @@ def synth(
 
 @app.command()
 def gap(
-    model: str = typer.Option(
-        ...,
-        help="A SALAD checkpoint dir, or a speech LLM hub id/path (families: `salad-eval models`).",
-    ),
+    model: str = typer.Option(..., help="A SALAD checkpoint dir, or a speech LLM hub id/path "
+                              "(families: `salad-eval models`)."),
     model_type: str = typer.Option(None, help="Force the speech LLM's family by model_type."),
-    chat_template: bool = typer.Option(
-        False,
-        "--chat-template",
-        help="Wrap prompts in each "
-        "model's chat template (lm-eval's --apply_chat_template); "
-        "default raw, the paper's protocol.",
-    ),
+    chat_template: bool = typer.Option(False, "--chat-template", help="Each model's chat "
+                                       "template, as lm-eval's --apply_chat_template (default: "
+                                       "raw prompts, the paper's protocol)."),
     tasks: str = typer.Option("demo", help="Comma-separated task names (see `salad-eval tasks`)."),
     voices: str = typer.Option("default", help="Voice sets and/or voices, comma-separated."),
     limit: int = typer.Option(None, min=1, help="Only the first N items of each task (config)."),
@@ -192,11 +178,8 @@ def gap(
     asr: str = typer.Option("whisper-base", help="ASR of the cascade: asset name, hub id or path."),
     out: str = typer.Option(None, help="Run directory (default reports/<model>-<tasks>)."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
-    dtype: str = typer.Option(
-        None,
-        help="Weights of every model: float32 (default on CPU), "
-        "bfloat16 (default on CUDA) or float16.",
-    ),
+    dtype: str = typer.Option(None, help="Weights of every model: float32 (default on CPU), "
+                              "bfloat16 (default on CUDA) or float16."),
     batch_size: int = typer.Option(8, min=1, help="Choices per forward pass."),
     workers: int = typer.Option(1, min=1, help="Synthesis worker processes."),
     n_boot: int = typer.Option(1000, min=1, help="Paired bootstrap resamples."),
@@ -213,43 +196,21 @@ def gap(
 
     names = checks.task_names(tasks)
     if limit == 1:
-        raise SaladError(
-            "--limit 1: a gap needs at least 2 items (paired statistics, shuffled "
-            "audio); raise --limit"
-        )
-    checks.inputs(
-        tasks=names,
-        shots=shots,
-        data_dir=data_dir,
-        voices=voices,
-        speech_model=model,
-        text_model=text_model,
-        asr=asr,
-        device=device,
-        dtype=dtype,
-        out_dir=out,
-        model_type=model_type,
-    )
+        raise SaladError("--limit 1: a gap needs at least 2 items (paired statistics, shuffled "
+                         "audio); raise --limit")
+    checks.inputs(tasks=names, shots=shots, data_dir=data_dir, voices=voices, speech_model=model,
+                  text_model=text_model, asr=asr, device=device, dtype=dtype, out_dir=out,
+                  model_type=model_type)
     training = _training_record(Path(model))
     dtype = dtype or default_dtype(device)
-    speech = load_speech_model(
-        model, device=device, dtype=dtype, model_type=model_type, chat_template=chat_template
-    )
+    speech = load_speech_model(model, device=device, dtype=dtype, model_type=model_type,
+                               chat_template=chat_template)
     text_name = default_text_model(speech, text_model)
     text = TextLM(text_name, dtype=dtype, device=device, chat_template=chat_template)
     setup = GapSetup(
-        tasks=names,
-        voices=voices,
-        limit=limit,
-        shots=shots,
-        seed=seed,
-        synth_seed=synth_seed,
+        tasks=names, voices=voices, limit=limit, shots=shots, seed=seed, synth_seed=synth_seed,
         batch_size=batch_size,
-        workers=workers,
-        n_boot=n_boot,
-        data_dir=data_dir,
-        controls=controls,
-        dtype=dtype,
+        workers=workers, n_boot=n_boot, data_dir=data_dir, controls=controls, dtype=dtype,
         names={"speech": model, "text": text_name, "asr": asr},
         prompt_format="chat" if chat_template else "raw",
     )
@@ -272,11 +233,8 @@ def divergence(
     out: str = typer.Option(None, help="Write per-document values and means here (JSON)."),
     workers: int = typer.Option(1, min=1, help="Synthesis worker processes."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
-    dtype: str = typer.Option(
-        None,
-        help="Weights of every model: float32 (default on CPU), "
-        "bfloat16 (default on CUDA) or float16.",
-    ),
+    dtype: str = typer.Option(None, help="Weights of every model: float32 (default on CPU), "
+                              "bfloat16 (default on CUDA) or float16."),
 ) -> None:
     """Token-level KL forgetting F and misalignment M of a speech LLM over a text corpus."""
     import json
@@ -303,14 +261,8 @@ def divergence(
             summary[name] = {"mean": float(values.mean()), "n": int(values.size)}
             print(f"{name}: mean {values.mean():.4f} nats per token over {values.size} documents")
     if out:
-        payload = {
-            "model": model,
-            "corpus": corpus,
-            "voices": voices,
-            "span_words": span_words,
-            "summary": summary,
-            "documents": rows,
-        }
+        payload = {"model": model, "corpus": corpus, "voices": voices, "span_words": span_words,
+                   "summary": summary, "documents": rows}
         Path(out).write_text(json.dumps(payload, indent=1))
         print(f"wrote {out}")
 

@@ -172,10 +172,8 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
 
     dtypes = {m.dtype for m in (models.speech, models.text, models.cascade) if m is not None}
     if dtypes != {setup.dtype}:  # a precision difference would read as forgetting
-        raise SaladError(
-            f"the models' weights are {', '.join(sorted(dtypes))} but the run is "
-            f"{setup.dtype}; load every model with one dtype (--dtype)"
-        )
+        raise SaladError(f"the models' weights are {', '.join(sorted(dtypes))} but the run is "
+                         f"{setup.dtype}; load every model with one dtype (--dtype)")
     started = time.time()
     shard = _Shard()
     voices = [str(v) for v in resolve_voices(setup.voices)]
@@ -277,11 +275,7 @@ def _task_records(
 
 
 def _divergences(
-    name: str,
-    items: list[Item],
-    shard: _Shard,
-    compute: Callable[[Item], float],
-    ids: list,
+    name: str, items: list[Item], shard: _Shard, compute: Callable[[Item], float], ids: list,
     spoken: dict[str, Prompt] | None = None,
 ) -> list[float]:
     """Per-item KL values, cached on disk (and sharded like the scores), keyed by the bytes of
@@ -290,16 +284,8 @@ def _divergences(
     def one(item: Item) -> float:
         clips = [file_hash(seg.path) for seg in (spoken or {}).get(item.id, ())
                  if isinstance(seg, Audio)]  # fmt: skip
-        key = _key(
-            name,
-            divergence.VERSION,
-            ids,
-            item.task,
-            item.id,
-            item.text_context,
-            item.choices[item.target],
-            clips,
-        )
+        key = _key(name, divergence.VERSION, ids, item.task, item.id, item.text_context,
+                   item.choices[item.target], clips)
         return _cached_value("divergences", key, lambda: compute(item))
 
     if shard.size > 1:
