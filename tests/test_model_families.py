@@ -150,3 +150,17 @@ def test_a_broken_plugin_is_a_one_line_error(plugin, monkeypatch):
     monkeypatch.delitem(sys.modules, "salad_shortest_plugin", raising=False)
     with pytest.raises(SaladError, match="model plugin 'shortest'.* is not a salad_eval"):
         registry.families()
+
+
+def test_a_hub_id_is_recognised_from_its_config(tmp_path, monkeypatch):
+    """A hub id's family comes from its config.json (here from a local HF cache, offline)."""
+    revision = "0" * 40
+    repo = tmp_path / "hub" / "models--acme--tiny-omni"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    _checkpoint(repo / "snapshots" / revision, "qwen2_5_omni")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert speech_model_kind("acme/tiny-omni") == "qwen2_5_omni"
+    with pytest.raises(SaladError, match="unreachable offline"):
+        speech_model_kind("acme/not-cached")
