@@ -84,6 +84,7 @@ def inputs(
     dtype: str | None = None,
     out_dir: str | None = None,
     out_file: str | None = None,
+    model_type: str | None = None,
 ) -> None:
     """Check whichever of a command's inputs are given; nothing is loaded or built."""
     if data_dir is not None and not Path(data_dir).is_dir():
@@ -104,7 +105,7 @@ def inputs(
     if speech_model is not None:
         from salad_eval.models.load import speech_model_kind
 
-        speech_model_kind(speech_model)
+        speech_model_kind(speech_model, model_type)
     from salad_eval.assets.resolve import resolve
 
     for name, kind in ((text_model, "llm"), (asr, "asr")):

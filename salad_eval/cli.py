@@ -135,6 +135,14 @@ def tasks_list(
     Console().print(table)
 
 
+@app.command("models")
+def models_list() -> None:
+    """List the speech LLM families: model types, text backbones, tested?, adapter."""
+    from salad_eval.models.registry import show_families
+
+    show_families()
+
+
 @app.command()
 def synth(
     tasks: str = typer.Option("demo", help="Comma-separated task names."),
@@ -156,7 +164,12 @@ def synth(
 
 @app.command()
 def gap(
-    model: str = typer.Option(..., help="A SALAD checkpoint dir, or a Qwen2-Audio hub id/path."),
+    model: str = typer.Option(..., help="A SALAD checkpoint dir, or a speech LLM hub id/path "
+                              "(families: `salad-eval models`)."),
+    model_type: str = typer.Option(None, help="Force the speech LLM's family by model_type."),
+    chat_template: bool = typer.Option(False, "--chat-template", help="Each model's chat "
+                                       "template, as lm-eval's --apply_chat_template (default: "
+                                       "raw prompts, the paper's protocol)."),
     tasks: str = typer.Option("demo", help="Comma-separated task names (see `salad-eval tasks`)."),
     voices: str = typer.Option("default", help="Voice sets and/or voices, comma-separated."),
     limit: int = typer.Option(None, min=1, help="Only the first N items of each task (config)."),
@@ -186,17 +199,20 @@ def gap(
         raise SaladError("--limit 1: a gap needs at least 2 items (paired statistics, shuffled "
                          "audio); raise --limit")
     checks.inputs(tasks=names, shots=shots, data_dir=data_dir, voices=voices, speech_model=model,
-                  text_model=text_model, asr=asr, device=device, dtype=dtype, out_dir=out)
+                  text_model=text_model, asr=asr, device=device, dtype=dtype, out_dir=out,
+                  model_type=model_type)
     training = _training_record(Path(model))
     dtype = dtype or default_dtype(device)
-    speech = load_speech_model(model, device=device, dtype=dtype)
+    speech = load_speech_model(model, device=device, dtype=dtype, model_type=model_type,
+                               chat_template=chat_template)
     text_name = default_text_model(speech, text_model)
-    text = TextLM(text_name, dtype=dtype, device=device)
+    text = TextLM(text_name, dtype=dtype, device=device, chat_template=chat_template)
     setup = GapSetup(
         tasks=names, voices=voices, limit=limit, shots=shots, seed=seed, synth_seed=synth_seed,
         batch_size=batch_size,
         workers=workers, n_boot=n_boot, data_dir=data_dir, controls=controls, dtype=dtype,
         names={"speech": model, "text": text_name, "asr": asr},
+        prompt_format="chat" if chat_template else "raw",
     )
     cascade = Cascade(asr=asr, text_model=text, device=device)
     run_dir = Path(out) if out else default_run_dir(model, names)

@@ -62,6 +62,7 @@ class GapSetup:
     controls: bool = True
     divergences: bool = True
     dtype: str = "float32"  # the weights of every model (checked in run_gap)
+    prompt_format: str = "raw"  # or "chat": every model's chat template (salad_eval.chat)
     names: dict[str, str] = field(default_factory=dict)  # model names as the user gave them
 
 
@@ -183,7 +184,11 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
               for t in setup.tasks}  # fmt: skip
     for task, items in loaded.items():
         spec = tasks.get_task(task)
-        task_info[task] = {"version": spec.version, "fingerprint": spec.fingerprint}
+        fingerprint = spec.fingerprint  # a chat-templated run scores other prompts: marked
+        if setup.prompt_format != "raw":
+            fingerprint += f"+{setup.prompt_format}"
+        task_info[task] = {"version": spec.version, "fingerprint": fingerprint,
+                           "prompt_format": setup.prompt_format}  # fmt: skip
         manifest = synthesize(items, setup.voices, workers=setup.workers, show_progress=shard.main,
                               seed=setup.synth_seed)  # fmt: skip
         synth_info[task] = {v: _clip_quality(s) for v, s in manifest.voices.items()}

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from salad_eval.models.cascade import Cascade
+    from salad_eval.models.hf_audio import HFAudioLM
     from salad_eval.models.lm_scoring import score_continuations
     from salad_eval.models.qwen2_audio import Qwen2Audio
     from salad_eval.models.speech_lm import SpeechLM
@@ -17,12 +18,13 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "Cascade": "salad_eval.models.cascade",
+    "HFAudioLM": "salad_eval.models.hf_audio",
     "TextLM": "salad_eval.models.text_lm",
     "Qwen2Audio": "salad_eval.models.qwen2_audio",
     "SpeechLM": "salad_eval.models.speech_lm",
     "score_continuations": "salad_eval.models.lm_scoring",
 }
-__all__ = ["Cascade", "Qwen2Audio", "SpeechLM", "TextLM", "score_continuations"]
+__all__ = ["Cascade", "HFAudioLM", "Qwen2Audio", "SpeechLM", "TextLM", "score_continuations"]
 
 
 def __getattr__(name: str) -> Any:

@@ -69,8 +69,13 @@ class Cascade:
     def transcribe(self, audio: Audio) -> str:
         """Whisper's transcript of one clip: greedy, English, no timestamps; cached on disk."""
         entry = home() / "transcripts" / self.asr_fingerprint[:16] / f"{file_hash(audio.path)}.txt"
-        return cached_entry(entry, "transcript", lambda: self._run_asr(load_waveform(audio.path)),
-                            str.encode, bytes.decode)  # sealed: a cut-off transcript is redone
+        return cached_entry(
+            entry,
+            "transcript",
+            lambda: self._run_asr(load_waveform(audio.path)),
+            str.encode,
+            bytes.decode,
+        )  # sealed: a cut-off transcript is redone
 
     def _run_asr(self, wave) -> str:
         long_form = len(wave) > WINDOW_SECONDS * SAMPLE_RATE
@@ -124,4 +129,3 @@ class Cascade:
             self.text.score_text(self.transcribed(r.prompt), r.choices, batch_size)
             for r in requests
         ]
-

@@ -80,8 +80,16 @@ class WhisperEncoder:
         with torch.no_grad():  # not inference_mode: training backprops past these
             features = features.to(param.device, param.dtype)
             if self.context == "clip":
-                return torch.cat([self._clip_forward(f[None, :, : 2 * n])[0]
-                                  for f, n in zip(features, lengths, strict=True)]).float().cpu()
+                return (
+                    torch.cat(
+                        [
+                            self._clip_forward(f[None, :, : 2 * n])[0]
+                            for f, n in zip(features, lengths, strict=True)
+                        ]
+                    )
+                    .float()
+                    .cpu()
+                )
             hidden = self.model(features).last_hidden_state
         return torch.cat([h[:n] for h, n in zip(hidden, lengths, strict=True)]).float().cpu()
 

@@ -15,46 +15,95 @@ def _model_type(path: Path) -> str | None:
         return None
 
 
-def speech_model_kind(name_or_path: str) -> str:
-    """``salad`` or ``qwen2_audio``: what ``--model`` names, from config files alone (no weights
-    read), so a wrong path fails before any model loads."""
+def _hub_model_type(repo_id: str) -> str | None:
+    """``model_type`` of a hub repo's ``config.json`` (downloaded, or from the local HF cache)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return _model_type(Path(hf_hub_download(repo_id, "config.json")).parent)
+    except Exception:  # unreachable, gated, no config.json: said in one line by the caller
+        return None
+
+
+def speech_model_kind(name_or_path: str, model_type: str | None = None) -> str:
+    """``salad`` or the ``model_type`` of a registered family: what ``--model`` names, from
+    config files alone (no weights read), so a wrong path fails before any model loads.
+    ``model_type`` (``--model-type``) forces a family."""
+    from salad_eval.models.registry import family_for, supported
     from salad_eval.models.speech_lm import is_speech_lm_checkpoint, load_speech_lm
 
     path = Path(name_or_path)
+    if model_type is not None:
+        family_for(model_type)  # an unknown one is a one-line error listing the families
+        if not path.is_dir():
+            from salad_eval.assets.resolve import resolve
+
+            resolve(name_or_path, build=False)
+        return model_type
     if path.is_dir() and is_speech_lm_checkpoint(path):
         return "salad"
-    if path.is_dir() and _model_type(path) == "qwen2_audio":
-        return "qwen2_audio"
-    if not path.is_dir() and "qwen2-audio" in name_or_path.lower():
+    if path.is_dir() and (found := _model_type(path)) is not None:
+        family_for(found)
+        return found
+    if path.is_dir():
+        load_speech_lm(path)  # raises the one-line "not a SALAD checkpoint" error
+    if not path.exists() and "/" in name_or_path:
         from salad_eval.assets.resolve import resolve
 
         resolve(name_or_path, build=False)  # a hub id must be reachable (or cached offline)
-        return "qwen2_audio"
-    if path.is_dir():
-        load_speech_lm(path)  # raises the one-line "not a SALAD checkpoint" error
+        if (found := _hub_model_type(name_or_path)) is not None:
+            family_for(found)
+            return found
     raise SaladError(
-        f"--model {name_or_path!r} is neither a SALAD checkpoint directory nor a Qwen2-Audio "
-        "hub id/path; train one with `salad-train stage1` or pass an existing checkpoint"
+        f"--model {name_or_path!r} is neither a SALAD checkpoint directory nor a speech LLM whose "
+        f"config.json names a supported model_type ({supported()}); pass --model-type to force one"
     )
 
 
-def load_speech_model(name_or_path: str, device: str = "cpu", dtype: str = "float32"):
-    """A SALAD checkpoint directory, or a Qwen2-Audio by hub id or local path, in ``dtype``."""
-    if speech_model_kind(name_or_path) == "salad":
+def load_speech_model(
+    name_or_path: str,
+    device: str = "cpu",
+    dtype: str = "float32",
+    model_type: str | None = None,
+    chat_template: bool = False,
+):
+    """A SALAD checkpoint directory, or any registered family by hub id or local path."""
+    kind = speech_model_kind(name_or_path, model_type)
+    if kind == "salad":
         from salad_eval.models.speech_lm import load_speech_lm
 
+        if chat_template:
+            raise SaladError(
+                "--chat-template applies to external speech LLMs; a SALAD checkpoint is scored "
+                "in the raw format it was trained on"
+            )
         return load_speech_lm(Path(name_or_path), device=device, dtype=dtype)
-    from salad_eval.models.qwen2_audio import Qwen2Audio
+    from salad_eval.models.registry import family_for
 
-    return Qwen2Audio(name_or_path, device=device, dtype=dtype)
+    adapter = family_for(kind).load_adapter()
+    return adapter(name_or_path, device=device, dtype=dtype, chat_template=chat_template)
 
 
 def default_text_model(speech_model, given: str | None) -> str:
-    """The text LLM to compare with: ``--text-model``, else the speech LLM's own base LLM."""
+    """The text LLM to compare with: ``--text-model``, else the speech LLM's own base LLM
+    (a SALAD checkpoint's ``llm``, a family's published text backbone)."""
     if given:
         return given
     config = getattr(speech_model, "config", None)
     base = getattr(config, "llm", None)
     if isinstance(base, str):
         return base
+    from salad_eval.models.registry import families
+
+    adapter = f"{type(speech_model).__module__}:{type(speech_model).__qualname__}"
+    for family in families():
+        if family.adapter != adapter:
+            continue
+        text_config = speech_model.model.config.get_text_config()
+        backbone = family.text_backbone(speech_model.name, text_config)
+        if backbone is not None and backbone.text_model is not None:
+            return backbone.text_model
+        if backbone is not None:
+            raise SaladError(f"{speech_model.name}: its text backbone is not published "
+                             f"({backbone.source}); pass --text-model")  # fmt: skip
     raise SaladError("this speech model does not name its text backbone; pass --text-model")

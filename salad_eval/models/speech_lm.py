@@ -177,8 +177,9 @@ class SpeechLM(nn.Module):
             llm = get_peft_model(llm, lora)
         torch.manual_seed(seed)
         table = llm.get_input_embeddings().weight
-        adapter = _build_adapter(config, encoder.dim, table.shape[1],
-                                 out_norm=table.detach().norm(dim=-1).mean().item())
+        adapter = _build_adapter(
+            config, encoder.dim, table.shape[1], out_norm=table.detach().norm(dim=-1).mean().item()
+        )
         return cls._assemble(config, encoder, adapter, llm, tokenizer, device)
 
     @classmethod
@@ -306,8 +307,10 @@ class SpeechLM(nn.Module):
     def fingerprint(self) -> str:
         """Config, encoder, adapter and LLM weights; recomputed per call, as training moves them."""
         config = json.dumps(self.config.to_dict(), sort_keys=True)
-        extra = (f"{config}|layout-{PROMPT_LAYOUT}|{self.encoder.fingerprint}|"
-                 f"{self.tokenizer.backend_tokenizer.to_str()}")
+        extra = (
+            f"{config}|layout-{PROMPT_LAYOUT}|{self.encoder.fingerprint}|"
+            f"{self.tokenizer.backend_tokenizer.to_str()}"
+        )
         return f"salad-{weights_digest(self.adapter, self.llm, extra=extra)[:32]}"
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -356,9 +359,7 @@ class SpeechLM(nn.Module):
         return self.tokenizer.encode(text, add_special_tokens=False) if text else []
 
 
-def load_speech_lm(
-    directory: str | Path, device: str = "cpu", dtype: str = "float32"
-) -> SpeechLM:
+def load_speech_lm(directory: str | Path, device: str = "cpu", dtype: str = "float32") -> SpeechLM:
     """Load a SALAD checkpoint of any LLM mode, its LLM in ``dtype``; a directory that is not
     one is a SaladError."""
     path = Path(directory)
@@ -416,4 +417,3 @@ def _build_adapter(
         llm_dim,
         out_norm,
     )
-

@@ -92,12 +92,21 @@ class TextLM:
     """An HF causal LM reading all-text prompts (embedded name, hub id or local path)."""
 
     def __init__(
-        self, name_or_path: str = "smollm2-135m", dtype: str = "float32", device: str = "cpu"
+        self,
+        name_or_path: str = "smollm2-135m",
+        dtype: str = "float32",
+        device: str = "cpu",
+        chat_template: bool = False,
     ):
         self.name = name_or_path
         self.llm, self.tokenizer = load_llm(name_or_path, dtype)
         self.llm.to(device).eval()
         self.encoder = LMEvalEncoder(self.tokenizer)
+        self.chat = None  # raw prompts; else the tokenizer's chat template (salad_eval.chat)
+        if chat_template:
+            from salad_eval.chat import ChatFormat
+
+            self.chat = ChatFormat.of(self.tokenizer, name_or_path)
 
     @property
     def dtype(self) -> str:
@@ -112,6 +121,8 @@ class TextLM:
         config = {k: v for k, v in self.llm.config.to_dict().items() if k != "_name_or_path"}
         extra = json.dumps(config, sort_keys=True, default=str)
         extra += self.tokenizer.backend_tokenizer.to_str()
+        if self.chat is not None:
+            extra += "|chat|" + self.chat.template
         return f"text-lm-{weights_digest(self.llm, extra=extra)[:32]}"
 
     def embed(self, ids: list[int]) -> torch.Tensor:
@@ -129,6 +140,9 @@ class TextLM:
         self, context: str, choices: Sequence[str], batch_size: int = 8
     ) -> list[ChoiceScore]:
         """Score the choices as continuations of an all-text context."""
+        if self.chat is not None:
+            (rendered,), choices = self.chat.apply((Text(context),), choices)
+            context = rendered.text
         context_ids, conts = self.encoder.encode_pair(context, choices)
         return choice_scores(self.llm, self.embed(context_ids), conts, choices, batch_size)
 

@@ -1,0 +1,185 @@
+"""The checks every speech-LLM family passes (``tests/test_family_<name>.py``), on a tiny random
+model of its real config class with a tiny BPE tokenizer trained here: all offline.
+
+A family test builds and saves its model, then calls these on the adapter reloaded by path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from salad_eval.models.lm_scoring import score_separately
+from salad_eval.prompt import Audio, ScoringRequest, Text
+from salad_eval.speech.tts import synthesize
+from salad_eval.speech.voices import parse_voice
+
+VOICE = "espeak/en-us"
+CHOICES = (" yes", " no", " maybe not", " the quick brown fox", " a", " dog", " lazy", " it")
+CORPUS = "The quick brown fox jumps over the lazy dog. Question: what is it? Answer: yes no maybe"
+CONDITIONS = {"text@base", "text@speech", "speech@speech", "speech@cascade"}
+
+
+def bpe_tokenizer(specials: list[str], **named: str):
+    """A byte-level BPE trained on a line of English, ``specials`` first (ids 0..), and named
+    special tokens (``eos_token``, ``audio_token``...) set from them."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token=specials[0]))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    bpe.train_from_iterator([CORPUS] * 10, trainer)
+    standard = {k: v for k, v in named.items() if k in ("unk_token", "eos_token", "pad_token",
+                                                         "bos_token")}  # fmt: skip
+    extra = {k: v for k, v in named.items() if k not in standard}
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token=specials[0], **standard,
+                                   extra_special_tokens=extra)  # fmt: skip
+
+
+def speech_clips(root: Path) -> dict[str, Path]:
+    """Two eSpeak clips of different lengths and one second of silence, 16 kHz."""
+    root.mkdir(parents=True, exist_ok=True)
+    clips = {}
+    for name, text in (("short", "Is the fox quick?"), ("long", "The lazy dog sleeps in the sun.")):
+        clips[name] = root / f"{name}.wav"
+        sf.write(clips[name], synthesize(text, parse_voice(VOICE)), 16_000)
+    clips["silence"] = root / "silence.wav"
+    sf.write(clips["silence"], np.zeros(16_000, dtype=np.float32), 16_000)
+    return clips
+
+
+def mixed_requests(clips: dict[str, Path]) -> list[ScoringRequest]:
+    """Requests of mixed lengths and layouts: text only, a clip first, in the middle, two clips,
+    a clip last, few or many choices."""
+    short, long = Audio(str(clips["short"]), "x"), Audio(str(clips["long"]), "y")
+    return [
+        ScoringRequest((Text("Question: what is the fox? Answer:"),), CHOICES),
+        ScoringRequest((short, Text(" Answer:")), CHOICES[:3]),
+        ScoringRequest((Text("Question: "), long, Text(" Answer: ")), CHOICES[2:]),
+        ScoringRequest((Text("Q: "), short, Text(" and "), long, Text(" A:")), CHOICES),
+        ScoringRequest((Text("Listen: "), long), CHOICES[:2]),
+        ScoringRequest((Text("The quick brown"),), (" fox", "dog", " lazy dog")),
+    ]
+
+
+def check_shared_equals_separate(model, requests: list[ScoringRequest]) -> None:
+    """Shared-context scores == one full forward of the model over ``context + choice``."""
+    scores = model.score(requests, batch_size=8)
+    assert len(scores) == len(requests)
+    for request, row in zip(requests, scores, strict=True):
+        pieces, conts = model.tokenize(request.prompt, request.choices)
+        with torch.inference_mode():
+            context = model.embed(pieces)
+        reference = score_separately(_FullModel(model.model), context, conts)
+        assert len(row) == len(request.choices)
+        assert all(s.n_tokens == len(c) > 0 for s, c in zip(row, conts, strict=True))
+        assert all(s.logprob < 0 for s in row)
+        assert [s.logprob for s in row] == pytest.approx([lp for lp, _ in reference], abs=1e-4)
+
+
+def check_batch_sizes(model, requests: list[ScoringRequest]) -> None:
+    one = model.score(requests, batch_size=1)
+    eight = model.score(requests, batch_size=8)
+    assert [s.logprob for r in one for s in r] == pytest.approx(
+        [s.logprob for r in eight for s in r], abs=1e-5
+    )
+    assert [[s.n_tokens for s in r] for r in one] == [[s.n_tokens for s in r] for r in eight]
+
+
+def check_audio_moves_scores(model, clips: dict[str, Path], grows: bool = True) -> None:
+    """The clip reaches the decoder: silence in its place gives other log-probs; a longer clip
+    takes more positions (unless ``grows`` is False: the family pads every clip to 30 s)."""
+
+    def scored(clip: str) -> np.ndarray:
+        request = ScoringRequest((Text("Q: "), Audio(str(clips[clip]), "x"), Text(" A:")), CHOICES)
+        return np.array([s.logprob for s in model.score([request])[0]])
+
+    speech, silence = scored("short"), scored("silence")
+    assert np.abs(speech - silence).max() > 1e-3
+    lengths = [model.embed(model.tokenize((Audio(str(clips[c]), c),), ())[0]).shape[0]
+               for c in ("short", "long")]  # fmt: skip
+    assert lengths[1] > lengths[0] if grows else lengths[1] == lengths[0]
+
+
+def check_own_audio_path(model, clips: dict[str, Path], own_inputs) -> None:
+    """Per choice, the model's own forward agrees: its placeholder tokens in the text, its own
+    audio merge. ``own_inputs(waves)`` gives the forward's audio arguments and the number of
+    placeholders of each clip, both computed as the family's processor does."""
+    from salad_eval.models.speech_lm import load_waveform
+
+    short, long = Audio(str(clips["short"]), "x"), Audio(str(clips["long"]), "y")
+    request = ScoringRequest((Text("Q: "), short, Text(" and "), long, Text(" A:")), CHOICES)
+    pieces, conts = model.tokenize(request.prompt, request.choices)
+    inputs, counts = own_inputs([load_waveform(p.path) for p in pieces if isinstance(p, Audio)])
+    opening = model.tokenizer.convert_tokens_to_ids(list(model.audio_open))
+    closing = model.tokenizer.convert_tokens_to_ids(list(model.audio_close))
+    placeholder = model.model.config.audio_token_id
+    ids, clip = [], 0
+    for piece in pieces:
+        if isinstance(piece, Audio):
+            ids += opening + [placeholder] * int(counts[clip]) + closing
+            clip += 1
+        else:
+            ids += piece
+    expected = []
+    with torch.inference_mode():
+        for cont in conts:
+            logits = model.model(input_ids=torch.tensor([ids + cont]), **inputs).logits[0]
+            steps = logits[-len(cont) - 1 : -1].float().log_softmax(-1)
+            expected.append(steps.gather(-1, torch.tensor(cont)[:, None]).sum().item())
+    scores = model.score([request])[0]
+    assert [s.logprob for s in scores] == pytest.approx(expected, abs=1e-4)
+
+
+def gap_report(model_dir: Path, text_dir: Path, out: Path, *more: str) -> dict:
+    """``salad-eval gap --model <dir> --text-model <dir>`` in process; returns results.json."""
+    from salad_eval.cli import app
+
+    args = ["gap", "--model", str(model_dir), "--text-model", str(text_dir), "--tasks", "demo",
+            "--voices", VOICE, "--limit", "3", "--n-boot", "50", "--out", str(out),
+            *more]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return json.loads((out / "results.json").read_text())
+
+
+def check_gap_report(out: Path, results: dict) -> None:
+    """A complete report: every file, every item in all four conditions and both controls."""
+    for name in ("results.json", "items.jsonl", "summary.md", "gap_decomposition.png"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    conditions = {row["condition"] for row in rows}
+    assert conditions >= CONDITIONS
+    assert {"speech@speech:silent", "speech@speech:shuffled"} <= conditions
+    for condition in CONDITIONS:
+        assert sum(row["condition"] == condition for row in rows) == 3
+    assert all(len(row["logprobs"]) == len(row["n_tokens"]) > 1 for row in rows)
+    assert set(results["conditions"]) >= CONDITIONS and results["n_items"] == 3
+    overall = results["metrics"]["acc"]["overall"]
+    gap, forgetting, misalignment = (overall[k] for k in ("gap", "forgetting", "misalignment"))
+    assert gap["num"] == forgetting["num"] + misalignment["num"] and gap["den"] == 3
+    assert "cascade_gap" in overall and results["controls"]
+    assert results["manifest"]["models"]["speech"]["fingerprint"]
+
+
+class _FullModel(torch.nn.Module):
+    """The whole HF model (its own forward over ``inputs_embeds``) as the reference scorer."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def forward(self, inputs_embeds, **kwargs):
+        return self.model(inputs_embeds=inputs_embeds, **kwargs)

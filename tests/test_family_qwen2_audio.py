@@ -1,0 +1,180 @@
+"""Qwen2-Audio on a tiny random ``Qwen2AudioForConditionalGeneration`` built offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import family_checks as checks
+import pytest
+import torch
+
+from salad_eval.models.qwen2_audio import Qwen2Audio
+from salad_eval.prompt import Audio, ScoringRequest, Text
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A 2-layer Qwen2-Audio with its tokenizer and feature extractor, saved as on the hub."""
+    from transformers import (
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    tokenizer = checks.bpe_tokenizer(
+        ["<unk>", "<|endoftext|>", "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>", "<|im_start|>",
+         "<|im_end|>"],
+        eos_token="<|endoftext|>", pad_token="<|endoftext|>", audio_token="<|AUDIO|>",
+        audio_bos_token="<|audio_bos|>", audio_eos_token="<|audio_eos|>",
+    )  # fmt: skip
+    tokenizer.chat_template = CHATML
+    config = Qwen2AudioConfig(
+        audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2,
+                          encoder_ffn_dim=64, num_mel_bins=80),
+        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=32,
+                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1),
+        audio_token_id=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("qwen2-audio") / "model"
+    torch.manual_seed(0)
+    Qwen2AudioForConditionalGeneration(config).save_pretrained(path)
+    Qwen2AudioProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(model_dir) -> Qwen2Audio:
+    return Qwen2Audio(str(model_dir))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    return checks.speech_clips(tmp_path_factory.mktemp("audio"))
+
+
+@pytest.fixture(scope="module")
+def text_llm(model, tmp_path_factory) -> Path:
+    """The tiny Qwen2-Audio's own decoder and LM head as a plain causal LM (its text@base)."""
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    llm = Qwen2ForCausalLM(model.model.config.text_config)
+    llm.model.load_state_dict(model.model.model.language_model.state_dict())
+    llm.lm_head.load_state_dict(model.model.lm_head.state_dict())
+    path = tmp_path_factory.mktemp("qwen2-audio-text")
+    llm.save_pretrained(path)
+    AutoTokenizer.from_pretrained(model.name).save_pretrained(path)
+    return path
+
+
+def test_shared_context_equals_per_choice(model, clips):
+    checks.check_shared_equals_separate(model, checks.mixed_requests(clips))
+
+
+def test_batch_sizes_agree(model, clips):
+    checks.check_batch_sizes(model, checks.mixed_requests(clips))
+
+
+def test_audio_moves_scores(model, clips):
+    checks.check_audio_moves_scores(model, clips)
+
+
+def test_audio_path_is_the_models_own(model, clips):
+    """Per choice, the model's own forward (processor inputs, its own audio merge) agrees."""
+    from transformers import Qwen2AudioProcessor
+
+    processor = Qwen2AudioProcessor.from_pretrained(model.name)
+    request = ScoringRequest(
+        (Text("Question: "), Audio(str(clips["short"]), "x"), Text(" and "),
+         Audio(str(clips["long"]), "y"), Text(" Answer:")),
+        checks.CHOICES,
+    )  # fmt: skip
+    from salad_eval.models.speech_lm import load_waveform
+
+    span = "<|audio_bos|><|AUDIO|><|audio_eos|>"
+    waves = [load_waveform(s.path) for s in request.prompt if isinstance(s, Audio)]
+    inputs = processor(text=f"Question: {span} and {span} Answer:", audio=waves,
+                       sampling_rate=16_000, return_tensors="pt")  # fmt: skip
+    _, conts = model.tokenize(request.prompt, request.choices)
+    expected = []
+    with torch.inference_mode():
+        for cont in conts:
+            ids = torch.cat([inputs["input_ids"], torch.tensor([cont])], dim=1)
+            logits = model.model(
+                input_ids=ids,
+                input_features=inputs["input_features"],
+                feature_attention_mask=inputs["feature_attention_mask"],
+            ).logits[0]
+            steps = logits[-len(cont) - 1 : -1].log_softmax(-1)
+            expected.append(steps.gather(-1, torch.tensor(cont)[:, None]).sum().item())
+    scores = model.score([request])[0]
+    assert [s.logprob for s in scores] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_text_prompts_score_as_its_own_text_llm(model_dir, text_llm, dtype):
+    """text@speech == text@base exactly for an untouched LLM, in each dtype."""
+    from salad_eval.models.text_lm import TextLM
+
+    requests = [
+        ScoringRequest((Text("Question: what is the fox? Answer:"),), checks.CHOICES),
+        ScoringRequest((Text("The quick brown "),), (" fox", "dog", " lazy dog")),
+    ]
+    speech, text = Qwen2Audio(str(model_dir), dtype=dtype), TextLM(str(text_llm), dtype=dtype)
+    assert speech.dtype == text.dtype == dtype
+    assert [[s.logprob for s in row] for row in speech.score(requests)] == [
+        [s.logprob for s in row] for row in text.score(requests)
+    ]
+
+
+def test_chat_template_wraps_spoken_prompts(model_dir, model, clips):
+    """One user turn in the model's template, the clips inside it in its own audio format."""
+    chat = Qwen2Audio(str(model_dir), chat_template=True)
+    assert chat.fingerprint != model.fingerprint
+    request = checks.mixed_requests(clips)[3]  # two clips between text
+    pieces, conts = chat.tokenize(request.prompt, request.choices)
+    assert [type(p) for p in pieces] == [list, Audio, list, Audio, list]
+    ids = model.tokenizer.convert_tokens_to_ids
+    assert pieces[0][0] == ids("<|im_start|>")
+    turn = model.tokenizer.encode("<|im_end|>\n<|im_start|>assistant")  # its "\n" moves on
+    assert pieces[-1][-len(turn) :] == turn
+    assert conts == [model.tokenizer.encode("\n" + c.lstrip()) for c in request.choices]
+    raw, templated = model.score([request])[0], chat.score([request])[0]
+    assert [s.logprob for s in raw] != [s.logprob for s in templated]
+
+
+@pytest.fixture(scope="module")
+def gap_run(model_dir, text_llm, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("qwen2-audio-gap") / "report"
+    return out, checks.gap_report(model_dir, text_llm, out, "--chat-template")
+
+
+def test_gap_report_is_complete(gap_run):
+    checks.check_gap_report(*gap_run)
+
+
+def test_gap_report_records_the_chat_template(gap_run):
+    manifest = gap_run[1]["manifest"]
+    assert manifest["setup"]["prompt_format"] == "chat"
+    assert manifest["tasks"]["demo"]["prompt_format"] == "chat"
+    from salad_eval.tasks import get_task
+
+    assert manifest["tasks"]["demo"]["fingerprint"] == get_task("demo").fingerprint + "+chat"
+
+
+def test_exact_per_choice_fallback_scores_the_same(model_dir, model, clips):
+    """A family whose audio path cannot share the cache sets ``shares_context = False``."""
+
+    class Separate(Qwen2Audio):
+        shares_context = False
+
+    requests = checks.mixed_requests(clips)
+    shared = [s.logprob for row in model.score(requests) for s in row]
+    separate = [s.logprob for row in Separate(str(model_dir)).score(requests) for s in row]
+    assert separate == pytest.approx(shared, abs=1e-4)

@@ -1,0 +1,111 @@
+"""Qwen3-Omni (its mixture-of-experts Thinker) on a tiny random model saved as the hub publishes
+it (full ``model_type`` ``qwen3_omni_moe``, audio output disabled)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import family_checks as checks
+import pytest
+import torch
+
+from salad_eval.models.qwen3_omni import Qwen3Omni
+
+SPECIALS = ["<unk>", "<|endoftext|>", "<|audio_start|>", "<|audio_pad|>", "<|audio_end|>",
+            "<|image_pad|>", "<|video_pad|>", "<|vision_start|>"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from transformers import (
+        Qwen3OmniMoeConfig,
+        Qwen3OmniMoeForConditionalGeneration,
+        WhisperFeatureExtractor,
+    )
+
+    tokenizer = checks.bpe_tokenizer(
+        SPECIALS, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        audio_token="<|audio_pad|>", audio_bos_token="<|audio_start|>",
+        audio_eos_token="<|audio_end|>",
+    )  # fmt: skip
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIALS}
+    thinker = dict(
+        audio_config=dict(num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2,
+                          encoder_ffn_dim=64, d_model=32, output_dim=32, n_window=50,
+                          downsample_hidden_size=16),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2,
+                           out_hidden_size=32, deepstack_visual_indexes=[0]),
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                         head_dim=16, num_experts=4, num_experts_per_tok=2,
+                         moe_intermediate_size=16,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                                          "mrope_section": [4, 2, 2], "interleaved": True}),
+        audio_token_id=ids["<|audio_pad|>"], image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"], audio_start_token_id=ids["<|audio_start|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+    )  # fmt: skip
+    config = Qwen3OmniMoeConfig(thinker_config=thinker, enable_audio_output=False)
+    path = tmp_path_factory.mktemp("qwen3-omni") / "model"
+    torch.manual_seed(0)
+    Qwen3OmniMoeForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    WhisperFeatureExtractor(feature_size=128).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(model_dir) -> Qwen3Omni:
+    return Qwen3Omni(str(model_dir))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    return checks.speech_clips(tmp_path_factory.mktemp("audio"))
+
+
+def test_loads_the_moe_thinker_alone(model):
+    assert type(model.model).__name__ == "Qwen3OmniMoeThinkerForConditionalGeneration"
+    assert model.model.config.text_config.num_experts == 4
+
+
+def test_shared_context_equals_per_choice(model, clips):
+    checks.check_shared_equals_separate(model, checks.mixed_requests(clips))
+
+
+def test_batch_sizes_agree(model, clips):
+    checks.check_batch_sizes(model, checks.mixed_requests(clips))
+
+
+def test_audio_moves_scores(model, clips):
+    checks.check_audio_moves_scores(model, clips)
+
+
+def test_audio_path_is_the_models_own(model, clips):
+    from transformers.models.qwen3_omni_moe.processing_qwen3_omni_moe import (
+        _get_feat_extract_output_lengths,
+    )
+
+    def own_inputs(waves):
+        features = model.feature_extractor(
+            waves,
+            sampling_rate=16_000,
+            padding="max_length",
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        mask = features["attention_mask"]
+        inputs = {"input_features": features["input_features"], "feature_attention_mask": mask}
+        return inputs, _get_feat_extract_output_lengths(mask.sum(-1))  # the processor's count
+
+    checks.check_own_audio_path(model, clips, own_inputs)
+
+
+@pytest.fixture(scope="module")
+def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("qwen3-omni-gap") / "report"
+    return out, checks.gap_report(model_dir, tiny_qwen2, out)
+
+
+def test_gap_report_is_complete(gap_run):
+    checks.check_gap_report(*gap_run)
