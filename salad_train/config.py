@@ -9,6 +9,7 @@ YAML file are relative to that file; paths given as overrides are relative to th
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from salad_eval.checks import json_lines, text_lines
 from salad_eval.errors import SaladError
 from salad_eval.models.speech_lm import SpeechLMConfig
 
-PRESETS = Path(__file__).parent / "configs"
+PRESETS = Path(str(importlib.resources.files("salad_train") / "configs"))  # package data
 
 
 @dataclass

@@ -35,6 +35,7 @@ from salad_eval.home import (
     cached_entry,
     checked_float,
     home,
+    in_checkout,
     json_bytes,
     project_root,
 )
@@ -292,6 +293,8 @@ def _divergences(
 
 
 def _git_commit() -> str | None:
+    if not in_checkout():  # an installed wheel: its version is in `versions`
+        return None
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True
@@ -355,6 +358,8 @@ def _manifest(setup, models, task_info, voices, synth_info, excluded, training) 
 
 
 def default_run_dir(model: str, task_names: Sequence[str]) -> Path:
-    """``reports/<model>-<tasks>``: the same command writes (and resumes) the same run."""
+    """``reports/<model>-<tasks>`` (in the checkout, else the current folder): the same command
+    writes (and resumes) the same run."""
     stem = Path(model.rstrip("/")).name or "model"
-    return project_root() / "reports" / f"{stem}-{'+'.join(task_names)}"
+    reports = project_root() / "reports" if in_checkout() else Path("reports")
+    return reports / f"{stem}-{'+'.join(task_names)}"
