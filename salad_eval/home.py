@@ -49,7 +49,7 @@ def project_root() -> Path:
 
 
 def in_checkout() -> bool:
-    """Whether salad runs from a source checkout (editable install) rather than an installed wheel."""
+    """Whether salad runs from a source checkout (editable install), not an installed wheel."""
     return (_PROJECT_ROOT / "pyproject.toml").exists()
 
 

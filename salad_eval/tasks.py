@@ -18,9 +18,9 @@ Specs are found in the built-in task folder (the repository's ``tasks/``, shippe
 same schema, ``include`` chains (relative to the including file) and validation. A malformed
 spec is refused in one line naming its file and field.
 
-Data comes from the files a spec embeds (``data_files``, relative to the spec's folder), else from a local mirror
-``<dir>/<dataset_path>/<config or "default">/<split>.jsonl`` (``data_dir`` or
-``$SALAD_BENCHMARKS``), else from the hub through ``datasets.load_dataset`` as lm-eval does.
+Data comes from the files a spec embeds (``data_files``, relative to the spec's folder), else
+from a local mirror ``<dir>/<dataset_path>/<config or "default">/<split>.jsonl`` (``data_dir``
+or ``$SALAD_BENCHMARKS``), else from the hub through ``datasets.load_dataset`` as lm-eval does.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def task_dirs() -> list[Path]:
            if p.strip()]  # fmt: skip
     for folder in env:
         if not folder.is_dir():
-            raise SaladError(f"${INCLUDE_ENV} names {folder}, which is not a folder; fix or unset it")
+            raise SaladError(f"${INCLUDE_ENV} names {folder}, not a folder; fix or unset it")
     dirs = [TASKS_DIR]
     for folder in [*env, *_included]:
         if folder not in dirs:
@@ -161,7 +161,8 @@ def _validate(path: Path, raw: dict) -> None:
             raise _spec_error(path, f"unknown field {key!r}; {hint}")
     missing = [key for key in REQUIRED if key not in raw]
     if missing:
-        raise _spec_error(path, f"field {missing[0]} is missing; every spec sets {', '.join(REQUIRED)}")
+        needed = ", ".join(REQUIRED)
+        raise _spec_error(path, f"field {missing[0]} is missing; every spec sets {needed}")
     if not isinstance(raw["task"], str) or not raw["task"].strip():
         raise _spec_error(path, "field task: a task name (a string)")
     if isinstance(raw["version"], bool) or not isinstance(raw["version"], int):
@@ -191,12 +192,12 @@ def _validate(path: Path, raw: dict) -> None:
         raise _spec_error(path, "field data_files: a mapping split -> file beside the spec")
     for split, file in data_files.items():
         if not (path.parent / str(file)).is_file():
-            raise _spec_error(path, f"field data_files.{split}: {file} is not a file beside the spec")
+            raise _spec_error(path, f"field data_files.{split}: {file} is not beside the spec")
 
 
 @functools.cache
 def _raw_specs() -> dict[str, tuple[dict, Path]]:
-    """Every task name -> (its merged YAML fields, its file); configs expand into per-config tasks."""
+    """Every task name -> (its merged YAML fields, its file); configs expand into one task each."""
     specs: dict[str, tuple[dict, Path]] = {}
     for folder in task_dirs():
         for path in sorted(folder.glob("*.yaml")):
