@@ -29,6 +29,7 @@ from rich.console import Console
 from salad_eval import divergence, tasks
 from salad_eval.conditions import shuffled_prompts, silent_prompt
 from salad_eval.errors import SaladError
+from salad_eval.gap.lm_eval_output import write_lm_eval
 from salad_eval.gap.report import write_report
 from salad_eval.home import (
     atomic_write_text,
@@ -63,6 +64,7 @@ class GapSetup:
     controls: bool = True
     divergences: bool = True
     dtype: str = "float32"  # the weights of every model (checked in run_gap)
+    log_samples: bool = False  # also lm-eval style samples_<task>_<date>.jsonl
     names: dict[str, str] = field(default_factory=dict)  # model names as the user gave them
 
 
@@ -179,6 +181,8 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     voices = [str(v) for v in resolve_voices(setup.voices)]
     records: list[dict] = []
     task_info, excluded_all, synth_info, clips = {}, [], {}, {}
+    scored: dict[tuple[str, str], Item] = {}  # for --log-samples: each item and the clips heard
+    heard: dict[tuple[str, str, str], list[str]] = {}
     # load every task first: a missing dataset fails in seconds, not after an hour of scoring
     loaded = {t: tasks.load_items(t, setup.limit, setup.shots, setup.seed, setup.data_dir)
               for t in setup.tasks}  # fmt: skip
@@ -197,6 +201,11 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
                 "a gap needs at least 2 (raise --limit)"
             )
         records += _task_records(task, items, manifest, voices, models, setup, shard)
+        for item in items:
+            scored[(task, item.id)] = item
+            for voice in voices:
+                row = manifest.row(item, voice)
+                heard[(task, item.id, voice)] = [Path(c.path).stem for c in row.clips if c.path]
     if not shard.main:
         return {}
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -207,7 +216,10 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     manifest = _manifest(setup, models, task_info, voices, synth_info, excluded_all, training)
     manifest["seconds"] = round(time.time() - started, 1)
     manifest["clips"] = dict(sorted(clips.items()))
-    return write_report(run_dir, records, manifest, setup.metric, setup.n_boot, seed=setup.seed)
+    results = write_report(run_dir, records, manifest, setup.metric, setup.n_boot, setup.seed)
+    write_lm_eval(run_dir, results, records, setup.names.get("speech") or "model",
+                  scored if setup.log_samples else None, heard)  # fmt: skip
+    return results
 
 
 def _task_records(
