@@ -107,8 +107,6 @@ def include_paths(paths: list[str] | tuple[str, ...] = ()) -> None:
             raise SaladError(f"--include-path {path} is not a folder; pass a folder of task YAMLs")
         if folder not in _included:
             _included.append(folder)
-    _raw_specs.cache_clear()
-    get_task.cache_clear()
 
 
 def task_dirs() -> list[Path]:
@@ -144,6 +142,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise _spec_error(path, f"not valid YAML{where} ({problem}); fix the file") from None
     if not isinstance(raw, dict):
         raise _spec_error(path, "not a mapping of spec fields (task:, prompt:, ...)")
+    for key in raw:  # here, so that the error names the file that holds the typo
+        if key not in _FIELDS | {"include"}:
+            close = difflib.get_close_matches(str(key), _FIELDS, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(_FIELDS))}"
+            raise _spec_error(path, f"unknown field {key!r}; {hint}")
     if "include" not in raw:
         return raw
     include = raw.pop("include")
@@ -153,12 +156,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
 
 
 def _validate(path: Path, raw: dict) -> None:
-    """One-line errors for the mistakes a spec author makes: a typo, a missing or mistyped field."""
-    for key in raw:
-        if key not in _FIELDS:
-            close = difflib.get_close_matches(str(key), _FIELDS, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(_FIELDS))}"
-            raise _spec_error(path, f"unknown field {key!r}; {hint}")
+    """One-line errors for a missing or mistyped field of a merged spec (typos: ``_read_yaml``)."""
     missing = [key for key in REQUIRED if key not in raw]
     if missing:
         needed = ", ".join(REQUIRED)
@@ -195,11 +193,15 @@ def _validate(path: Path, raw: dict) -> None:
             raise _spec_error(path, f"field data_files.{split}: {file} is not beside the spec")
 
 
-@functools.cache
 def _raw_specs() -> dict[str, tuple[dict, Path]]:
     """Every task name -> (its merged YAML fields, its file); configs expand into one task each."""
+    return _specs_in(tuple(task_dirs()))
+
+
+@functools.cache
+def _specs_in(dirs: tuple[Path, ...]) -> dict[str, tuple[dict, Path]]:
     specs: dict[str, tuple[dict, Path]] = {}
-    for folder in task_dirs():
+    for folder in dirs:
         for path in sorted(folder.glob("*.yaml")):
             if path.name.startswith("_"):
                 continue
@@ -235,10 +237,14 @@ def _file_sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@functools.cache
 def get_task(name: str) -> TaskSpec:
     """The resolved spec of a task; an unknown name names the closest matches."""
-    specs = _raw_specs()
+    return _resolved(name, tuple(task_dirs()))
+
+
+@functools.cache
+def _resolved(name: str, dirs: tuple[Path, ...]) -> TaskSpec:
+    specs = _specs_in(dirs)
     if name not in specs:
         close = difflib.get_close_matches(name, specs, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "see `salad-eval tasks`"
@@ -254,7 +260,7 @@ def get_task(name: str) -> TaskSpec:
         data_files=tuple(sorted(raw.pop("data_files", {}).items())),
         **raw,
     )
-    return dataclasses.replace(spec, fingerprint=_fingerprint(spec))
+    return dataclasses.replace(spec, fingerprint=_fingerprint(spec, specs[name][1].parent))
 
 
 def _prompt_part(task: str, part: dict) -> tuple[str, str]:
@@ -263,12 +269,11 @@ def _prompt_part(task: str, part: dict) -> tuple[str, str]:
     return next(iter(part.items()))
 
 
-def _fingerprint(spec: TaskSpec) -> str:
+def _fingerprint(spec: TaskSpec, folder: Path) -> str:
     """Hash of the resolved spec, the hook's code and the embedded data: whatever moves scores."""
     content: dict[str, Any] = dataclasses.asdict(spec)
     if spec.process_docs:
         content["hook_source"] = inspect.getsource(_hook(spec))
-    folder = _raw_specs()[spec.name][1].parent
     content["data_sha256"] = [_file_sha(folder / path) for _, path in spec.data_files]
     blob = json.dumps(content, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
