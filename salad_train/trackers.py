@@ -34,8 +34,11 @@ def check_trackers(report_to: list[str]) -> None:
 
 
 def tracker_row(row: dict) -> tuple[dict[str, float], int]:
-    """A metrics row as tracker scalars and their step (warm-up rows under ``align/``)."""
-    values = {k: float(v) for k, v in row.items()
+    """A metrics row as tracker scalars and their step (warm-up rows under ``align/``, a
+    probe's figures under ``probe/``)."""
+    flat = {**row, **{f"{k}/{n}": v for k, sub in row.items() if isinstance(sub, dict)
+                      for n, v in sub.items()}}  # fmt: skip
+    values = {k: float(v) for k, v in flat.items()
               if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
     if "align_step" in values:
         step = int(values.pop("align_step"))
