@@ -13,7 +13,7 @@ from salad_eval import checks
 from salad_eval.errors import SaladError
 
 INCLUDE_PATH = typer.Option(
-    None, metavar="DIR", help="A folder of task YAMLs to add (repeatable; or $SALAD_INCLUDE_PATH)."
+    None, metavar="DIR", help="Add a folder of task YAMLs (repeatable; also $SALAD_INCLUDE_PATH)."
 )
 
 app = typer.Typer(
