@@ -12,6 +12,10 @@ import typer
 from salad_eval import checks
 from salad_eval.errors import SaladError
 
+INCLUDE_PATH = typer.Option(
+    None, metavar="DIR", help="Add a folder of task YAMLs (repeatable; also $SALAD_INCLUDE_PATH)."
+)
+
 app = typer.Typer(
     help="Measure the text-speech understanding gap of speech-adapted LLMs.",
     no_args_is_help=True,
@@ -81,10 +85,13 @@ def audio_export(
     seed: int = typer.Option(1234, help="With --tasks: the few-shot sampling seed of the run."),
     synth_seed: int = typer.Option(0, help="With --tasks: the synthesis seed."),
     data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
+    include_path: list[str] = INCLUDE_PATH,
 ) -> None:
     """Copy clips from the audio store into a portable directory (a Hugging Face audiofolder)."""
     from salad_eval.speech import exchange
+    from salad_eval.tasks import include_paths
 
+    include_paths(include_path or [])
     if (run is None) == (tasks is None):
         raise SaladError("pass either --run <gap run directory> or --tasks <names>")
     checks.inputs(out_dir=out)
@@ -116,13 +123,15 @@ def audio_import(
 @app.command("tasks")
 def tasks_list(
     data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
+    include_path: list[str] = INCLUDE_PATH,
 ) -> None:
     """List the spoken tasks: version, fingerprint, domains, items (where the data is local)."""
     from rich.console import Console
     from rich.table import Table
 
-    from salad_eval.tasks import count_items, get_task, list_tasks
+    from salad_eval.tasks import count_items, get_task, include_paths, list_tasks
 
+    include_paths(include_path or [])
     checks.inputs(data_dir=data_dir)
     table = Table("task", "version", "fingerprint", "split", "domains", "items")
     for name in list_tasks():
@@ -153,10 +162,13 @@ def synth(
     data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
     wer_threshold: float = typer.Option(0.3, min=0, help="Flag clips whose ASR WER is above this."),
     synth_seed: int = typer.Option(0, min=0, help="Synthesis seed: the same seed, the same audio."),
+    include_path: list[str] = INCLUDE_PATH,
 ) -> None:
     """Synthesize the spoken segments of tasks into the audio store, with ASR-checked manifests."""
     from salad_eval.speech.synth import synthesize_tasks
+    from salad_eval.tasks import include_paths
 
+    include_paths(include_path or [])
     names = checks.task_names(tasks)
     checks.inputs(tasks=names, shots=shots, data_dir=data_dir, voices=voices)
     synthesize_tasks(names, voices, limit, shots, workers, data_dir, wer_threshold, synth_seed)
@@ -187,37 +199,24 @@ def gap(
     synth_seed: int = typer.Option(0, min=0, help="Synthesis seed: the same seed, the same audio."),
     controls: bool = typer.Option(True, help="Score the silent and shuffled audio controls."),
     data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
+    include_path: list[str] = INCLUDE_PATH,
+    log_samples: bool = typer.Option(
+        False, help="Also write lm-eval style per-sample samples_<task>_<date>.jsonl."
+    ),
 ) -> None:
     """Measure the gap: text@base, text@speech, speech@speech, speech@cascade and controls."""
-    from salad_eval.gap.run import GapSetup, Models, default_run_dir, run_gap
-    from salad_eval.models.cascade import Cascade
-    from salad_eval.models.load import default_text_model, load_speech_model
-    from salad_eval.models.text_lm import TextLM, default_dtype
+    from salad_eval.api import evaluate
+    from salad_eval.gap.run import default_run_dir
 
-    names = checks.task_names(tasks)
-    if limit == 1:
-        raise SaladError("--limit 1: a gap needs at least 2 items (paired statistics, shuffled "
-                         "audio); raise --limit")
-    checks.inputs(tasks=names, shots=shots, data_dir=data_dir, voices=voices, speech_model=model,
-                  text_model=text_model, asr=asr, device=device, dtype=dtype, out_dir=out,
-                  model_type=model_type)
-    training = _training_record(Path(model))
-    dtype = dtype or default_dtype(device)
-    speech = load_speech_model(model, device=device, dtype=dtype, model_type=model_type,
-                               chat_template=chat_template)
-    text_name = default_text_model(speech, text_model)
-    text = TextLM(text_name, dtype=dtype, device=device, chat_template=chat_template)
-    setup = GapSetup(
-        tasks=names, voices=voices, limit=limit, shots=shots, seed=seed, synth_seed=synth_seed,
-        batch_size=batch_size,
-        workers=workers, n_boot=n_boot, data_dir=data_dir, controls=controls, dtype=dtype,
-        names={"speech": model, "text": text_name, "asr": asr},
-        prompt_format="chat" if chat_template else "raw",
-    )
-    cascade = Cascade(asr=asr, text_model=text, device=device)
-    run_dir = Path(out) if out else default_run_dir(model, names)
-    results = run_gap(setup, Models(speech=speech, text=text, cascade=cascade), run_dir, training)
-    if results:
+    results = evaluate(
+        model, tasks, voices, limit=limit, shots=shots, text_model=text_model, asr=asr, out=out,
+        device=device, dtype=dtype, batch_size=batch_size, workers=workers, n_boot=n_boot,
+        seed=seed, synth_seed=synth_seed, controls=controls, data_dir=data_dir,
+        include_path=include_path or [], log_samples=log_samples, model_type=model_type,
+        chat_template=chat_template,
+    )  # fmt: skip
+    if results:  # the main process (under accelerate launch, the others return {})
+        run_dir = Path(out) if out else default_run_dir(model, checks.task_names(tasks))
         print((run_dir / "summary.md").read_text())
         print(f"report: {run_dir}")
 
@@ -265,19 +264,6 @@ def divergence(
                    "summary": summary, "documents": rows}
         Path(out).write_text(json.dumps(payload, indent=1))
         print(f"wrote {out}")
-
-
-def _training_record(model: Path) -> dict | None:
-    """``training.json``, written by salad-train beside the checkpoint (None without one)."""
-    import json
-
-    path = model / "training.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        raise SaladError(f"{path} is not valid JSON; delete it or retrain the checkpoint") from None
 
 
 def main() -> None:

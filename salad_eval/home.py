@@ -36,7 +36,7 @@ def home() -> Path:
     """``$SALAD_HOME``, else ``.salad/`` in a source checkout, else ``~/.cache/salad``."""
     if env := os.environ.get("SALAD_HOME"):
         path = Path(env).expanduser()
-    elif (_PROJECT_ROOT / "pyproject.toml").exists():
+    elif in_checkout():
         path = _PROJECT_ROOT / ".salad"
     else:
         path = Path.home() / ".cache" / "salad"
@@ -46,6 +46,11 @@ def home() -> Path:
 
 def project_root() -> Path:
     return _PROJECT_ROOT
+
+
+def in_checkout() -> bool:
+    """Whether salad runs from a source checkout (editable install), not an installed wheel."""
+    return (_PROJECT_ROOT / "pyproject.toml").exists()
 
 
 def is_complete(entry: Path) -> bool:

@@ -17,9 +17,14 @@ A ``speak`` part may name its recording in the data, ``audio: <expression>`` (a 
 a file path relative to the data file, or a Hugging Face ``Audio`` value): the voice ``recorded``
 plays it (``speech/recorded.py``), TTS voices speak the text, which stays its transcript.
 
-Data comes from the files a spec embeds (``data_files``, the demo), else from a local mirror
-``<dir>/<dataset_path>/<config or "default">/<split>.jsonl`` (``data_dir`` or
-``$SALAD_BENCHMARKS``), else from the hub through ``datasets.load_dataset`` as lm-eval does.
+Specs are found in the built-in task folder (the repository's ``tasks/``, shipped in the wheel as
+``salad_eval/task_specs``) and in every folder of ``--include-path`` / ``$SALAD_INCLUDE_PATH``: the
+same schema, ``include`` chains (relative to the including file) and validation. A malformed
+spec is refused in one line naming its file and field.
+
+Data comes from the files a spec embeds (``data_files``, relative to the spec's folder), else
+from a local mirror ``<dir>/<dataset_path>/<config or "default">/<split>.jsonl`` (``data_dir``
+or ``$SALAD_BENCHMARKS``), else from the hub through ``datasets.load_dataset`` as lm-eval does.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import dataclasses
 import difflib
 import functools
 import hashlib
+import importlib.resources
 import inspect
 import json
 import os
@@ -44,8 +50,18 @@ from salad_eval.errors import SaladError
 from salad_eval.home import project_root
 from salad_eval.prompt import Item, Part, Speak, Text
 
-TASKS_DIR = project_root() / "tasks"
 MIRROR_ENV = "SALAD_BENCHMARKS"
+INCLUDE_ENV = "SALAD_INCLUDE_PATH"  # folders of extra task YAMLs, separated by os.pathsep
+
+
+def builtin_tasks_dir() -> Path:
+    """The specs that ship with salad: the wheel's package data, else the checkout's ``tasks/``."""
+    shipped = importlib.resources.files("salad_eval") / "task_specs"
+    return Path(str(shipped)) if shipped.is_dir() else project_root() / "tasks"
+
+
+TASKS_DIR = builtin_tasks_dir()
+_included: list[Path] = []  # --include-path folders of this process, after $SALAD_INCLUDE_PATH
 
 _env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
@@ -73,7 +89,7 @@ class TaskSpec:
     fewshot_split: str | None = None
     fewshot_sampler: str = "default"  # "default" (seeded sample per item) or "first_n"
     process_docs: str | None = None
-    data_files: tuple[tuple[str, str], ...] = ()  # (split, path relative to tasks/)
+    data_files: tuple[tuple[str, str], ...] = ()  # (split, path relative to the spec's folder)
     data_note: str = ""
     recordings: tuple[tuple[int, str], ...] = ()  # (prompt part, expression of its recording)
     fingerprint: str = ""
@@ -84,31 +100,138 @@ class TaskSpec:
         return self.configs or (self.dataset_name,)
 
 
-def _read_yaml(path: Path) -> dict:
+REQUIRED = ("task", "version", "text_task", "test_split", "prompt", "choices", "target")
+_FIELDS = {f.name for f in dataclasses.fields(TaskSpec)} - {"name", "fingerprint"} | {"task"}
+
+
+def include_paths(paths: list[str] | tuple[str, ...] = ()) -> None:
+    """Add task folders (``--include-path``) for this process; each must be a folder."""
+    for path in paths:
+        folder = Path(path).expanduser().resolve()
+        if not folder.is_dir():
+            raise SaladError(f"--include-path {path} is not a folder; pass a folder of task YAMLs")
+        if folder not in _included:
+            _included.append(folder)
+
+
+def task_dirs() -> list[Path]:
+    """Where specs are read from: the built-in folder, then $SALAD_INCLUDE_PATH, --include-path."""
+    env = [Path(p).expanduser().resolve() for p in os.environ.get(INCLUDE_ENV, "").split(os.pathsep)
+           if p.strip()]  # fmt: skip
+    for folder in env:
+        if not folder.is_dir():
+            raise SaladError(f"${INCLUDE_ENV} names {folder}, not a folder; fix or unset it")
+    dirs = [TASKS_DIR]
+    for folder in [*env, *_included]:
+        if folder not in dirs:
+            dirs.append(folder)
+    return dirs
+
+
+def _spec_error(path: Path, message: str) -> SaladError:
+    return SaladError(f"task spec {path}: {message}")
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """A spec file with its ``include`` chain merged in (the including file wins)."""
-    raw = yaml.safe_load(path.read_text())
-    base = _read_yaml(path.parent / raw.pop("include")) if "include" in raw else {}
-    return {**base, **raw}
+    if path in seen:
+        raise _spec_error(path, "field include: the include chain loops back to this file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise _spec_error(path, f"cannot be read ({type(err).__name__})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise _spec_error(path, f"not valid YAML{where} ({problem}); fix the file") from None
+    if not isinstance(raw, dict):
+        raise _spec_error(path, "not a mapping of spec fields (task:, prompt:, ...)")
+    for key in raw:  # here, so that the error names the file that holds the typo
+        if key not in _FIELDS | {"include"}:
+            close = difflib.get_close_matches(str(key), _FIELDS, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(_FIELDS))}"
+            raise _spec_error(path, f"unknown field {key!r}; {hint}")
+    if "include" not in raw:
+        return raw
+    include = raw.pop("include")
+    if not isinstance(include, str) or not (path.parent / include).is_file():
+        raise _spec_error(path, f"field include: {include!r} is not a spec file beside this one")
+    return {**_read_yaml(path.parent / include, (*seen, path)), **raw}
+
+
+def _validate(path: Path, raw: dict) -> None:
+    """One-line errors for a missing or mistyped field of a merged spec (typos: ``_read_yaml``)."""
+    missing = [key for key in REQUIRED if key not in raw]
+    if missing:
+        needed = ", ".join(REQUIRED)
+        raise _spec_error(path, f"field {missing[0]} is missing; every spec sets {needed}")
+    if not isinstance(raw["task"], str) or not raw["task"].strip():
+        raise _spec_error(path, "field task: a task name (a string)")
+    if isinstance(raw["version"], bool) or not isinstance(raw["version"], int):
+        raise _spec_error(path, f"field version: an integer, got {raw['version']!r}")
+    prompt = raw["prompt"]
+    if not isinstance(prompt, list) or not prompt:
+        raise _spec_error(path, "field prompt: a list of `- text: ...` / `- speak: ...` parts")
+    for number, part in enumerate(prompt):
+        if not (isinstance(part, dict) and len(part) == 1 and next(iter(part)) in ("text", "speak")
+                and isinstance(next(iter(part.values())), str)):  # fmt: skip
+            raise _spec_error(path, f"field prompt[{number}]: one `text:` or `speak:` string; "
+                              f"got {part!r}")  # fmt: skip
+    templates = [(f"prompt[{n}]", next(iter(p.values()))) for n, p in enumerate(prompt)]
+    templates += [(key, raw[key]) for key in ("id", "description", "domain") if key in raw]
+    for field, template in templates:
+        try:
+            _env.parse(str(template))
+        except jinja2.TemplateSyntaxError as err:
+            raise _spec_error(path, f"field {field}: bad template ({err.message})") from None
+    for field in ("choices", "target"):
+        try:
+            _env.compile_expression(str(raw[field]))
+        except jinja2.TemplateSyntaxError as err:
+            raise _spec_error(path, f"field {field}: bad expression ({err.message})") from None
+    data_files = raw.get("data_files", {})
+    if not isinstance(data_files, dict):
+        raise _spec_error(path, "field data_files: a mapping split -> file beside the spec")
+    for split, file in data_files.items():
+        if not (path.parent / str(file)).is_file():
+            raise _spec_error(path, f"field data_files.{split}: {file} is not beside the spec")
+
+
+def _raw_specs() -> dict[str, tuple[dict, Path]]:
+    """Every task name -> (its merged YAML fields, its file); configs expand into one task each."""
+    return _specs_in(tuple(task_dirs()))
 
 
 @functools.cache
-def _raw_specs() -> dict[str, dict]:
-    """Every task name -> its merged YAML fields; configs expand into per-config tasks."""
-    specs: dict[str, dict] = {}
-    for path in sorted(TASKS_DIR.glob("*.yaml")):
-        if path.name.startswith("_"):
-            continue
-        raw = _read_yaml(path)
-        specs[raw["task"]] = raw
-        for config in raw.get("configs", ()):
-            name = f"{raw['task']}_{config}"
-            specs[name] = {
-                **raw,
-                "task": name,
-                "text_task": f"{raw['text_task']}_{config}",
-                "configs": [config],
-            }
+def _specs_in(dirs: tuple[Path, ...]) -> dict[str, tuple[dict, Path]]:
+    specs: dict[str, tuple[dict, Path]] = {}
+    for folder in dirs:
+        for path in sorted(folder.glob("*.yaml")):
+            if path.name.startswith("_"):
+                continue
+            raw = _read_yaml(path)
+            _validate(path, raw)
+            names = [raw["task"], *(f"{raw['task']}_{c}" for c in raw.get("configs", ()))]
+            for name in names:
+                if name in specs:
+                    raise _spec_error(path, f"field task: {name} is already defined by "
+                                      f"{specs[name][1]}; rename one")  # fmt: skip
+            specs[raw["task"]] = (raw, path)
+            for config in raw.get("configs", ()):
+                name = f"{raw['task']}_{config}"
+                specs[name] = (
+                    {**raw, "task": name, "text_task": f"{raw['text_task']}_{config}",
+                     "configs": [config]},
+                    path,
+                )  # fmt: skip
     return specs
+
+
+def spec_file(name: str) -> Path:
+    """The YAML file that defines a task; its embedded data files are read beside it."""
+    get_task(name)
+    return _raw_specs()[name][1]
 
 
 def list_tasks() -> list[str]:
@@ -119,19 +242,19 @@ def _file_sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@functools.cache
 def get_task(name: str) -> TaskSpec:
     """The resolved spec of a task; an unknown name names the closest matches."""
-    specs = _raw_specs()
+    return _resolved(name, tuple(task_dirs()))
+
+
+@functools.cache
+def _resolved(name: str, dirs: tuple[Path, ...]) -> TaskSpec:
+    specs = _specs_in(dirs)
     if name not in specs:
         close = difflib.get_close_matches(name, specs, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "see `salad-eval tasks`"
         raise SaladError(f"unknown task {name!r}; {hint}")
-    raw = dict(specs[name])
-    fields = {f.name for f in dataclasses.fields(TaskSpec)} - {"fingerprint"}
-    unknown = set(raw) - fields - {"task"}
-    if unknown:
-        raise SaladError(f"task {name}: unknown spec keys {sorted(unknown)}; fix tasks/*.yaml")
+    raw = dict(specs[name][0])
     configs = tuple(raw.pop("configs", ()))
     parts = raw.pop("prompt")
     spec = TaskSpec(
@@ -144,7 +267,7 @@ def get_task(name: str) -> TaskSpec:
         data_files=tuple(sorted(raw.pop("data_files", {}).items())),
         **raw,
     )
-    return dataclasses.replace(spec, fingerprint=_fingerprint(spec))
+    return dataclasses.replace(spec, fingerprint=_fingerprint(spec, specs[name][1].parent))
 
 
 def _prompt_part(task: str, part: dict) -> tuple[str, str]:
@@ -155,14 +278,14 @@ def _prompt_part(task: str, part: dict) -> tuple[str, str]:
     return kind, part[kind]
 
 
-def _fingerprint(spec: TaskSpec) -> str:
+def _fingerprint(spec: TaskSpec, folder: Path) -> str:
     """Hash of the resolved spec, the hook's code and the embedded data: whatever moves scores."""
     content: dict[str, Any] = dataclasses.asdict(spec)
     if not spec.recordings:  # added later: tasks without recordings keep their fingerprints
         del content["recordings"]
     if spec.process_docs:
         content["hook_source"] = inspect.getsource(_hook(spec))
-    content["data_sha256"] = [_file_sha(TASKS_DIR / path) for _, path in spec.data_files]
+    content["data_sha256"] = [_file_sha(folder / path) for _, path in spec.data_files]
     blob = json.dumps(content, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -188,7 +311,7 @@ def _data_file(spec: TaskSpec, config: str | None, split: str, data_dir: str | N
         files = dict(spec.data_files)
         if split not in files:
             raise SaladError(f"task {spec.name} embeds no {split!r} split; fix its data_files")
-        return TASKS_DIR / files[split]
+        return spec_file(spec.name).parent / files[split]
     mirror = data_dir or os.environ.get(MIRROR_ENV)
     if mirror:
         return Path(mirror) / spec.dataset_path / (config or "default") / f"{split}.jsonl"

@@ -9,6 +9,7 @@ YAML file are relative to that file; paths given as overrides are relative to th
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,9 @@ import yaml
 from salad_eval.checks import json_lines, text_lines
 from salad_eval.errors import SaladError
 from salad_eval.models.speech_lm import SpeechLMConfig
+from salad_train.trackers import check_trackers
 
-PRESETS = Path(__file__).parent / "configs"
+PRESETS = Path(str(importlib.resources.files("salad_train") / "configs"))  # package data
 
 
 @dataclass
@@ -78,6 +80,7 @@ class TrainConfig:
     align_steps: int = 0  # CTC-only adapter warm-up before distillation (salad_train/align.py)
     align_batch_size: int = 32  # clips per warm-up step
     align_lr: float | None = None  # the warm-up's peak adapter LR; None: optim.adapter_lr
+    report_to: list[str] = field(default_factory=list)  # trackers: tensorboard, wandb, trackio
 
 
 @dataclass
@@ -320,6 +323,7 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> Config:
     config = _build(Config, tree, "")
     check_paths(config)
     check_names(config)
+    check_trackers(config.train.report_to)
     return config
 
 

@@ -39,6 +39,7 @@ from salad_train.data import MixedData, build_data
 from salad_train.loss import alignment_ctc_loss, distillation_loss
 from salad_train.metrics import MetricsLog
 from salad_train.optim import build_optimizer, build_scheduler, decay_start
+from salad_train.trackers import flat_config
 
 
 def _decoder_and_head(llm: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -187,11 +188,14 @@ class Stage1Trainer:
         precision = config.train.mixed_precision
         if precision == "auto":
             precision = "bf16" if torch.cuda.is_available() else "no"
+        self.out = Path(config.train.out_dir)
+        report_to = list(config.train.report_to)
         self.accelerator = accelerator or Accelerator(
             mixed_precision=precision,
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+            log_with=report_to or None,
+            project_dir=str(self.out / "trackers") if report_to else None,
         )
-        self.out = Path(config.train.out_dir)
 
     # -- set up ---------------------------------------------------------------------------------
 
@@ -220,7 +224,12 @@ class Stage1Trainer:
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=1))
-        self.metrics = MetricsLog(self.out / "metrics.jsonl", self.step, acc.is_main_process)
+        tracker = None
+        if cfg.train.report_to:  # off by default; one run name per output folder
+            acc.init_trackers(self.out.name or "salad", config=flat_config(cfg.to_dict()))
+            tracker = acc
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", self.step, acc.is_main_process,
+                                  tracker)  # fmt: skip
         if checkpoint is None:
             self.begin()
 

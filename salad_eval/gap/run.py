@@ -29,12 +29,14 @@ from rich.console import Console
 from salad_eval import divergence, tasks
 from salad_eval.conditions import shuffled_prompts, silent_prompt
 from salad_eval.errors import SaladError
+from salad_eval.gap.lm_eval_output import write_lm_eval
 from salad_eval.gap.report import write_report
 from salad_eval.home import (
     atomic_write_text,
     cached_entry,
     checked_float,
     home,
+    in_checkout,
     json_bytes,
     project_root,
 )
@@ -63,6 +65,7 @@ class GapSetup:
     divergences: bool = True
     dtype: str = "float32"  # the weights of every model (checked in run_gap)
     prompt_format: str = "raw"  # or "chat": every model's chat template (salad_eval.chat)
+    log_samples: bool = False  # also lm-eval style samples_<task>_<date>.jsonl
     names: dict[str, str] = field(default_factory=dict)  # model names as the user gave them
 
 
@@ -179,6 +182,8 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     voices = [str(v) for v in resolve_voices(setup.voices)]
     records: list[dict] = []
     task_info, excluded_all, synth_info, clips = {}, [], {}, {}
+    scored: dict[tuple[str, str], Item] = {}  # for --log-samples: each item and the clips heard
+    heard: dict[tuple[str, str, str], list[str]] = {}
     # load every task first: a missing dataset fails in seconds, not after an hour of scoring
     loaded = {t: tasks.load_items(t, setup.limit, setup.shots, setup.seed, setup.data_dir)
               for t in setup.tasks}  # fmt: skip
@@ -201,6 +206,11 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
                 "a gap needs at least 2 (raise --limit)"
             )
         records += _task_records(task, items, manifest, voices, models, setup, shard)
+        for item in items:
+            scored[(task, item.id)] = item
+            for voice in voices:
+                row = manifest.row(item, voice)
+                heard[(task, item.id, voice)] = [Path(c.path).stem for c in row.clips if c.path]
     if not shard.main:
         return {}
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -211,7 +221,10 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     manifest = _manifest(setup, models, task_info, voices, synth_info, excluded_all, training)
     manifest["seconds"] = round(time.time() - started, 1)
     manifest["clips"] = dict(sorted(clips.items()))
-    return write_report(run_dir, records, manifest, setup.metric, setup.n_boot, seed=setup.seed)
+    results = write_report(run_dir, records, manifest, setup.metric, setup.n_boot, setup.seed)
+    write_lm_eval(run_dir, results, records, setup.names.get("speech") or "model",
+                  scored if setup.log_samples else None, heard)  # fmt: skip
+    return results
 
 
 def _task_records(
@@ -297,6 +310,8 @@ def _divergences(
 
 
 def _git_commit() -> str | None:
+    if not in_checkout():  # an installed wheel: its version is in `versions`
+        return None
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True
@@ -360,6 +375,8 @@ def _manifest(setup, models, task_info, voices, synth_info, excluded, training) 
 
 
 def default_run_dir(model: str, task_names: Sequence[str]) -> Path:
-    """``reports/<model>-<tasks>``: the same command writes (and resumes) the same run."""
+    """``reports/<model>-<tasks>`` (in the checkout, else the current folder): the same command
+    writes (and resumes) the same run."""
     stem = Path(model.rstrip("/")).name or "model"
-    return project_root() / "reports" / f"{stem}-{'+'.join(task_names)}"
+    reports = project_root() / "reports" if in_checkout() else Path("reports")
+    return reports / f"{stem}-{'+'.join(task_names)}"

@@ -1,0 +1,172 @@
+"""A gap run in lm-evaluation-harness's output format, for the dashboards that already read it.
+
+Beside salad's own files, a run writes ``results_<date>.json`` laid out as lm-eval 0.4's: per
+task, ``results`` holds the gap, forgetting and misalignment (``<metric>,none``); each
+condition is a subtask ``<task>:<condition>`` (voices averaged per item, as salad's own figures)
+with ``acc,none``, ``acc_norm,none`` and their ``_stderr`` (the sample standard error lm-eval
+reports), grouped under the task in ``group_subtasks``. With ``log_samples`` it also writes
+``samples_<task>_<date>.jsonl``: one line per item, condition and voice, in lm-eval's sample
+schema (``doc_id``, ``doc``, ``target``, ``arguments``, ``resps``, ``filtered_resps``, hashes and
+the per-sample metrics), plus salad's ``condition`` and ``voice``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+from salad_eval.gap.records import ALL_CONDITIONS, METRICS
+from salad_eval.home import atomic_write_text
+from salad_eval.prompt import Item
+
+DECOMPOSITION = ("gap", "forgetting", "misalignment")
+
+
+def _stderr(values: list[float]) -> float:
+    """lm-eval's ``mean_stderr``: sample standard deviation over the square root of n."""
+    n = len(values)
+    if n < 2:
+        return float("nan")
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def _per_item(records: list[dict], task: str, condition: str, key: str) -> list[float]:
+    """Each item's score under ``condition``: the fraction of its voices answered correctly."""
+    by_item: dict[str, list[bool]] = defaultdict(list)
+    for rec in records:
+        if rec["task"] == task and rec["condition"] == condition:
+            by_item[rec["item"]].append(bool(rec[key]))
+    return [sum(v) / len(v) for v in by_item.values()]
+
+
+def lm_eval_results(results: dict, records: list[dict], model_name: str) -> dict:
+    """The content of ``results_<date>.json`` for one gap run."""
+    manifest, setup = results["manifest"], results["manifest"]["setup"]
+    out: dict = {"results": {}, "groups": {}, "group_subtasks": {}, "configs": {}, "versions": {},
+                 "n-shot": {}, "higher_is_better": {}, "n-samples": {}}  # fmt: skip
+    for task in results["tasks"]:
+        table = results["metrics"]["acc"]["tasks"][task]
+        group = {"alias": task}
+        for name in DECOMPOSITION:
+            group[f"{name},none"] = table[name]["value"]
+            group[f"{name}_stderr,none"] = "N/A"  # salad reports bootstrap CIs in results.json
+        out["results"][task] = group
+        out["groups"][task] = dict(group)
+        subtasks = []
+        for condition in ALL_CONDITIONS:
+            if condition not in table["accuracy"]:
+                continue
+            name = f"{task}:{condition}"
+            row = {"alias": f" - {condition}"}
+            for metric, key in METRICS.items():
+                values = _per_item(records, task, condition, key)
+                row[f"{metric},none"] = sum(values) / len(values)
+                row[f"{metric}_stderr,none"] = _stderr(values)
+            out["results"][name] = row
+            n = len(_per_item(records, task, condition, "correct"))
+            out["n-samples"][name] = {"original": n, "effective": n}
+            out["higher_is_better"][name] = dict.fromkeys(METRICS, True)
+            out["versions"][name] = manifest["tasks"][task]["version"]
+            out["n-shot"][name] = setup["shots"]
+            fingerprint = manifest["tasks"][task]["fingerprint"]
+            out["configs"][name] = {
+                "task": name,
+                "condition": condition,
+                "fingerprint": fingerprint,
+            }
+            subtasks.append(name)
+        out["group_subtasks"][task] = subtasks
+        out["higher_is_better"][task] = dict.fromkeys(DECOMPOSITION, False)
+        out["versions"][task] = manifest["tasks"][task]["version"]
+        out["n-shot"][task] = setup["shots"]
+    out["config"] = {
+        "model": "salad",
+        "model_args": f"pretrained={model_name}",
+        "batch_size": setup["batch_size"],
+        "device": None,
+        "limit": setup["limit"],
+        "bootstrap_iters": setup["n_boot"],
+        "random_seed": setup["seed"],
+        "voices": results["voices"],
+    }
+    out["git_hash"] = manifest.get("git_commit")
+    out["date"] = datetime.now().timestamp()
+    out["model_name"] = model_name
+    out["model_name_sanitized"] = re.sub(r"[\"<>:/|\\?*\[\]]+", "__", model_name)
+    out["total_evaluation_time_seconds"] = str(manifest.get("seconds"))
+    out["salad_results"] = "results.json"  # every figure, CIs and controls: salad's own file
+    return out
+
+
+def _sha(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _sample(index: int, item: Item, record: dict, clips: list[str]) -> dict:
+    doc = {"id": item.id, "domain": item.domain, "context": item.text_context,
+           "spoken": list(item.spoken_texts), "choices": list(item.choices)}  # fmt: skip
+    responses = [[lp, g] for lp, g in zip(record["logprobs"], record["greedy"], strict=True)]
+    sample = {
+        "doc_id": index,
+        "doc": doc,
+        "target": item.target,
+        "arguments": {
+            f"gen_args_{n}": {"arg_0": item.text_context, "arg_1": choice}
+            for n, choice in enumerate(item.choices)
+        },
+        "resps": [[response] for response in responses],
+        "filtered_resps": responses,
+        "filter": "none",
+        "metrics": list(METRICS),
+        "doc_hash": _sha(doc),
+        "prompt_hash": _sha(item.text_context),
+        "target_hash": _sha(str(item.target)),
+        "condition": record["condition"],
+        "voice": record["voice"],
+        **{metric: float(record[key]) for metric, key in METRICS.items()},
+    }
+    if record["voice"] is not None:
+        sample["clips"] = clips  # the audio heard (controls: what it was replaced by is derived)
+    for extra in ("kl", "wer"):
+        if extra in record:
+            sample[extra] = record[extra]
+    return sample
+
+
+def write_lm_eval(
+    run_dir: Path,
+    results: dict,
+    records: list[dict],
+    model_name: str,
+    items: dict[tuple[str, str], Item] | None = None,
+    clips: dict[tuple[str, str, str], list[str]] | None = None,
+) -> list[Path]:
+    """Write ``results_<date>.json`` (and, given ``items``, the per-sample JSONL); their paths."""
+    stamp = datetime.now().isoformat().replace(":", "-")
+    path = run_dir / f"results_{stamp}.json"
+    payload = lm_eval_results(results, records, model_name)
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
+    written = [path]
+    if items is None:
+        return written
+    for task in results["tasks"]:
+        order = {key: n for n, key in enumerate(k for k in items if k[0] == task)}
+        lines = []
+        for rec in records:
+            if rec["task"] != task:
+                continue
+            key = (task, rec["item"])
+            voice_clips = (clips or {}).get((task, rec["item"], rec["voice"]), [])
+            lines.append(json.dumps(_sample(order[key], items[key], rec, voice_clips),
+                                    ensure_ascii=False))  # fmt: skip
+        path = run_dir / f"samples_{task}_{stamp}.jsonl"
+        atomic_write_text(path, "".join(line + "\n" for line in lines))
+        written.append(path)
+    return written
