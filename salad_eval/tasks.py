@@ -174,11 +174,18 @@ def _validate(path: Path, raw: dict) -> None:
     if not isinstance(prompt, list) or not prompt:
         raise _spec_error(path, "field prompt: a list of `- text: ...` / `- speak: ...` parts")
     for number, part in enumerate(prompt):
-        if not (isinstance(part, dict) and len(part) == 1 and next(iter(part)) in ("text", "speak")
-                and isinstance(next(iter(part.values())), str)):  # fmt: skip
-            raise _spec_error(path, f"field prompt[{number}]: one `text:` or `speak:` string; "
+        if not (isinstance(part, dict) and set(part) in ({"text"}, {"speak"}, {"speak", "audio"})
+                and all(isinstance(value, str) for value in part.values())):  # fmt: skip
+            raise _spec_error(path, f"field prompt[{number}]: one `text:` or `speak:` string (a "
+                              f"`speak:` may add `audio:`, the column of its recording); "
                               f"got {part!r}")  # fmt: skip
-    templates = [(f"prompt[{n}]", next(iter(p.values()))) for n, p in enumerate(prompt)]
+        if "audio" in part:
+            try:
+                _env.compile_expression(part["audio"])
+            except jinja2.TemplateSyntaxError as err:
+                raise _spec_error(path, f"field prompt[{number}].audio: bad expression "
+                                  f"({err.message})") from None  # fmt: skip
+    templates = [(f"prompt[{n}]", p.get("text", p.get("speak"))) for n, p in enumerate(prompt)]
     templates += [(key, raw[key]) for key in ("id", "description", "domain") if key in raw]
     for field, template in templates:
         try:
@@ -259,7 +266,7 @@ def _resolved(name: str, dirs: tuple[Path, ...]) -> TaskSpec:
     parts = raw.pop("prompt")
     spec = TaskSpec(
         name=raw.pop("task"),
-        prompt=tuple(_prompt_part(name, part) for part in parts),
+        prompt=tuple(_prompt_part(part) for part in parts),
         recordings=tuple((i, str(p["audio"])) for i, p in enumerate(parts) if "audio" in p),
         configs=configs,
         domains=tuple(raw.pop("domains", None) or configs or (name,)),
@@ -270,10 +277,8 @@ def _resolved(name: str, dirs: tuple[Path, ...]) -> TaskSpec:
     return dataclasses.replace(spec, fingerprint=_fingerprint(spec, specs[name][1].parent))
 
 
-def _prompt_part(task: str, part: dict) -> tuple[str, str]:
-    if not isinstance(part, dict) or set(part) not in ({"text"}, {"speak"}, {"speak", "audio"}):
-        raise SaladError(f"task {task}: a prompt part is one `text:` or `speak:` (a `speak:` may "
-                         f"add `audio:`, the column of its recording); got {part}")  # fmt: skip
+def _prompt_part(part: dict) -> tuple[str, str]:
+    """``("text" | "speak", template)`` of a validated prompt part."""
     kind = "text" if "text" in part else "speak"
     return kind, part[kind]
 
