@@ -1,0 +1,66 @@
+"""Audio Flamingo 3 on a tiny random model saved as the hub publishes it (``tiny_audio_llms``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import family_checks as checks
+import pytest
+
+from salad_eval.models.audio_flamingo3 import AudioFlamingo3
+from salad_eval.models.tiny_audio_llms import save_tiny_audio_flamingo3
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return save_tiny_audio_flamingo3(tmp_path_factory.mktemp("audio-flamingo-3") / "model")
+
+
+@pytest.fixture(scope="module")
+def model(model_dir) -> AudioFlamingo3:
+    return AudioFlamingo3(str(model_dir))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    return checks.speech_clips(tmp_path_factory.mktemp("audio"))
+
+
+def test_shared_context_equals_per_choice(model, clips):
+    checks.check_shared_equals_separate(model, checks.mixed_requests(clips))
+
+
+def test_batch_sizes_agree(model, clips):
+    checks.check_batch_sizes(model, checks.mixed_requests(clips))
+
+
+def test_audio_moves_scores(model, clips):
+    checks.check_audio_moves_scores(model, clips)
+
+
+def test_audio_path_is_the_models_own(model, model_dir, clips):
+    """Its processor's features and ``<sound>`` counts, through the model's own forward."""
+    from transformers import AudioFlamingo3Processor
+
+    processor = AudioFlamingo3Processor.from_pretrained(model_dir)
+
+    def own_inputs(waves):
+        features = processor.feature_extractor(
+            waves, sampling_rate=16_000, padding="max_length", return_attention_mask=True,
+            return_tensors="pt",
+        )  # fmt: skip
+        mask = features["attention_mask"]
+        counts = processor._get_audio_token_length(mask.sum(-1))
+        return {"input_features": features["input_features"], "input_features_mask": mask}, counts
+
+    checks.check_own_audio_path(model, clips, own_inputs)
+
+
+@pytest.fixture(scope="module")
+def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("audio-flamingo-3-gap") / "report"
+    return out, checks.gap_report(model_dir, tiny_qwen2, out)
+
+
+def test_gap_report_is_complete(gap_run):
+    checks.check_gap_report(*gap_run)
