@@ -1,0 +1,105 @@
+"""Granite-Speech on a tiny random model saved as the hub publishes it, LoRA beside the weights
+(``tiny_audio_llms``): the LoRA is on for spoken prompts only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import family_checks as checks
+import numpy as np
+import pytest
+import torch
+
+from salad_eval.models.granite_speech import GraniteSpeech
+from salad_eval.models.lm_scoring import score_separately
+from salad_eval.models.speech_lm import load_waveform
+from salad_eval.models.tiny_audio_llms import save_tiny_granite_speech
+from salad_eval.prompt import Audio, ScoringRequest, Text
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return save_tiny_granite_speech(tmp_path_factory.mktemp("granite-speech") / "model")
+
+
+@pytest.fixture(scope="module")
+def model(model_dir) -> GraniteSpeech:
+    return GraniteSpeech(str(model_dir))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    return checks.speech_clips(tmp_path_factory.mktemp("audio"))
+
+
+def test_shared_context_equals_per_choice(model, clips):
+    for request in checks.mixed_requests(clips):  # one at a time: the LoRA follows each prompt
+        checks.check_shared_equals_separate(model, [request])
+
+
+def test_batch_sizes_agree(model, clips):
+    checks.check_batch_sizes(model, checks.mixed_requests(clips))
+
+
+def test_audio_moves_scores(model, clips):
+    checks.check_audio_moves_scores(model, clips)
+
+
+def test_lora_is_on_for_speech_only(model, clips):
+    """The same text context scores apart with the LoRA on; a text prompt is scored without."""
+    request = checks.mixed_requests(clips)[0]
+    pieces, conts = model.tokenize(request.prompt, request.choices)
+    with torch.inference_mode():
+        context = model.embed(pieces)
+        model.use_lora_for((Audio(str(clips["short"]), "x"),))
+        on = [lp for lp, _ in score_separately(model.decoder, context, conts)]
+    off = [s.logprob for s in model.score([request])[0]]
+    assert np.abs(np.array(on) - np.array(off)).max() > 1e-3
+
+
+def test_log_mel_is_the_feature_extractors(model, clips):
+    """``LogMel`` against the same steps in numpy (``transformers.audio_utils.spectrogram``)."""
+    from transformers.audio_utils import spectrogram, window_function
+
+    wave = load_waveform(str(clips["long"]))
+    features, _ = model.feature_extractor(wave)
+    mel = spectrogram(
+        wave.astype(np.float64), window_function(400, "hann", frame_length=512), frame_length=512,
+        hop_length=160, power=2.0, center=True, pad_mode="reflect",
+        mel_filters=model.feature_extractor.mel_bank.double().numpy(), mel_floor=1e-10,
+        log_mel="log10",
+    ).T  # fmt: skip
+    mel = np.maximum(mel, mel.max() - 8.0) / 4 + 1
+    mel = mel[: len(mel) // 2 * 2].reshape(1, -1, 160)
+    assert features.shape == mel.shape
+    assert np.abs(features.numpy() - mel).max() < 1e-4
+
+
+def test_audio_path_is_the_models_own(model, clips):
+    """Per choice, the model's own forward (its placeholders, features and merge) agrees."""
+    clip = Audio(str(clips["long"]), "y")
+    request = ScoringRequest((Text("Q: "), clip, Text(" A:")), checks.CHOICES)
+    pieces, conts = model.tokenize(request.prompt, request.choices)
+    features, n_outputs = model.feature_extractor(load_waveform(clip.path))
+    placeholder = model.model.config.audio_token_id
+    ids = [i for p in pieces for i in ([placeholder] * n_outputs if p is clip else p)]
+    expected = []
+    model.use_lora_for(request.prompt)
+    with torch.inference_mode():
+        for cont in conts:
+            logits = model.model(
+                input_ids=torch.tensor([ids + cont]), input_features=features
+            ).logits[0]
+            steps = logits[-len(cont) - 1 : -1].float().log_softmax(-1)
+            expected.append(steps.gather(-1, torch.tensor(cont)[:, None]).sum().item())
+    assert [s.logprob for s in model.score([request])[0]] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("granite-speech-gap") / "report"
+    return out, checks.gap_report(model_dir, tiny_qwen2, out)
+
+
+def test_gap_report_is_complete(gap_run):
+    checks.check_gap_report(*gap_run)
