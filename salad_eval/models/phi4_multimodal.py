@@ -3,9 +3,11 @@
 A clip is one audio placeholder per audio embedding and nothing around it, as its processor
 writes it. The audio path is the model's own: its log-mel features (80 mels), the conformer
 encoder, the speech projector, merged by the model's own embedding module over a run of
-placeholders. The decoder is the model itself (Phi-4-mini's, frozen in training); the speech LoRA
-that the native checkpoints keep in ``speech-lora/`` is loaded beside it and is on for spoken
-prompts only (``speech_lora``), as the model card sets it for audio.
+placeholders. Each clip is encoded alone (its processor batches a prompt's clips, padding the
+shorter ones, which moves their embeddings by about 1e-5). The decoder is the model itself
+(Phi-4-mini's, frozen in training); the speech LoRA that the native checkpoints keep in
+``speech-lora/`` is loaded beside it and is on for spoken prompts only (``speech_lora``), as
+the model card sets it for audio.
 
 The processor is not used: it also builds the image processor, which needs torchvision; the
 tokenizer and feature extractor it would hold are loaded directly.
