@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import family_checks as checks
 import numpy as np
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from salad_eval.models.granite_speech import GraniteSpeech
 from salad_eval.models.lm_scoring import score_separately
 from salad_eval.models.speech_lm import load_waveform
+from salad_eval.models.speech_lora import NO_ADAPTER
 from salad_eval.models.tiny_audio_llms import save_tiny_granite_speech
 from salad_eval.prompt import Audio, ScoringRequest, Text
 
@@ -96,10 +99,42 @@ def test_audio_path_is_the_models_own(model, clips):
 
 
 @pytest.fixture(scope="module")
-def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
+def text_llm(model_dir, tmp_path_factory) -> Path:
+    """The tiny model's own decoder and LM head as a plain causal LM (its text@base)."""
+    from transformers import GraniteForCausalLM, GraniteSpeechForConditionalGeneration
+
+    base = GraniteSpeechForConditionalGeneration.from_pretrained(model_dir, **NO_ADAPTER)
+    llm = GraniteForCausalLM(base.config.text_config)
+    llm.model.load_state_dict(base.model.language_model.state_dict())
+    llm.lm_head.load_state_dict(base.lm_head.state_dict())
+    path = tmp_path_factory.mktemp("granite-speech-text")
+    llm.save_pretrained(path)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(path)
+    return path
+
+
+def test_text_prompts_score_as_its_own_text_llm(model, text_llm):
+    """With the LoRA off, text@speech == text@base bit for bit."""
+    from salad_eval.models.text_lm import TextLM
+
+    requests = [
+        ScoringRequest((Text("Question: what is the fox? Answer:"),), checks.CHOICES),
+        ScoringRequest((Text("The quick brown "),), (" fox", "dog", " lazy dog")),
+    ]
+    assert [[s.logprob for s in row] for row in model.score(requests)] == [
+        [s.logprob for s in row] for row in TextLM(str(text_llm)).score(requests)
+    ]
+
+
+@pytest.fixture(scope="module")
+def gap_run(model_dir, text_llm, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("granite-speech-gap") / "report"
-    return out, checks.gap_report(model_dir, tiny_qwen2, out)
+    return out, checks.gap_report(model_dir, text_llm, out)
 
 
 def test_gap_report_is_complete(gap_run):
     checks.check_gap_report(*gap_run)
+    rows = [json.loads(line) for line in (gap_run[0] / "items.jsonl").read_text().splitlines()]
+    text = {c: [r["logprobs"] for r in rows if r["condition"] == c]
+            for c in ("text@base", "text@speech")}  # fmt: skip
+    assert text["text@base"] == text["text@speech"]  # its LoRA is off for text: no forgetting

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import family_checks as checks
@@ -10,10 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from transformers import AutoTokenizer
 
 from salad_eval.models.lm_scoring import score_separately
 from salad_eval.models.phi4_multimodal import Phi4Multimodal
 from salad_eval.models.speech_lm import load_waveform
+from salad_eval.models.speech_lora import NO_ADAPTER
 from salad_eval.models.tiny_audio_llms import save_tiny_phi4_multimodal
 from salad_eval.prompt import Audio, ScoringRequest, Text
 
@@ -86,10 +89,44 @@ def test_audio_path_is_the_models_own(model, clips, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
+def text_llm(model_dir, tmp_path_factory) -> Path:
+    """The tiny model's own decoder and LM head as a plain causal LM (its text@base)."""
+    from transformers import Phi3Config, Phi3ForCausalLM, Phi4MultimodalForCausalLM
+
+    base = Phi4MultimodalForCausalLM.from_pretrained(model_dir, **NO_ADAPTER)
+    config = base.config.to_dict()
+    llm = Phi3ForCausalLM(Phi3Config(**{k: config[k] for k in Phi3Config().to_dict()
+                                        if k in config and k != "model_type"}))  # fmt: skip
+    missing, _ = llm.load_state_dict(base.state_dict(), strict=False)  # less the audio/vision
+    assert not missing
+    path = tmp_path_factory.mktemp("phi-4-multimodal-text")
+    llm.save_pretrained(path)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(path)
+    return path
+
+
+def test_text_prompts_score_as_its_own_text_llm(model, text_llm):
+    """With the LoRA off, text@speech == text@base bit for bit."""
+    from salad_eval.models.text_lm import TextLM
+
+    requests = [
+        ScoringRequest((Text("Question: what is the fox? Answer:"),), checks.CHOICES),
+        ScoringRequest((Text("The quick brown "),), (" fox", "dog", " lazy dog")),
+    ]
+    assert [[s.logprob for s in row] for row in model.score(requests)] == [
+        [s.logprob for s in row] for row in TextLM(str(text_llm)).score(requests)
+    ]
+
+
+@pytest.fixture(scope="module")
+def gap_run(model_dir, text_llm, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("phi-4-multimodal-gap") / "report"
-    return out, checks.gap_report(model_dir, tiny_qwen2, out)
+    return out, checks.gap_report(model_dir, text_llm, out)
 
 
 def test_gap_report_is_complete(gap_run):
     checks.check_gap_report(*gap_run)
+    rows = [json.loads(line) for line in (gap_run[0] / "items.jsonl").read_text().splitlines()]
+    text = {c: [r["logprobs"] for r in rows if r["condition"] == c]
+            for c in ("text@base", "text@speech")}  # fmt: skip
+    assert text["text@base"] == text["text@speech"]  # its LoRA is off for text: no forgetting
