@@ -105,16 +105,19 @@ def text_llm(model_dir, tmp_path_factory) -> Path:
     return path
 
 
-def test_text_prompts_score_as_its_own_text_llm(model, text_llm):
-    """With the LoRA off, text@speech == text@base bit for bit."""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_text_prompts_score_as_its_own_text_llm(model_dir, text_llm, dtype):
+    """With the LoRA off, text@speech == text@base bit for bit, in each dtype."""
     from salad_eval.models.text_lm import TextLM
 
     requests = [
         ScoringRequest((Text("Question: what is the fox? Answer:"),), checks.CHOICES),
         ScoringRequest((Text("The quick brown "),), (" fox", "dog", " lazy dog")),
     ]
-    assert [[s.logprob for s in row] for row in model.score(requests)] == [
-        [s.logprob for s in row] for row in TextLM(str(text_llm)).score(requests)
+    speech, text = Phi4Multimodal(str(model_dir), dtype=dtype), TextLM(str(text_llm), dtype=dtype)
+    assert speech.dtype == text.dtype == dtype
+    assert [[s.logprob for s in row] for row in speech.score(requests)] == [
+        [s.logprob for s in row] for row in text.score(requests)
     ]
 
 
