@@ -35,9 +35,34 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     return checks.speech_clips(tmp_path_factory.mktemp("audio"))
 
 
+class _FullModel(torch.nn.Module):
+    """The whole model's own forward over ``inputs_embeds``, logits over ``logits_scaling``
+    (``granite_speech``: as its text LLM and its earlier forward scale them)."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def forward(self, **kwargs):
+        out = self.model(**kwargs)
+        out.logits = out.logits / self.model.config.text_config.logits_scaling
+        return out
+
+
 def test_shared_context_equals_per_choice(model, clips):
-    for request in checks.mixed_requests(clips):  # one at a time: the LoRA follows each prompt
-        checks.check_shared_equals_separate(model, [request])
+    assert model.model.config.text_config.logits_scaling != 1
+    for request in checks.mixed_requests(clips):
+        row = model.score([request])[0]  # the LoRA follows the prompt; the reference runs with it
+        pieces, conts = model.tokenize(request.prompt, request.choices)
+        with torch.inference_mode():
+            reference = score_separately(_FullModel(model.model), model.embed(pieces), conts)
+        assert all(
+            s.n_tokens == len(c) > 0 and s.logprob < 0 for s, c in zip(row, conts, strict=True)
+        )
+        assert [s.logprob for s in row] == pytest.approx([lp for lp, _ in reference], abs=1e-4)
 
 
 def test_batch_sizes_agree(model, clips):
@@ -88,11 +113,10 @@ def test_audio_path_is_the_models_own(model, clips):
     ids = [i for p in pieces for i in ([placeholder] * n_outputs if p is clip else p)]
     expected = []
     model.use_lora_for(request.prompt)
+    full = _FullModel(model.model)
     with torch.inference_mode():
         for cont in conts:
-            logits = model.model(
-                input_ids=torch.tensor([ids + cont]), input_features=features
-            ).logits[0]
+            logits = full(input_ids=torch.tensor([ids + cont]), input_features=features).logits[0]
             steps = logits[-len(cont) - 1 : -1].float().log_softmax(-1)
             expected.append(steps.gather(-1, torch.tensor(cont)[:, None]).sum().item())
     assert [s.logprob for s in model.score([request])[0]] == pytest.approx(expected, abs=1e-4)

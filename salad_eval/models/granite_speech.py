@@ -11,8 +11,10 @@ follows it step by step (torchaudio's ``MelSpectrogram`` is an STFT with a perio
 power 2, and an HTK mel bank without normalisation; ``transformers.audio_utils`` builds the
 same bank), reading the same ``preprocessor_config.json``.
 
-Its forward applies the LM head without the Granite decoder's ``logits_scaling`` (the text
-``GraniteForCausalLM`` divides by it); scores follow the speech model's own forward.
+The logits are divided by the Granite decoder's ``logits_scaling`` (8 or 16 in the published
+text configs), as ``GraniteForCausalLM`` divides them and as this model's forward did while its
+decoder was a ``GraniteForCausalLM``; the locked transformers' forward applies the bare LM head
+instead, which would score speech and text at another temperature than the text LLM.
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ class GraniteSpeech(SpeechLoRA, HFAudioLM):
             load_lora(model, path)
         return model
 
+    def decoder_parts(self) -> tuple[nn.Module, nn.Module]:
+        return self.model.model.language_model, _ScaledHead(self.model)
+
     def load_feature_extractor(self, path: str) -> LogMel:
         return LogMel.from_pretrained(path)
 
@@ -109,3 +114,15 @@ class GraniteSpeech(SpeechLoRA, HFAudioLM):
             features = features.to(self.model.device, self.model.dtype)
             out.append(self.model.get_audio_features(features).pooler_output[0, :n_outputs])
         return out
+
+
+class _ScaledHead(nn.Module):
+    """The LM head, then ``/ logits_scaling`` as ``GraniteForCausalLM`` applies it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.lm_head = model.lm_head
+        self.scaling = model.config.text_config.logits_scaling
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden) / self.scaling

@@ -106,7 +106,10 @@ def save_tiny_granite_speech(out: Path) -> Path:
             num_attention_heads=2, intermediate_size=64, encoder_hidden_size=32,
             cross_attention_frequency=1,
         ),
-        text_config=dict(model_type="granite", **_lm(len(tokenizer)), tie_word_embeddings=True),
+        text_config=dict(
+            model_type="granite", **_lm(len(tokenizer)), tie_word_embeddings=True,
+            logits_scaling=4.0,  # published: 8 (2b) and 16 (8b)
+        ),
         audio_token_index=tokenizer.convert_tokens_to_ids("<|audio|>"),
         has_lora_adapter=True,
     )  # fmt: skip
