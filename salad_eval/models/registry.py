@@ -67,8 +67,8 @@ _VOXTRAL_SMALL = (
     "24B; its language model extends Mistral Small 3 2501, the nearest one published as a text "
     "LLM: 3.1 ships only as a vision-language model)"
 )
-_GRANITE_SPEECH = ("Granite-Speech 3.3 model cards, ibm-granite on the hub (built on "
-                   "granite-3.3-{2b,8b}-instruct)")  # fmt: skip
+_GRANITE_SPEECH = ("Granite-Speech report, arXiv 2505.08699 (3.3-2b/8b: granite-3.3-2b/8b-instruct "
+                   "aligned to speech)")  # fmt: skip
 _PHI4_MM = ("Phi-4-Mini technical report, arXiv 2503.01743 (Phi-4-multimodal keeps Phi-4-Mini's "
             "language model frozen and adds modality LoRAs)")  # fmt: skip
 _GEMMA3N = ("Gemma 3n model card, ai.google.dev/gemma/docs/gemma-3n (one model trained with its "
