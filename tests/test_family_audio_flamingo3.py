@@ -9,6 +9,7 @@ import pytest
 
 from salad_eval.models.audio_flamingo3 import AudioFlamingo3
 from salad_eval.models.tiny_audio_llms import save_tiny_audio_flamingo3
+from salad_eval.prompt import ScoringRequest, Text
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,36 @@ def test_audio_path_is_the_models_own(model, model_dir, clips):
         return {"input_features": features["input_features"], "input_features_mask": mask}, counts
 
     checks.check_own_audio_path(model, clips, own_inputs)
+
+
+@pytest.fixture(scope="module")
+def text_llm(model, tmp_path_factory) -> Path:
+    """The tiny model's own Qwen2 decoder and LM head as a plain causal LM (its text@base)."""
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    llm = Qwen2ForCausalLM(model.model.config.text_config)
+    llm.model.load_state_dict(model.model.model.language_model.state_dict())
+    llm.lm_head.load_state_dict(model.model.lm_head.state_dict())
+    path = tmp_path_factory.mktemp("audio-flamingo-3-text")
+    llm.save_pretrained(path)
+    AutoTokenizer.from_pretrained(model.name).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_text_prompts_score_as_its_own_text_llm(model_dir, text_llm, dtype):
+    """text@speech == text@base bit for bit for an untouched decoder, in each dtype."""
+    from salad_eval.models.text_lm import TextLM
+
+    requests = [
+        ScoringRequest((Text("Question: what is the fox? Answer:"),), checks.CHOICES),
+        ScoringRequest((Text("The quick brown "),), (" fox", "dog", " lazy dog")),
+    ]
+    speech, text = AudioFlamingo3(str(model_dir), dtype=dtype), TextLM(str(text_llm), dtype=dtype)
+    assert speech.dtype == text.dtype == dtype
+    assert [[s.logprob for s in row] for row in speech.score(requests)] == [
+        [s.logprob for s in row] for row in text.score(requests)
+    ]
 
 
 @pytest.fixture(scope="module")
