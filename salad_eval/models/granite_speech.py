@@ -11,10 +11,10 @@ follows it step by step (torchaudio's ``MelSpectrogram`` is an STFT with a perio
 power 2, and an HTK mel bank without normalisation; ``transformers.audio_utils`` builds the
 same bank), reading the same ``preprocessor_config.json``.
 
-The logits are divided by the Granite decoder's ``logits_scaling`` (8 or 16 in the published
-text configs), as ``GraniteForCausalLM`` divides them and as this model's forward did while its
-decoder was a ``GraniteForCausalLM``; the locked transformers' forward applies the bare LM head
-instead, which would score speech and text at another temperature than the text LLM.
+The logits are divided by the Granite decoder's ``logits_scaling`` (a muP multiplier of the
+Granite text configs), as ``GraniteForCausalLM`` divides them and as this model's forward did
+while its decoder was a ``GraniteForCausalLM``; the locked transformers' forward applies the bare
+LM head instead, which would score speech and text at another temperature than the text LLM.
 """
 
 from __future__ import annotations

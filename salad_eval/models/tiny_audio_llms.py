@@ -108,7 +108,7 @@ def save_tiny_granite_speech(out: Path) -> Path:
         ),
         text_config=dict(
             model_type="granite", **_lm(len(tokenizer)), tie_word_embeddings=True,
-            logits_scaling=4.0,  # published: 8 (2b) and 16 (8b)
+            logits_scaling=4.0,  # not 1, as in Granite text configs
         ),
         audio_token_index=tokenizer.convert_tokens_to_ids("<|audio|>"),
         has_lora_adapter=True,
