@@ -95,3 +95,10 @@ def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
 
 def test_gap_report_is_complete(gap_run):
     checks.check_gap_report(*gap_run)
+
+
+def test_published_text_backbone():
+    from salad_eval.models.registry import family_for
+
+    family = family_for("audioflamingo3")
+    assert family.text_backbone("nvidia/audio-flamingo-3-hf", None).text_model == "Qwen/Qwen2.5-7B"

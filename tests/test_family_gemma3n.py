@@ -100,3 +100,11 @@ def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
 
 def test_gap_report_is_complete(gap_run):
     checks.check_gap_report(*gap_run)
+
+
+def test_published_text_backbone():
+    from salad_eval.models.registry import family_for
+
+    family = family_for("gemma3n")
+    assert family.text_backbone("google/gemma-3n-E4B-it", None).text_model is None  # not published
+    assert family.text_backbone("google/gemma-3n-E2B", None).text_model is None  # not published

@@ -172,3 +172,17 @@ def test_gap_report_is_complete(gap_run):
     text = {c: [r["logprobs"] for r in rows if r["condition"] == c]
             for c in ("text@base", "text@speech")}  # fmt: skip
     assert text["text@base"] == text["text@speech"]  # its LoRA is off for text: no forgetting
+
+
+def test_published_text_backbone():
+    from salad_eval.models.registry import family_for
+
+    family = family_for("granite_speech")
+    assert (
+        family.text_backbone("ibm-granite/granite-speech-3.3-2b", None).text_model
+        == "ibm-granite/granite-3.3-2b-instruct"
+    )
+    assert (
+        family.text_backbone("ibm-granite/granite-speech-3.3-8b", None).text_model
+        == "ibm-granite/granite-3.3-8b-instruct"
+    )

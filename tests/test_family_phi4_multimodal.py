@@ -140,3 +140,13 @@ def test_gap_report_is_complete(gap_run):
     text = {c: [r["logprobs"] for r in rows if r["condition"] == c]
             for c in ("text@base", "text@speech")}  # fmt: skip
     assert text["text@base"] == text["text@speech"]  # its LoRA is off for text: no forgetting
+
+
+def test_published_text_backbone():
+    from salad_eval.models.registry import family_for
+
+    family = family_for("phi4_multimodal")
+    assert (
+        family.text_backbone("microsoft/Phi-4-multimodal-instruct", None).text_model
+        == "microsoft/Phi-4-mini-instruct"
+    )
