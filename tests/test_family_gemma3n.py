@@ -90,6 +90,10 @@ def test_audio_path_is_the_models_own(model, clips, tmp_path):
     scores = model.score([ScoringRequest(text, checks.CHOICES)])[0]
     expected = _own_scores(model, text, checks.CHOICES, [])
     assert [s.logprob for s in scores] == pytest.approx(expected, abs=1e-4)
+    ids = torch.tensor(model.tokenize(text, ())[0])
+    with torch.inference_mode():  # and the per-layer inputs matter: embeddings alone score apart
+        alone = model.model(inputs_embeds=model.model.get_input_embeddings()(ids)).logits
+        assert (model.model(input_ids=ids).logits - alone).abs().max() > 1e-3
 
 
 @pytest.fixture(scope="module")

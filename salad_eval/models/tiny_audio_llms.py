@@ -206,7 +206,12 @@ def save_tiny_gemma3n(out: Path) -> Path:
         eoa_token_id=ids(audio[0]), audio_token_id=ids(audio[1]),
     )  # fmt: skip
     torch.manual_seed(0)
-    AudioGemma3n(config).save_pretrained(out)
+    model = AudioGemma3n(config)
+    with torch.no_grad():  # constant-initialised scales drawn as a trained model has them:
+        for param in model.parameters():  # AltUp's output scale starts at 0, muting the
+            if param.numel() > 1 and param.std() == 0:  # per-layer inputs
+                param.add_(0.5 * torch.randn_like(param))
+    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     Gemma3nAudioFeatureExtractor().save_pretrained(out)
     return out
