@@ -18,6 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
+from salad_eval.errors import SaladError
 from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest
 
 NO_ADAPTER = {"adapter_kwargs": {"subfolder": "no-adapter-here"}}  # from_pretrained: load no LoRA
@@ -37,7 +38,10 @@ def load_lora(model: nn.Module, path: str, subfolder: str = "") -> None:
         local = hf_hub_download(path, "adapter_model.safetensors", subfolder=subfolder or None)
     weights = {k.removeprefix("base_model.model."): v for k, v in load_file(str(local)).items()}
     inject_adapter_in_model(config, model)
-    set_peft_model_state_dict(model, weights)
+    loaded = set_peft_model_state_dict(model, weights)
+    if loaded.unexpected_keys:  # else the LoRA would stay at its no-op initialisation
+        raise SaladError(f"{path}: LoRA weights such as {loaded.unexpected_keys[0]!r} match no "
+                         "module of the model; is it this family's checkpoint?")  # fmt: skip
 
 
 def set_lora(model: nn.Module, on: bool) -> None:
