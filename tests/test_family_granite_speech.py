@@ -186,3 +186,17 @@ def test_published_text_backbone():
         family.text_backbone("ibm-granite/granite-speech-3.3-8b", None).text_model
         == "ibm-granite/granite-3.3-8b-instruct"
     )
+
+
+def test_a_lora_that_matches_no_module_is_an_error(model_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from salad_eval.errors import SaladError
+
+    copy = Path(shutil.copytree(model_dir, tmp_path / "model"))
+    weights = load_file(copy / "adapter_model.safetensors")
+    save_file({"other." + k: v for k, v in weights.items()}, copy / "adapter_model.safetensors")
+    with pytest.raises(SaladError, match="match no module"):
+        GraniteSpeech(str(copy))
