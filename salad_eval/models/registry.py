@@ -67,6 +67,13 @@ _VOXTRAL_SMALL = (
     "24B; its language model extends Mistral Small 3 2501, the nearest one published as a text "
     "LLM: 3.1 ships only as a vision-language model)"
 )
+_GRANITE_SPEECH = ("Granite-Speech report, arXiv 2505.08699 (3.3-2b/8b: granite-3.3-2b/8b-instruct "
+                   "aligned to speech)")  # fmt: skip
+_PHI4_MM = ("Phi-4-Mini technical report, arXiv 2503.01743 (Phi-4-multimodal keeps Phi-4-Mini's "
+            "language model frozen and adds modality LoRAs)")  # fmt: skip
+_GEMMA3N = ("Gemma 3n model card, ai.google.dev/gemma/docs/gemma-3n (one model trained with its "
+            "audio and vision encoders; no text-only release)")  # fmt: skip
+_AUDIO_FLAMINGO3 = "Audio Flamingo 3 paper, arXiv 2507.08128 (its LLM is Qwen2.5-7B)"
 
 FAMILIES: tuple[Family, ...] = (
     Family(
@@ -98,6 +105,34 @@ FAMILIES: tuple[Family, ...] = (
         (Backbone("mistralai/Voxtral-Mini-3B-2507", None, _VOXTRAL, 3072, 30),
          Backbone("mistralai/Voxtral-Small-24B-2507", "mistralai/Mistral-Small-24B-Base-2501",
                   _VOXTRAL_SMALL, 5120, 40)),
+        tested=True,
+    ),
+    Family(
+        "Granite-Speech", ("granite_speech",), "salad_eval.models.granite_speech:GraniteSpeech",
+        (Backbone("ibm-granite/granite-speech-3.3-2b", "ibm-granite/granite-3.3-2b-instruct",
+                  _GRANITE_SPEECH, 2048, 40),
+         Backbone("ibm-granite/granite-speech-3.3-8b", "ibm-granite/granite-3.3-8b-instruct",
+                  _GRANITE_SPEECH, 4096, 40)),
+        tested=True,
+    ),
+    Family(
+        "Phi-4-multimodal", ("phi4_multimodal",),
+        "salad_eval.models.phi4_multimodal:Phi4Multimodal",
+        (Backbone("microsoft/Phi-4-multimodal-instruct", "microsoft/Phi-4-mini-instruct",
+                  _PHI4_MM, 3072, 32),),
+        tested=True,
+    ),
+    Family(
+        "Gemma-3n", ("gemma3n",), "salad_eval.models.gemma3n:Gemma3n",
+        (Backbone("google/gemma-3n-E4B-it", None, _GEMMA3N, 2048, 35),
+         Backbone("google/gemma-3n-E4B", None, _GEMMA3N, 2048, 35),
+         Backbone("google/gemma-3n-E2B-it", None, _GEMMA3N, 2048, 30),
+         Backbone("google/gemma-3n-E2B", None, _GEMMA3N, 2048, 30)),
+        tested=True,
+    ),
+    Family(
+        "Audio Flamingo 3", ("audioflamingo3",), "salad_eval.models.audio_flamingo3:AudioFlamingo3",
+        (Backbone("nvidia/audio-flamingo-3-hf", "Qwen/Qwen2.5-7B", _AUDIO_FLAMINGO3, 3584, 28),),
         tested=True,
     ),
 )  # fmt: skip

@@ -1,0 +1,104 @@
+"""Audio Flamingo 3 on a tiny random model saved as the hub publishes it (``tiny_audio_llms``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import family_checks as checks
+import pytest
+
+from salad_eval.models.audio_flamingo3 import AudioFlamingo3
+from salad_eval.models.tiny_audio_llms import save_tiny_audio_flamingo3
+from salad_eval.prompt import ScoringRequest, Text
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return save_tiny_audio_flamingo3(tmp_path_factory.mktemp("audio-flamingo-3") / "model")
+
+
+@pytest.fixture(scope="module")
+def model(model_dir) -> AudioFlamingo3:
+    return AudioFlamingo3(str(model_dir))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    return checks.speech_clips(tmp_path_factory.mktemp("audio"))
+
+
+def test_shared_context_equals_per_choice(model, clips):
+    checks.check_shared_equals_separate(model, checks.mixed_requests(clips))
+
+
+def test_batch_sizes_agree(model, clips):
+    checks.check_batch_sizes(model, checks.mixed_requests(clips))
+
+
+def test_audio_moves_scores(model, clips):
+    checks.check_audio_moves_scores(model, clips)
+
+
+def test_audio_path_is_the_models_own(model, model_dir, clips):
+    """Its processor's features and ``<sound>`` counts, through the model's own forward."""
+    from transformers import AudioFlamingo3Processor
+
+    processor = AudioFlamingo3Processor.from_pretrained(model_dir)
+
+    def own_inputs(waves):
+        features = processor.feature_extractor(
+            waves, sampling_rate=16_000, padding="max_length", return_attention_mask=True,
+            return_tensors="pt",
+        )  # fmt: skip
+        mask = features["attention_mask"]
+        counts = processor._get_audio_token_length(mask.sum(-1))
+        return {"input_features": features["input_features"], "input_features_mask": mask}, counts
+
+    checks.check_own_audio_path(model, clips, own_inputs)
+
+
+@pytest.fixture(scope="module")
+def text_llm(model, tmp_path_factory) -> Path:
+    """The tiny model's own Qwen2 decoder and LM head as a plain causal LM (its text@base)."""
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    llm = Qwen2ForCausalLM(model.model.config.text_config)
+    llm.model.load_state_dict(model.model.model.language_model.state_dict())
+    llm.lm_head.load_state_dict(model.model.lm_head.state_dict())
+    path = tmp_path_factory.mktemp("audio-flamingo-3-text")
+    llm.save_pretrained(path)
+    AutoTokenizer.from_pretrained(model.name).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_text_prompts_score_as_its_own_text_llm(model_dir, text_llm, dtype):
+    """text@speech == text@base bit for bit for an untouched decoder, in each dtype."""
+    from salad_eval.models.text_lm import TextLM
+
+    requests = [
+        ScoringRequest((Text("Question: what is the fox? Answer:"),), checks.CHOICES),
+        ScoringRequest((Text("The quick brown "),), (" fox", "dog", " lazy dog")),
+    ]
+    speech, text = AudioFlamingo3(str(model_dir), dtype=dtype), TextLM(str(text_llm), dtype=dtype)
+    assert speech.dtype == text.dtype == dtype
+    assert [[s.logprob for s in row] for row in speech.score(requests)] == [
+        [s.logprob for s in row] for row in text.score(requests)
+    ]
+
+
+@pytest.fixture(scope="module")
+def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("audio-flamingo-3-gap") / "report"
+    return out, checks.gap_report(model_dir, tiny_qwen2, out)
+
+
+def test_gap_report_is_complete(gap_run):
+    checks.check_gap_report(*gap_run)
+
+
+def test_published_text_backbone():
+    from salad_eval.models.registry import family_for
+
+    family = family_for("audioflamingo3")
+    assert family.text_backbone("nvidia/audio-flamingo-3-hf", None).text_model == "Qwen/Qwen2.5-7B"
