@@ -93,9 +93,12 @@ def inputs(
             "(<org>/<name>/<config>/<split>.jsonl)"
         )
     if voices is not None:
-        from salad_eval.speech.voices import resolve_voices
+        from salad_eval.speech.tts import kokoro_voice_file
+        from salad_eval.speech.voices import KOKORO_ENGLISH, resolve_voices
 
-        resolve_voices(voices)
+        for voice in resolve_voices(voices):
+            if voice.engine == "kokoro" and voice.name in KOKORO_ENGLISH:
+                kokoro_voice_file(voice.name)  # a paper voice whose file is nowhere: say so now
     if device is not None:
         _device(device)
     if dtype is not None:

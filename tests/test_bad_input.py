@@ -120,6 +120,8 @@ def _eval_cases(f: dict[str, str]) -> list[list[str]]:
         [*gap, "--workers", "0"], [*gap, "--shots", "-1"], [*gap, "--tasks", "dem"],
         [*gap, "--voices", "nobody"], [*gap, "--voices", "recorded"],  # demo has no recordings
         [*gap, "--voices", "recorded:speed=2"], [*gap, "--device", "toaster"],
+        [*gap, "--voices", "piper/joe+noize=babble:snr=5"], [*gap, "--voices", "noise+reverb:x=1"],
+        [*gap, "--voices", "kokoro/af_heart"],
         [*gap, "--device", "cuda:99"], [*gap, "--dtype", "int8"],
         [*gap, "--text-model", "smollm"], [*gap, "--asr", "smollm2-135m"],
         [*gap, "--out", f["docs.txt"]], [*gap, "--data-dir", f["missing"]],

@@ -250,3 +250,22 @@ def test_recorded_clips_export_and_import(gap_run, monkeypatch, tmp_path):
     assert (imported.clips, imported.replaced, imported.foreign) == (5, 0, 0)
     problems: list[str] = []
     assert {k: store.stored_clip(k, problems).sha256 for k in clips} == clips and not problems
+
+
+def test_perturbations_compose_with_recorded_audio(mirror, monkeypatch, tmp_path):
+    from salad_eval.speech import perturb
+    from salad_eval.speech.synth import synthesize
+
+    (tmp_path / "assets").symlink_to(home() / "assets")
+    monkeypatch.setenv("SALAD_HOME", str(tmp_path))
+    items = load_items("mmsu", data_dir=str(mirror))
+    voice = "recorded+noise=babble:snr=5,talkers=2"
+    manifest = synthesize(items, f"recorded,{voice}", show_progress=False)
+    for item in items:
+        clean, noisy = manifest.row(item, "recorded").clips[0], manifest.row(item, voice).clips[0]
+        fields = store.sidecar(Path(noisy.path).stem)["clip"]
+        assert fields["base"] == Path(clean.path).stem and len(fields["donors"]) == 2
+        assert Path(clean.path).stem not in fields["donors"]
+        heard = store.read_clip(Path(noisy.path).stem)
+        snr = perturb.measured_snr(store.read_clip(fields["base"]), heard)
+        assert abs(snr - 5) < 0.5 and noisy.text == clean.text

@@ -140,4 +140,12 @@ def plot_run(results: dict, run_dir: Path) -> list[str]:
         )
     if m["voices"]:
         plots.append(accuracy_by_voice(m["voices"], metric, run_dir / "accuracy_by_voice.png"))
+    if results.get("robustness"):
+        from salad_eval.gap.robustness import plot_robustness
+
+        plots += plot_robustness(results["robustness"], metric, run_dir)
+    if (results["manifest"].get("voice_diversity") or {}).get("distances"):
+        from salad_eval.speech.diversity import plot_diversity
+
+        plots.append(plot_diversity(results["manifest"]["voice_diversity"], run_dir))
     return plots

@@ -14,6 +14,7 @@ from salad_eval.gap.controls import verdict
 from salad_eval.gap.decompose import decompose
 from salad_eval.gap.plots import plot_run
 from salad_eval.gap.records import METRICS, build_strata, check_records, select
+from salad_eval.gap.robustness import robustness_rows
 from salad_eval.gap.significance import mcnemar_tests
 from salad_eval.gap.stats import CI_LEVEL
 from salad_eval.gap.summary import render_summary
@@ -102,6 +103,7 @@ def analyse(
         "n_items": metrics[metric]["overall"]["n_items"],
         "metrics": metrics,
         "controls": metrics[metric]["controls"],
+        "robustness": robustness_rows(metrics[metric]["voices"], metrics[metric]["controls"]),
         "manifest": manifest,
     }
 

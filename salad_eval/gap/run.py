@@ -170,6 +170,7 @@ def _speech_items(items: list[Item], manifest, voices) -> tuple[list[Item], list
 
 def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | None = None) -> dict:
     """Score every condition on the same items and write the report; returns results.json."""
+    from salad_eval.speech import diversity
     from salad_eval.speech.synth import synthesize
     from salad_eval.speech.voices import resolve_voices
 
@@ -184,6 +185,7 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     task_info, excluded_all, synth_info, clips = {}, [], {}, {}
     scored: dict[tuple[str, str], Item] = {}  # for --log-samples: each item and the clips heard
     heard: dict[tuple[str, str, str], list[str]] = {}
+    voice_clips: dict[str, list[tuple[str, str]]] = {}  # per voice: its diversity
     # load every task first: a missing dataset fails in seconds, not after an hour of scoring
     loaded = {t: tasks.load_items(t, setup.limit, setup.shots, setup.seed, setup.data_dir)
               for t in setup.tasks}  # fmt: skip
@@ -200,6 +202,8 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
         items, excluded = _speech_items(items, manifest, voices)
         excluded_all += excluded
         clips.update(manifest.digests(items, voices))  # the bytes scored: see `salad-eval audio`
+        for voice, found in diversity.run_clips(manifest, items, voices).items():
+            voice_clips.setdefault(voice, []).extend(found)
         if len(items) < 2:
             raise SaladError(
                 f"task {task} has {len(items)} usable item(s) after --limit and synthesis; "
@@ -221,6 +225,12 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     manifest = _manifest(setup, models, task_info, voices, synth_info, excluded_all, training)
     manifest["seconds"] = round(time.time() - started, 1)
     manifest["clips"] = dict(sorted(clips.items()))
+    manifest["acoustics"] = {  # every setting of each acoustic condition (clips: sidecars)
+        str(v): [{"name": p.name, "kind": p.kind, **p.settings} for p in v.acoustics]
+        for v in resolve_voices(setup.voices) if v.acoustics
+    }  # fmt: skip
+    if len(voices) > 1:
+        manifest["voice_diversity"] = diversity.voice_diversity(voice_clips)
     results = write_report(run_dir, records, manifest, setup.metric, setup.n_boot, setup.seed)
     write_lm_eval(run_dir, results, records, setup.names.get("speech") or "model",
                   scored if setup.log_samples else None, heard)  # fmt: skip

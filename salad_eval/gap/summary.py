@@ -150,6 +150,19 @@ def render_summary(results: dict, plots: list[str]) -> str:
     for key, title in (("tasks", "task"), ("domains", "domain"), ("voices", "voice")):
         if m[key]:
             lines += [f"### By {title}", ""] + _decomposition(title, m[key])
+    if results.get("robustness"):
+        from salad_eval.gap.robustness import table_lines
+
+        lines += ["## Robustness: the acoustic conditions", "",
+                  "One row per voice and acoustic condition (`+...` in the voice name; every "
+                  "figure above exists per condition under *By voice*). Cascade WER is Whisper's "
+                  "on the perturbed clips; *listens?*: speech@speech significantly above a "
+                  "silent or shuffled-audio control.", ""]  # fmt: skip
+        lines += table_lines(results["robustness"], pct)
+    if diversity := results["manifest"].get("voice_diversity"):
+        from salad_eval.speech.diversity import summary_lines
+
+        lines += summary_lines(diversity)
     lines += ["## Paired significance tests", ""] + _tests(
         [t for t in m["mcnemar"] if t["scope"] == "all"]
     )

@@ -70,6 +70,7 @@ def export_clips(clips: dict[str, str], out: Path) -> Exchanged:
     """Copy ``clips`` ({key: sha256}) from the store into ``out``, with their index."""
     out = Path(out)
     rows, seconds = [], 0.0
+    clips = {**_sources(clips), **clips}
     for key, sha256 in sorted(clips.items()):
         problems: list[str] = []
         stored = store.stored_clip(key, problems)
@@ -92,6 +93,23 @@ def export_clips(clips: dict[str, str], out: Path) -> Exchanged:
 
 _FIELDS = ("text", "engine", "engine_version", "voice", "params", "normalization", "seed")
 _RECORDED_FIELDS = ("engine", "source_sha256", "conversion")  # recorded.clip_fields
+# a perturbed clip (``perturb.clip_fields``): made from a clean clip, keyed by these
+_PERTURBED = ("text", "base", "base_sha256", "voice", "acoustics", "donors", "seed",
+              "perturbation", "libraries")  # fmt: skip
+
+
+def _sources(clips: dict[str, str]) -> dict[str, str]:
+    """The clean clips (and babble donors) that perturbed clips among ``clips`` were made from:
+    exported with them, so another machine finds the very keys a run looks up."""
+    found = {}
+    for key in clips:
+        if store.stored_clip(key, []) is None:
+            continue  # export_clips says what is wrong with it
+        fields = store.sidecar(key)["clip"]
+        for source in [fields["base"], *fields["donors"]] if "acoustics" in fields else []:
+            if stored := store.stored_clip(source, []):
+                found[source] = stored.sha256
+    return found
 
 
 def _read_index(directory: Path) -> list[tuple[dict, dict, bytes]]:
@@ -106,7 +124,8 @@ def _read_index(directory: Path) -> list[tuple[dict, dict, bytes]]:
     checked = []
     for number, row in enumerate(rows, 1):
         try:
-            names = _RECORDED_FIELDS if row.get("engine") == recorded.VOICE else _FIELDS
+            names = (_RECORDED_FIELDS if row.get("engine") == recorded.VOICE
+                     else _PERTURBED if "acoustics" in row else _FIELDS)  # fmt: skip
             fields = {name: row[name] for name in names}
             data = (directory / row["file_name"]).read_bytes()
             sha256, key = row["sha256"], row["key"]
@@ -131,7 +150,9 @@ def import_clips(directory: Path) -> Exchanged:
     from salad_eval.speech import tts
 
     checked = _read_index(Path(directory))
-    engines = {fields["engine"] for _, fields, _ in checked} - {recorded.VOICE}
+    engines = {fields["engine"] for _, fields, _ in checked if "engine" in fields} - {
+        recorded.VOICE
+    }
     versions = {engine: tts.engine(engine).version for engine in engines}
     replaced = foreign = 0
     seconds = 0.0
@@ -139,7 +160,7 @@ def import_clips(directory: Path) -> Exchanged:
         before = store.stored_clip(row["key"], [])
         stored = store.write_flac(fields, data)
         replaced += before is not None and before.sha256 != stored.sha256
-        version = versions.get(fields["engine"])  # recordings have no engine to differ from
+        version = versions.get(fields.get("engine"))  # recordings, perturbed clips: no engine
         foreign += version is not None and version != fields["engine_version"]
         seconds += stored.seconds
     return Exchanged(len(checked), seconds, replaced, foreign)

@@ -40,7 +40,7 @@ from salad_eval import home
 from salad_eval.errors import SaladError
 from salad_eval.progress import progress_bar
 from salad_eval.prompt import Audio, Item, Prompt, Speak
-from salad_eval.speech import quality, recorded, store, tts
+from salad_eval.speech import perturb, quality, recorded, store, tts
 from salad_eval.speech.normalize import normalize, speakable
 from salad_eval.speech.store import StoredClip
 from salad_eval.speech.voices import VOICE_SETS, Voice, parse_voice, resolve_voices
@@ -190,7 +190,7 @@ def stored_or_made(job: _Job, problems: list[str]) -> tuple[StoredClip, bool]:
     return store.write_clip(job.fields, audio), True
 
 
-def _plan(part: Speak, voice: Voice, versions: dict[str, str], seed: int) -> _Job | str:
+def _plan(part: Speak, voice: Voice, versions: dict[Voice, str], seed: int) -> _Job | str:
     """The job that makes the clip of ``part`` in ``voice``, or why it has none."""
     normalized = normalize(part.text)
     if voice.engine == recorded.VOICE:
@@ -199,19 +199,26 @@ def _plan(part: Speak, voice: Voice, versions: dict[str, str], seed: int) -> _Jo
         return _Job(voice, recorded.clip_fields(part.recording), normalized, part.recording)
     if not speakable(normalized):
         return f"nothing to speak after normalization: {part.text!r}"
-    fields = store.clip_fields(normalized, voice, versions[voice.engine], seed)
+    fields = store.clip_fields(normalized, voice, versions[voice], seed)
     return _Job(voice, fields, normalized)
 
 
 def ensure_clip(normalized: str, voice: Voice, seed: int = 0) -> Path:
-    """A verified clip of ``normalized`` in ``voice``, made unless stored (no ASR check)."""
-    fields = store.clip_fields(normalized, voice, tts.engine(voice.engine).version, seed)
-    job = _Job(voice, fields, normalized)
+    """A verified clip of ``normalized`` in ``voice``, made unless stored (no ASR check); with
+    acoustics (babble aside: it needs other items), the clean clip perturbed."""
+    if perturb.talkers(voice):
+        raise SaladError(f"{voice}: babble needs other items' clips; use it in gap or synth")
+    clean = voice.clean
+    fields = store.clip_fields(normalized, clean, tts.voice_version(clean), seed)
+    job = _Job(clean, fields, normalized)
     problems: list[str] = []
-    stored_or_made(job, problems)
+    stored, _ = stored_or_made(job, problems)
+    if voice.acoustics:
+        fields = perturb.clip_fields(fields, job.key, stored.sha256, voice, seed, [])
+        perturb.perturbed_clip(fields, voice, problems)
     for problem in problems:
         print(f"audio store: made again: {problem}", file=sys.stderr)
-    return store.clip_path(job.key)
+    return store.clip_path(store.key_of(fields))
 
 
 def _run(job: _Job) -> _Done:
@@ -345,11 +352,11 @@ def synthesize(
     started = time.perf_counter()
     spec = voices if isinstance(voices, str) else ",".join(str(v) for v in voices)
     voice_list = resolve_voices(spec)
-    versions = {v.engine: tts.engine(v.engine).version for v in voice_list
-                if v.engine != recorded.VOICE}  # fmt: skip
+    speakers = list(dict.fromkeys(v.clean for v in voice_list))  # clean clips first, then acoustics
+    versions = {v: tts.voice_version(v) for v in speakers if v.engine != recorded.VOICE}
     plans: dict[tuple[int, Voice], list[_Job | str]] = {}
     jobs: dict[str, _Job] = {}
-    for voice in voice_list:
+    for voice in speakers:
         for index, item in enumerate(items):
             spoken = [part for part in item.context if isinstance(part, Speak)]
             plans[(index, voice)] = [_plan(part, voice, versions, seed) for part in spoken]
@@ -370,11 +377,19 @@ def synthesize(
                       highlight=False, soft_wrap=True)  # fmt: skip
     rows = [
         _row(item, voice, plans[(index, voice)], done, wer_threshold)
-        for voice in voice_list
+        for voice in speakers
         for index, item in enumerate(items)
     ]
+    summaries = _summaries(speakers, jobs, done, rows)
+    if perturbed := [v for v in voice_list if v.acoustics]:
+        clean = {(row.task, row.item_id, row.voice): row for row in rows}
+        more, counts = perturb.perturb_rows(items, clean, perturbed, seed)
+        rows += more
+        summaries |= _perturbed_summaries(counts, more)
+    wanted = {str(v) for v in voice_list}  # clean rows made only for babble or as a base go
+    rows = [row for row in rows if row.voice in wanted]
     manifest = SynthManifest(rows=rows, synth_seconds=synth_seconds, repaired=repaired)
-    manifest.voices = _summaries(voice_list, jobs, done, rows)
+    manifest.voices = {str(v): summaries[str(v)] for v in voice_list}
     directory = out_dir or manifest_dir()
     for task in dict.fromkeys(item.task for item in items):
         path = directory / f"{task}.{voice_set_name(spec)}.jsonl"
@@ -403,6 +418,22 @@ def _summaries(voices, jobs: dict[str, _Job], done: dict[str, _Done], rows) -> d
             mean_wer=sum(row.wer for row in ok) / len(ok) if ok else None,
             mean_cer=sum(row.cer for row in ok) / len(ok) if ok else None,
         )
+    return summaries
+
+
+def _perturbed_summaries(counts: dict[str, tuple[int, int, int]], rows) -> dict:
+    summaries = {}
+    for voice, (made, cached, failed) in counts.items():
+        own = [row for row in rows if row.voice == voice]
+        ok = [row for row in own if row.status == "ok"]
+        seconds = round(sum(row.seconds for row in ok), 2)
+        summaries[voice] = VoiceSummary(
+            made=made, cached=cached, failed_clips=failed, rows=len(own),
+            failed_rows=len(own) - len(ok), flagged_rows=sum(row.flagged for row in ok),
+            seconds=seconds, made_seconds=0.0,
+            mean_wer=sum(row.wer for row in ok) / len(ok) if ok else None,
+            mean_cer=sum(row.cer for row in ok) / len(ok) if ok else None,
+        )  # fmt: skip
     return summaries
 
 

@@ -126,9 +126,80 @@ class Kokoro:
 
     def synthesize(self, text: str, voice: Voice, seed: int) -> np.ndarray:
         speed = dict(voice.params).get("speed", 1.0)
+        style, lang = voice.name, "en-us"
+        if voice.name not in self._tts.voices:  # an English voice of the paper, from its file
+            style, lang = kokoro_style(voice.name), "en-gb" if voice.name[0] == "b" else "en-us"
         with self._tts.sess.seeded(seed):
-            audio, rate = self._tts.create(text, voice=voice.name, speed=speed, lang="en-us")
+            audio, rate = self._tts.create(text, voice=style, speed=speed, lang=lang)
         return to_16k(audio, rate)
+
+
+KOKORO_HUB = "onnx-community/Kokoro-82M-v1.0-ONNX"  # voices/<name>.bin: float32 (510, 1, 256)
+
+
+@functools.cache
+def kokoro_voice_file(name: str) -> tuple[str, str]:
+    """(file, entry) of a Kokoro voice no wheel ships (``af_heart``...): ``$SALAD_KOKORO_VOICES``
+    (kokoro-onnx's ``voices-v1.0.bin``, or a folder of ``<name>.bin``/``.npy``/``.pt`` or that
+    file), else the hub; a one-line SaladError saying where to put it."""
+    import os
+
+    where = os.environ.get("SALAD_KOKORO_VOICES")
+    if where:
+        found = Path(where)
+        if found.is_dir():
+            for candidate in (found / f"{name}.bin", found / f"{name}.npy", found / f"{name}.pt",
+                              found / "voices-v1.0.bin"):  # fmt: skip
+                if candidate.is_file():
+                    found = candidate
+                    break
+        if found.is_file():
+            return str(found), name
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(KOKORO_HUB, f"voices/{name}.bin"), name
+    except Exception as err:  # offline, no such file, no network: all say the same to a user
+        raise SaladError(
+            f"Kokoro voice {name} ships in no wheel and was not found ({type(err).__name__}): set "
+            "SALAD_KOKORO_VOICES to kokoro-onnx's voices-v1.0.bin or a folder of <name>.bin/.npy/"
+            f".pt files, or allow the hub (unset HF_HUB_OFFLINE) for {KOKORO_HUB} voices/{name}.bin"
+        ) from None
+
+
+@functools.cache
+def kokoro_style(name: str) -> np.ndarray:
+    """The (510, 1, 256) float32 style of a Kokoro voice from its file (``kokoro_voice_file``)."""
+    path, entry = kokoro_voice_file(name)
+    if path.endswith(".pt"):
+        import torch
+
+        style = torch.load(path, map_location="cpu", weights_only=True).numpy()
+    elif path.endswith(".bin") and Path(path).name != "voices-v1.0.bin":
+        style = np.fromfile(path, dtype=np.float32)
+    elif path.endswith(".npy"):
+        style = np.load(path)
+    else:
+        with np.load(path) as voices:
+            if entry not in voices:
+                raise SaladError(f"{path} holds no Kokoro voice {entry}; it has "
+                                 + ", ".join(sorted(voices.keys())[:8]))  # fmt: skip
+            style = voices[entry]
+    style = np.asarray(style, dtype=np.float32)
+    if style.size % 256:
+        raise SaladError(f"{path} is not a Kokoro voice (float32 rows of 256 values)")
+    return style.reshape(-1, 1, 256)
+
+
+def voice_version(voice: Voice) -> str:
+    """The engine version a clip of ``voice`` is keyed by: a voice read from its own file (a
+    Kokoro English voice) adds that file's hash, so another file never reuses a stale clip."""
+    from salad_eval.speech.voices import KOKORO_ENGLISH
+
+    version = engine(voice.engine).version
+    if voice.engine == "kokoro" and voice.name in KOKORO_ENGLISH:
+        version += ";voice=" + _file_hash(kokoro_voice_file(voice.name)[0])
+    return version
 
 
 class Piper:
