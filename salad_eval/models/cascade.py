@@ -125,7 +125,5 @@ class Cascade:
     def score(
         self, requests: Sequence[ScoringRequest], batch_size: int = 8
     ) -> list[list[ChoiceScore]]:
-        return [
-            self.text.score_text(self.transcribed(r.prompt), r.choices, batch_size)
-            for r in requests
-        ]
+        return self.text.score_texts([self.transcribed(r.prompt) for r in requests],
+                                     [r.choices for r in requests], batch_size)  # fmt: skip

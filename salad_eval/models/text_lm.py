@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from salad_eval.assets.resolve import resolve
 from salad_eval.errors import SaladError
 from salad_eval.models.digest import weights_digest
-from salad_eval.models.lm_scoring import choice_scores
+from salad_eval.models.lm_scoring import choice_scores, score_contexts
 from salad_eval.prompt import Audio, ChoiceScore, ScoringRequest, Text
 
 
@@ -134,7 +134,16 @@ class TextLM:
     def score(
         self, requests: Sequence[ScoringRequest], batch_size: int = 8
     ) -> list[list[ChoiceScore]]:
-        return [self.score_text(_text_of(r), r.choices, batch_size) for r in requests]
+        return self.score_texts([_text_of(r) for r in requests], [r.choices for r in requests],
+                                batch_size)  # fmt: skip
+
+    def score_texts(
+        self, contexts: Sequence[str], choices: Sequence[Sequence[str]], batch_size: int = 8
+    ) -> list[list[ChoiceScore]]:
+        """Many all-text contexts, scored in cross-item batches, in input order."""
+        pairs = [self.encoder.encode_pair(c, ch) for c, ch in zip(contexts, choices, strict=True)]
+        embeds = [self.embed(context_ids) for context_ids, _ in pairs]
+        return score_contexts(self.llm, embeds, [conts for _, conts in pairs], choices, batch_size)
 
     def score_text(
         self, context: str, choices: Sequence[str], batch_size: int = 8
