@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import pytest
+import soundfile as sf
+import torch
 
 from salad_eval.models.lm_scoring import choice_scores, score_contexts
+from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig, load_waveform
 from salad_eval.models.text_lm import TextLM
-from salad_eval.prompt import ScoringRequest, Text
+from salad_eval.prompt import Audio, ScoringRequest, Text
+from salad_eval.scoring import request_key, score
+from salad_eval.speech.tts import synthesize
+from salad_eval.speech.voices import parse_voice
+
+SMALL = SpeechLMConfig(adapter_layers=1, adapter_width=64, adapter_heads=2)
 
 # Mixed lengths on purpose: contexts of 3 to ~40 tokens, choices of 1 to ~8 tokens, 2 to 4 each.
 ITEMS = (
@@ -55,3 +63,118 @@ def test_text_lm_scores_batched_in_order(text_lm: TextLM) -> None:
     one_by_one = [text_lm.score([r], batch_size=1)[0] for r in requests]
     assert_same(text_lm.score(requests, batch_size=4), one_by_one)
     assert_same(text_lm.score(requests[::-1], batch_size=3), one_by_one[::-1])
+
+
+# -- the SALAD speech LLM: clips encoded in batches, spoken contexts batched across items --------
+
+
+@pytest.fixture(scope="module")
+def speech_requests(tmp_path_factory) -> list[ScoringRequest]:
+    folder = tmp_path_factory.mktemp("clips")
+    voice = parse_voice("espeak/en-us")
+    clips = []
+    for n, text in enumerate(("The cat sat on the mat.", "Water boils at one hundred degrees.",
+                              "She bought three green apples and a loaf of bread.")):  # fmt: skip
+        path = folder / f"{n}.wav"
+        sf.write(path, synthesize(text, voice), 16_000)
+        clips.append(Audio(str(path), text))
+    return [
+        ScoringRequest((Text("Listen: "), clips[0], Text("\nWhere did the cat sit? Answer:")),
+                       (" mat", " on the roof of the house", " tree")),
+        ScoringRequest((Text("Complete: "), clips[1]), (" yes", " no, it is wrong")),
+        ScoringRequest((Text(ITEMS[0][0]),), ITEMS[0][1]),  # text only
+        ScoringRequest((clips[2], Text(" What did she buy? "), clips[0], Text(" Answer:")),
+                       (" apples", " a car", " bread and apples", " nothing")),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def speech_lm(tmp_path_factory) -> SpeechLM:
+    with pytest.MonkeyPatch.context() as patch:  # features cached away from the shared home
+        patch.setenv("SALAD_HOME", str(tmp_path_factory.mktemp("home")))
+        yield SpeechLM.from_config(SMALL, seed=0)
+
+
+def test_clips_encode_in_batches_as_alone(speech_lm: SpeechLM, speech_requests) -> None:
+    whisper = speech_lm.encoder.encoder  # under the on-disk cache
+    waves = [load_waveform(seg.path) for r in speech_requests for seg in r.prompt
+             if isinstance(seg, Audio)]  # fmt: skip
+    assert len({len(w) for w in waves}) == 3
+    batched = whisper.encode_batch(waves, batch_size=3)
+    for wave, features in zip(waves, batched, strict=True):
+        alone = whisper.encode(wave)
+        assert features.shape == alone.shape
+        assert torch.allclose(features, alone, atol=1e-4)
+
+
+def test_speech_lm_batched_equals_per_request(speech_lm: SpeechLM, speech_requests) -> None:
+    alone = []
+    with torch.inference_mode():
+        for r in speech_requests:  # each clip encoded on its own, each context alone
+            pieces, conts = speech_lm.tokenize(r.prompt, r.choices)
+            context = speech_lm.embed_segments(pieces).embeds
+            alone.append(choice_scores(speech_lm.llm, context, conts, r.choices))
+    assert_same(speech_lm.score(speech_requests, batch_size=3), alone)
+    assert_same(speech_lm.score(speech_requests[::-1], batch_size=8), alone[::-1])
+
+
+# -- the scoring engine: many requests per call, same cache, exact resume ------------------------
+
+
+class Killed(Exception):
+    pass
+
+
+class Recorder:
+    """A model that counts its calls and can die after ``live`` of them (a killed run)."""
+
+    def __init__(self, inner: TextLM, live: int | None = None):
+        self.inner, self.live, self.calls = inner, live, []
+
+    @property
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint
+
+    def score(self, requests, batch_size=8):
+        if self.live is not None and len(self.calls) == self.live:
+            raise Killed
+        self.calls.append(len(requests))
+        return self.inner.score(requests, batch_size)
+
+
+def many_requests() -> list[ScoringRequest]:
+    return [ScoringRequest((Text(f"{context} {n}"),), choices)
+            for n in range(2) for context, choices in ITEMS]  # fmt: skip
+
+
+def test_many_requests_per_call_same_cache_keys(text_lm: TextLM, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SALAD_HOME", str(tmp_path))
+    requests = many_requests()
+    model = Recorder(text_lm)
+    batched = score(model, requests, batch_size=4)
+    assert model.calls == [len(requests)]  # one call: 10 requests <= 4 rows x CALL_BATCHES
+    assert_same(batched, [text_lm.score([r], batch_size=1)[0] for r in requests])
+    written = {p.stem for p in (tmp_path / "scores").rglob("*.json")}
+    assert written == {request_key(model.fingerprint, r) for r in requests}
+    assert score(model, requests[::-1], batch_size=1) == batched[::-1]  # all read, in order
+    assert model.calls == [len(requests)]
+
+
+def test_killed_batched_run_resumes_identically(
+    text_lm: TextLM, tmp_path, monkeypatch
+) -> None:
+    import salad_eval.scoring as scoring
+
+    monkeypatch.setattr(scoring, "CALL_BATCHES", 1)  # 2 requests per call: 5 calls
+    requests = many_requests()
+    monkeypatch.setenv("SALAD_HOME", str(tmp_path / "whole"))
+    whole = score(Recorder(text_lm), requests, batch_size=2)
+    monkeypatch.setenv("SALAD_HOME", str(tmp_path / "killed"))
+    with pytest.raises(Killed):
+        score(Recorder(text_lm, live=3), requests, batch_size=2)
+    entries = sorted((tmp_path / "killed" / "scores").rglob("*.json"))
+    assert len(entries) == 6
+    entries[0].unlink()  # as if killed between two writes of one call
+    resumed = Recorder(text_lm)
+    assert score(resumed, requests, batch_size=2) == whole  # bit for bit
+    assert resumed.calls == [2, 2, 2]  # the part-written call and the two never made

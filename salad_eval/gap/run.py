@@ -56,7 +56,7 @@ class GapSetup:
     shots: int = 0
     seed: int = 1234
     synth_seed: int = 0  # the audio: the same seed, the same clips
-    batch_size: int = 8
+    batch_size: int | str = 8  # rows per forward pass, or "auto"
     workers: int = 1
     n_boot: int = 1000
     metric: str = "acc"

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel
 
+from salad_eval.errors import SaladError
 from salad_eval.prompt import ChoiceScore
 
 
@@ -109,6 +110,37 @@ def score_contexts(
                                                           strict=True)
                 ]  # fmt: skip
     return results
+
+
+CPU_BATCH_SIZE = 8  # ``auto`` off a GPU: CPU matmuls gain little past it (bench/scoring.py)
+MAX_AUTO_BATCH = 512
+
+
+def find_batch_size(
+    llm: PreTrainedModel, context_length: int, continuation_length: int, n_choices: int
+) -> int:
+    """The largest power-of-two batch (at most ``MAX_AUTO_BATCH``) whose worst case fits: that
+    many contexts of ``context_length`` positions, each with ``n_choices`` choices of
+    ``continuation_length`` tokens, scored as ``score_contexts`` does (lm-eval's ``auto``).
+    Off a GPU there is no memory to fill, so it is ``CPU_BATCH_SIZE``."""
+    weight = llm.get_input_embeddings().weight
+    if weight.device.type != "cuda":
+        return CPU_BATCH_SIZE
+    size = MAX_AUTO_BATCH
+    while size >= 1:
+        contexts = [torch.randn(context_length, weight.shape[1], device=weight.device)] * size
+        conts = [[[0] * max(continuation_length, 1)] * n_choices] * size
+        try:
+            score_contexts(llm, contexts, conts, [[""] * n_choices] * size, batch_size=size)
+            return size
+        except torch.cuda.OutOfMemoryError:
+            size //= 2
+        finally:
+            torch.cuda.empty_cache()
+    raise SaladError(
+        f"one context of {context_length} positions does not fit on {weight.device}; "
+        "use a smaller dtype or a larger GPU"
+    )
 
 
 def _score_batch(

@@ -26,7 +26,7 @@ from torch import nn
 from salad_eval.errors import SaladError
 from salad_eval.models.digest import weights_digest
 from salad_eval.models.encoder import DEFAULT_ENCODER, SAMPLE_RATE, encode_batch, load_encoder
-from salad_eval.models.lm_scoring import score_contexts
+from salad_eval.models.lm_scoring import find_batch_size, score_contexts
 from salad_eval.models.text_lm import LMEvalEncoder, load_llm
 from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest, Text
 
@@ -317,6 +317,22 @@ class SpeechLM(nn.Module):
                 continuations.append(conts)
             return score_contexts(self.llm, contexts, continuations,
                                   [r.choices for r in requests], batch_size)  # fmt: skip
+
+    def auto_batch_size(self, requests: Sequence[ScoringRequest]) -> int:
+        """``--batch-size auto``: the largest batch of the longest of ``requests`` that fits
+        (longest by ``request_size``; only its clips are encoded to measure it)."""
+        from salad_eval.scoring import request_size
+
+        longest = max(requests, key=request_size)
+        with torch.inference_mode():
+            context = self.embed_segments(self.tokenize(longest.prompt, ())[0]).embeds
+        conts = [self.tokenize(r.prompt, r.choices)[1] for r in requests]
+        return find_batch_size(
+            self.llm,
+            context.shape[0],
+            max((len(c) for row in conts for c in row), default=1),
+            max(len(row) for row in conts),
+        )
 
     def audio_inputs_of(
         self, clips: Sequence[Audio], batch_size: int = 8

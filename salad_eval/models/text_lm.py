@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from salad_eval.assets.resolve import resolve
 from salad_eval.errors import SaladError
 from salad_eval.models.digest import weights_digest
-from salad_eval.models.lm_scoring import choice_scores, score_contexts
+from salad_eval.models.lm_scoring import choice_scores, find_batch_size, score_contexts
 from salad_eval.prompt import Audio, ChoiceScore, ScoringRequest, Text
 
 
@@ -136,6 +136,22 @@ class TextLM:
     ) -> list[list[ChoiceScore]]:
         return self.score_texts([_text_of(r) for r in requests], [r.choices for r in requests],
                                 batch_size)  # fmt: skip
+
+    def auto_batch_size(self, requests: Sequence[ScoringRequest]) -> int:
+        """``--batch-size auto``: the largest batch of the longest of ``requests`` that fits."""
+        return self.auto_batch_size_of([_text_of(r) for r in requests],
+                                       [r.choices for r in requests])  # fmt: skip
+
+    def auto_batch_size_of(
+        self, contexts: Sequence[str], choices: Sequence[Sequence[str]]
+    ) -> int:
+        pairs = [self.encoder.encode_pair(c, ch) for c, ch in zip(contexts, choices, strict=True)]
+        return find_batch_size(
+            self.llm,
+            max(len(ids) for ids, _ in pairs),
+            max((len(c) for _, conts in pairs for c in conts), default=1),
+            max(len(conts) for _, conts in pairs),
+        )
 
     def score_texts(
         self, contexts: Sequence[str], choices: Sequence[Sequence[str]], batch_size: int = 8
