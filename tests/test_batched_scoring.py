@@ -90,9 +90,9 @@ def speech_requests(tmp_path_factory) -> list[ScoringRequest]:
 
 @pytest.fixture(scope="module")
 def speech_lm(tmp_path_factory) -> SpeechLM:
-    with pytest.MonkeyPatch.context() as patch:  # features cached away from the shared home
-        patch.setenv("SALAD_HOME", str(tmp_path_factory.mktemp("home")))
-        yield SpeechLM.from_config(SMALL, seed=0)
+    model = SpeechLM.from_config(SMALL, seed=0)
+    model.encoder.root = tmp_path_factory.mktemp("features")  # every clip really encoded
+    return model
 
 
 def test_clips_encode_in_batches_as_alone(speech_lm: SpeechLM, speech_requests) -> None:
