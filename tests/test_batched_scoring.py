@@ -16,7 +16,7 @@ from salad_eval.speech.voices import parse_voice
 
 SMALL = SpeechLMConfig(adapter_layers=1, adapter_width=64, adapter_heads=2)
 
-# Mixed lengths on purpose: contexts of 3 to ~40 tokens, choices of 1 to ~8 tokens, 2 to 4 each.
+# Mixed lengths on purpose: contexts of 1 to ~40 tokens, choices of 1 to ~8 tokens, 2 to 4 each.
 ITEMS = (
     ("Question: Which planet is the largest in the solar system?\nAnswer:",
      (" Jupiter", " Mars", " the Earth, where we live")),
@@ -26,6 +26,7 @@ ITEMS = (
      "daughter. The eldest son was brave, the second was clever, and the youngest was",
      (" kind", " the laziest of them all", " a frog")),
     ("Water boils at", (" 100 degrees Celsius at sea level", " 0 degrees")),
+    ("", (" Hello there", " The")),  # an empty context: the BOS token alone
 )  # fmt: skip
 
 
@@ -43,18 +44,23 @@ def assert_same(batched, alone) -> None:
         ]
 
 
-@pytest.mark.parametrize("batch_size", [1, 2, 8])
-def test_score_contexts_equals_per_request(text_lm: TextLM, batch_size: int) -> None:
+@pytest.fixture(scope="module")
+def text_cases(text_lm: TextLM):
+    """(contexts, continuations, choices) of ITEMS, and each one's scores alone."""
     pairs = [text_lm.encoder.encode_pair(context, choices) for context, choices in ITEMS]
     contexts = [text_lm.embed(ids) for ids, _ in pairs]
     continuations = [conts for _, conts in pairs]
-    assert len({c.shape[0] for c in contexts}) >= 4  # padding really happens
-    alone = [
-        choice_scores(text_lm.llm, c, conts, choices)
-        for c, conts, (_, choices) in zip(contexts, continuations, ITEMS, strict=True)
-    ]
-    batched = score_contexts(text_lm.llm, contexts, continuations, [ch for _, ch in ITEMS],
-                             batch_size=batch_size)  # fmt: skip
+    choices = [ch for _, ch in ITEMS]
+    alone = [choice_scores(text_lm.llm, *case)
+             for case in zip(contexts, continuations, choices, strict=True)]  # fmt: skip
+    return contexts, continuations, choices, alone
+
+
+@pytest.mark.parametrize("batch_size", [2, 8])
+def test_score_contexts_equals_per_request(text_lm: TextLM, text_cases, batch_size: int) -> None:
+    contexts, continuations, choices, alone = text_cases
+    assert len({c.shape[0] for c in contexts}) >= 5 and min(c.shape[0] for c in contexts) == 1
+    batched = score_contexts(text_lm.llm, contexts, continuations, choices, batch_size)
     assert_same(batched, alone)
 
 
@@ -152,7 +158,7 @@ def test_many_requests_per_call_same_cache_keys(text_lm: TextLM, tmp_path, monke
     requests = many_requests()
     model = Recorder(text_lm)
     batched = score(model, requests, batch_size=4)
-    assert model.calls == [len(requests)]  # one call: 10 requests <= 4 rows x CALL_BATCHES
+    assert model.calls == [len(requests)]  # one call: 12 requests <= 4 rows x CALL_BATCHES
     assert_same(batched, [text_lm.score([r], batch_size=1)[0] for r in requests])
     written = {p.stem for p in (tmp_path / "scores").rglob("*.json")}
     assert written == {request_key(model.fingerprint, r) for r in requests}
@@ -165,7 +171,7 @@ def test_killed_batched_run_resumes_identically(
 ) -> None:
     import salad_eval.scoring as scoring
 
-    monkeypatch.setattr(scoring, "CALL_BATCHES", 1)  # 2 requests per call: 5 calls
+    monkeypatch.setattr(scoring, "CALL_BATCHES", 1)  # 2 requests per call: 6 calls
     requests = many_requests()
     monkeypatch.setenv("SALAD_HOME", str(tmp_path / "whole"))
     whole = score(Recorder(text_lm), requests, batch_size=2)
@@ -177,4 +183,34 @@ def test_killed_batched_run_resumes_identically(
     entries[0].unlink()  # as if killed between two writes of one call
     resumed = Recorder(text_lm)
     assert score(resumed, requests, batch_size=2) == whole  # bit for bit
-    assert resumed.calls == [2, 2, 2]  # the part-written call and the two never made
+    assert resumed.calls == [2, 2, 2, 2]  # the part-written call and the three never made
+
+
+def test_batch_size_auto_and_bad_values(text_lm: TextLM) -> None:
+    import typer
+
+    from salad_eval.cli import _batch_size
+    from salad_eval.errors import SaladError
+    from salad_eval.models.lm_scoring import CPU_BATCH_SIZE
+    from salad_eval.scoring import DEFAULT_BATCH_SIZE, resolve_batch_size
+
+    requests = many_requests()
+    assert resolve_batch_size(text_lm, requests, "auto") == CPU_BATCH_SIZE  # no GPU to fill
+    assert resolve_batch_size(object(), requests, "auto") == DEFAULT_BATCH_SIZE  # no finder
+    assert resolve_batch_size(text_lm, requests, 5) == 5
+    for bad in (0, -2, "many", True, 2.5):
+        with pytest.raises(SaladError, match="batch size"):
+            resolve_batch_size(text_lm, requests, bad)
+    assert _batch_size("auto") == "auto" and _batch_size("16") == 16
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(typer.BadParameter):
+            _batch_size(bad)
+
+
+def test_largest_batch_halves_until_it_fits() -> None:
+    from salad_eval.models.lm_scoring import MAX_AUTO_BATCH, largest_batch
+
+    tried = []
+    assert largest_batch(lambda size: tried.append(size) or size <= 40) == 32
+    assert tried == [MAX_AUTO_BATCH // 2**i for i in range(len(tried))]
+    assert largest_batch(lambda size: False) == 0
