@@ -9,8 +9,9 @@ padding comes after every real token and cannot touch its logits, so no attentio
 
 ``score_contexts`` does the same across items: many contexts run in one forward (sorted by length
 so a batch pads little, the padding hidden by an attention mask, explicit positions counting real
-tokens only), then their choices' later tokens run batched on rows of that shared cache. Results come back in input order, equal to ``choice_scores`` per item
-within float tolerance (padding changes matmul shapes, hence the last bits).
+tokens only), then their choices' later tokens run batched on rows of that shared cache. Results
+come back in input order, equal to ``choice_scores`` per item within float tolerance (padding
+changes matmul shapes, hence the last bits).
 """
 
 from __future__ import annotations
@@ -197,9 +198,11 @@ def _score_batch(
     out = llm(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
               logits_to_keep=1)  # fmt: skip
     firsts = out.logits[:, -1].float().log_softmax(-1)
-    # (context row, choice index, tokens) of every choice needing a continuation pass
-    later = [(row, k, tokens) for row, conts in enumerate(continuations)
-             for k, tokens in enumerate(conts) if len(tokens) > 1]  # fmt: skip
+    # (context row, choice index, tokens) of every choice needing a continuation pass, longest
+    # first: a pass pads its rows to its longest choice
+    later = sorted(((row, k, tokens) for row, conts in enumerate(continuations)
+                    for k, tokens in enumerate(conts) if len(tokens) > 1),
+                   key=lambda case: -len(case[2]))  # fmt: skip
     scored = {(row, k): _score_one(firsts[row], None, tokens)
               for row, conts in enumerate(continuations)
               for k, tokens in enumerate(conts) if len(tokens) <= 1}  # fmt: skip

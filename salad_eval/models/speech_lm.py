@@ -34,6 +34,8 @@ CHECKPOINT_KEY = "salad_checkpoint"
 CHECKPOINT_FORMAT = 2  # 2: the adapter's output norm
 PROMPT_LAYOUT = 2  # in the fingerprint: 2 = no stray space token before audio (as training lays it)
 ADAPTER_FILE = "adapter.safetensors"
+ENCODER_BATCH = 8  # clips per encoder pass, whatever the LLM's batch: 32 Whisper windows of 1500
+# frames ran the CPU bench at half the speed of one clip at a time
 LLMMode = Literal["full", "lora", "frozen"]
 AdapterOutput = Literal["embedding", "vocabulary"]
 
@@ -339,7 +341,8 @@ class SpeechLM(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """LLM inputs (boundaries included) of each distinct clip, the encoder run in batches."""
         paths = list(dict.fromkeys(clip.path for clip in clips))
-        features = encode_batch(self.encoder, [load_waveform(p) for p in paths], batch_size)
+        waves = [load_waveform(p) for p in paths]
+        features = encode_batch(self.encoder, waves, min(batch_size, ENCODER_BATCH))
         return {p: self.adapt(f)[0] for p, f in zip(paths, features, strict=True)}
 
     @property
