@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from salad_eval.assets.resolve import resolve
 from salad_eval.errors import SaladError
 from salad_eval.models.digest import weights_digest
-from salad_eval.models.lm_scoring import choice_scores, find_batch_size, score_contexts
+from salad_eval.models.lm_scoring import find_batch_size, score_contexts
 from salad_eval.prompt import Audio, ChoiceScore, ScoringRequest, Text
 
 
@@ -145,7 +145,7 @@ class TextLM:
     def auto_batch_size_of(
         self, contexts: Sequence[str], choices: Sequence[Sequence[str]]
     ) -> int:
-        pairs = [self.encoder.encode_pair(c, ch) for c, ch in zip(contexts, choices, strict=True)]
+        pairs, _ = self._encoded(contexts, choices)
         return find_batch_size(
             self.llm,
             max(len(ids) for ids, _ in pairs),
@@ -157,7 +157,7 @@ class TextLM:
         self, contexts: Sequence[str], choices: Sequence[Sequence[str]], batch_size: int = 8
     ) -> list[list[ChoiceScore]]:
         """Many all-text contexts, scored in cross-item batches, in input order."""
-        pairs = [self.encoder.encode_pair(c, ch) for c, ch in zip(contexts, choices, strict=True)]
+        pairs, choices = self._encoded(contexts, choices)
         embeds = [self.embed(context_ids) for context_ids, _ in pairs]
         return score_contexts(self.llm, embeds, [conts for _, conts in pairs], choices, batch_size)
 
@@ -165,11 +165,21 @@ class TextLM:
         self, context: str, choices: Sequence[str], batch_size: int = 8
     ) -> list[ChoiceScore]:
         """Score the choices as continuations of an all-text context."""
-        if self.chat is not None:
-            (rendered,), choices = self.chat.apply((Text(context),), choices)
-            context = rendered.text
-        context_ids, conts = self.encoder.encode_pair(context, choices)
-        return choice_scores(self.llm, self.embed(context_ids), conts, choices, batch_size)
+        return self.score_texts([context], [choices], batch_size)[0]
+
+    def _encoded(
+        self, contexts: Sequence[str], choices: Sequence[Sequence[str]]
+    ) -> tuple[list[tuple[list[int], list[list[int]]]], list[Sequence[str]]]:
+        """Per context, its tokens and its choices' (in the chat template, if any), and the
+        choices as scored (the chat template drops the target delimiter)."""
+        pairs, scored = [], []
+        for context, options in zip(contexts, choices, strict=True):
+            if self.chat is not None:
+                (rendered,), options = self.chat.apply((Text(context),), options)
+                context = rendered.text
+            pairs.append(self.encoder.encode_pair(context, options))
+            scored.append(options)
+        return pairs, scored
 
 
 def _text_of(request: ScoringRequest) -> str:
