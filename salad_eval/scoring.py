@@ -110,6 +110,31 @@ def score(
     together the same way whatever the cache holds, so a killed run resumes to the same bits as
     an uninterrupted one.
     """
+    results = _score_calls(model, requests, batch_size, cache, rank=0, size=1)
+    return [r for r in results if r is not None]
+
+
+def fill_shard(
+    model: Model,
+    requests: Sequence[ScoringRequest],
+    batch_size: int | str,
+    rank: int,
+    size: int,
+) -> None:
+    """Cache the scores of this process's share of ``score``'s calls (every ``size``-th, from
+    ``rank``): the calls are those of one process, so sharded scores equal unsharded ones bit
+    for bit; ``score`` then reads them all back."""
+    _score_calls(model, requests, batch_size, True, rank, size)
+
+
+def _score_calls(
+    model: Model,
+    requests: Sequence[ScoringRequest],
+    batch_size: int | str,
+    cache: bool,
+    rank: int,
+    size: int,
+) -> list[list[ChoiceScore] | None]:
     results: list[list[ChoiceScore] | None] = [None] * len(requests)
     entries: list[Path] = []
     if cache:
@@ -117,16 +142,17 @@ def score(
         entries = [_entry(request_key(fingerprint, r)) for r in requests]
         results = [read_entry(path, "score", lambda data, r=r: _parse(data, len(r.choices)))
                    for path, r in zip(entries, requests, strict=True)]  # fmt: skip
-    todo = [i for i, r in enumerate(results) if r is None]
-    if not todo:
-        return [r for r in results if r is not None]
-    rows = resolve_batch_size(model, [requests[i] for i in todo], batch_size)
+    if all(r is not None for r in results):
+        return results
+    rows = resolve_batch_size(model, requests, batch_size)  # of all: the same calls on resume
     order = sorted(range(len(requests)), key=lambda i: -request_size(requests[i]))
     per_call = rows * CALL_BATCHES
     calls = [order[s : s + per_call] for s in range(0, len(order), per_call)]
-    calls = [call for call in calls if any(results[i] is None for i in call)]
-    with progress_bar(transient=True, disable=len(todo) < 2) as progress:
-        bar = progress.add_task("scoring", total=len(todo))
+    calls = [call for n, call in enumerate(calls)
+             if n % size == rank and any(results[i] is None for i in call)]  # fmt: skip
+    todo = sum(results[i] is None for call in calls for i in call)
+    with progress_bar(transient=True, disable=todo < 2) as progress:
+        bar = progress.add_task("scoring", total=todo)
         for call in calls:
             scored = model.score([requests[i] for i in call], batch_size=rows)
             if len(scored) != len(call):
@@ -142,7 +168,7 @@ def score(
                     if cache:
                         write_entry(entries[i], json_bytes([asdict(s) for s in scores]))
                     progress.advance(bar)
-    return [r for r in results if r is not None]
+    return results
 
 
 def item_metrics(

@@ -214,3 +214,19 @@ def test_largest_batch_halves_until_it_fits() -> None:
     assert largest_batch(lambda size: tried.append(size) or size <= 40) == 32
     assert tried == [MAX_AUTO_BATCH // 2**i for i in range(len(tried))]
     assert largest_batch(lambda size: False) == 0
+
+
+def test_shards_score_whole_calls_as_one_process(text_lm: TextLM, tmp_path, monkeypatch) -> None:
+    import salad_eval.scoring as scoring
+
+    monkeypatch.setattr(scoring, "CALL_BATCHES", 1)  # 2 requests per call: 6 calls
+    requests = many_requests()
+    monkeypatch.setenv("SALAD_HOME", str(tmp_path / "one"))
+    whole = score(Recorder(text_lm), requests, batch_size=2)
+    monkeypatch.setenv("SALAD_HOME", str(tmp_path / "two"))
+    ranks = [Recorder(text_lm), Recorder(text_lm)]
+    for rank, model in enumerate(ranks):
+        scoring.fill_shard(model, requests, 2, rank, 2)
+    assert [m.calls for m in ranks] == [[2, 2, 2], [2, 2, 2]]
+    reader = Recorder(text_lm)
+    assert score(reader, requests, batch_size=2) == whole and reader.calls == []  # bit for bit
