@@ -127,6 +127,26 @@ def fill_shard(
     _score_calls(model, requests, batch_size, True, rank, size)
 
 
+def _calls(
+    model: Model, requests: Sequence[ScoringRequest], batch_size: int | str
+) -> list[tuple[int, list[int]]]:
+    """(rows per forward, request indices) of every model call, from all requests (so a resumed
+    run makes the same calls). All-text requests and spoken ones are cut apart: a text prompt
+    batches with the same neighbours in a speech LLM's run as in its text LLM's, so an untouched
+    LLM still gives ``text@speech == text@base`` bit for bit."""
+    calls = []
+    for spoken in (False, True):
+        group = [i for i, r in enumerate(requests)
+                 if any(isinstance(seg, Audio) for seg in r.prompt) == spoken]  # fmt: skip
+        if not group:
+            continue
+        rows = resolve_batch_size(model, [requests[i] for i in group], batch_size)
+        group.sort(key=lambda i: -request_size(requests[i]))  # stable: ties keep input order
+        per_call = rows * CALL_BATCHES
+        calls += [(rows, group[s : s + per_call]) for s in range(0, len(group), per_call)]
+    return calls
+
+
 def _score_calls(
     model: Model,
     requests: Sequence[ScoringRequest],
@@ -144,16 +164,12 @@ def _score_calls(
                    for path, r in zip(entries, requests, strict=True)]  # fmt: skip
     if all(r is not None for r in results):
         return results
-    rows = resolve_batch_size(model, requests, batch_size)  # of all: the same calls on resume
-    order = sorted(range(len(requests)), key=lambda i: -request_size(requests[i]))
-    per_call = rows * CALL_BATCHES
-    calls = [order[s : s + per_call] for s in range(0, len(order), per_call)]
-    calls = [call for n, call in enumerate(calls)
+    calls = [(rows, call) for n, (rows, call) in enumerate(_calls(model, requests, batch_size))
              if n % size == rank and any(results[i] is None for i in call)]  # fmt: skip
-    todo = sum(results[i] is None for call in calls for i in call)
+    todo = sum(results[i] is None for _, call in calls for i in call)
     with progress_bar(transient=True, disable=todo < 2) as progress:
         bar = progress.add_task("scoring", total=todo)
-        for call in calls:
+        for rows, call in calls:
             scored = model.score([requests[i] for i in call], batch_size=rows)
             if len(scored) != len(call):
                 raise RuntimeError(f"model returned {len(scored)} rows for {len(call)} requests")
