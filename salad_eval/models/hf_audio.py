@@ -91,7 +91,8 @@ class HFAudioLM:
 
         self.name = name_or_path
         path = resolve(name_or_path)
-        self.model = own_memory(self.load_model(path, torch_dtype(dtype))).to(device).eval()
+        model = own_memory(self.load_model(path, torch_dtype(dtype)))
+        self.model = model.to(device).eval().requires_grad_(False)  # frozen, as TextLM's
         self.tokenizer = self.load_tokenizer(path)
         self.feature_extractor = self.load_feature_extractor(path)
         self.decoder = DecoderView(*self.decoder_parts())

@@ -100,7 +100,9 @@ class TextLM:
     ):
         self.name = name_or_path
         self.llm, self.tokenizer = load_llm(name_or_path, dtype)
-        self.llm.to(device).eval()
+        # frozen, as a frozen speech LLM's: CPU kernels for padded batches take another path
+        # when weights require grad, and text@speech == text@base must hold bit for bit
+        self.llm.to(device).eval().requires_grad_(False)
         self.encoder = LMEvalEncoder(self.tokenizer)
         self.chat = None  # raw prompts; else the tokenizer's chat template (salad_eval.chat)
         if chat_template:
