@@ -1,5 +1,6 @@
 """GPU check of the device paths: Stage I on CUDA (bf16 autocast, LoRA and full LLM), the
-checkpoint loaded on CUDA, and its speech scores equal to the same checkpoint on the CPU; and the
+checkpoint loaded on CUDA, and its speech scores equal to the same checkpoint on the CPU; batched
+scoring on CUDA (batch 32 and ``--batch-size auto`` against batch 1, in float32 and bf16); and the
 paper's shape (tiny Qwen2 trained in full, tiny Mimi, a 2-layer adapter, natural speech grouped by
 speaker, text replay) through Stage I and Stage II, with the Stage II teacher's digest checked
 against the base LLM's and the replay share drawn against ``data.replay_prob``.
@@ -191,6 +192,40 @@ def scores_on(model_dir: str, device: str, clips: list[Path]) -> list[list[float
         return [[s.logprob for s in scores] for scores in model.score(requests)]
 
 
+def batched(encoder: str, llm: str, device: str, clips: list[Path]) -> dict:
+    """Cross-item batched scoring on the device: per dtype, scores at batch 32 and at ``auto``
+    against batch 1 (max abs difference), the size ``auto`` found, and items/s of each."""
+    from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
+    from salad_eval.prompt import Audio, ScoringRequest, Text
+    from salad_eval.scoring import resolve_batch_size, score
+
+    prompts = [(Text("Question: " + "so " * (i % 7)), Audio(str(c), c.with_suffix(".txt")
+                .read_text()), Text("\nAnswer:")) for i, c in enumerate(clips * 4)]  # fmt: skip
+    requests = [ScoringRequest(p, (" yes", " no", " maybe not", " it is hard to say"))
+                for p in prompts]  # fmt: skip
+    report = {"requests": len(requests)}
+    for dtype in ("float32", "bfloat16"):
+        config = SpeechLMConfig(encoder=encoder, adapter_width=64, adapter_heads=2, llm=llm)
+        model = SpeechLM.from_config(config, device=device, dtype=dtype)
+        auto = resolve_batch_size(model, requests, "auto")
+        rows, seconds = {}, {}
+        for size in (1, 32, auto):
+            score(model, requests[:2], size, cache=False)  # warm up
+            started = time.perf_counter()
+            rows[size] = score(model, requests, size, cache=False)
+            seconds[size] = time.perf_counter() - started
+        one = [s.logprob for row in rows[1] for s in row]
+        report[dtype] = {
+            "auto_batch_size": auto,
+            "items_per_s": {str(b): round(len(requests) / t, 1) for b, t in seconds.items()},
+            "max_abs_diff_vs_batch_1": {
+                str(b): max(abs(a - c) for a, c in zip(one, [s.logprob for row in r for s in row],
+                                                         strict=True))
+                for b, r in rows.items() if b != 1},
+        }  # fmt: skip
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", required=True)
@@ -212,6 +247,8 @@ def main() -> None:
                                              for a, b in zip(g, c, strict=True))  # fmt: skip
     report["paper_shape"] = paper_shape(root, args.tokenizer, args.clips)
     report["precision"] = precision(encoder, llm, "cuda" if report["cuda"] else "cpu")
+    report["batched"] = batched(encoder, llm, "cuda" if report["cuda"] else "cpu",
+                                sorted(args.clips.glob("*.flac"))[:8])  # fmt: skip
     print(json.dumps(report, indent=1))
 
 

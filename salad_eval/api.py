@@ -32,7 +32,7 @@ def evaluate(
     out: str | Path | None = None,
     device: str = "cpu",
     dtype: str | None = None,
-    batch_size: int = 8,
+    batch_size: int | str = 8,
     workers: int = 1,
     n_boot: int = 1000,
     seed: int = 1234,
@@ -53,7 +53,8 @@ def evaluate(
     (``salad-eval models``; ``model_type`` forces a family); ``chat_template`` wraps every
     prompt in each model's chat template, as lm-eval's ``--apply_chat_template``; ``tasks`` and
     ``voices`` take lists or the comma-separated strings of the command line; ``include_path``
-    adds folders of task YAMLs. Every input is checked before a model loads (``SaladError``).
+    adds folders of task YAMLs; ``batch_size`` is rows per forward pass, or ``"auto"`` (the
+    largest that fits the GPU). Every input is checked before a model loads (``SaladError``).
     """
     from salad_eval.gap.run import GapSetup, Models, default_run_dir, run_gap
     from salad_eval.models.cascade import Cascade
@@ -65,8 +66,8 @@ def evaluate(
     task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
     voice_spec = voices if isinstance(voices, str) else ",".join(voices)
     names = checks.task_names(task_spec)
-    _check_numbers(limit=limit, shots=shots, batch_size=batch_size, workers=workers,
-                   n_boot=n_boot, seed=seed, synth_seed=synth_seed)  # fmt: skip
+    _check_numbers(limit=limit, shots=shots, batch_size=1 if batch_size == "auto" else batch_size,
+                   workers=workers, n_boot=n_boot, seed=seed, synth_seed=synth_seed)  # fmt: skip
     out = None if out is None else str(out)
     checks.inputs(tasks=names, shots=shots, data_dir=data_dir, voices=voice_spec,
                   speech_model=model, text_model=text_model, asr=asr, device=device, dtype=dtype,

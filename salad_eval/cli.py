@@ -174,6 +174,19 @@ def synth(
     synthesize_tasks(names, voices, limit, shots, workers, data_dir, wer_threshold, synth_seed)
 
 
+def _batch_size(value: str) -> int | str:
+    """``--batch-size``: an integer >= 1, or ``auto``."""
+    if value == "auto":
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an integer >= 1 or auto") from None
+    if size < 1:
+        raise typer.BadParameter(f"{size} is not an integer >= 1 or auto")
+    return size
+
+
 @app.command()
 def gap(
     model: str = typer.Option(..., help="A SALAD checkpoint dir, or a speech LLM hub id/path "
@@ -192,7 +205,8 @@ def gap(
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
     dtype: str = typer.Option(None, help="Weights of every model: float32 (default on CPU), "
                               "bfloat16 (default on CUDA) or float16."),
-    batch_size: int = typer.Option(8, min=1, help="Choices per forward pass."),
+    batch_size: str = typer.Option("8", callback=_batch_size, help="Rows (contexts or choices) "
+                                   "per forward pass, or auto: the largest that fits the GPU."),
     workers: int = typer.Option(1, min=1, help="Synthesis worker processes."),
     n_boot: int = typer.Option(1000, min=1, help="Paired bootstrap resamples."),
     seed: int = typer.Option(1234, min=0, help="Seed of few-shot sampling, shuffling, bootstrap."),

@@ -1,5 +1,6 @@
 """The scoring engine: any ``Model`` over many requests, with an on-disk score cache and metrics.
 
+Requests reach the model many per call, so adapters batch across items (``score_contexts``).
 Scores are cached one small JSON file per request under ``home()/scores/``, keyed by the model's
 fingerprint and the request's content (audio by the hash of its file's bytes, not its path), so a
 rerun recomputes nothing, a killed run resumes where it stopped, and a changed model or clip never
@@ -19,9 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from salad_eval.errors import SaladError
 from salad_eval.home import BadEntry, checked_float, home, json_bytes, read_entry, write_entry
 from salad_eval.progress import progress_bar
 from salad_eval.prompt import Audio, ChoiceScore, Model, ScoringRequest
+
+DEFAULT_BATCH_SIZE = 8  # rows per forward pass, on a CPU and where ``auto`` has no finder
+CALL_BATCHES = 8  # batches of requests handed to a model per call (and cached together)
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
@@ -69,10 +74,87 @@ def _parse(data: bytes, n_choices: int) -> list[ChoiceScore]:
     return scores
 
 
+def request_size(request: ScoringRequest) -> int:
+    """A cheap stand-in for a request's length in positions: characters of its text and of its
+    choices, plus its audio files' bytes / 256 (about 8 per second of 16 kHz flac or wav)."""
+    size = sum(len(choice) for choice in request.choices)
+    for seg in request.prompt:
+        size += os.stat(seg.path).st_size // 256 if isinstance(seg, Audio) else len(seg.text)
+    return size
+
+
+def resolve_batch_size(
+    model: Model, requests: Sequence[ScoringRequest], batch_size: int | str
+) -> int:
+    """``batch_size`` as rows per forward: an int >= 1 as given, or ``"auto"``: what the model's
+    ``auto_batch_size(requests)`` finds (the largest that fits on its GPU), else the default."""
+    if batch_size == "auto":
+        finder = getattr(model, "auto_batch_size", None)
+        return finder(requests) if finder is not None and requests else DEFAULT_BATCH_SIZE
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SaladError(f"batch size must be an integer >= 1 or 'auto', got {batch_size!r}")
+    return batch_size
+
+
 def score(
-    model: Model, requests: Sequence[ScoringRequest], batch_size: int = 8, cache: bool = True
+    model: Model,
+    requests: Sequence[ScoringRequest],
+    batch_size: int | str = DEFAULT_BATCH_SIZE,
+    cache: bool = True,
 ) -> list[list[ChoiceScore]]:
-    """Per request, one ``ChoiceScore`` per choice; cached scores are read, never recomputed."""
+    """Per request, one ``ChoiceScore`` per choice; cached scores are read, never recomputed.
+
+    The model gets ``CALL_BATCHES`` batches' worth of requests per call and batches across them.
+    Calls are cut from all requests in one fixed order (longest first, by ``request_size``), not
+    from the missing ones, and a call with any score missing is scored whole: its requests batch
+    together the same way whatever the cache holds, so a killed run resumes to the same bits as
+    an uninterrupted one.
+    """
+    results = _score_calls(model, requests, batch_size, cache, rank=0, size=1)
+    return [r for r in results if r is not None]
+
+
+def fill_shard(
+    model: Model,
+    requests: Sequence[ScoringRequest],
+    batch_size: int | str,
+    rank: int,
+    size: int,
+) -> None:
+    """Cache the scores of this process's share of ``score``'s calls (every ``size``-th, from
+    ``rank``): the calls are those of one process, so sharded scores equal unsharded ones bit
+    for bit; ``score`` then reads them all back."""
+    _score_calls(model, requests, batch_size, True, rank, size)
+
+
+def _calls(
+    model: Model, requests: Sequence[ScoringRequest], batch_size: int | str
+) -> list[tuple[int, list[int]]]:
+    """(rows per forward, request indices) of every model call, from all requests (so a resumed
+    run makes the same calls). All-text requests and spoken ones are cut apart: a text prompt
+    batches with the same neighbours in a speech LLM's run as in its text LLM's, so an untouched
+    LLM still gives ``text@speech == text@base`` bit for bit."""
+    calls = []
+    for spoken in (False, True):
+        group = [i for i, r in enumerate(requests)
+                 if any(isinstance(seg, Audio) for seg in r.prompt) == spoken]  # fmt: skip
+        if not group:
+            continue
+        rows = resolve_batch_size(model, [requests[i] for i in group], batch_size)
+        group.sort(key=lambda i: -request_size(requests[i]))  # stable: ties keep input order
+        per_call = rows * CALL_BATCHES
+        calls += [(rows, group[s : s + per_call]) for s in range(0, len(group), per_call)]
+    return calls
+
+
+def _score_calls(
+    model: Model,
+    requests: Sequence[ScoringRequest],
+    batch_size: int | str,
+    cache: bool,
+    rank: int,
+    size: int,
+) -> list[list[ChoiceScore] | None]:
     results: list[list[ChoiceScore] | None] = [None] * len(requests)
     entries: list[Path] = []
     if cache:
@@ -80,20 +162,29 @@ def score(
         entries = [_entry(request_key(fingerprint, r)) for r in requests]
         results = [read_entry(path, "score", lambda data, r=r: _parse(data, len(r.choices)))
                    for path, r in zip(entries, requests, strict=True)]  # fmt: skip
-    todo = [i for i, r in enumerate(results) if r is None]
-    with progress_bar(transient=True, disable=len(todo) < 2) as progress:
-        bar = progress.add_task("scoring", total=len(todo))
-        for i in todo:
-            (scores,) = model.score([requests[i]], batch_size=batch_size)
-            if len(scores) != len(requests[i].choices):
-                raise RuntimeError(
-                    f"model returned {len(scores)} scores for {len(requests[i].choices)} choices"
-                )
-            results[i] = scores
-            if cache:
-                write_entry(entries[i], json_bytes([asdict(s) for s in scores]))
-            progress.advance(bar)
-    return [r for r in results if r is not None]
+    if all(r is not None for r in results):
+        return results
+    calls = [(rows, call) for n, (rows, call) in enumerate(_calls(model, requests, batch_size))
+             if n % size == rank and any(results[i] is None for i in call)]  # fmt: skip
+    todo = sum(results[i] is None for _, call in calls for i in call)
+    with progress_bar(transient=True, disable=todo < 2) as progress:
+        bar = progress.add_task("scoring", total=todo)
+        for rows, call in calls:
+            scored = model.score([requests[i] for i in call], batch_size=rows)
+            if len(scored) != len(call):
+                raise RuntimeError(f"model returned {len(scored)} rows for {len(call)} requests")
+            for i, scores in zip(call, scored, strict=True):
+                if len(scores) != len(requests[i].choices):
+                    raise RuntimeError(
+                        f"model returned {len(scores)} scores for {len(requests[i].choices)} "
+                        "choices"
+                    )
+                if results[i] is None:
+                    results[i] = scores
+                    if cache:
+                        write_entry(entries[i], json_bytes([asdict(s) for s in scores]))
+                    progress.advance(bar)
+    return results
 
 
 def item_metrics(

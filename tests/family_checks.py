@@ -93,6 +93,10 @@ def check_batch_sizes(model, requests: list[ScoringRequest]) -> None:
         [s.logprob for r in eight for s in r], abs=1e-5
     )
     assert [[s.n_tokens for s in r] for r in one] == [[s.n_tokens for s in r] for r in eight]
+    backwards = model.score(requests[::-1], batch_size=4)  # other batches, answered in order
+    assert [s.logprob for r in backwards[::-1] for s in r] == pytest.approx(
+        [s.logprob for r in one for s in r], abs=1e-5
+    )
 
 
 def check_audio_moves_scores(model, clips: dict[str, Path], grows: bool = True) -> None:

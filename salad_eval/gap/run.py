@@ -41,7 +41,7 @@ from salad_eval.home import (
     project_root,
 )
 from salad_eval.prompt import Audio, ChoiceScore, Item, Model, Prompt, ScoringRequest, text_prompt
-from salad_eval.scoring import file_hash, item_metrics, score
+from salad_eval.scoring import file_hash, fill_shard, item_metrics, score
 
 console = Console(stderr=True)
 
@@ -56,7 +56,7 @@ class GapSetup:
     shots: int = 0
     seed: int = 1234
     synth_seed: int = 0  # the audio: the same seed, the same clips
-    batch_size: int = 8
+    batch_size: int | str = 8  # rows per forward pass, or "auto"
     workers: int = 1
     n_boot: int = 1000
     metric: str = "acc"
@@ -140,9 +140,9 @@ def _score_all(
 ) -> list[list[ChoiceScore]]:
     """Every process fills the cache for its shard; then all scores are read back in order."""
     if shard.size > 1:
-        mine = shard.take(len(requests))
-        console.log(f"{label}: scoring {len(mine)} of {len(requests)} requests (rank {shard.rank})")
-        score(model, [requests[i] for i in mine], batch_size=setup.batch_size)
+        console.log(f"{label}: scoring every {shard.size}th call of {len(requests)} requests "
+                    f"(rank {shard.rank})")  # fmt: skip
+        fill_shard(model, requests, setup.batch_size, shard.rank, shard.size)
         shard.wait()
     else:
         console.log(f"{label}: {len(requests)} requests")

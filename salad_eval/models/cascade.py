@@ -122,10 +122,13 @@ class Cascade:
         hypothesis = " ".join(self.transcribe(seg) for seg in clips)
         return error_rates(reference, hypothesis)[0]
 
+    def auto_batch_size(self, requests: Sequence[ScoringRequest]) -> int:
+        """``--batch-size auto`` on the transcripts (each clip is transcribed once, cached)."""
+        return self.text.auto_batch_size_of([self.transcribed(r.prompt) for r in requests],
+                                            [r.choices for r in requests])  # fmt: skip
+
     def score(
         self, requests: Sequence[ScoringRequest], batch_size: int = 8
     ) -> list[list[ChoiceScore]]:
-        return [
-            self.text.score_text(self.transcribed(r.prompt), r.choices, batch_size)
-            for r in requests
-        ]
+        return self.text.score_texts([self.transcribed(r.prompt) for r in requests],
+                                     [r.choices for r in requests], batch_size)  # fmt: skip

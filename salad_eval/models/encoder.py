@@ -93,6 +93,30 @@ class WhisperEncoder:
             hidden = self.model(features).last_hidden_state
         return torch.cat([h[:n] for h, n in zip(hidden, lengths, strict=True)]).float().cpu()
 
+    def encode_batch(self, waveforms: list[np.ndarray], batch_size: int = 8) -> list[torch.Tensor]:
+        """``encode`` of many clips; in the window context their 30 s windows run batched."""
+        if self.context == "clip":
+            return [self.encode(wave) for wave in waveforms]
+        window = self.window_seconds * SAMPLE_RATE
+        chunks, owners = [], []
+        for n, wave in enumerate(waveforms):
+            wave = np.asarray(wave, dtype=np.float32)
+            for i in range(0, max(len(wave), 1), window):
+                chunks.append(wave[i : i + window])
+                owners.append(n)
+        param = next(self.model.parameters())
+        samples_per_frame = SAMPLE_RATE / self.frame_rate
+        parts: list[list[torch.Tensor]] = [[] for _ in waveforms]
+        for start in range(0, len(chunks), batch_size):
+            batch = chunks[start : start + batch_size]
+            features = self.extractor(batch, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+            with torch.no_grad():
+                inputs = features.input_features.to(param.device, param.dtype)
+                hidden = self.model(inputs).last_hidden_state.float().cpu()
+            for chunk, h, owner in zip(batch, hidden, owners[start:], strict=False):
+                parts[owner].append(h[: max(1, math.ceil(len(chunk) / samples_per_frame))])
+        return [torch.cat(p) for p in parts]
+
     def _clip_forward(self, mel: torch.Tensor) -> torch.Tensor:
         """Whisper's encoder forward on fewer than 3000 mel frames (positions sliced)."""
         enc = self.model
@@ -155,6 +179,30 @@ class CachedEncoder:
         features = self.encoder.encode(wave)
         write_entry(path, npy_bytes(features.numpy()))
         return features
+
+    def encode_batch(self, waveforms: list[np.ndarray], batch_size: int = 8) -> list[torch.Tensor]:
+        """``encode`` of many clips: cached ones are read, the rest encoded in batches."""
+        waves = [np.ascontiguousarray(w, dtype=np.float32) for w in waveforms]
+        paths = [self.root / f"{hashlib.sha256(w.tobytes()).hexdigest()}.npy" for w in waves]
+        out: list[torch.Tensor | None] = []
+        for path in paths:
+            cached = read_entry(path, "encoder feature", lambda data: checked_array(data, self.dim))
+            out.append(None if cached is None else torch.from_numpy(cached))
+        todo = [i for i, features in enumerate(out) if features is None]
+        self.hits += len(out) - len(todo)
+        self.misses += len(todo)
+        encoded = encode_batch(self.encoder, [waves[i] for i in todo], batch_size)
+        for i, features in zip(todo, encoded, strict=True):
+            write_entry(paths[i], npy_bytes(features.numpy()))
+            out[i] = features
+        return [f for f in out if f is not None]
+
+
+def encode_batch(encoder, waveforms: list[np.ndarray], batch_size: int = 8) -> list[torch.Tensor]:
+    """Many clips through any encoder: batched where it can, one by one where it cannot."""
+    if hasattr(encoder, "encode_batch"):
+        return encoder.encode_batch(waveforms, batch_size)
+    return [encoder.encode(wave) for wave in waveforms]
 
 
 def load_encoder(

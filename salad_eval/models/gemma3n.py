@@ -141,6 +141,7 @@ class Gemma3n(HFAudioLM):
 
     family = "gemma-3n"
     audio_close = ("<end_of_audio>",)
+    batches_contexts = False  # its packed decoder scores apart from batch 1 in padded batches
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

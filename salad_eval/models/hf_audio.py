@@ -12,7 +12,8 @@ there is no image or video). So one class scores them all the same way:
   clip's audio features in place of the placeholder tokens, ``audio_close`` tokens), in the order
   of the prompt; a final text segment pairs with the choices the lm-eval way (trailing spaces move
   into the continuation);
-- the context runs once and the choices run batched on its cache (``lm_scoring.choice_scores``),
+- the context runs once and the choices run batched on its cache, many requests' contexts per
+  forward (``lm_scoring.score_contexts``),
   or, where a family sets ``shares_context = False``, each ``context + choice`` runs on its own.
 
 How a family file plugs in (``qwen2_audio.py`` is the longest example, ``qwen2_5_omni.py`` the
@@ -36,7 +37,7 @@ A subclass's constructor signature stays ``(name_or_path, device, dtype, chat_te
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 
 import numpy as np
@@ -45,8 +46,8 @@ from torch import nn
 
 from salad_eval.models.digest import weights_digest
 from salad_eval.models.encoder import SAMPLE_RATE
-from salad_eval.models.lm_scoring import choice_scores, score_separately
-from salad_eval.models.speech_lm import load_waveform
+from salad_eval.models.lm_scoring import choice_scores, score_contexts, score_separately
+from salad_eval.models.speech_lm import ENCODER_BATCH, load_waveform
 from salad_eval.models.text_lm import LMEvalEncoder, own_memory, torch_dtype
 from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest
 
@@ -78,6 +79,8 @@ class HFAudioLM:
     audio_open: tuple[str, ...] = ()
     audio_close: tuple[str, ...] = ()
     shares_context: bool = True  # False: every context + choice runs on its own (exact, slower)
+    batches_contexts: bool = True  # False: one request per forward (a decoder that cannot take
+    # score_contexts' padded, masked, explicitly positioned batches)
 
     def __init__(
         self,
@@ -90,7 +93,8 @@ class HFAudioLM:
 
         self.name = name_or_path
         path = resolve(name_or_path)
-        self.model = own_memory(self.load_model(path, torch_dtype(dtype))).to(device).eval()
+        model = own_memory(self.load_model(path, torch_dtype(dtype)))
+        self.model = model.to(device).eval().requires_grad_(False)  # frozen, as TextLM's
         self.tokenizer = self.load_tokenizer(path)
         self.feature_extractor = self.load_feature_extractor(path)
         self.decoder = DecoderView(*self.decoder_parts())
@@ -161,12 +165,20 @@ class HFAudioLM:
     def score(
         self, requests: Sequence[ScoringRequest], batch_size: int = 8
     ) -> list[list[ChoiceScore]]:
-        """Any number of requests, answered in order; each clip is encoded once per request."""
+        """Any number of requests, answered in order; their clips are encoded together,
+        ``ENCODER_BATCH`` per ``audio_features`` call."""
         with torch.inference_mode():
-            prepared = []
-            for request in requests:
-                pieces, conts = self.tokenize(request.prompt, request.choices)
-                prepared.append((self.embed(pieces), conts, request.choices))
+            tokenized = [self.tokenize(r.prompt, r.choices) for r in requests]
+            clips = [p for pieces, _ in tokenized for p in pieces if isinstance(p, Audio)]
+            features = []
+            for start in range(0, len(clips), ENCODER_BATCH):
+                chunk = clips[start : start + ENCODER_BATCH]
+                features += self.audio_features([load_waveform(c.path) for c in chunk])
+            encoded = iter(features)
+            prepared = [
+                (self.embed(pieces, encoded), conts, r.choices)
+                for (pieces, conts), r in zip(tokenized, requests, strict=True)
+            ]
             return self._score_prepared(prepared, batch_size)
 
     # -- the shared machinery ------------------------------------------------------------------
@@ -190,15 +202,17 @@ class HFAudioLM:
         conts = [self._ids(context + trailing + c)[len(context_ids) :] for c in choices]
         return [*pieces, context_ids], conts
 
-    def embed(self, pieces: Pieces) -> torch.Tensor:
+    def embed(self, pieces: Pieces, features: Iterator[torch.Tensor] | None = None) -> torch.Tensor:
         """(T, d) context embeddings: token embeddings, each clip as its span in the model's
-        own format with its audio features in place of the placeholders."""
+        own format with its audio features in place of the placeholders. ``features``: the
+        clips' ``audio_features`` already computed, in order (else they are computed here)."""
         table = self.decoder.get_input_embeddings()
         device = table.weight.device
-        clips = [p for p in pieces if isinstance(p, Audio)]
-        features = iter(
-            self.audio_features([load_waveform(c.path) for c in clips]) if clips else []
-        )
+        if features is None:
+            clips = [p for p in pieces if isinstance(p, Audio)]
+            features = iter(
+                self.audio_features([load_waveform(c.path) for c in clips]) if clips else []
+            )
         parts = []
         for piece in pieces:
             if isinstance(piece, Audio):
@@ -213,14 +227,17 @@ class HFAudioLM:
     def _score_prepared(
         self, prepared: list[tuple[torch.Tensor, list[list[int]], Sequence[str]]], batch_size: int
     ) -> list[list[ChoiceScore]]:
-        """The one place requests meet the scorer. Per request, as ``TextLM`` scores: the same
-        path keeps ``text@speech == text@base`` bit for bit in bf16; when ``TextLM`` moves to
-        ``lm_scoring.score_contexts`` (cross-request batches), this moves with it."""
+        """The one place requests meet the scorer: cross-request batches, as ``TextLM`` scores
+        (``lm_scoring.score_contexts``); the same path keeps ``text@speech == text@base`` bit
+        for bit in bf16."""
         if not self.shares_context:
             return [_separate_scores(self.decoder, ctx, conts, choices)
                     for ctx, conts, choices in prepared]  # fmt: skip
-        return [choice_scores(self.decoder, ctx, conts, choices, batch_size)
-                for ctx, conts, choices in prepared]  # fmt: skip
+        if not self.batches_contexts:
+            return [choice_scores(self.decoder, ctx, conts, choices, batch_size)
+                    for ctx, conts, choices in prepared]  # fmt: skip
+        contexts, continuations, choices = zip(*prepared, strict=True) if prepared else ((), (), ())
+        return score_contexts(self.decoder, contexts, continuations, choices, batch_size)
 
     def _template_processor(self, path: str):
         """The processor, where the chat template lives with it rather than with the tokenizer

@@ -8,20 +8,21 @@ of one token needs no forward pass at all. Choices are right-padded: under causa
 padding comes after every real token and cannot touch its logits, so no attention mask is needed.
 
 ``score_contexts`` does the same across items: many contexts run in one forward (sorted by length
-so a batch pads little, right-padded, an attention mask hiding the padding and explicit positions
-continuing each context where it really ends), then their choices' later tokens run batched on
-rows of that shared cache. Results come back in input order, equal to ``choice_scores`` per item
-within float tolerance (padding changes matmul shapes, hence the last bits).
+so a batch pads little, the padding hidden by an attention mask, explicit positions counting real
+tokens only), then their choices' later tokens run batched on rows of that shared cache. Results
+come back in input order, equal to ``choice_scores`` per item within float tolerance (padding
+changes matmul shapes, hence the last bits).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import PreTrainedModel
 
+from salad_eval.errors import SaladError
 from salad_eval.prompt import ChoiceScore
 
 
@@ -97,8 +98,7 @@ def score_contexts(
     order = sorted(range(len(contexts)), key=lambda i: -contexts[i].shape[0])
     results: list[list[ChoiceScore]] = [[] for _ in contexts]
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
+        for batch in _batches(order, [c.shape[0] for c in contexts], batch_size):
             scored = _score_batch(llm, [contexts[i] for i in batch],
                                   [continuations[i] for i in batch], batch_size)  # fmt: skip
             for i, rows in zip(batch, scored, strict=True):
@@ -111,31 +111,98 @@ def score_contexts(
     return results
 
 
+def _batches(order: list[int], lengths: list[int], batch_size: int) -> list[list[int]]:
+    """``order`` (longest first) cut into batches of at most ``batch_size``; 1-token contexts
+    batch only among themselves (``_score_batch``: no padding query may be fully masked)."""
+    batches: list[list[int]] = []
+    for i in order:
+        last = batches[-1] if batches else None
+        if last and len(last) < batch_size and (lengths[i] > 1 or lengths[last[0]] == 1):
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+CPU_BATCH_SIZE = 8  # ``auto`` off a GPU: CPU matmuls gain little past it (bench/scoring.py)
+MAX_AUTO_BATCH = 512
+
+
+def find_batch_size(
+    llm: PreTrainedModel, context_length: int, continuation_length: int, n_choices: int
+) -> int:
+    """The largest power-of-two batch (at most ``MAX_AUTO_BATCH``) whose worst case fits: that
+    many contexts of ``context_length`` positions, each with ``n_choices`` choices of
+    ``continuation_length`` tokens, scored as ``score_contexts`` does (lm-eval's ``auto``).
+    Off a GPU there is no memory to fill, so it is ``CPU_BATCH_SIZE``."""
+    weight = llm.get_input_embeddings().weight
+    if weight.device.type != "cuda":
+        return CPU_BATCH_SIZE
+
+    def fits(size: int) -> bool:
+        contexts = [torch.randn(context_length, weight.shape[1], device=weight.device)] * size
+        conts = [[[0] * max(continuation_length, 1)] * n_choices] * size
+        try:
+            score_contexts(llm, contexts, conts, [[""] * n_choices] * size, batch_size=size)
+            return True
+        except torch.cuda.OutOfMemoryError:
+            return False
+        finally:
+            torch.cuda.empty_cache()
+
+    size = largest_batch(fits)
+    if not size:
+        raise SaladError(
+            f"one context of {context_length} positions does not fit on {weight.device}; "
+            "use a smaller dtype or a larger GPU"
+        )
+    return size
+
+
+def largest_batch(fits: Callable[[int], bool], start: int = MAX_AUTO_BATCH) -> int:
+    """The first of ``start``, ``start / 2``, ... 1 that ``fits``; 0 when none does."""
+    size = start
+    while size >= 1 and not fits(size):
+        size //= 2
+    return size
+
+
 def _score_batch(
     llm: PreTrainedModel,
     contexts: list[torch.Tensor],
     continuations: list[list[list[int]]],
     rows_per_pass: int,
 ) -> list[list[tuple[float, bool]]]:
-    """One context pass over right-padded ``contexts``, then their choices on its cache."""
+    """One context pass over padded ``contexts``, then their choices on its cache.
+
+    Each context's last token sits in the last slot and the padding just before it, masked, with
+    positions counting real tokens only: every first-choice-token distribution is then the last
+    slot's (one row of logits per context, as at batch size 1), and every padding query still
+    sees a real token before it (``_batches`` keeps 1-token contexts apart), so none is fully
+    masked (no NaN). Attention reads positions, not slots, so the layout changes nothing else.
+    """
     embed = llm.get_input_embeddings()
     device, dtype = embed.weight.device, embed.weight.dtype
     lengths = [c.shape[0] for c in contexts]
     longest = max(lengths)
     inputs = torch.zeros((len(contexts), longest, contexts[0].shape[1]), dtype=dtype, device=device)
     mask = torch.zeros((len(contexts), longest), dtype=torch.long, device=device)
+    positions = torch.arange(longest, device=device).repeat(len(contexts), 1)
     for row, context in enumerate(contexts):
-        inputs[row, : context.shape[0]] = context.to(device, dtype)
-        mask[row, : context.shape[0]] = 1
-    positions = torch.arange(longest, device=device).expand(len(contexts), -1)
-    keep = longest - min(lengths) + 1  # every context's last real position, and few more
+        n = context.shape[0]
+        inputs[row, : n - 1] = context[:-1].to(device, dtype)
+        inputs[row, -1] = context[-1].to(device, dtype)
+        mask[row, : n - 1] = 1
+        mask[row, -1] = 1
+        positions[row, -1] = n - 1
     out = llm(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
-              logits_to_keep=keep)  # fmt: skip
-    firsts = [out.logits[row, n - 1 - (longest - keep)].float().log_softmax(-1)
-              for row, n in enumerate(lengths)]  # fmt: skip
-    # (context row, choice index, tokens) of every choice needing a continuation pass
-    later = [(row, k, tokens) for row, conts in enumerate(continuations)
-             for k, tokens in enumerate(conts) if len(tokens) > 1]  # fmt: skip
+              logits_to_keep=1)  # fmt: skip
+    firsts = out.logits[:, -1].float().log_softmax(-1)
+    # (context row, choice index, tokens) of every choice needing a continuation pass, longest
+    # first: a pass pads its rows to its longest choice
+    later = sorted(((row, k, tokens) for row, conts in enumerate(continuations)
+                    for k, tokens in enumerate(conts) if len(tokens) > 1),
+                   key=lambda case: -len(case[2]))  # fmt: skip
     scored = {(row, k): _score_one(firsts[row], None, tokens)
               for row, conts in enumerate(continuations)
               for k, tokens in enumerate(conts) if len(tokens) <= 1}  # fmt: skip

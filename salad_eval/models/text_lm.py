@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from salad_eval.assets.resolve import resolve
 from salad_eval.errors import SaladError
 from salad_eval.models.digest import weights_digest
-from salad_eval.models.lm_scoring import choice_scores
+from salad_eval.models.lm_scoring import find_batch_size, score_contexts
 from salad_eval.prompt import Audio, ChoiceScore, ScoringRequest, Text
 
 
@@ -100,7 +100,9 @@ class TextLM:
     ):
         self.name = name_or_path
         self.llm, self.tokenizer = load_llm(name_or_path, dtype)
-        self.llm.to(device).eval()
+        # frozen, as a frozen speech LLM's: CPU kernels for padded batches take another path
+        # when weights require grad, and text@speech == text@base must hold bit for bit
+        self.llm.to(device).eval().requires_grad_(False)
         self.encoder = LMEvalEncoder(self.tokenizer)
         self.chat = None  # raw prompts; else the tokenizer's chat template (salad_eval.chat)
         if chat_template:
@@ -134,17 +136,52 @@ class TextLM:
     def score(
         self, requests: Sequence[ScoringRequest], batch_size: int = 8
     ) -> list[list[ChoiceScore]]:
-        return [self.score_text(_text_of(r), r.choices, batch_size) for r in requests]
+        return self.score_texts([_text_of(r) for r in requests], [r.choices for r in requests],
+                                batch_size)  # fmt: skip
+
+    def auto_batch_size(self, requests: Sequence[ScoringRequest]) -> int:
+        """``--batch-size auto``: the largest batch of the longest of ``requests`` that fits."""
+        return self.auto_batch_size_of([_text_of(r) for r in requests],
+                                       [r.choices for r in requests])  # fmt: skip
+
+    def auto_batch_size_of(
+        self, contexts: Sequence[str], choices: Sequence[Sequence[str]]
+    ) -> int:
+        pairs, _ = self._encoded(contexts, choices)
+        return find_batch_size(
+            self.llm,
+            max(len(ids) for ids, _ in pairs),
+            max((len(c) for _, conts in pairs for c in conts), default=1),
+            max(len(conts) for _, conts in pairs),
+        )
+
+    def score_texts(
+        self, contexts: Sequence[str], choices: Sequence[Sequence[str]], batch_size: int = 8
+    ) -> list[list[ChoiceScore]]:
+        """Many all-text contexts, scored in cross-item batches, in input order."""
+        pairs, choices = self._encoded(contexts, choices)
+        embeds = [self.embed(context_ids) for context_ids, _ in pairs]
+        return score_contexts(self.llm, embeds, [conts for _, conts in pairs], choices, batch_size)
 
     def score_text(
         self, context: str, choices: Sequence[str], batch_size: int = 8
     ) -> list[ChoiceScore]:
         """Score the choices as continuations of an all-text context."""
-        if self.chat is not None:
-            (rendered,), choices = self.chat.apply((Text(context),), choices)
-            context = rendered.text
-        context_ids, conts = self.encoder.encode_pair(context, choices)
-        return choice_scores(self.llm, self.embed(context_ids), conts, choices, batch_size)
+        return self.score_texts([context], [choices], batch_size)[0]
+
+    def _encoded(
+        self, contexts: Sequence[str], choices: Sequence[Sequence[str]]
+    ) -> tuple[list[tuple[list[int], list[list[int]]]], list[Sequence[str]]]:
+        """Per context, its tokens and its choices' (in the chat template, if any), and the
+        choices as scored (the chat template drops the target delimiter)."""
+        pairs, scored = [], []
+        for context, options in zip(contexts, choices, strict=True):
+            if self.chat is not None:
+                (rendered,), options = self.chat.apply((Text(context),), options)
+                context = rendered.text
+            pairs.append(self.encoder.encode_pair(context, options))
+            scored.append(options)
+        return pairs, scored
 
 
 def _text_of(request: ScoringRequest) -> str:
