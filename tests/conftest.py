@@ -11,6 +11,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _own_rebuilt_counts() -> None:
+    """Each test sees only the bad entries it rebuilt: the CLI prints the process-wide count."""
+    from salad_eval import home
+
+    home.REBUILT.clear()
+
+
 @pytest.fixture(scope="session")
 def benchmarks_dir() -> Path:
     """The local benchmark mirror (``<org>/<name>/<config>/<split>.jsonl``): $SALAD_BENCHMARKS."""

@@ -13,12 +13,11 @@ import importlib
 import json
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from salad_eval import home, launch
+from salad_eval import launch
 
 BIN = Path(sys.executable).parent
 
@@ -61,7 +60,6 @@ def no_model_loads(monkeypatch):
     monkeypatch.setattr(resolve, "prepare", _forbid)
     monkeypatch.setattr(tts, "synthesize", _forbid)
     # the process-wide parts of the CLI start and end stay out of the test process
-    monkeypatch.setattr(home, "REBUILT", Counter())  # other tests' rebuilt entries
     monkeypatch.setattr(launch, "stop_on_signals", lambda: None)
     monkeypatch.setattr(launch, "quiet_third_party", lambda: None)
 

@@ -230,3 +230,34 @@ def test_shards_score_whole_calls_as_one_process(text_lm: TextLM, tmp_path, monk
     assert [m.calls for m in ranks] == [[2, 2, 2], [2, 2, 2]]
     reader = Recorder(text_lm)
     assert score(reader, requests, batch_size=2) == whole and reader.calls == []  # bit for bit
+
+
+def test_sliding_window_contexts_score_as_alone() -> None:
+    """A sliding-window decoder (Gemma-3's local layers, Mistral): padding slots would push real
+    tokens out of the window, so requests longer than it are scored alone; shorter ones batch."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from salad_eval.models.lm_scoring import _batches, sliding_window
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=256,
+    )  # fmt: skip
+    llm = Gemma3ForCausalLM(config).eval().requires_grad_(False)
+    assert sliding_window(llm) == 8
+    generator = torch.Generator().manual_seed(1)
+    lengths = (30, 22, 12, 5, 3, 2, 17)
+    contexts = [llm.get_input_embeddings()(torch.randint(0, 64, (n,), generator=generator))
+                for n in lengths]  # fmt: skip
+    continuations = [[torch.randint(0, 64, (k,), generator=generator).tolist() for k in (1, 3)]
+                     for _ in lengths]  # fmt: skip
+    choices = [["a", "b"]] * len(lengths)
+    alone = [choice_scores(llm, *case)
+             for case in zip(contexts, continuations, choices, strict=True)]  # fmt: skip
+    assert_same(score_contexts(llm, contexts, continuations, choices, batch_size=8), alone)
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches = _batches(order, list(lengths), [3] * len(lengths), 8, 8)
+    assert [[lengths[i] for i in b] for b in batches] == [[30], [22], [17], [12], [5, 3, 2]]
+    assert len(_batches(order, list(lengths), [3] * len(lengths), 8, None)) == 1

@@ -98,7 +98,10 @@ def score_contexts(
     order = sorted(range(len(contexts)), key=lambda i: -contexts[i].shape[0])
     results: list[list[ChoiceScore]] = [[] for _ in contexts]
     with torch.inference_mode():
-        for batch in _batches(order, [c.shape[0] for c in contexts], batch_size):
+        lengths = [c.shape[0] for c in contexts]
+        choice_lengths = [max(map(len, conts), default=0) for conts in continuations]
+        window = sliding_window(llm)
+        for batch in _batches(order, lengths, choice_lengths, batch_size, window):
             scored = _score_batch(llm, [contexts[i] for i in batch],
                                   [continuations[i] for i in batch], batch_size)  # fmt: skip
             for i, rows in zip(batch, scored, strict=True):
@@ -111,17 +114,48 @@ def score_contexts(
     return results
 
 
-def _batches(order: list[int], lengths: list[int], batch_size: int) -> list[list[int]]:
-    """``order`` (longest first) cut into batches of at most ``batch_size``; 1-token contexts
-    batch only among themselves (``_score_batch``: no padding query may be fully masked)."""
+def _batches(
+    order: list[int],
+    lengths: list[int],
+    choice_lengths: list[int],
+    batch_size: int,
+    window: int | None,
+) -> list[list[int]]:
+    """``order`` (longest first) cut into batches of at most ``batch_size``.
+
+    1-token contexts batch only among themselves (``_score_batch``: no padding query may be
+    fully masked). Under a sliding window, padding slots would push real tokens out of the
+    window, so a batch holds several requests only while its longest context plus the longest
+    choice of any of them fits in the window; a longer request is scored alone (exact).
+    """
+
+    def fits(batch: list[int]) -> bool:
+        if len(batch) > batch_size or (lengths[batch[-1]] == 1 < lengths[batch[0]]):
+            return False
+        return window is None or lengths[batch[0]] + max(choice_lengths[j] for j in batch) <= window
+
     batches: list[list[int]] = []
     for i in order:
-        last = batches[-1] if batches else None
-        if last and len(last) < batch_size and (lengths[i] > 1 or lengths[last[0]] == 1):
-            last.append(i)
+        if batches and fits([*batches[-1], i]):
+            batches[-1].append(i)
         else:
             batches.append([i])
     return batches
+
+
+def sliding_window(llm) -> int | None:
+    """The sliding attention window of ``llm``'s decoder, if any of its layers uses one."""
+    config = getattr(llm, "config", None)
+    if config is None and hasattr(llm, "language_model"):  # a speech LLM's text view
+        config = getattr(llm.language_model, "config", None)
+    config = getattr(config, "text_config", None) or config
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or getattr(config, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and not any("sliding" in str(t) for t in layer_types):
+        return None
+    return window
 
 
 CPU_BATCH_SIZE = 8  # ``auto`` off a GPU: CPU matmuls gain little past it (bench/scoring.py)
