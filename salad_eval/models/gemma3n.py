@@ -112,6 +112,10 @@ class _PackedDecoder(nn.Module):
         self.hidden = self.decoder.config.hidden_size
         self.layers = self.decoder.config.num_hidden_layers
 
+    @property
+    def config(self):
+        return self.decoder.config
+
     def get_input_embeddings(self) -> nn.Module:
         return self.inputs
 
@@ -141,7 +145,6 @@ class Gemma3n(HFAudioLM):
 
     family = "gemma-3n"
     audio_close = ("<end_of_audio>",)
-    batches_contexts = False  # its packed decoder scores apart from batch 1 in padded batches
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

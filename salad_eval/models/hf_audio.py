@@ -46,7 +46,7 @@ from torch import nn
 
 from salad_eval.models.digest import weights_digest
 from salad_eval.models.encoder import SAMPLE_RATE
-from salad_eval.models.lm_scoring import choice_scores, score_contexts, score_separately
+from salad_eval.models.lm_scoring import score_contexts, score_separately
 from salad_eval.models.speech_lm import ENCODER_BATCH, load_waveform
 from salad_eval.models.text_lm import LMEvalEncoder, own_memory, torch_dtype
 from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest
@@ -61,6 +61,11 @@ class DecoderView(nn.Module):
         super().__init__()
         self.decoder = decoder
         self.lm_head = lm_head
+
+    @property
+    def config(self):
+        """The decoder's config (``lm_scoring`` reads its sliding window)."""
+        return self.decoder.config
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.decoder.get_input_embeddings()
@@ -79,8 +84,6 @@ class HFAudioLM:
     audio_open: tuple[str, ...] = ()
     audio_close: tuple[str, ...] = ()
     shares_context: bool = True  # False: every context + choice runs on its own (exact, slower)
-    batches_contexts: bool = True  # False: one request per forward (a decoder that cannot take
-    # score_contexts' padded, masked, explicitly positioned batches)
 
     def __init__(
         self,
@@ -232,9 +235,6 @@ class HFAudioLM:
         for bit in bf16."""
         if not self.shares_context:
             return [_separate_scores(self.decoder, ctx, conts, choices)
-                    for ctx, conts, choices in prepared]  # fmt: skip
-        if not self.batches_contexts:
-            return [choice_scores(self.decoder, ctx, conts, choices, batch_size)
                     for ctx, conts, choices in prepared]  # fmt: skip
         contexts, continuations, choices = zip(*prepared, strict=True) if prepared else ((), (), ())
         return score_contexts(self.decoder, contexts, continuations, choices, batch_size)

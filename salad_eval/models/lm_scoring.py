@@ -146,8 +146,6 @@ def _batches(
 def sliding_window(llm) -> int | None:
     """The sliding attention window of ``llm``'s decoder, if any of its layers uses one."""
     config = getattr(llm, "config", None)
-    if config is None and hasattr(llm, "language_model"):  # a speech LLM's text view
-        config = getattr(llm.language_model, "config", None)
     config = getattr(config, "text_config", None) or config
     window = getattr(config, "sliding_window", None)
     if not isinstance(window, int) or getattr(config, "use_sliding_window", True) is False:
