@@ -164,3 +164,13 @@ def test_a_hub_id_is_recognised_from_its_config(tmp_path, monkeypatch):
     assert speech_model_kind("acme/tiny-omni") == "qwen2_5_omni"
     with pytest.raises(SaladError, match="unreachable offline"):
         speech_model_kind("acme/not-cached")
+
+
+def test_a_wrong_forced_family_is_a_one_line_error(tmp_path):
+    """--model-type forces a family the checkpoint is not: one line naming both, no traceback."""
+    model = _checkpoint(tmp_path / "q", "qwen2_audio")
+    with pytest.raises(SaladError) as error:
+        load_speech_model(model, model_type="gemma3n")
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"--model-type gemma3n: {model} does not")
+    assert "Gemma-3n" in message

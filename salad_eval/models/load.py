@@ -80,8 +80,19 @@ def load_speech_model(
         return load_speech_lm(Path(name_or_path), device=device, dtype=dtype)
     from salad_eval.models.registry import family_for
 
-    adapter = family_for(kind).load_adapter()
-    return adapter(name_or_path, device=device, dtype=dtype, chat_template=chat_template)
+    family = family_for(kind)
+    adapter = family.load_adapter()
+    try:
+        return adapter(name_or_path, device=device, dtype=dtype, chat_template=chat_template)
+    except (SaladError, MemoryError):
+        raise
+    except Exception as err:
+        if model_type is None:
+            raise
+        # a forced family that the checkpoint is not: say so in one line, not a traceback
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise SaladError(f"--model-type {model_type}: {name_or_path} does not load as "
+                         f"{family.name} ({reason[:200]})") from None  # fmt: skip
 
 
 def default_text_model(speech_model, given: str | None) -> str:
