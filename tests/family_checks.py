@@ -134,14 +134,68 @@ def check_own_audio_path(model, clips: dict[str, Path], own_inputs) -> None:
             clip += 1
         else:
             ids += piece
-    expected = []
-    with torch.inference_mode():
-        for cont in conts:
-            logits = model.model(input_ids=torch.tensor([ids + cont]), **inputs).logits[0]
-            steps = logits[-len(cont) - 1 : -1].float().log_softmax(-1)
-            expected.append(steps.gather(-1, torch.tensor(cont)[:, None]).sum().item())
+    expected = own_forward_scores(model.model, ids, conts, **inputs)
     scores = model.score([request])[0]
     assert [s.logprob for s in scores] == pytest.approx(expected, abs=1e-4)
+
+
+def own_forward_scores(forward, ids: list[int], conts: list[list[int]], **inputs) -> list[float]:
+    """Per choice, its log-prob from one ``forward(input_ids=ids + choice, **inputs)``: the
+    model's own path, the reference the adapter's scores are held to."""
+    scores = []
+    with torch.inference_mode():
+        for cont in conts:
+            logits = forward(input_ids=torch.tensor([ids + cont]), **inputs).logits[0]
+            steps = logits[-len(cont) - 1 : -1].float().log_softmax(-1)
+            scores.append(steps.gather(-1, torch.tensor(cont)[:, None]).sum().item())
+    return scores
+
+
+def whisper_features(feature_extractor, waves) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whisper features padded to 30 s, as the family's processor computes them, and their
+    attention mask (the frames each clip really has)."""
+    features = feature_extractor(
+        waves, sampling_rate=16_000, padding="max_length", return_attention_mask=True,
+        return_tensors="pt",
+    )  # fmt: skip
+    return features["input_features"], features["attention_mask"]
+
+
+def save_text_llm(llm, tokenizer_from: Path | str, path: Path) -> Path:
+    """Save ``llm`` (a family's own decoder as a plain causal LM) with the family's tokenizer,
+    for ``--text-model``; returns ``path``."""
+    from transformers import AutoTokenizer
+
+    llm.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tokenizer_from).save_pretrained(path)
+    return path
+
+
+def qwen2_text_llm(model, path: Path) -> Path:
+    """The loaded family's Qwen2 decoder and LM head (``model.language_model``, ``lm_head``) as a
+    plain ``Qwen2ForCausalLM`` saved at ``path``: its text@base."""
+    from transformers import Qwen2ForCausalLM
+
+    llm = Qwen2ForCausalLM(model.model.config.text_config)
+    llm.model.load_state_dict(model.model.model.language_model.state_dict())
+    llm.lm_head.load_state_dict(model.model.lm_head.state_dict())
+    return save_text_llm(llm, model.name, path)
+
+
+def check_text_prompts_score_as_text_llm(family, model_dir: Path, text_llm: Path, dtype: str):
+    """Text-only prompts through the family (``family(model_dir, dtype=...)``) score bit for bit
+    as through ``text_llm``, its own decoder as a plain causal LM: text@speech == text@base."""
+    from salad_eval.models.text_lm import TextLM
+
+    requests = [
+        ScoringRequest((Text("Question: what is the fox? Answer:"),), CHOICES),
+        ScoringRequest((Text("The quick brown "),), (" fox", "dog", " lazy dog")),
+    ]
+    speech, text = family(str(model_dir), dtype=dtype), TextLM(str(text_llm), dtype=dtype)
+    assert speech.dtype == text.dtype == dtype
+    assert [[s.logprob for s in row] for row in speech.score(requests)] == [
+        [s.logprob for s in row] for row in text.score(requests)
+    ]
 
 
 def gap_report(model_dir: Path, text_dir: Path, out: Path, *more: str) -> dict:
@@ -173,6 +227,14 @@ def check_gap_report(out: Path, results: dict) -> None:
     assert gap["num"] == forgetting["num"] + misalignment["num"] and gap["den"] == 3
     assert "cascade_gap" in overall and results["controls"]
     assert results["manifest"]["models"]["speech"]["fingerprint"]
+
+
+def check_no_forgetting(out: Path) -> None:
+    """text@base and text@speech scored every item alike (a LoRA off for text prompts)."""
+    rows = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    text = {c: [r["logprobs"] for r in rows if r["condition"] == c]
+            for c in ("text@base", "text@speech")}  # fmt: skip
+    assert text["text@base"] == text["text@speech"]
 
 
 class _FullModel(torch.nn.Module):

@@ -9,7 +9,6 @@ import pytest
 
 from salad_eval.models.audio_flamingo3 import AudioFlamingo3
 from salad_eval.models.tiny_audio_llms import save_tiny_audio_flamingo3
-from salad_eval.prompt import ScoringRequest, Text
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +45,9 @@ def test_audio_path_is_the_models_own(model, model_dir, clips):
     processor = AudioFlamingo3Processor.from_pretrained(model_dir)
 
     def own_inputs(waves):
-        features = processor.feature_extractor(
-            waves, sampling_rate=16_000, padding="max_length", return_attention_mask=True,
-            return_tensors="pt",
-        )  # fmt: skip
-        mask = features["attention_mask"]
+        features, mask = checks.whisper_features(processor.feature_extractor, waves)
         counts = processor._get_audio_token_length(mask.sum(-1))
-        return {"input_features": features["input_features"], "input_features_mask": mask}, counts
+        return {"input_features": features, "input_features_mask": mask}, counts
 
     checks.check_own_audio_path(model, clips, own_inputs)
 
@@ -60,31 +55,13 @@ def test_audio_path_is_the_models_own(model, model_dir, clips):
 @pytest.fixture(scope="module")
 def text_llm(model, tmp_path_factory) -> Path:
     """The tiny model's own Qwen2 decoder and LM head as a plain causal LM (its text@base)."""
-    from transformers import AutoTokenizer, Qwen2ForCausalLM
-
-    llm = Qwen2ForCausalLM(model.model.config.text_config)
-    llm.model.load_state_dict(model.model.model.language_model.state_dict())
-    llm.lm_head.load_state_dict(model.model.lm_head.state_dict())
-    path = tmp_path_factory.mktemp("audio-flamingo-3-text")
-    llm.save_pretrained(path)
-    AutoTokenizer.from_pretrained(model.name).save_pretrained(path)
-    return path
+    return checks.qwen2_text_llm(model, tmp_path_factory.mktemp("audio-flamingo-3-text"))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_text_prompts_score_as_its_own_text_llm(model_dir, text_llm, dtype):
     """text@speech == text@base bit for bit for an untouched decoder, in each dtype."""
-    from salad_eval.models.text_lm import TextLM
-
-    requests = [
-        ScoringRequest((Text("Question: what is the fox? Answer:"),), checks.CHOICES),
-        ScoringRequest((Text("The quick brown "),), (" fox", "dog", " lazy dog")),
-    ]
-    speech, text = AudioFlamingo3(str(model_dir), dtype=dtype), TextLM(str(text_llm), dtype=dtype)
-    assert speech.dtype == text.dtype == dtype
-    assert [[s.logprob for s in row] for row in speech.score(requests)] == [
-        [s.logprob for s in row] for row in text.score(requests)
-    ]
+    checks.check_text_prompts_score_as_text_llm(AudioFlamingo3, model_dir, text_llm, dtype)
 
 
 @pytest.fixture(scope="module")

@@ -64,13 +64,7 @@ def _own_scores(model, prompt, choices, waves) -> list[float]:
     inputs = (
         model.feature_extractor(waves, sampling_rate=16_000, return_tensors="pt") if waves else {}
     )
-    scores = []
-    with torch.inference_mode():
-        for cont in conts:
-            logits = model.model(input_ids=torch.tensor([ids + cont]), **inputs).logits[0]
-            steps = logits[-len(cont) - 1 : -1].float().log_softmax(-1)
-            scores.append(steps.gather(-1, torch.tensor(cont)[:, None]).sum().item())
-    return scores
+    return checks.own_forward_scores(model.model, ids, conts, **inputs)
 
 
 def test_audio_path_is_the_models_own(model, clips, tmp_path):

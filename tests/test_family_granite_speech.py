@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import family_checks as checks
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer
 
 from salad_eval.models.granite_speech import GraniteSpeech
 from salad_eval.models.lm_scoring import score_separately
@@ -118,14 +116,9 @@ def test_audio_path_is_the_models_own(model, clips):
     features, n_outputs = model.feature_extractor(load_waveform(clip.path))
     placeholder = model.model.config.audio_token_id
     ids = [i for p in pieces for i in ([placeholder] * n_outputs if p is clip else p)]
-    expected = []
     model.use_lora_for(request.prompt)
     full = _FullModel(model.model)
-    with torch.inference_mode():
-        for cont in conts:
-            logits = full(input_ids=torch.tensor([ids + cont]), input_features=features).logits[0]
-            steps = logits[-len(cont) - 1 : -1].float().log_softmax(-1)
-            expected.append(steps.gather(-1, torch.tensor(cont)[:, None]).sum().item())
+    expected = checks.own_forward_scores(full, ids, conts, input_features=features)
     assert [s.logprob for s in model.score([request])[0]] == pytest.approx(expected, abs=1e-4)
 
 
@@ -138,26 +131,13 @@ def text_llm(model_dir, tmp_path_factory) -> Path:
     llm = GraniteForCausalLM(base.config.text_config)
     llm.model.load_state_dict(base.model.language_model.state_dict())
     llm.lm_head.load_state_dict(base.lm_head.state_dict())
-    path = tmp_path_factory.mktemp("granite-speech-text")
-    llm.save_pretrained(path)
-    AutoTokenizer.from_pretrained(model_dir).save_pretrained(path)
-    return path
+    return checks.save_text_llm(llm, model_dir, tmp_path_factory.mktemp("granite-speech-text"))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_text_prompts_score_as_its_own_text_llm(model_dir, text_llm, dtype):
     """With the LoRA off, text@speech == text@base bit for bit, in each dtype."""
-    from salad_eval.models.text_lm import TextLM
-
-    requests = [
-        ScoringRequest((Text("Question: what is the fox? Answer:"),), checks.CHOICES),
-        ScoringRequest((Text("The quick brown "),), (" fox", "dog", " lazy dog")),
-    ]
-    speech, text = GraniteSpeech(str(model_dir), dtype=dtype), TextLM(str(text_llm), dtype=dtype)
-    assert speech.dtype == text.dtype == dtype
-    assert [[s.logprob for s in row] for row in speech.score(requests)] == [
-        [s.logprob for s in row] for row in text.score(requests)
-    ]
+    checks.check_text_prompts_score_as_text_llm(GraniteSpeech, model_dir, text_llm, dtype)
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +148,7 @@ def gap_run(model_dir, text_llm, tmp_path_factory) -> tuple[Path, dict]:
 
 def test_gap_report_is_complete(gap_run):
     checks.check_gap_report(*gap_run)
-    rows = [json.loads(line) for line in (gap_run[0] / "items.jsonl").read_text().splitlines()]
-    text = {c: [r["logprobs"] for r in rows if r["condition"] == c]
-            for c in ("text@base", "text@speech")}  # fmt: skip
-    assert text["text@base"] == text["text@speech"]  # its LoRA is off for text: no forgetting
+    checks.check_no_forgetting(gap_run[0])  # its LoRA is off for text
 
 
 def test_published_text_backbone():

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import family_checks as checks
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from transformers import AutoTokenizer
 
 from salad_eval.models.lm_scoring import score_separately
 from salad_eval.models.phi4_multimodal import Phi4Multimodal
@@ -87,12 +85,7 @@ def test_audio_path_is_the_models_own(model, clips, tmp_path):
     placeholder = model.model.config.audio_config.audio_token_id
     ids = [i for p in pieces for i in ([placeholder] * next(counts) if isinstance(p, Audio) else p)]
     model.use_lora_for(request.prompt)
-    expected = []
-    with torch.inference_mode():
-        for cont in conts:
-            logits = model.model(input_ids=torch.tensor([ids + cont]), **inputs).logits[0]
-            steps = logits[-len(cont) - 1 : -1].float().log_softmax(-1)
-            expected.append(steps.gather(-1, torch.tensor(cont)[:, None]).sum().item())
+    expected = checks.own_forward_scores(model.model, ids, conts, **inputs)
     assert [s.logprob for s in model.score([request])[0]] == pytest.approx(expected, abs=1e-4)
 
 
@@ -107,26 +100,13 @@ def text_llm(model_dir, tmp_path_factory) -> Path:
                                         if k in config and k != "model_type"}))  # fmt: skip
     missing, _ = llm.load_state_dict(base.state_dict(), strict=False)  # less the audio/vision
     assert not missing
-    path = tmp_path_factory.mktemp("phi-4-multimodal-text")
-    llm.save_pretrained(path)
-    AutoTokenizer.from_pretrained(model_dir).save_pretrained(path)
-    return path
+    return checks.save_text_llm(llm, model_dir, tmp_path_factory.mktemp("phi-4-multimodal-text"))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_text_prompts_score_as_its_own_text_llm(model_dir, text_llm, dtype):
     """With the LoRA off, text@speech == text@base bit for bit, in each dtype."""
-    from salad_eval.models.text_lm import TextLM
-
-    requests = [
-        ScoringRequest((Text("Question: what is the fox? Answer:"),), checks.CHOICES),
-        ScoringRequest((Text("The quick brown "),), (" fox", "dog", " lazy dog")),
-    ]
-    speech, text = Phi4Multimodal(str(model_dir), dtype=dtype), TextLM(str(text_llm), dtype=dtype)
-    assert speech.dtype == text.dtype == dtype
-    assert [[s.logprob for s in row] for row in speech.score(requests)] == [
-        [s.logprob for s in row] for row in text.score(requests)
-    ]
+    checks.check_text_prompts_score_as_text_llm(Phi4Multimodal, model_dir, text_llm, dtype)
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +117,7 @@ def gap_run(model_dir, text_llm, tmp_path_factory) -> tuple[Path, dict]:
 
 def test_gap_report_is_complete(gap_run):
     checks.check_gap_report(*gap_run)
-    rows = [json.loads(line) for line in (gap_run[0] / "items.jsonl").read_text().splitlines()]
-    text = {c: [r["logprobs"] for r in rows if r["condition"] == c]
-            for c in ("text@base", "text@speech")}  # fmt: skip
-    assert text["text@base"] == text["text@speech"]  # its LoRA is off for text: no forgetting
+    checks.check_no_forgetting(gap_run[0])  # its LoRA is off for text
 
 
 def test_published_text_backbone():

@@ -62,15 +62,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def text_llm(model, tmp_path_factory) -> Path:
     """The tiny Qwen2-Audio's own decoder and LM head as a plain causal LM (its text@base)."""
-    from transformers import AutoTokenizer, Qwen2ForCausalLM
-
-    llm = Qwen2ForCausalLM(model.model.config.text_config)
-    llm.model.load_state_dict(model.model.model.language_model.state_dict())
-    llm.lm_head.load_state_dict(model.model.lm_head.state_dict())
-    path = tmp_path_factory.mktemp("qwen2-audio-text")
-    llm.save_pretrained(path)
-    AutoTokenizer.from_pretrained(model.name).save_pretrained(path)
-    return path
+    return checks.qwen2_text_llm(model, tmp_path_factory.mktemp("qwen2-audio-text"))
 
 
 def test_shared_context_equals_per_choice(model, clips):
@@ -120,17 +112,7 @@ def test_audio_path_is_the_models_own(model, clips):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_text_prompts_score_as_its_own_text_llm(model_dir, text_llm, dtype):
     """text@speech == text@base exactly for an untouched LLM, in each dtype."""
-    from salad_eval.models.text_lm import TextLM
-
-    requests = [
-        ScoringRequest((Text("Question: what is the fox? Answer:"),), checks.CHOICES),
-        ScoringRequest((Text("The quick brown "),), (" fox", "dog", " lazy dog")),
-    ]
-    speech, text = Qwen2Audio(str(model_dir), dtype=dtype), TextLM(str(text_llm), dtype=dtype)
-    assert speech.dtype == text.dtype == dtype
-    assert [[s.logprob for s in row] for row in speech.score(requests)] == [
-        [s.logprob for s in row] for row in text.score(requests)
-    ]
+    checks.check_text_prompts_score_as_text_llm(Qwen2Audio, model_dir, text_llm, dtype)
 
 
 def test_chat_template_wraps_spoken_prompts(model_dir, model, clips):

@@ -87,15 +87,8 @@ def test_audio_path_is_the_models_own(model, clips):
     )
 
     def own_inputs(waves):
-        features = model.feature_extractor(
-            waves,
-            sampling_rate=16_000,
-            padding="max_length",
-            return_attention_mask=True,
-            return_tensors="pt",
-        )
-        mask = features["attention_mask"]
-        inputs = {"input_features": features["input_features"], "feature_attention_mask": mask}
+        features, mask = checks.whisper_features(model.feature_extractor, waves)
+        inputs = {"input_features": features, "feature_attention_mask": mask}
         return inputs, _get_feat_extract_output_lengths(mask.sum(-1))  # the processor's count
 
     checks.check_own_audio_path(model, clips, own_inputs)
