@@ -38,6 +38,25 @@ def tiny_qwen2(tmp_path_factory) -> Path:
     return save_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"), llm_path())
 
 
+@pytest.fixture(scope="module")
+def fresh_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty cache home per module that shares only the prepared assets of the real one
+    ($SALAD_HOME points at it for the module), so "made" and "cached" counts are real."""
+    from salad_eval.home import home
+
+    assets = home() / "assets"
+    assets.mkdir(exist_ok=True)
+    path = tmp_path_factory.mktemp("salad_home")
+    (path / "assets").symlink_to(assets)
+    old = os.environ.get("SALAD_HOME")
+    os.environ["SALAD_HOME"] = str(path)
+    yield path
+    if old is None:
+        del os.environ["SALAD_HOME"]
+    else:
+        os.environ["SALAD_HOME"] = old
+
+
 @pytest.fixture
 def fresh_accelerator_state():
     """accelerate keeps one process-wide state and refuses another mixed precision once set; a

@@ -8,7 +8,6 @@ second speaker) carries the clip tests.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import numpy as np
 import pytest
 
 from salad_eval.errors import SaladError
-from salad_eval.home import home
 from salad_eval.prompt import Audio, Speak
 from salad_eval.speech import perturb, store, tts
 from salad_eval.speech.synth import synthesize
@@ -33,22 +31,6 @@ NOISY = [f"{CLEAN}+noise={kind}:snr={snr}" for kind, snr in
          (("white", 0), ("pink", 5), ("brown", 20), ("babble", 5))]  # fmt: skip
 ROOM = f"{CLEAN}+reverb:rt60=0.5"
 VOICES = [CLEAN, *NOISY, ROOM, f"{CLEAN}+telephone+packetloss:rate=0.2", "espeak/en+f3"]
-
-
-@pytest.fixture(scope="module")
-def fresh_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty cache home that shares only the prepared assets of the real one."""
-    assets = home() / "assets"
-    assets.mkdir(exist_ok=True)
-    path = tmp_path_factory.mktemp("salad_home")
-    (path / "assets").symlink_to(assets)
-    old = os.environ.get("SALAD_HOME")
-    os.environ["SALAD_HOME"] = str(path)
-    yield path
-    if old is None:
-        del os.environ["SALAD_HOME"]
-    else:
-        os.environ["SALAD_HOME"] = old
 
 
 @pytest.fixture(scope="module")

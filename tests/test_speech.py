@@ -30,22 +30,6 @@ from salad_eval.tasks import load_items
 FAST = "piper/joe,espeak/en-us"
 
 
-@pytest.fixture(scope="module")
-def fresh_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty cache home that shares only the prepared assets of the real one."""
-    assets = home() / "assets"
-    assets.mkdir(exist_ok=True)
-    path = tmp_path_factory.mktemp("salad_home")
-    (path / "assets").symlink_to(assets)
-    old = os.environ.get("SALAD_HOME")
-    os.environ["SALAD_HOME"] = str(path)
-    yield path
-    if old is None:
-        del os.environ["SALAD_HOME"]
-    else:
-        os.environ["SALAD_HOME"] = old
-
-
 @pytest.mark.parametrize("voice", ["kokoro/jm_kumo", "piper/joe", "espeak/en-us+f3"])
 def test_engine_makes_16k_speech(voice: str) -> None:
     audio = tts.synthesize("Hello world, this is a short test.", parse_voice(voice))
