@@ -57,6 +57,14 @@ def fresh_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ["SALAD_HOME"] = old
 
 
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """The family tests' eSpeak clips (``family_checks.speech_clips``), made once per module."""
+    from family_checks import speech_clips
+
+    return speech_clips(tmp_path_factory.mktemp("audio"))
+
+
 @pytest.fixture
 def fresh_accelerator_state():
     """accelerate keeps one process-wide state and refuses another mixed precision once set; a

@@ -161,6 +161,18 @@ def whisper_features(feature_extractor, waves) -> tuple[torch.Tensor, torch.Tens
     return features["input_features"], features["attention_mask"]
 
 
+def save_omni(model_class, config, tokenizer, path: Path) -> Path:
+    """A tiny random Omni model (seed 0) saved as the hub publishes it: the whole model, its
+    tokenizer and a 128-bin Whisper feature extractor; returns ``path``."""
+    from transformers import WhisperFeatureExtractor
+
+    torch.manual_seed(0)
+    model_class(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    WhisperFeatureExtractor(feature_size=128).save_pretrained(path)
+    return path
+
+
 def save_text_llm(llm, tokenizer_from: Path | str, path: Path) -> Path:
     """Save ``llm`` (a family's own decoder as a plain causal LM) with the family's tokenizer,
     for ``--text-model``; returns ``path``."""

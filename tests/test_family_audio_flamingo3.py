@@ -21,11 +21,6 @@ def model(model_dir) -> AudioFlamingo3:
     return AudioFlamingo3(str(model_dir))
 
 
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> dict[str, Path]:
-    return checks.speech_clips(tmp_path_factory.mktemp("audio"))
-
-
 def test_shared_context_equals_per_choice(model, clips):
     checks.check_shared_equals_separate(model, checks.mixed_requests(clips))
 

@@ -28,11 +28,6 @@ def model(model_dir) -> Gemma3n:
     return Gemma3n(str(model_dir))
 
 
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> dict[str, Path]:
-    return checks.speech_clips(tmp_path_factory.mktemp("audio"))
-
-
 def test_shared_context_equals_per_choice(model, clips):
     """The cache path equals one uncached forward over ``context + choice`` per choice."""
     requests = checks.mixed_requests(clips)

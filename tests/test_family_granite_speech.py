@@ -28,11 +28,6 @@ def model(model_dir) -> GraniteSpeech:
     return GraniteSpeech(str(model_dir))
 
 
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> dict[str, Path]:
-    return checks.speech_clips(tmp_path_factory.mktemp("audio"))
-
-
 class _FullModel(torch.nn.Module):
     """The whole model's own forward over ``inputs_embeds``, logits over ``logits_scaling``
     (``granite_speech``: as its text LLM and its earlier forward scale them)."""

@@ -29,11 +29,6 @@ def model(model_dir) -> Phi4Multimodal:
     return Phi4Multimodal(str(model_dir))
 
 
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> dict[str, Path]:
-    return checks.speech_clips(tmp_path_factory.mktemp("audio"))
-
-
 def test_shared_context_equals_per_choice(model, clips):
     for request in checks.mixed_requests(clips):  # one at a time: the LoRA follows each prompt
         checks.check_shared_equals_separate(model, [request])

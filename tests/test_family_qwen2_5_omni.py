@@ -35,11 +35,7 @@ def tiny_thinker(tokenizer) -> dict:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from transformers import (
-        Qwen2_5OmniConfig,
-        Qwen2_5OmniForConditionalGeneration,
-        WhisperFeatureExtractor,
-    )
+    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
 
     tokenizer = checks.bpe_tokenizer(
         SPECIALS, eos_token="<|endoftext|>", pad_token="<|endoftext|>", audio_token="<|AUDIO|>",
@@ -47,22 +43,14 @@ def model_dir(tmp_path_factory) -> Path:
     )  # fmt: skip
     config = Qwen2_5OmniConfig(thinker_config=tiny_thinker(tokenizer), enable_audio_output=False)
     path = tmp_path_factory.mktemp("qwen2.5-omni") / "model"
-    torch.manual_seed(0)
-    Qwen2_5OmniForConditionalGeneration(config).save_pretrained(path)
+    checks.save_omni(Qwen2_5OmniForConditionalGeneration, config, tokenizer, path)
     torch.save({}, path / "spk_dict.pt")  # the Talker's voices: loaded, unused by the Thinker
-    tokenizer.save_pretrained(path)
-    WhisperFeatureExtractor(feature_size=128).save_pretrained(path)
     return path
 
 
 @pytest.fixture(scope="module")
 def model(model_dir) -> Qwen25Omni:
     return Qwen25Omni(str(model_dir))
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> dict[str, Path]:
-    return checks.speech_clips(tmp_path_factory.mktemp("audio"))
 
 
 def test_loads_the_thinker_alone(model):

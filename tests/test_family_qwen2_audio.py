@@ -55,11 +55,6 @@ def model(model_dir) -> Qwen2Audio:
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> dict[str, Path]:
-    return checks.speech_clips(tmp_path_factory.mktemp("audio"))
-
-
-@pytest.fixture(scope="module")
 def text_llm(model, tmp_path_factory) -> Path:
     """The tiny Qwen2-Audio's own decoder and LM head as a plain causal LM (its text@base)."""
     return checks.qwen2_text_llm(model, tmp_path_factory.mktemp("qwen2-audio-text"))

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import family_checks as checks
 import pytest
-import torch
 
 from salad_eval.models.qwen3_omni import Qwen3Omni
 
@@ -17,11 +16,7 @@ SPECIALS = ["<unk>", "<|endoftext|>", "<|audio_start|>", "<|audio_pad|>", "<|aud
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from transformers import (
-        Qwen3OmniMoeConfig,
-        Qwen3OmniMoeForConditionalGeneration,
-        WhisperFeatureExtractor,
-    )
+    from transformers import Qwen3OmniMoeConfig, Qwen3OmniMoeForConditionalGeneration
 
     tokenizer = checks.bpe_tokenizer(
         SPECIALS, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
@@ -47,21 +42,12 @@ def model_dir(tmp_path_factory) -> Path:
     )  # fmt: skip
     config = Qwen3OmniMoeConfig(thinker_config=thinker, enable_audio_output=False)
     path = tmp_path_factory.mktemp("qwen3-omni") / "model"
-    torch.manual_seed(0)
-    Qwen3OmniMoeForConditionalGeneration(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    WhisperFeatureExtractor(feature_size=128).save_pretrained(path)
-    return path
+    return checks.save_omni(Qwen3OmniMoeForConditionalGeneration, config, tokenizer, path)
 
 
 @pytest.fixture(scope="module")
 def model(model_dir) -> Qwen3Omni:
     return Qwen3Omni(str(model_dir))
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> dict[str, Path]:
-    return checks.speech_clips(tmp_path_factory.mktemp("audio"))
 
 
 def test_loads_the_moe_thinker_alone(model):

@@ -60,11 +60,6 @@ def model(model_dir) -> Voxtral:
     return Voxtral(str(model_dir))
 
 
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> dict[str, Path]:
-    return checks.speech_clips(tmp_path_factory.mktemp("audio"))
-
-
 def test_the_tekken_tokenizer_and_its_bos(model, clips):
     """tekken.json read without mistral-common; every encoding starts with <s>, as mistral-common
     encodes a prompt: spoken (before the first clip) and text-only alike."""
