@@ -210,6 +210,17 @@ def check_text_prompts_score_as_text_llm(family, model_dir: Path, text_llm: Path
     ]
 
 
+def check_published_text_backbones(model_type: str, backbones: dict[str, str | None]) -> None:
+    """The registry's text backbone (``text@base``) for each published checkpoint of the family,
+    ``None`` where its text LLM is not published (the user passes ``--text-model``)."""
+    from salad_eval.models.registry import family_for
+
+    family = family_for(model_type)
+    for checkpoint, expected in backbones.items():
+        found = family.text_backbone(checkpoint, None).text_model
+        assert (found is None) if expected is None else (found == expected), checkpoint
+
+
 def gap_report(model_dir: Path, text_dir: Path, out: Path, *more: str) -> dict:
     """``salad-eval gap --model <dir> --text-model <dir>`` in process; returns results.json."""
     from salad_eval.cli import app

@@ -70,7 +70,6 @@ def test_gap_report_is_complete(gap_run):
 
 
 def test_published_text_backbone():
-    from salad_eval.models.registry import family_for
-
-    family = family_for("audioflamingo3")
-    assert family.text_backbone("nvidia/audio-flamingo-3-hf", None).text_model == "Qwen/Qwen2.5-7B"
+    checks.check_published_text_backbones(
+        "audioflamingo3", {"nvidia/audio-flamingo-3-hf": "Qwen/Qwen2.5-7B"}
+    )
