@@ -272,3 +272,14 @@ class _FullModel(torch.nn.Module):
 
     def forward(self, inputs_embeds, **kwargs):
         return self.model(inputs_embeds=inputs_embeds, **kwargs)
+
+
+def check_mixed_requests_keep_their_order(model, clips) -> None:
+    """Spoken and text requests scored together answer in order, as each does alone (within
+    float tolerance: cross-request batches pad)."""
+    requests = mixed_requests(clips)
+    together, alone = model.score(requests), [model.score([r])[0] for r in requests]
+    assert [len(row) for row in together] == [len(r.choices) for r in requests]
+    assert [s.logprob for row in together for s in row] == pytest.approx(
+        [s.logprob for row in alone for s in row], abs=1e-5
+    )
