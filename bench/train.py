@@ -22,7 +22,7 @@ from salad_train.batch import plan_batch, student_inputs  # noqa: E402
 from salad_train.config import load_config  # noqa: E402
 from salad_train.data import build_data  # noqa: E402
 from salad_train.loss import distillation_loss  # noqa: E402
-from salad_train.stage1 import Stage1Module, encode_clips  # noqa: E402
+from salad_train.stage1 import Stage1Module, decoder_and_head, encode_clips  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +37,8 @@ def main() -> None:
     module = Stage1Module(speech_lm, features, config, data.clip_texts)
     raw_encoder = speech_lm.encoder.encoder  # the uncached encoder behind the disk cache
     llm = speech_lm.llm
-    table, decoder, head = llm.get_input_embeddings(), llm.model, llm.get_output_embeddings()
+    table = llm.get_input_embeddings()
+    decoder, head = decoder_and_head(llm)  # a LoRA's base model, as Stage I runs it
 
     def audio_length(clip: str) -> tuple[int, float]:
         return -(-len(features[clip]) // config.model.stack) + 2, seconds[clip]
@@ -52,7 +53,7 @@ def main() -> None:
         for clip in clips:  # what every step pays without the feature cache
             raw_encoder.encode(load_waveform(clip))
         t1 = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), module.teacher_context():
             teacher = decoder(input_ids=plan.teacher_ids,
                               attention_mask=plan.teacher_attention).last_hidden_state
         t2 = time.perf_counter()

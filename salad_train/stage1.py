@@ -42,7 +42,8 @@ from salad_train.optim import build_optimizer, build_scheduler, decay_start
 from salad_train.trackers import flat_config
 
 
-def _decoder_and_head(llm: nn.Module) -> tuple[nn.Module, nn.Module]:
+def decoder_and_head(llm: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The decoder (hidden states) and LM head under the LLM, whatever wraps it (a LoRA)."""
     base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
     return base.model, base.get_output_embeddings()
 
@@ -101,7 +102,7 @@ class Stage1Module(nn.Module):
         spoken = {t for ids in self.clip_tokens.values() for t in ids}
         self.ctc_vocab = torch.tensor(sorted(spoken | {self.blank}))  # the CTC's classes
 
-    def _teacher_context(self):
+    def teacher_context(self):
         if self.speech_lm.config.llm_mode == "lora":
             return self.speech_lm.llm.disable_adapter()
         return contextlib.nullcontext()
@@ -126,14 +127,14 @@ class Stage1Module(nn.Module):
             return embeds
 
         student = student_inputs(plan, lambda ids: table(ids.to(device)), embed_audio)
-        decoder, head = _decoder_and_head(llm)
+        decoder, head = decoder_and_head(llm)
         student_hidden = decoder(
             inputs_embeds=student.embeds.to(table.weight.dtype),
             attention_mask=student.attention.to(device),
         ).last_hidden_state
         teacher_llm = self.teacher or llm
-        t_decoder, t_head = _decoder_and_head(teacher_llm)
-        with torch.no_grad(), self._teacher_context():
+        t_decoder, t_head = decoder_and_head(teacher_llm)
+        with torch.no_grad(), self.teacher_context():
             teacher_hidden = t_decoder(
                 input_ids=plan.teacher_ids.to(device),
                 attention_mask=plan.teacher_attention.to(device),
