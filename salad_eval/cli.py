@@ -28,13 +28,21 @@ app = typer.Typer(
 def report(
     run_dirs: list[str] = typer.Argument(..., help="Run directories holding results.json."),
     out: str = typer.Option("reports/comparison", help="Where to write the comparison."),
+    n_boot: int = typer.Option(1000, min=1, help="Bootstrap resamples of the paired comparison."),
+    seed: int = typer.Option(0, min=0, help="Seed of the paired comparison's bootstrap."),
 ) -> None:
-    """Compare gap runs in one table and draw gap vs speech hours and accuracy vs log M."""
+    """Compare gap runs in one table, each other run paired against the first on their common
+    items (difference with 95% CI, exact McNemar), and draw gap vs speech hours and accuracy vs
+    log M."""
     from salad_eval.gap.compare import compare_runs
 
     checks.inputs(out_dir=out)
-    result = compare_runs(list(run_dirs), out)
+    result = compare_runs(list(run_dirs), out, n_boot=n_boot, seed=seed)
     print(result["table"])
+    if result["paired_table"]:
+        print("\nPaired comparison (b - a on the common items):\n" + result["paired_table"])
+    for note in result["paired_notes"]:
+        print(note)
     print(f"wrote comparison.md, comparison.json and {len(result['plots'])} plot(s) to {out}")
 
 

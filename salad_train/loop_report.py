@@ -2,7 +2,9 @@
 
 Every figure is read from the gap runs' own ``results.json`` (``salad_eval.gap.compare.load_run``);
 nothing is re-derived here. Columns are the compared models (Stage I, Stage II, and the
-random-selection Stage II when ablated); rows are tasks and figures.
+random-selection Stage II when ablated); rows are tasks and figures. Below them, Stage II paired
+against Stage I and against the random Stage II on their common items (``salad_eval.gap.paired``:
+the difference with a paired bootstrap CI and an exact McNemar test, from each run's items.jsonl).
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from salad_eval.gap.compare import load_run  # noqa: E402
+from salad_eval.gap.paired import (  # noqa: E402
+    load_items,
+    paired_comparison,
+    paired_markdown,
+    paired_note,
+)
 from salad_eval.gap.plots import save  # noqa: E402
 from salad_eval.gap.summary import pct  # noqa: E402
 from salad_eval.home import atomic_write_text  # noqa: E402
@@ -50,7 +58,15 @@ def loop_tables(gap_dirs: dict[str, Path]) -> dict:
     return dict(sorted(tables.items(), key=lambda kv: (kv[0] == ALL, kv[0])))
 
 
-def _markdown(tables: dict, models: list[str], training: dict[str, dict]) -> str:
+def _pairs(models: list[str]) -> list[tuple[str, str]]:
+    """(a, b) with b the second model (Stage II): against the first (Stage I), then the rest."""
+    if len(models) < 2:
+        return []
+    return [(models[0], models[1]), *((m, models[1]) for m in models[2:])]
+
+
+def _markdown(tables: dict, models: list[str], training: dict[str, dict],
+              paired: tuple[list[dict], list[str]] = ([], [])) -> str:
     lines = ["# SALAD loop: Stage I vs Stage II", "",
              "Accuracy-like figures in percentage points with 95% paired bootstrap CIs, read from "
              "each gap run's results.json. gap = text@base - speech@speech = forgetting "
@@ -65,6 +81,11 @@ def _markdown(tables: dict, models: list[str], training: dict[str, dict]) -> str
             cells = [pct(by_model[m][name]) if m in by_model else "–" for m in models]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    rows, notes = paired
+    if rows or notes:
+        who = "Stage II (b) against Stage I and the random Stage II (a)"
+        lines += ["## Paired comparison", "", paired_note(who), "", paired_markdown(rows), "",
+                  *notes, ""]
     lines += ["## Models", ""]
     for model, info in training.items():
         hours = info.get("speech_hours")
@@ -103,10 +124,14 @@ def write_loop_report(gap_dirs: dict[str, Path], out: Path) -> dict:
     out = Path(out)
     models = list(gap_dirs)
     tables = loop_tables(gap_dirs)
-    training = {m: load_run(d)["manifest"].get("training") or {} for m, d in gap_dirs.items()}
+    results = {m: load_run(d) for m, d in gap_dirs.items()}
+    training = {m: r["manifest"].get("training") or {} for m, r in results.items()}
+    paired = paired_comparison({m: (r, load_items(gap_dirs[m])) for m, r in results.items()},
+                               _pairs(models))
     plot = _plot(tables, models, out / "report.png")
     report = {"models": models, "gap_runs": {m: str(d) for m, d in gap_dirs.items()},
-              "figures": list(FIGURES), "tables": tables, "training": training, "plot": plot}
+              "figures": list(FIGURES), "tables": tables, "training": training, "plot": plot,
+              "paired": paired[0], "paired_notes": paired[1]}
     atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str) + "\n")
-    atomic_write_text(out / "report.md", _markdown(tables, models, training))
+    atomic_write_text(out / "report.md", _markdown(tables, models, training, paired))
     return report

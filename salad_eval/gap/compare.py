@@ -18,6 +18,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from salad_eval.errors import SaladError  # noqa: E402
+from salad_eval.gap.paired import (  # noqa: E402
+    load_items,
+    paired_comparison,
+    paired_markdown,
+    paired_note,
+)
 from salad_eval.gap.plots import save  # noqa: E402
 from salad_eval.gap.summary import pct  # noqa: E402
 from salad_eval.home import atomic_write_text  # noqa: E402
@@ -231,21 +237,32 @@ def plot_training(curves: dict[str, list[dict]], path: Path) -> str | None:
     return save(fig, path)
 
 
-def compare_runs(run_dirs: list[Path], out: Path) -> dict:
-    """Write comparison.md, comparison.json and the cross-run plots into ``out``."""
+def compare_runs(run_dirs: list[Path], out: Path, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Write comparison.md, comparison.json and the cross-run plots into ``out``.
+
+    With two runs or more, the paired comparison of each other run against the first, on their
+    common items (``salad_eval.gap.paired``; ``n_boot`` resamples seeded by ``seed``).
+    """
     if not run_dirs:
         raise SaladError("no run directory given; pass one or more directories with results.json")
     runs: dict[str, dict] = {}
+    items: dict[str, list[dict] | None] = {}
     curves: dict[str, list[dict]] = {}
     for run_dir in map(Path, run_dirs):
         name = run_dir.resolve().name
         name = name if name not in runs else str(run_dir)
         runs[name] = load_run(run_dir)
+        items[name] = load_items(run_dir)
         if rows := probe_rows(run_dir):
             curves[name] = rows
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = comparison_rows(runs)
+    names = list(runs)
+    paired, paired_notes = paired_comparison(
+        {n: (runs[n], items[n]) for n in names}, [(names[0], b) for b in names[1:]], n_boot, seed
+    )
+    paired_table = paired_markdown(paired)
     hours = plot_gap_vs_hours(runs, out / "gap_vs_speech_hours.png")
     log_m, fit = plot_acc_vs_log_m(runs, out / "speech_acc_vs_log_m.png")
     training = plot_training(curves, out / "training_curves.png")
@@ -274,10 +291,12 @@ def compare_runs(run_dirs: list[Path], out: Path) -> dict:
         "",
         *notes,
         "",
-        *(f"![{p}]({p})" for p in plots),
-        "",
     ]
+    if paired_table or paired_notes:
+        md += ["## Paired comparison", "", paired_note(), "", paired_table, "", *paired_notes, ""]
+    md += [*(f"![{p}]({p})" for p in plots), ""]
     atomic_write_text(out / "comparison.md", "\n".join(md))
-    result = {"runs": list(runs), "rows": rows, "fit_log_m": fit, "plots": plots, "table": table}
+    result = {"runs": list(runs), "rows": rows, "fit_log_m": fit, "plots": plots, "table": table,
+              "paired": paired, "paired_table": paired_table, "paired_notes": paired_notes}
     atomic_write_text(out / "comparison.json", json.dumps(result, indent=1) + "\n")
     return result

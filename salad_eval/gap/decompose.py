@@ -51,7 +51,7 @@ def _figure(samples: np.ndarray, n: int, num: int | None = None, den: int | None
     return Figure(float(samples[0]), low, high, n, num, den)
 
 
-def _rate_figure(strata, idxs, a, b=None) -> tuple[Figure, np.ndarray] | None:
+def rate_figure(strata, idxs, a, b=None) -> tuple[Figure, np.ndarray] | None:
     per_task, parts = _rates(strata, idxs, a, b)
     if not parts:
         return None
@@ -85,10 +85,10 @@ def decompose(strata: list[Stratum], n_boot: int = 1000, seed: int = 0) -> dict:
     idxs = indices(strata, n_boot, seed)
     accuracy = {}
     for cond in ALL_CONDITIONS:
-        if fig := _rate_figure(strata, idxs, cond):
+        if fig := rate_figure(strata, idxs, cond):
             accuracy[cond] = fig[0].to_dict()
-    forgetting, f_samples = _rate_figure(strata, idxs, "text@base", "text@speech")
-    misalignment, m_samples = _rate_figure(strata, idxs, "text@speech", "speech@speech")
+    forgetting, f_samples = rate_figure(strata, idxs, "text@base", "text@speech")
+    misalignment, m_samples = rate_figure(strata, idxs, "text@speech", "speech@speech")
     assert forgetting.den == misalignment.den  # same items, same tasks: one denominator
     gap = _figure(
         f_samples + m_samples, forgetting.n, forgetting.num + misalignment.num, forgetting.den
@@ -101,11 +101,11 @@ def decompose(strata: list[Stratum], n_boot: int = 1000, seed: int = 0) -> dict:
         "forgetting": forgetting.to_dict(),
         "misalignment": misalignment.to_dict(),
     }
-    if cascade := _rate_figure(strata, idxs, "text@base", "speech@cascade"):
+    if cascade := rate_figure(strata, idxs, "text@base", "speech@cascade"):
         table["cascade_gap"] = cascade[0].to_dict()
     margins = {}
     for control in CONTROLS:
-        if margin := _rate_figure(strata, idxs, "speech@speech", control):
+        if margin := rate_figure(strata, idxs, "speech@speech", control):
             margins[control] = margin[0].to_dict()
     if margins:
         table["control_margin"] = margins

@@ -1,0 +1,241 @@
+"""Paired comparison of two runs (two models) on the items they have in common.
+
+Two runs are paired item by item: the same task and item id and, for a speech condition, the
+same voice. An item's speech score is the mean over the voices both runs scored it in (as the gap
+report averages over voices). For every condition both runs have (and their gap, text@base -
+speech@speech), per task and over all tasks (each task weighs the same, as in the gap report):
+
+- ``b - a``, the difference of accuracies, with a paired bootstrap 95% CI: items are resampled
+  within each task, the same resampled items for both runs and every condition, seeded
+  (``stats.resample_indices``), so the result is deterministic;
+- an exact McNemar test on per-item correctness. A text condition has one right/wrong pair per
+  item; a speech condition one per (item, voice) both runs scored, so with several voices the
+  test counts (item, voice) pairs. One item's voices are correlated, so with several voices the
+  p-value is optimistic (the bootstrap CI, over items, is not). The gap is not a right/wrong
+  outcome: no test.
+
+Accuracies here are on the common items (and voices) only, so they can differ from each run's own
+report when the runs scored different items or voices.
+"""
+
+from __future__ import annotations
+
+import json
+from math import lcm
+from pathlib import Path
+
+import numpy as np
+
+from salad_eval.errors import SaladError
+from salad_eval.gap.decompose import indices, rate_figure
+from salad_eval.gap.records import METRICS, Stratum, check_records
+from salad_eval.gap.stats import mcnemar_exact
+
+CONDITIONS = ("text@base", "text@speech", "speech@speech", "speech@cascade")
+GAP = "gap"
+ALL = "all tasks"
+
+
+def load_items(run_dir: Path) -> list[dict] | None:
+    """A run's per-item records (``items.jsonl``), checked; None if the run has none."""
+    path = Path(run_dir) / "items.jsonl"
+    if not path.is_file():
+        return None
+    try:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                   if line.strip()]  # fmt: skip
+    except (UnicodeDecodeError, ValueError):
+        raise SaladError(f"{path} is not JSON lines; rerun the gap run that wrote it") from None
+    if not all(isinstance(r, dict) for r in records):
+        raise SaladError(f"{path} is not a list of item records; rerun the gap run that wrote it")
+    try:
+        check_records(records)
+    except SaladError as err:
+        raise SaladError(f"{path}: {err}") from None
+    return records
+
+
+def _index(records: list[dict], field: str) -> tuple[dict, dict]:
+    """{(task, item): {condition: {voice: correct}}} and {(task, item): (target, n choices)}."""
+    outcomes: dict = {}
+    shape: dict = {}
+    for r in records:
+        key = (r["task"], r["item"])
+        outcomes.setdefault(key, {}).setdefault(r["condition"], {})[r["voice"]] = bool(r[field])
+        if "target" in r or "logprobs" in r:
+            shape.setdefault(key, (r.get("target"), len(r.get("logprobs") or ())))
+    return outcomes, shape
+
+
+def _check_same_items(a: str, b: str, common: list, shape_a: dict, shape_b: dict) -> None:
+    """The records carry no text, but an item's target and number of choices must agree."""
+    for key in common:
+        if key in shape_a and key in shape_b and shape_a[key] != shape_b[key]:
+            (ta, na), (tb, nb) = shape_a[key], shape_b[key]
+            raise SaladError(
+                f"item {key[1]!r} of task {key[0]} differs between runs {a} and {b} (target "
+                f"{ta} of {na} choices vs {tb} of {nb}); compare runs of the same task version"
+            )
+
+
+def _strata(common: list, out_a: dict, out_b: dict) -> tuple[list[Stratum], dict]:
+    """One stratum per task; scores keyed ``"a <condition>"`` / ``"b <condition>"``.
+
+    Also returns the McNemar pairs: {(task, condition): [(a right, b right), ...]}.
+    """
+    by_task: dict[str, list[str]] = {}
+    for task, item in common:
+        by_task.setdefault(task, []).append(item)
+    strata, pairs = [], {}
+    for task, items in sorted(by_task.items()):
+        voices = {}  # (item, condition) -> the voices both runs scored
+        for item in items:
+            conds_a, conds_b = out_a[task, item], out_b[task, item]
+            for cond in CONDITIONS:
+                shared = set(conds_a.get(cond, ())) & set(conds_b.get(cond, ()))
+                if shared:
+                    voices[item, cond] = sorted(shared, key=str)
+        scale = lcm(1, *(len(v) for v in voices.values()))
+        n = len(items)
+        names = [f"{run} {c}" for run in "ab" for c in (*CONDITIONS, GAP)]
+        scores = {name: np.zeros(n, dtype=np.int64) for name in names}
+        present = {name: np.zeros(n, dtype=bool) for name in names}
+        for i, item in enumerate(items):
+            for cond in CONDITIONS:
+                if (item, cond) not in voices:
+                    continue
+                shared = voices[item, cond]
+                for run, outcome in (("a", out_a[task, item]), ("b", out_b[task, item])):
+                    right = sum(outcome[cond][v] for v in shared)
+                    scores[f"{run} {cond}"][i] = right * (scale // len(shared))
+                    present[f"{run} {cond}"][i] = True
+                pairs.setdefault((task, cond), []).extend(
+                    (out_a[task, item][cond][v], out_b[task, item][cond][v]) for v in shared
+                )
+            if (item, "text@base") in voices and (item, "speech@speech") in voices:
+                for run in "ab":
+                    scores[f"{run} {GAP}"][i] = (
+                        scores[f"{run} text@base"][i] - scores[f"{run} speech@speech"][i]
+                    )
+                    present[f"{run} {GAP}"][i] = True
+        strata.append(Stratum(task, tuple(items), scale, scores, present, {}))
+    return strata, pairs
+
+
+def _rows(strata, idxs, pairs, label: str) -> list[dict]:
+    rows = []
+    for cond in (*CONDITIONS, GAP):
+        diff = rate_figure(strata, idxs, f"b {cond}", f"a {cond}")
+        if diff is None:
+            continue
+        fig_a, fig_b = (rate_figure(strata, idxs, f"{run} {cond}")[0] for run in "ab")
+        row = {"task": label, "condition": cond, "n_items": diff[0].n, "a_value": fig_a.value,
+               "b_value": fig_b.value, "diff": diff[0].to_dict(), "n_pairs": None,
+               "b_right_a_wrong": None, "a_right_b_wrong": None, "p_value": None}  # fmt: skip
+        if cond != GAP:
+            found = [p for s in strata for p in pairs.get((s.task, cond), ())]
+            b01 = sum(b and not a for a, b in found)
+            b10 = sum(a and not b for a, b in found)
+            row |= {"n_pairs": len(found), "b_right_a_wrong": b01, "a_right_b_wrong": b10,
+                    "p_value": mcnemar_exact(b01, b10)}  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def paired_rows(
+    a: str,
+    records_a: list[dict],
+    b: str,
+    records_b: list[dict],
+    metric: str = "acc",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[dict]:
+    """Rows of ``b`` against ``a`` (``b - a``) per task and over all tasks, per condition."""
+    if metric not in METRICS:
+        raise SaladError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    out_a, shape_a = _index(records_a, METRICS[metric])
+    out_b, shape_b = _index(records_b, METRICS[metric])
+    common = sorted(set(out_a) & set(out_b))
+    if not common:
+        raise SaladError(
+            f"runs {a} and {b} share no item (same task and item id); compare runs of the same "
+            "tasks"
+        )
+    _check_same_items(a, b, common, shape_a, shape_b)
+    strata, pairs = _strata(common, out_a, out_b)
+    idxs = indices(strata, n_boot, seed)
+    rows = []
+    for stratum, idx in zip(strata, idxs, strict=True):
+        rows += _rows([stratum], [idx], pairs, stratum.task)
+    rows += _rows(strata, idxs, pairs, ALL)
+    if not rows:
+        raise SaladError(
+            f"runs {a} and {b} share items but no condition and voice on them; compare runs "
+            "scored with the same voices"
+        )
+    return [{"a": a, "b": b, "metric": metric, **row} for row in rows]
+
+
+def paired_comparison(
+    runs: dict[str, tuple[dict, list[dict] | None]],
+    pairs: list[tuple[str, str]],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[list[dict], list[str]]:
+    """Rows for each ``(a, b)`` of ``pairs``; ``runs`` maps a name to (results.json, records).
+
+    A pair uses the headline metric of its baseline ``a``. A run without ``items.jsonl`` is
+    left out, with a note saying so.
+    """
+    rows, notes = [], []
+    missing = [name for name, (_, records) in runs.items() if records is None]
+    if missing and any(a in missing or b in missing for a, b in pairs):
+        notes.append(
+            "No `items.jsonl` in " + ", ".join(missing) + ": no paired comparison with "
+            + ("it." if len(missing) == 1 else "them.")
+        )
+    for a, b in pairs:
+        (res_a, rec_a), (res_b, rec_b) = runs[a], runs[b]
+        if rec_a is None or rec_b is None:
+            continue
+        metric = res_a["metric"]
+        if res_b["metric"] != metric:
+            notes.append(f"{b} leads with {res_b['metric']}; paired against {a} on {metric}.")
+        rows += paired_rows(a, rec_a, b, rec_b, metric, n_boot, seed)
+    return rows, notes
+
+
+def _value(row: dict, key: str) -> str:
+    return f"{100 * row[key]:.1f}"
+
+
+def paired_markdown(rows: list[dict]) -> str:
+    """The "Paired comparison" table (empty string when there are no rows)."""
+    if not rows:
+        return ""
+    head = ["a", "b", "task", "condition", "items in common", "a acc", "b acc",
+            "b - a [95% CI]", "b right / a wrong", "a right / b wrong", "McNemar p"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        d = r["diff"]
+        mcnemar = (["–"] * 3 if r["p_value"] is None else
+                   [str(r["b_right_a_wrong"]), str(r["a_right_b_wrong"]), f"{r['p_value']:.3g}"])
+        cells = [r["a"], r["b"], r["task"], r["condition"], str(r["n_items"]),
+                 _value(r, "a_value"), _value(r, "b_value"),
+                 f"{100 * d['value']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]",
+                 *mcnemar]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_note(who: str = "Each other run (b) against the first (a)") -> str:
+    """What the paired table shows, in one paragraph; ``who`` names the pairs."""
+    return (
+        f"{who} on the items both scored (same task, item and, for speech, voice; an item's "
+        "speech score is the mean over the common voices). b - a in points with a paired "
+        "bootstrap 95% CI over items; the gap rows hold each run's gap (text@base - "
+        "speech@speech). Exact McNemar on right/wrong pairs: one per item for text, one per "
+        "(item, voice) for speech (with several voices these pairs are not independent, so p is "
+        "then optimistic)."
+    )
