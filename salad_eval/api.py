@@ -27,6 +27,9 @@ def evaluate(
     *,
     limit: int | None = None,
     shots: int = 0,
+    shot_budget: int | None = None,
+    metric: str = "acc",
+    exclude_items: str | Path | None = None,
     text_model: str | None = None,
     asr: str = "whisper-base",
     out: str | Path | None = None,
@@ -54,9 +57,14 @@ def evaluate(
     prompt in each model's chat template, as lm-eval's ``--apply_chat_template``; ``tasks`` and
     ``voices`` take lists or the comma-separated strings of the command line; ``include_path``
     adds folders of task YAMLs; ``batch_size`` is rows per forward pass, or ``"auto"`` (the
-    largest that fits the GPU). Every input is checked before a model loads (``SaladError``).
+    largest that fits the GPU). ``metric`` (``acc`` or ``acc_norm``) leads the summary, plots
+    and listening verdict; results.json holds both. ``shot_budget`` keeps, of the ``shots``
+    examples each item draws, as many as fit that many text tokens (``tasks.load_items``);
+    ``exclude_items`` is a JSON file of item ids per task to drop (``salad-train decontam``).
+    Every input is checked before a model loads (``SaladError``).
     """
-    from salad_eval.gap.run import GapSetup, Models, default_run_dir, run_gap
+    from salad_eval.gap.records import METRICS
+    from salad_eval.gap.run import GapSetup, Models, default_run_dir, read_exclusions, run_gap
     from salad_eval.models.cascade import Cascade
     from salad_eval.models.load import default_text_model, load_speech_model
     from salad_eval.models.text_lm import TextLM, default_dtype
@@ -68,6 +76,14 @@ def evaluate(
     names = checks.task_names(task_spec)
     _check_numbers(limit=limit, shots=shots, batch_size=1 if batch_size == "auto" else batch_size,
                    workers=workers, n_boot=n_boot, seed=seed, synth_seed=synth_seed)  # fmt: skip
+    if metric not in METRICS:
+        raise SaladError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
+    _check_numbers(shot_budget=shot_budget)
+    if shot_budget is not None and not shots:
+        raise SaladError("--shot-budget needs --shots N, the most examples per item (paper: 5)")
+    exclude_items = None if exclude_items is None else str(exclude_items)
+    if exclude_items is not None:
+        read_exclusions(exclude_items)
     out = None if out is None else str(out)
     checks.inputs(tasks=names, shots=shots, data_dir=data_dir, voices=voice_spec,
                   speech_model=model, text_model=text_model, asr=asr, device=device, dtype=dtype,
@@ -79,8 +95,9 @@ def evaluate(
     text_name = default_text_model(speech, text_model)
     text = TextLM(text_name, dtype=dtype, device=device, chat_template=chat_template)
     setup = GapSetup(
-        tasks=names, voices=voice_spec, limit=limit, shots=shots, seed=seed, synth_seed=synth_seed,
-        batch_size=batch_size, workers=workers, n_boot=n_boot, data_dir=data_dir,
+        tasks=names, voices=voice_spec, limit=limit, shots=shots, shot_budget=shot_budget,
+        seed=seed, synth_seed=synth_seed, batch_size=batch_size, workers=workers, n_boot=n_boot,
+        metric=metric, data_dir=data_dir, exclude_items=exclude_items,
         controls=controls, dtype=dtype, log_samples=log_samples,
         prompt_format="chat" if chat_template else "raw",
         names={"speech": model, "text": text_name, "asr": asr},
@@ -93,9 +110,9 @@ def evaluate(
 def _check_numbers(**values: int | None) -> None:
     """The ranges the command line's options declare, for callers of the API."""
     lowest = {"limit": 2, "shots": 0, "batch_size": 1, "workers": 1, "n_boot": 1, "seed": 0,
-              "synth_seed": 0}  # fmt: skip
+              "synth_seed": 0, "shot_budget": 1}  # fmt: skip
     for name, value in values.items():
-        if value is None and name == "limit":
+        if value is None and name in ("limit", "shot_budget"):
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < lowest[name]:
             option = "--" + name.replace("_", "-")

@@ -206,7 +206,15 @@ def gap(
     tasks: str = typer.Option("demo", help="Comma-separated task names (see `salad-eval tasks`)."),
     voices: str = typer.Option("default", help="Voice sets and/or voices, comma-separated."),
     limit: int = typer.Option(None, min=1, help="Only the first N items of each task (config)."),
-    shots: int = typer.Option(0, min=0, help="Spoken few-shot examples per item."),
+    shots: int = typer.Option(0, min=0, help="Spoken few-shot examples per item (with "
+                              "--shot-budget: at most this many; the paper: 5)."),
+    shot_budget: int = typer.Option(None, min=1, metavar="TOKENS", help="Keep as many of the "
+                                    "--shots examples as fit the context in TOKENS text tokens "
+                                    "of the text LLM (spoken spans count as their text)."),
+    metric: str = typer.Option("acc", help="Headline metric of summary, plots and verdict: acc "
+                               "or acc_norm (results.json holds both)."),
+    exclude_items: str = typer.Option(None, metavar="FILE", help="Drop the item ids a JSON file "
+                                      "lists per task (salad-train decontam writes one)."),
     text_model: str = typer.Option(None, help="Text LLM for text@base (default: the base LLM)."),
     asr: str = typer.Option("whisper-base", help="ASR of the cascade: asset name, hub id or path."),
     out: str = typer.Option(None, help="Run directory (default reports/<model>-<tasks>)."),
@@ -231,7 +239,8 @@ def gap(
     from salad_eval.gap.run import default_run_dir
 
     results = evaluate(
-        model, tasks, voices, limit=limit, shots=shots, text_model=text_model, asr=asr, out=out,
+        model, tasks, voices, limit=limit, shots=shots, shot_budget=shot_budget, metric=metric,
+        exclude_items=exclude_items, text_model=text_model, asr=asr, out=out,
         device=device, dtype=dtype, batch_size=batch_size, workers=workers, n_boot=n_boot,
         seed=seed, synth_seed=synth_seed, controls=controls, data_dir=data_dir,
         include_path=include_path or [], log_samples=log_samples, model_type=model_type,

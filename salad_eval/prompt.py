@@ -56,6 +56,7 @@ class Item:
     context: tuple[Part, ...]
     choices: tuple[str, ...]
     target: int
+    shots: int = 0  # solved examples at the start of its context
 
     @property
     def text_context(self) -> str:

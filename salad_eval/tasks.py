@@ -38,6 +38,7 @@ import inspect
 import json
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -415,6 +416,10 @@ def _answer(spec: TaskSpec, doc: dict) -> tuple[list[str], int]:
     return choices, int(_evaluate(spec.target, doc))
 
 
+def _joined(parts: list[Part]) -> str:
+    return "".join(part.text for part in parts)
+
+
 def _merge(parts: list[Part]) -> tuple[Part, ...]:
     """Drop empty parts and join neighbouring text, so a context reads as few segments."""
     merged: list[Part] = []
@@ -443,6 +448,24 @@ def _shots(
     return random.Random(f"{seed}:{item_id}").sample(candidates, n)
 
 
+def _solved(spec: TaskSpec, example: dict, base: Path | None) -> tuple[int, list[Part]]:
+    """A few-shot example's index and parts: its prompt (spoken as the item's), its answer."""
+    choices, target = _answer(spec, example)
+    answer = spec.target_delimiter + choices[target] + spec.fewshot_delimiter
+    return example["_index"], [*_turn(spec, example, base), Text(answer)]
+
+
+def _fitting(sizes: list[int], room: int) -> int:
+    """How many of the first examples (``sizes``, in order) fit together in ``room``."""
+    kept = 0
+    for size in sizes:
+        room -= size
+        if room < 0:
+            break
+        kept += 1
+    return kept
+
+
 def load_items(
     name: str,
     limit: int | None = None,
@@ -450,6 +473,8 @@ def load_items(
     seed: int = 1234,
     data_dir: str | None = None,
     split: str | None = None,
+    shot_budget: int | None = None,
+    length: Callable[[str], int] | None = None,
 ) -> list[Item]:
     """The task's items in dataset order; ``limit`` takes the first N of each config.
 
@@ -457,10 +482,20 @@ def load_items(
 
     With ``shots``, each context starts with that many solved examples from the few-shot split:
     their prompts spoken as the item's is, their answers as text, joined by lm-eval's delimiters.
+
+    With ``shot_budget`` (the paper's "as many shots as fit, at most 5"), an item keeps the first
+    k of the ``shots`` examples it draws, k as large as lets its context fit ``shot_budget``
+    tokens: ``length(text)`` of the description and the question, plus that of each example
+    (prompt and answer), sizes summed. The estimate is of the text: a spoken span counts as its
+    text's tokens, not the positions its audio takes, so no model is needed (``gap`` passes the
+    text LLM's tokenizer). ``Item.shots`` says how many each item kept.
     """
     spec = get_task(name)
     if shots and not spec.fewshot_split:
         raise SaladError(f"task {name} has no few-shot split; run it with --shots 0")
+    if shot_budget is not None and (not shots or length is None):
+        raise SaladError("--shot-budget needs --shots N, the most examples per item (the paper: "
+                         "5), and a token length")  # fmt: skip
     split = split or spec.test_split
     items = []
     for config in spec.sources:
@@ -468,14 +503,20 @@ def load_items(
         pool = _docs(spec, config, spec.fewshot_split, data_dir) if shots else []
         base, pool_base = (_data_base(spec, config, s, data_dir) if spec.recordings else None
                            for s in (split, spec.fewshot_split))  # fmt: skip
+        sizes: dict[int, int] = {}  # an example's length, by its index (MMLU: 5 examples in all)
         for doc in docs:
             item_id = _render(spec.id, doc)
-            context: list[Part] = [Text(_render(spec.description, doc))]
-            for example in _shots(spec, pool, doc, shots, seed, item_id) if shots else []:
-                choices, target = _answer(spec, example)
-                answer = spec.target_delimiter + choices[target] + spec.fewshot_delimiter
-                context += [*_turn(spec, example, pool_base), Text(answer)]
-            context += _turn(spec, doc, base)
+            head: list[Part] = [Text(_render(spec.description, doc))]
+            turn = _turn(spec, doc, base)
+            drawn = _shots(spec, pool, doc, shots, seed, item_id) if shots else []
+            examples = [_solved(spec, example, pool_base) for example in drawn]
+            if shot_budget is not None:
+                for index, parts in examples:
+                    if index not in sizes:
+                        sizes[index] = length(_joined(parts))
+                room = shot_budget - length(_joined([*head, *turn]))
+                examples = examples[: _fitting([sizes[index] for index, _ in examples], room)]
+            context = [*head, *(part for _, parts in examples for part in parts), *turn]
             choices, target = _answer(spec, doc)
             items.append(
                 Item(
@@ -485,6 +526,7 @@ def load_items(
                     context=_merge(context),
                     choices=tuple(spec.target_delimiter + choice for choice in choices),
                     target=target,
+                    shots=len(examples),
                 )
             )
     if not items:

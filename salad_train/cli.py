@@ -76,5 +76,31 @@ def run_loop(
     print(f"report: {out / 'report.md'}")
 
 
+@app.command()
+def decontam(
+    overrides: list[str] = typer.Argument(None, help="dotted overrides, e.g. data.tasks=[]"),
+    config: str = typer.Option("tiny", "--config", "-c", help="preset name or YAML path"),
+    tasks: str = typer.Option(None, help="Comma-separated evaluation tasks (default run.tasks)."),
+    limit: int = typer.Option(None, min=1, help="Only the first N items of each task."),
+    n: int = typer.Option(8, "--n", min=1, help="Words per n-gram (13: lm-eval, long texts)."),
+    out: str = typer.Option(None, help="Report JSON (default <run.out_dir>/decontam.json)."),
+) -> None:
+    """Evaluation items sharing a word n-gram with the config's training texts, per task."""
+    from pathlib import Path
+
+    from salad_eval import checks
+    from salad_train.config import load_config
+    from salad_train.decontam import decontaminate, report_lines, write_report
+
+    loaded = load_config(config, overrides or [])
+    names = checks.task_names(tasks) if tasks else list(loaded.run.tasks)
+    path = Path(out) if out else Path(loaded.run.out_dir) / "decontam.json"
+    checks.inputs(tasks=names, out_file=str(path))
+    report = decontaminate(loaded, names, limit, n)
+    write_report(report, path)
+    print("\n".join(report_lines(report)))
+    print(f"flagged item ids: {path} (salad-eval gap --exclude-items {path} drops them)")
+
+
 if __name__ == "__main__":
     main()

@@ -141,14 +141,21 @@ def speak_all(jobs: list[tuple[str, str, int]], workers: int = 1) -> list[str]:
             return clips
 
 
-def synthetic_documents(config: DataConfig, seed: int) -> list[Document]:
-    """Corpus and task documents with each speech span synthesized separately (cached by the
-    audio store); ``max_documents`` takes a seeded sample of them."""
-    rng = random.Random(seed)
+def synthetic_texts(config: DataConfig, seed: int) -> list[str]:
+    """The texts of the synthetic documents: corpus and task documents, ``max_documents`` of
+    them in a seeded sample (what Stage I speaks and, by default, replays)."""
     docs = read_corpus(config.corpus) if config.corpus else []
     docs += task_documents(config.tasks)
     if config.max_documents and len(docs) > config.max_documents:
         docs = random.Random(seed).sample(docs, config.max_documents)
+    return docs
+
+
+def synthetic_documents(config: DataConfig, seed: int) -> list[Document]:
+    """Corpus and task documents with each speech span synthesized separately (cached by the
+    audio store); ``max_documents`` takes a seeded sample of them."""
+    rng = random.Random(seed)
+    docs = synthetic_texts(config, seed)
     plans = [
         split_spans(doc.split(), config.text_span_words, config.speech_span_words, rng)
         for doc in docs

@@ -65,13 +65,30 @@ def _pairs(models: list[str]) -> list[tuple[str, str]]:
     return [(models[0], models[1]), *((m, models[1]) for m in models[2:])]
 
 
+def heard_voices(exposure: dict[str, dict | None]) -> dict[str, str]:
+    """The evaluation voices some compared model heard in training (``seen`` or ``speaker
+    seen``), from each gap run's ``voice_exposure``."""
+    heard: dict[str, str] = {}
+    for voices in exposure.values():
+        for voice, seen in (voices or {}).items():
+            if seen != "unseen" and heard.get(voice) != "seen":
+                heard[voice] = seen
+    return heard
+
+
 def _markdown(tables: dict, models: list[str], training: dict[str, dict],
-              paired: tuple[list[dict], list[str]] = ([], [])) -> str:
+              paired: tuple[list[dict], list[str]] = ([], []),
+              heard: dict[str, str] | None = None) -> str:
     lines = ["# SALAD loop: Stage I vs Stage II", "",
              "Accuracy-like figures in percentage points with 95% paired bootstrap CIs, read from "
              "each gap run's results.json. gap = text@base - speech@speech = forgetting "
              "(text@base - text@speech) + misalignment (text@speech - speech@speech); lower gap, "
              "forgetting and misalignment are better.", ""]
+    if heard:
+        voices = ", ".join(f"`{voice}` ({seen} in training)" for voice, seen in heard.items())
+        lines += [f"**Warning: evaluation voices heard in training**: {voices}. These figures do "
+                  "not show how the models listen to a voice they never heard; evaluate on "
+                  "unseen voices (e.g. `run.voices=heldout`).", ""]
     for task, by_model in tables.items():
         lines += [f"## {task}", "", "| figure | " + " | ".join(models) + " |",
                   "|---|" + "---|" * len(models)]
@@ -126,12 +143,14 @@ def write_loop_report(gap_dirs: dict[str, Path], out: Path) -> dict:
     tables = loop_tables(gap_dirs)
     results = {m: load_run(d) for m, d in gap_dirs.items()}
     training = {m: r["manifest"].get("training") or {} for m, r in results.items()}
+    heard = heard_voices({m: r.get("voice_exposure") for m, r in results.items()})
     paired = paired_comparison({m: (r, load_items(gap_dirs[m])) for m, r in results.items()},
                                _pairs(models))
     plot = _plot(tables, models, out / "report.png")
     report = {"models": models, "gap_runs": {m: str(d) for m, d in gap_dirs.items()},
-              "figures": list(FIGURES), "tables": tables, "training": training, "plot": plot,
+              "figures": list(FIGURES), "tables": tables, "training": training,
+              "voices_heard_in_training": heard, "plot": plot,
               "paired": paired[0], "paired_notes": paired[1]}
     atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str) + "\n")
-    atomic_write_text(out / "report.md", _markdown(tables, models, training, paired))
+    atomic_write_text(out / "report.md", _markdown(tables, models, training, paired, heard))
     return report

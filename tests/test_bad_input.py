@@ -124,6 +124,9 @@ def _eval_cases(f: dict[str, str]) -> list[list[str]]:
         [*gap, "--text-model", "smollm"], [*gap, "--asr", "smollm2-135m"],
         [*gap, "--out", f["docs.txt"]], [*gap, "--data-dir", f["missing"]],
         ["gap", "--model", f["trained_ckpt"]],
+        [*gap, "--metric", "accuracy"], [*gap, "--shot-budget", "0"],
+        [*gap, "--shot-budget", "100"], [*gap, "--exclude-items", f["missing"]],
+        [*gap, "--exclude-items", f["docs.txt"]],
         # divergence
         ["divergence", "--model", f["ckpt"], "--corpus", f["missing"]],
         ["divergence", "--model", f["ckpt"], "--corpus", f["empty.txt"]],
@@ -164,6 +167,8 @@ def _train_cases(f: dict[str, str]) -> list[list[str]]:
            "select.budget_hours=0.01"] for name in ("binary.txt", "binary.jsonl", "missing")),
         ["stage2", "stage2.steps=-1"], ["run", "run.tasks=[dem]"], ["run", "run.limit=0"],
         ["run", "run.voices=nobody"], ["run", "--ablate-random=3"], ["stage1", "--conf", "x"],
+        ["decontam", "--tasks", "dem"], ["decontam", "--n", "0"], ["decontam", "--limit", "x"],
+        ["decontam", "--out", f["ckpt"]], ["decontam", "train.steps=abc"],
     ]  # fmt: skip
 
 

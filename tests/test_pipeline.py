@@ -57,6 +57,27 @@ def test_missing_benchmark_mirror_fails_fast(monkeypatch):
         check_tasks(config.run)
 
 
+def test_loop_report_warns_when_an_evaluation_voice_was_trained_on(tmp_path):
+    from test_gap_report import MANIFEST, run_records
+
+    from salad_eval.gap import write_report
+    from salad_train.loop_report import write_loop_report
+
+    runs = {}  # both evaluate on kokoro/af_heart and piper/joe; stage I trained on piper/joe
+    for name, voices in (("stage I", ["piper/joe", "espeak/en-us"]), ("stage II", ["espeak/en"])):
+        runs[name] = tmp_path / name
+        training = {"speech_hours": 1.0, "voices": voices, "stage": name.split()[-1], "steps": 1}
+        write_report(runs[name], run_records(0, 0.5, 1.0), {**MANIFEST, "training": training},
+                     n_boot=20)  # fmt: skip
+    report = write_loop_report(runs, tmp_path)
+    assert report["voices_heard_in_training"] == {"piper/joe": "seen"}
+    assert ("**Warning: evaluation voices heard in training**: `piper/joe` (seen in training)"
+            in (tmp_path / "report.md").read_text())  # fmt: skip
+    report = write_loop_report({"stage II": runs["stage II"]}, tmp_path)
+    assert report["voices_heard_in_training"] == {}
+    assert "Warning" not in (tmp_path / "report.md").read_text()
+
+
 def _command(root: Path) -> list[str]:
     pool = Path(__file__).parents[1] / "salad_train" / "corpus" / "pool.txt"
     texts = [ln for ln in pool.read_text().splitlines() if ln and not ln.startswith("#")]

@@ -92,6 +92,30 @@ def test_demo_few_shot_never_shows_the_item_itself():
         assert len(spoken) == 5 and spoken[-1] not in spoken[:-1]
 
 
+def test_shot_budget_keeps_as_many_drawn_shots_as_fit():
+    """--shot-budget: of the 5 examples an item draws, the first k that let its context fit the
+    budget. The length here counts words (no tokenizer); `gap` counts the text LLM's tokens."""
+
+    def words(text: str) -> int:
+        return len(text.split())
+
+    full = load_items("demo", limit=6, shots=5)
+    fitted = load_items("demo", limit=6, shots=5, shot_budget=40, length=words)
+    assert [item.shots for item in fitted] == [2, 2, 2, 3, 2, 2]
+    for i, (whole, item) in enumerate(zip(full, fitted, strict=True)):
+        k = item.shots
+        assert item.spoken_texts == (*whole.spoken_texts[:k], whole.spoken_texts[-1])
+        assert words(item.text_context) <= 40  # demo's parts meet at spaces: words add up
+        longer = load_items("demo", limit=6, shots=k + 1)[i]  # lm-eval's order: a prefix
+        assert longer.spoken_texts[:k] == item.spoken_texts[:k]
+        assert words(longer.text_context) > 40
+    assert {i.shots for i in load_items("demo", limit=6, shots=5, shot_budget=1,
+                                        length=words)} == {0}  # fmt: skip
+    assert load_items("demo", limit=6, shots=5, shot_budget=10**6, length=words) == full
+    with pytest.raises(SaladError, match="--shots"):
+        load_items("demo", limit=6, shot_budget=40, length=words)
+
+
 def test_limit_takes_first_n_of_each_mmlu_subject(benchmarks_dir):
     spec = get_task("mmlu")
     items = load_items("mmlu", limit=2, data_dir=str(benchmarks_dir))

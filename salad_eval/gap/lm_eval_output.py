@@ -1,7 +1,8 @@
 """A gap run in lm-evaluation-harness's output format, for the dashboards that already read it.
 
 Beside salad's own files, a run writes ``results_<date>.json`` laid out as lm-eval 0.4's: per
-task, ``results`` holds the gap, forgetting and misalignment (``<metric>,none``); each
+task, ``results`` holds the gap, forgetting and misalignment (``<name>,none``, in the run's
+headline metric, ``--metric``); each
 condition is a subtask ``<task>:<condition>`` (voices averaged per item, as salad's own figures)
 with ``acc,none``, ``acc_norm,none`` and their ``_stderr`` (the sample standard error lm-eval
 reports), grouped under the task in ``group_subtasks``. With ``log_samples`` it also writes
@@ -51,7 +52,7 @@ def lm_eval_results(results: dict, records: list[dict], model_name: str) -> dict
     out: dict = {"results": {}, "groups": {}, "group_subtasks": {}, "configs": {}, "versions": {},
                  "n-shot": {}, "higher_is_better": {}, "n-samples": {}}  # fmt: skip
     for task in results["tasks"]:
-        table = results["metrics"]["acc"]["tasks"][task]
+        table = results["metrics"][results["metric"]]["tasks"][task]
         group = {"alias": task}
         for name in DECOMPOSITION:
             group[f"{name},none"] = table[name]["value"]
@@ -94,6 +95,7 @@ def lm_eval_results(results: dict, records: list[dict], model_name: str) -> dict
         "bootstrap_iters": setup["n_boot"],
         "random_seed": setup["seed"],
         "voices": results["voices"],
+        "metric": results["metric"],  # that of gap, forgetting and misalignment
     }
     out["git_hash"] = manifest.get("git_commit")
     out["date"] = datetime.now().timestamp()

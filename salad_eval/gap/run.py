@@ -53,14 +53,16 @@ class GapSetup:
     tasks: list[str]
     voices: str = "default"
     limit: int | None = None
-    shots: int = 0
+    shots: int = 0  # spoken few-shot examples per item (with shot_budget: at most this many)
+    shot_budget: int | None = None  # tokens of text the context may take (tasks.load_items)
     seed: int = 1234
     synth_seed: int = 0  # the audio: the same seed, the same clips
     batch_size: int | str = 8  # rows per forward pass, or "auto"
     workers: int = 1
     n_boot: int = 1000
-    metric: str = "acc"
+    metric: str = "acc"  # the headline of summary, plots and verdict; results.json has both
     data_dir: str | None = None
+    exclude_items: str | None = None  # a JSON file {"exclude": {task: [item ids]}} (decontam)
     controls: bool = True
     divergences: bool = True
     dtype: str = "float32"  # the weights of every model (checked in run_gap)
@@ -187,8 +189,11 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     heard: dict[tuple[str, str, str], list[str]] = {}
     voice_clips: dict[str, list[tuple[str, str]]] = {}  # per voice: its diversity
     # load every task first: a missing dataset fails in seconds, not after an hour of scoring
-    loaded = {t: tasks.load_items(t, setup.limit, setup.shots, setup.seed, setup.data_dir)
+    length = None if setup.shot_budget is None else text_length(models.text)
+    loaded = {t: tasks.load_items(t, setup.limit, setup.shots, setup.seed, setup.data_dir,
+                                  shot_budget=setup.shot_budget, length=length)
               for t in setup.tasks}  # fmt: skip
+    dropped = read_exclusions(setup.exclude_items) if setup.exclude_items else {}
     for task, items in loaded.items():
         spec = tasks.get_task(task)
         fingerprint = spec.fingerprint  # a chat-templated run scores other prompts: marked
@@ -196,6 +201,14 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
             fingerprint += f"+{setup.prompt_format}"
         task_info[task] = {"version": spec.version, "fingerprint": fingerprint,
                            "prompt_format": setup.prompt_format}  # fmt: skip
+        listed = dropped.get(task, set())
+        excluded_all += [{"task": task, "item": item.id, "reason": f"listed in --exclude-items "
+                          f"{setup.exclude_items}"} for item in items if item.id in listed]
+        items = [item for item in items if item.id not in listed]
+        if setup.shots and items:  # how many examples the items kept (--shot-budget)
+            counts = [item.shots for item in items]
+            task_info[task]["shots"] = {"mean": round(sum(counts) / len(counts), 3),
+                                        "min": min(counts), "max": max(counts)}  # fmt: skip
         manifest = synthesize(items, setup.voices, workers=setup.workers, show_progress=shard.main,
                               seed=setup.synth_seed)  # fmt: skip
         synth_info[task] = {v: _clip_quality(s) for v, s in manifest.voices.items()}
@@ -206,8 +219,8 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
             voice_clips.setdefault(voice, []).extend(found)
         if len(items) < 2:
             raise SaladError(
-                f"task {task} has {len(items)} usable item(s) after --limit and synthesis; "
-                "a gap needs at least 2 (raise --limit)"
+                f"task {task} has {len(items)} usable item(s) after --limit, --exclude-items "
+                "and synthesis; a gap needs at least 2 (raise --limit)"
             )
         records += _task_records(task, items, manifest, voices, models, setup, shard)
         for item in items:
@@ -235,6 +248,29 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     write_lm_eval(run_dir, results, records, setup.names.get("speech") or "model",
                   scored if setup.log_samples else None, heard)  # fmt: skip
     return results
+
+
+def text_length(model: Model) -> Callable[[str], int]:
+    """Tokens of a text as the text LLM reads it (``--shot-budget``'s estimate; no model pass)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise SaladError("--shot-budget counts tokens with the text LLM's tokenizer, and this text "
+                         "model has none; run without --shot-budget")  # fmt: skip
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def read_exclusions(path: str) -> dict[str, set[str]]:
+    """``--exclude-items``: the item ids per task a gap run drops (``salad-train decontam``
+    writes them), from a JSON file ``{"exclude": {"<task>": ["<item id>", ...]}}``."""
+    try:
+        listed = json.loads(Path(path).read_text(encoding="utf-8"))["exclude"]
+        if not isinstance(listed, dict) or not all(isinstance(v, list) for v in listed.values()):
+            raise TypeError
+        return {str(task): {str(item) for item in ids} for task, ids in listed.items()}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise SaladError(f"--exclude-items {path} is not a JSON file holding "
+                         '{"exclude": {"<task>": ["<item id>", ...]}}; pass the file '
+                         "`salad-train decontam` writes") from None
 
 
 def _task_records(
