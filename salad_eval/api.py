@@ -43,6 +43,10 @@ def evaluate(
     log_samples: bool = False,
     model_type: str | None = None,
     chat_template: bool = False,
+    divergences: bool = True,
+    divergence_corpus: str | Path | None = None,
+    divergence_docs: int | None = None,
+    divergence_voice: str | None = None,
 ) -> dict:
     """Score text@base, text@speech, speech@speech, speech@cascade (and the controls) on the same
     items, write the run directory (``results.json``, ``summary.md``, ``items.jsonl``, plots and
@@ -54,8 +58,13 @@ def evaluate(
     prompt in each model's chat template, as lm-eval's ``--apply_chat_template``; ``tasks`` and
     ``voices`` take lists or the comma-separated strings of the command line; ``include_path``
     adds folders of task YAMLs; ``batch_size`` is rows per forward pass, or ``"auto"`` (the
-    largest that fits the GPU). Every input is checked before a model loads (``SaladError``).
+    largest that fits the GPU). ``divergences`` measures forgetting F and misalignment M on
+    ``divergence_docs`` documents of ``divergence_corpus`` (default: the embedded held-out
+    prose) with spans spoken in ``divergence_voice`` (``salad_eval.corpus_divergence``), and
+    the per-item answer KL diagnostic. Every input is checked before a model loads
+    (``SaladError``).
     """
+    from salad_eval import corpus_divergence
     from salad_eval.gap.run import GapSetup, Models, default_run_dir, run_gap
     from salad_eval.models.cascade import Cascade
     from salad_eval.models.load import default_text_model, load_speech_model
@@ -66,8 +75,14 @@ def evaluate(
     task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
     voice_spec = voices if isinstance(voices, str) else ",".join(voices)
     names = checks.task_names(task_spec)
+    divergence_docs = corpus_divergence.DEFAULT_DOCS if divergence_docs is None else divergence_docs
+    divergence_voice = divergence_voice or corpus_divergence.DEFAULT_VOICE
     _check_numbers(limit=limit, shots=shots, batch_size=1 if batch_size == "auto" else batch_size,
-                   workers=workers, n_boot=n_boot, seed=seed, synth_seed=synth_seed)  # fmt: skip
+                   workers=workers, n_boot=n_boot, seed=seed, synth_seed=synth_seed,
+                   divergence_docs=divergence_docs)  # fmt: skip
+    if divergences:
+        divergence_corpus = None if divergence_corpus is None else str(divergence_corpus)
+        checks.divergence_inputs(divergence_corpus, divergence_voice)
     out = None if out is None else str(out)
     checks.inputs(tasks=names, shots=shots, data_dir=data_dir, voices=voice_spec,
                   speech_model=model, text_model=text_model, asr=asr, device=device, dtype=dtype,
@@ -82,7 +97,9 @@ def evaluate(
         tasks=names, voices=voice_spec, limit=limit, shots=shots, seed=seed, synth_seed=synth_seed,
         batch_size=batch_size, workers=workers, n_boot=n_boot, data_dir=data_dir,
         controls=controls, dtype=dtype, log_samples=log_samples,
-        prompt_format="chat" if chat_template else "raw",
+        prompt_format="chat" if chat_template else "raw", divergences=divergences,
+        divergence_corpus=divergence_corpus, divergence_docs=divergence_docs,
+        divergence_voice=divergence_voice,
         names={"speech": model, "text": text_name, "asr": asr},
     )  # fmt: skip
     cascade = Cascade(asr=asr, text_model=text, device=device)
@@ -93,7 +110,7 @@ def evaluate(
 def _check_numbers(**values: int | None) -> None:
     """The ranges the command line's options declare, for callers of the API."""
     lowest = {"limit": 2, "shots": 0, "batch_size": 1, "workers": 1, "n_boot": 1, "seed": 0,
-              "synth_seed": 0}  # fmt: skip
+              "synth_seed": 0, "divergence_docs": 1}  # fmt: skip
     for name, value in values.items():
         if value is None and name == "limit":
             continue

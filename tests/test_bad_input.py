@@ -124,6 +124,11 @@ def _eval_cases(f: dict[str, str]) -> list[list[str]]:
         [*gap, "--text-model", "smollm"], [*gap, "--asr", "smollm2-135m"],
         [*gap, "--out", f["docs.txt"]], [*gap, "--data-dir", f["missing"]],
         ["gap", "--model", f["trained_ckpt"]],
+        [*gap, "--divergence-docs", "0"], [*gap, "--divergence-corpus", f["missing"]],
+        [*gap, "--divergence-corpus", f["empty.txt"]],
+        [*gap, "--divergence-corpus", f["binary.txt"]], [*gap, "--divergence-voice", "nobody"],
+        [*gap, "--divergence-voice", "recorded"],
+        [*gap, "--divergence-voice", "espeak/en-us+noise=babble:snr=5"],
         # divergence
         ["divergence", "--model", f["ckpt"], "--corpus", f["missing"]],
         ["divergence", "--model", f["ckpt"], "--corpus", f["empty.txt"]],
@@ -162,6 +167,8 @@ def _train_cases(f: dict[str, str]) -> list[list[str]]:
         ["select", "select.clusters=0"], ["select", "select.gamma=-1"],
         *(["select", f"select.pool=[{f[name]}]", f"select.checkpoint={f['ckpt']}",
            "select.budget_hours=0.01"] for name in ("binary.txt", "binary.jsonl", "missing")),
+        ["stage1", "train.probe_docs=-1"], ["stage1", f"train.probe_corpus={f['binary.txt']}"],
+        ["stage1", f"train.probe_corpus={f['missing']}"],
         ["stage2", "stage2.steps=-1"], ["run", "run.tasks=[dem]"], ["run", "run.limit=0"],
         ["run", "run.voices=nobody"], ["run", "--ablate-random=3"], ["stage1", "--conf", "x"],
     ]  # fmt: skip
