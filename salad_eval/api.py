@@ -46,6 +46,10 @@ def evaluate(
     log_samples: bool = False,
     model_type: str | None = None,
     chat_template: bool = False,
+    divergences: bool = True,
+    divergence_corpus: str | Path | None = None,
+    divergence_docs: int | None = None,
+    divergence_voice: str | None = None,
 ) -> dict:
     """Score text@base, text@speech, speech@speech, speech@cascade (and the controls) on the same
     items, write the run directory (``results.json``, ``summary.md``, ``items.jsonl``, plots and
@@ -61,8 +65,12 @@ def evaluate(
     and listening verdict; results.json holds both. ``shot_budget`` keeps, of the ``shots``
     examples each item draws, as many as fit that many text tokens (``tasks.load_items``);
     ``exclude_items`` is a JSON file of item ids per task to drop (``salad-train decontam``).
-    Every input is checked before a model loads (``SaladError``).
+    ``divergences`` measures forgetting F and misalignment M on ``divergence_docs`` documents of
+    ``divergence_corpus`` (default: the embedded held-out prose) with spans spoken in
+    ``divergence_voice`` (``salad_eval.corpus_divergence``), and the per-item answer KL
+    diagnostic. Every input is checked before a model loads (``SaladError``).
     """
+    from salad_eval import corpus_divergence
     from salad_eval.gap.records import METRICS
     from salad_eval.gap.run import GapSetup, Models, default_run_dir, read_exclusions, run_gap
     from salad_eval.models.cascade import Cascade
@@ -74,8 +82,14 @@ def evaluate(
     task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
     voice_spec = voices if isinstance(voices, str) else ",".join(voices)
     names = checks.task_names(task_spec)
+    divergence_docs = corpus_divergence.DEFAULT_DOCS if divergence_docs is None else divergence_docs
+    divergence_voice = divergence_voice or corpus_divergence.DEFAULT_VOICE
     _check_numbers(limit=limit, shots=shots, batch_size=1 if batch_size == "auto" else batch_size,
-                   workers=workers, n_boot=n_boot, seed=seed, synth_seed=synth_seed)  # fmt: skip
+                   workers=workers, n_boot=n_boot, seed=seed, synth_seed=synth_seed,
+                   divergence_docs=divergence_docs)  # fmt: skip
+    if divergences:
+        divergence_corpus = None if divergence_corpus is None else str(divergence_corpus)
+        checks.divergence_inputs(divergence_corpus, divergence_voice)
     if metric not in METRICS:
         raise SaladError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
     _check_numbers(shot_budget=shot_budget)
@@ -99,7 +113,9 @@ def evaluate(
         seed=seed, synth_seed=synth_seed, batch_size=batch_size, workers=workers, n_boot=n_boot,
         metric=metric, data_dir=data_dir, exclude_items=exclude_items,
         controls=controls, dtype=dtype, log_samples=log_samples,
-        prompt_format="chat" if chat_template else "raw",
+        prompt_format="chat" if chat_template else "raw", divergences=divergences,
+        divergence_corpus=divergence_corpus, divergence_docs=divergence_docs,
+        divergence_voice=divergence_voice,
         names={"speech": model, "text": text_name, "asr": asr},
     )  # fmt: skip
     cascade = Cascade(asr=asr, text_model=text, device=device)
@@ -110,7 +126,7 @@ def evaluate(
 def _check_numbers(**values: int | None) -> None:
     """The ranges the command line's options declare, for callers of the API."""
     lowest = {"limit": 2, "shots": 0, "batch_size": 1, "workers": 1, "n_boot": 1, "seed": 0,
-              "synth_seed": 0, "shot_budget": 1}  # fmt: skip
+              "synth_seed": 0, "shot_budget": 1, "divergence_docs": 1}  # fmt: skip
     for name, value in values.items():
         if value is None and name in ("limit", "shot_budget"):
             continue

@@ -128,6 +128,21 @@ def inputs(
                              "them")  # fmt: skip
 
 
+def divergence_inputs(corpus: str | None, voice: str) -> None:
+    """``--divergence-corpus`` (None: the embedded held-out prose) is text with documents, and
+    ``--divergence-voice`` is one TTS voice that can speak any span (no babble, no recording)."""
+    from salad_eval.speech import perturb
+    from salad_eval.speech.voices import RECORDED, parse_voice
+
+    if corpus is not None:
+        text_lines(corpus, "--divergence-corpus")
+    parsed = parse_voice(voice)
+    if parsed.engine == RECORDED or perturb.talkers(parsed):
+        raise SaladError(f"--divergence-voice {voice}: pass one TTS voice, e.g. espeak/en-us "
+                         "(spans are synthesized; a recording or babble cannot speak them)")
+    inputs(voices=voice)
+
+
 def _recorded(voices: str) -> bool:
     from salad_eval.speech.voices import RECORDED, resolve_voices
 

@@ -233,6 +233,12 @@ def gap(
     log_samples: bool = typer.Option(
         False, help="Also write lm-eval style per-sample samples_<task>_<date>.jsonl."
     ),
+    divergences: bool = typer.Option(True, help="Measure forgetting F and misalignment M on a "
+                                     "held-out corpus (and the per-item answer KL diagnostic)."),
+    divergence_corpus: str = typer.Option(None, help="Corpus of F and M, one document per line "
+                                          "(default: the embedded held-out prose)."),
+    divergence_docs: int = typer.Option(32, min=1, help="Documents of that corpus (the first N)."),
+    divergence_voice: str = typer.Option("espeak/en-us", help="The voice of its spoken spans."),
 ) -> None:
     """Measure the gap: text@base, text@speech, speech@speech, speech@cascade and controls."""
     from salad_eval.api import evaluate
@@ -244,7 +250,9 @@ def gap(
         device=device, dtype=dtype, batch_size=batch_size, workers=workers, n_boot=n_boot,
         seed=seed, synth_seed=synth_seed, controls=controls, data_dir=data_dir,
         include_path=include_path or [], log_samples=log_samples, model_type=model_type,
-        chat_template=chat_template,
+        chat_template=chat_template, divergences=divergences,
+        divergence_corpus=divergence_corpus, divergence_docs=divergence_docs,
+        divergence_voice=divergence_voice,
     )  # fmt: skip
     if results:  # the main process (under accelerate launch, the others return {})
         run_dir = Path(out) if out else default_run_dir(model, checks.task_names(tasks))

@@ -75,6 +75,8 @@ class TrainConfig:
     probe_every: int = 0  # 0: no probes
     probe_task: str = "demo"
     probe_items: int = 16
+    probe_docs: int = 4  # held-out documents of the probes' corpus F and M (0: none)
+    probe_corpus: str | None = None  # their corpus; None: salad_eval's embedded held-out prose
     mixed_precision: str = "auto"  # auto (bf16 on GPU) | no | bf16
     init_from: str | None = None  # a SALAD checkpoint whose adapter (and LLM weights) to start from
     align_steps: int = 0  # CTC-only adapter warm-up before distillation (salad_train/align.py)
@@ -149,7 +151,7 @@ class Config:
 
 
 PATH_KEYS = ("data.corpus", "data.replay", "data.natural", "train.init_from", "select.pool",
-             "select.checkpoint", "stage2.stage1", "stage2.selection")
+             "select.checkpoint", "stage2.stage1", "stage2.selection", "train.probe_corpus")
 HUB_PREFIX = "hf:"  # a pool entry naming an HF dataset, not a path
 
 
@@ -216,8 +218,8 @@ _RANGES = {
     "optim.grad_clip": ">=0",
     "train.steps": ">=1", "train.batch_size": ">=1", "train.grad_accum": ">=1", "train.seed": ">=0",
     "train.save_every": ">=1", "train.log_every": ">=1", "train.probe_every": ">=0",
-    "train.probe_items": ">=1", "train.align_steps": ">=0", "train.align_batch_size": ">=1",
-    "train.align_lr": ">0",
+    "train.probe_items": ">=1", "train.probe_docs": ">=0", "train.align_steps": ">=0",
+    "train.align_batch_size": ">=1", "train.align_lr": ">0",
     "select.max_pool": ">=1", "select.min_words": ">=0", "select.clusters": ">=1",
     "select.probe_texts": ">=1", "select.probe_span_words": ">=1", "select.gamma": ">=0",
     "select.budget_hours": ">0", "select.budget_share": "0..1", "select.max_cer": ">=0",
@@ -353,11 +355,12 @@ def check_paths(config: Config) -> None:
     """Every data path exists and some speech source is named (before anything is built)."""
     data = config.data
     named = (("data.corpus", data.corpus), ("data.replay", data.replay),
+             ("train.probe_corpus", config.train.probe_corpus),
              ("train.init_from", config.train.init_from))
     for label, value in named:
         if value is not None and not Path(value).exists():
             raise SaladError(f"{label} {value} does not exist; fix the path in the config")
-    for label, value in named[:2]:
+    for label, value in named[:3]:
         if value is not None:
             text_lines(value, label)  # UTF-8 text with documents, not a binary or empty file
     for value in data.natural:

@@ -1,7 +1,8 @@
 """Stage I data: documents as interleaved text and speech spans, plus text-only replay.
 
-A *document* is a tuple of ``Span``s; a speech span carries an audio file that speaks exactly its
-text. The student reads speech spans as audio, the teacher reads every span as text.
+A *document* is a tuple of ``Span``s (``salad_eval.interleave``, shared with the corpus
+divergences); a speech span carries an audio file that speaks exactly its text. The student reads
+speech spans as audio, the teacher reads every span as text.
 
 - Synthetic speech (``data.corpus``, and ``data.tasks``: solved items of task training splits,
   e.g. ARC's 3,370 training questions with their answers): each document's words are cut into
@@ -36,22 +37,12 @@ import hashlib
 import json
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from salad_eval.errors import SaladError
+from salad_eval.interleave import Document, Span
 from salad_eval.progress import progress_bar
 from salad_train.config import DataConfig
-
-
-@dataclass(frozen=True)
-class Span:
-    text: str
-    audio: str | None = None  # a clip that speaks ``text``; None: a text span
-    recorded: bool = False  # a natural utterance: heard or read is drawn anew for every sample
-
-
-Document = tuple[Span, ...]
 
 
 def read_corpus(path: str, limit: int | None = None) -> list[str]:

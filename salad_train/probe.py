@@ -1,8 +1,12 @@
-"""Periodic probes: M, F, text and speech accuracy on a few task items against tokens seen.
+"""Periodic probes: M, F, text and speech accuracy against tokens seen.
 
-The rows (``{"step", "tokens_seen", "probe": {"M", "F", "text_acc", "speech_acc"}}``) land in
-``metrics.jsonl``, where ``salad-eval report`` finds them for the training-curve figure. Everything
-is measured with salad_eval's own scoring and divergence code, so a probe and a gap report agree.
+The rows (``{"step", "tokens_seen", "probe": {"M", "F", "answer_M", "answer_F", "text_acc",
+"speech_acc"}}``) land in ``metrics.jsonl``, where ``salad-eval report`` finds them for the
+training-curve figure. M and F are the corpus divergences a gap report leads with
+(``salad_eval.corpus_divergence``: per token, on ``train.probe_docs`` held-out documents with
+spoken spans), so a sweep's curves use the paper's definitions; ``answer_M``/``answer_F`` (the KL
+on the probe items' answers) and the accuracies are on ``train.probe_items`` task items.
+Everything is measured with salad_eval's own code, so a probe and a gap report agree.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import functools
 import numpy as np
 import torch
 
+from salad_eval import corpus_divergence
 from salad_eval.divergence import forgetting_kl, misalignment_kl
 from salad_eval.prompt import ScoringRequest, text_prompt
 from salad_eval.scoring import item_metrics, score
@@ -31,6 +36,13 @@ def _probe_set(task: str, n_items: int) -> tuple[list, list]:
 
 
 @functools.cache
+def _probe_docs(corpus: str | None, n_docs: int) -> tuple:
+    """The first ``n_docs`` held-out documents with their spans spoken (synthesized once)."""
+    texts = corpus_divergence.read_documents(corpus, n_docs)
+    return tuple(corpus_divergence.speak_documents(texts, show_progress=False))
+
+
+@functools.cache
 def _base_model(llm: str):
     from salad_eval.models.text_lm import TextLM
 
@@ -44,20 +56,32 @@ def _accuracy(model, prompts, items) -> float:
                           for s, i in zip(scores, items, strict=True)]))
 
 
-def probe(speech_lm, task: str, n_items: int) -> dict[str, float]:
-    """M and F (mean KL on the answer tokens), text@speech and speech@speech accuracy."""
+def corpus_probe(speech_lm, base, n_docs: int, corpus: str | None = None) -> dict[str, float]:
+    """Corpus F and M per token on ``n_docs`` held-out documents (cheap: a few documents, three
+    forward passes each)."""
+    rows = corpus_divergence.measure(speech_lm, _probe_docs(corpus, n_docs), base,
+                                     show_progress=False)  # fmt: skip
+    figures = corpus_divergence.summarize(rows, n_boot=1)
+    return {name: figures[name]["value"] for name in ("F", "M") if name in figures}
+
+
+def probe(speech_lm, task: str, n_items: int, n_docs: int = 4, corpus: str | None = None
+          ) -> dict[str, float]:  # fmt: skip
+    """Corpus M and F (``n_docs`` documents; none when 0), the answer-token KL diagnostics
+    answer_M and answer_F, text@speech and speech@speech accuracy on ``n_items`` task items."""
     items, spoken = _probe_set(task, n_items)
     was_training = speech_lm.training
     speech_lm.eval()
     with torch.no_grad():
         base = _base_model(speech_lm.config.llm)
-        result = {
-            "M": float(np.mean([misalignment_kl(speech_lm, i, p) for i, p in zip(items, spoken,
-                                                                                 strict=True)])),
-            "F": float(np.mean([forgetting_kl(base, speech_lm, i) for i in items])),
+        result = corpus_probe(speech_lm, base, n_docs, corpus) if n_docs else {}
+        result |= {
+            "answer_M": float(np.mean([misalignment_kl(speech_lm, i, p)
+                                       for i, p in zip(items, spoken, strict=True)])),
+            "answer_F": float(np.mean([forgetting_kl(base, speech_lm, i) for i in items])),
             "text_acc": _accuracy(speech_lm, [text_prompt(i) for i in items], items),
             "speech_acc": _accuracy(speech_lm, spoken, items),
-        }
+        }  # fmt: skip
     speech_lm.train(was_training)
     return result
 
@@ -66,4 +90,5 @@ def demo_probe(trainer) -> dict:
     """A metrics row for the trainer's current step (the probe hook ``Stage1Trainer.run`` calls)."""
     t = trainer.config.train
     return {"step": trainer.step, "tokens_seen": trainer.tokens_seen,
-            "probe": probe(trainer.speech_lm, t.probe_task, t.probe_items)}
+            "probe": probe(trainer.speech_lm, t.probe_task, t.probe_items, t.probe_docs,
+                           t.probe_corpus)}  # fmt: skip

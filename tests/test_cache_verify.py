@@ -86,7 +86,8 @@ def gap_home(tmp_path_factory):
         text = TextLM("smollm2-135m")
         models = Models(speech=speech, text=text,
                         cascade=Cascade(asr="whisper-tiny.en", text_model=text))  # fmt: skip
-        setup = GapSetup(tasks=["demo"], voices="piper/joe", limit=2, n_boot=50)
+        setup = GapSetup(tasks=["demo"], voices="piper/joe", limit=2, n_boot=50,
+                         divergence_docs=2)  # fmt: skip
         yield root, setup, models
 
 

@@ -212,8 +212,8 @@ def test_hand_written_records():
         1, 1, 0, 4,
     )  # fmt: skip
     assert t["gap"]["value"] == 0.25 and t["cascade_gap"]["value"] == 0.0
-    assert t["divergence"]["F"]["value"] == pytest.approx((0.2 + 0.6 + 0.1 + 0.0) / 4)
-    assert t["divergence"]["M"]["value"] == pytest.approx((1.0 + 0.5 + 0.3 + 0.2) / 4)
+    assert t["divergence"]["answer_F"]["value"] == pytest.approx((0.2 + 0.6 + 0.1 + 0.0) / 4)
+    assert t["divergence"]["answer_M"]["value"] == pytest.approx((1.0 + 0.5 + 0.3 + 0.2) / 4)
     assert t["divergence"]["wer"]["value"] == pytest.approx(0.2)
     domains = results["metrics"]["acc"]["domains"]
     assert domains["geo"]["misalignment"]["value"] == 0.5  # q1 lost in speech

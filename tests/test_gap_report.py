@@ -39,7 +39,7 @@ def run_records(seed: int, speech_rate: float, kl_scale: float) -> list[dict]:
                         "pred_norm": int(correct), "correct": correct, "correct_norm": correct,
                     }  # fmt: skip
                     if cond in ("text@speech", "speech@speech"):
-                        rec["kl"] = kl_scale * rng.random()
+                        rec["answer_kl"] = kl_scale * rng.random()
                     if cond == "speech@cascade":
                         rec["wer"] = rng.random() / 5
                     records.append(rec)
@@ -47,6 +47,17 @@ def run_records(seed: int, speech_rate: float, kl_scale: float) -> list[dict]:
 
 
 MANIFEST = {"command": "salad-eval gap --model ckpt/ --tasks arc_easy,demo", "seed": 0}
+CORPUS_SETUP = {"corpus": "heldout.txt", "held_out": True, "documents": 32,
+                "voice": "espeak/en-us", "span_words": [10, 10]}  # fmt: skip
+
+
+def corpus_figures(f: float, m: float) -> dict:
+    """Corpus F and M as `salad-eval gap` hands them to the report."""
+    def fig(value: float) -> dict:
+        return {"value": value, "ci_low": 0.9 * value, "ci_high": 1.1 * value, "n": 32,
+                "tokens": 1800}  # fmt: skip
+
+    return {"F": fig(f), "M": fig(m), "setup": CORPUS_SETUP}
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +66,11 @@ def runs(tmp_path_factory) -> list[Path]:
     dirs = []
     for k, (rate, kl, hours) in enumerate(((0.45, 3.0, 10), (0.65, 0.8, 1000))):
         run_dir = tmp_path_factory.mktemp(f"run{k}")
-        manifest = {**MANIFEST, "training": {"speech_hours": hours}}
-        write_report(run_dir, run_records(k, rate, kl), manifest, n_boot=200)
+        manifest = {**MANIFEST, "training": {"speech_hours": hours},
+                    "corpus_divergence": CORPUS_SETUP}  # fmt: skip
+        # the per-item answer KL runs the other way: the fit must read the corpus M
+        write_report(run_dir, run_records(k, rate, 1 / kl), manifest, n_boot=200,
+                     corpus_divergence=corpus_figures(0.01 * kl, kl))  # fmt: skip
         dirs.append(run_dir)
     probes = [
         {"tokens_seen": 1000 * s, "probe": {"M": 2 / s, "F": 0.1 * s, "text_acc": 0.8,
@@ -83,7 +97,10 @@ def figures(node, path=""):
 
 def test_results_json_has_ci_and_n_for_every_figure(runs):
     results = json.loads((runs[0] / "results.json").read_text())
-    assert results["manifest"] == {**MANIFEST, "training": {"speech_hours": 10}}
+    assert results["manifest"] == {**MANIFEST, "training": {"speech_hours": 10},
+                                   "corpus_divergence": CORPUS_SETUP}  # fmt: skip
+    assert results["corpus_divergence"]["M"]["value"] == 3.0  # corpus F and M, per token
+    assert set(results["corpus_divergence"]) == {"F", "M"}
     found = list(figures(results["metrics"]))
     assert len(found) > 100
     for path, fig in found:
@@ -106,6 +123,8 @@ def test_summary_reads_as_a_report(runs):
         "# Text-speech understanding gap", "Does the model listen to its audio?", "## Conditions",
         "### By task", "### By domain", "### By voice", "exact McNemar", "misalignment",
         "`arc_easy`", "kokoro/af_heart", "salad-eval gap --model ckpt/", "gap_decomposition.png",
+        "## Divergences: forgetting F and misalignment M", "| M, misalignment | 3 [2.7, 3.3] |",
+        "32 documents of `heldout.txt` (held out", "## Per-item answer KL (diagnostic)",
     ):  # fmt: skip
         assert needle in summary, needle
 
@@ -150,6 +169,19 @@ def test_report_compares_runs(runs, tmp_path):
         assert matplotlib.image.imread(out / plot).std() > 0.05
     md = (out / "comparison.md").read_text()
     assert runs[0].name in md and "R^2" in md
+
+
+def test_a_run_without_corpus_m_is_left_out_of_the_log_m_fit(runs, tmp_path):
+    """Its per-item answer KL is another quantity: never mixed into the fit."""
+    old = tmp_path / "old-run"
+    write_report(old, run_records(5, 0.9, 0.01), MANIFEST, n_boot=50)
+    assert json.loads((old / "results.json").read_text())["corpus_divergence"] is None
+    result = compare_runs([*runs, old], tmp_path / "cmp")
+    assert result["fit_log_m"]["n"] == 2
+    assert "Left out of the log M fit (no corpus M): old-run" in (
+        tmp_path / "cmp" / "comparison.md").read_text()
+    result = compare_runs([old], tmp_path / "cmp-old")
+    assert result["fit_log_m"] is None and "speech_acc_vs_log_m.png" not in result["plots"]
 
 
 def test_report_command(runs, tmp_path):

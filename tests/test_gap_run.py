@@ -81,6 +81,8 @@ def _gap_args(checkpoint: Path, out: Path) -> list[str]:
         "whisper-tiny.en",
         "--n-boot",
         "200",
+        "--divergence-docs",
+        "2",
         "--out",
         str(out),
     ]
@@ -144,7 +146,12 @@ def test_report_has_every_condition_control_and_identity(reference):
     )
     rows = [json.loads(line) for line in (reference / "items.jsonl").read_text().splitlines()]
     assert len(rows) == LIMIT * 6
-    assert all("kl" in r for r in rows if r["condition"] in ("text@speech", "speech@speech"))
+    assert all("answer_kl" in r for r in rows
+               if r["condition"] in ("text@speech", "speech@speech"))  # fmt: skip
+    # corpus F and M: a frozen LLM has forgotten nothing, a random adapter is misaligned
+    assert results["corpus_divergence"]["F"]["value"] == 0.0
+    assert results["corpus_divergence"]["M"]["value"] > 0.0
+    assert results["manifest"]["corpus_divergence"]["documents"] == 2
     assert all("wer" in r for r in rows if r["condition"] == "speech@cascade")
     # a frozen LLM behind a random adapter has forgotten nothing: identical text scores
     base = [r["logprobs"] for r in rows if r["condition"] == "text@base"]

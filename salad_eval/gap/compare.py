@@ -1,8 +1,11 @@
 """``salad-eval report``: several runs side by side, and the paper's figures across runs.
 
 The figures: the gap against the training speech hours (from each run's manifest), speech
-accuracy against log M (the mean KL misalignment) with a fitted line and R^2, and, for runs
-that hold a training ``metrics.jsonl`` with probe rows, the probes along training.
+accuracy against log M (the corpus misalignment, per token, ``salad_eval.corpus_divergence``)
+with a fitted line and R^2, and, for runs that hold a training ``metrics.jsonl`` with probe rows,
+the probes along training. A run without a corpus M (one made with ``--no-divergences``, of an
+external model, or before corpus divergences existed) is left out of the log M fit: its per-item
+answer KL is another quantity.
 """
 
 from __future__ import annotations
@@ -64,12 +67,23 @@ def _check_results(results: dict) -> None:
     for name, table in {**tables["tasks"], "overall": tables["overall"]}.items():
         int(table["n_items"])
         for figure in [*_row_figures(table), *table.get("divergence", {}).values()]:
-            for key in ("value", "ci_low", "ci_high"):
-                if not isinstance(figure[key], (int, float)):
-                    raise ValueError(f"{name}: {key} is not a number")
+            _check_figure(figure, name)
+    for name, figure in (results.get("corpus_divergence") or {}).items():
+        _check_figure(figure, f"corpus {name}")
     training = (results.get("manifest") or {}).get("training")
     if isinstance(training, dict) and training.get("speech_hours") is not None:
         float(training["speech_hours"])
+
+
+def _check_figure(figure: dict, name: str) -> None:
+    for key in ("value", "ci_low", "ci_high"):
+        if not isinstance(figure[key], (int, float)):
+            raise ValueError(f"{name}: {key} is not a number")
+
+
+def corpus_m(results: dict) -> dict | None:
+    """A run's corpus misalignment M figure (None without one)."""
+    return (results.get("corpus_divergence") or {}).get("M")
 
 
 def probe_rows(run_dir: Path) -> list[dict]:
@@ -167,7 +181,7 @@ def plot_acc_vs_log_m(runs: dict[str, dict], path: Path) -> tuple[str | None, di
     points = []
     for name, r in runs.items():
         overall = r["metrics"][r["metric"]]["overall"]
-        m = overall.get("divergence", {}).get("M")
+        m = corpus_m(r)
         if m and m["value"] > 0:
             points.append(
                 (name, math.log(m["value"]), 100 * overall["accuracy"]["speech@speech"]["value"])
@@ -192,7 +206,7 @@ def plot_acc_vs_log_m(runs: dict[str, dict], path: Path) -> tuple[str | None, di
             label=f"fit: slope {fit['slope']:.2f}, R$^2$ = {fit['r2']:.2f}",
         )
         ax.legend(fontsize=8)
-    ax.set_xlabel("log M (mean KL misalignment, nats)")
+    ax.set_xlabel("log M (corpus KL misalignment, nats per token)")
     ax.set_ylabel("speech@speech accuracy (%)")
     ax.set_title("Speech accuracy vs log misalignment")
     return save(fig, path), fit
@@ -273,8 +287,12 @@ def compare_runs(run_dirs: list[Path], out: Path, n_boot: int = 1000, seed: int 
         notes.append(
             "No run records `training.speech_hours` in its manifest: no gap-vs-hours plot."
         )
+    without = [name for name, r in runs.items() if not (corpus_m(r) or {}).get("value", 0) > 0]
+    if without and log_m is not None:
+        notes.append(f"Left out of the log M fit (no corpus M): {', '.join(without)}.")
     if log_m is None:
-        notes.append("No run has a misalignment M: no accuracy-vs-log-M plot.")
+        notes.append("No run has a corpus misalignment M (rerun `salad-eval gap` with "
+                     "divergences on): no accuracy-vs-log-M plot.")  # fmt: skip
     elif fit is None:
         notes.append("Fewer than two distinct values of M: no line fitted.")
     else:

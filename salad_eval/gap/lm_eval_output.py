@@ -136,7 +136,7 @@ def _sample(index: int, item: Item, record: dict, clips: list[str]) -> dict:
     }
     if record["voice"] is not None:
         sample["clips"] = clips  # the audio heard (controls: what it was replaced by is derived)
-    for extra in ("kl", "wer"):
+    for extra in ("answer_kl", "wer"):
         if extra in record:
             sample[extra] = record[extra]
     return sample

@@ -23,10 +23,12 @@ ALL_CONDITIONS = CONDITIONS + CONTROLS
 CORE = ("text@base", "text@speech", "speech@speech")
 TEXT_ONLY = ("text@base", "text@speech")
 METRICS = {"acc": "correct", "acc_norm": "correct_norm"}
-# per-item real values carried by some rows: KL forgetting F, KL misalignment M, cascade ASR WER
+# per-item real values carried by some rows: the answer-token KL of each item (a diagnostic; the
+# reported F and M are corpus_divergence's), base vs speech LLM on text and text vs speech, and
+# the cascade's ASR WER
 VALUES = {
-    "F": ("text@speech", "kl"),
-    "M": ("speech@speech", "kl"),
+    "answer_F": ("text@speech", "answer_kl"),
+    "answer_M": ("speech@speech", "answer_kl"),
     "wer": ("speech@cascade", "wer"),
 }
 _REQUIRED = ("task", "item", "domain", "condition", "voice", "correct", "correct_norm")
@@ -45,7 +47,7 @@ class Stratum:
     scale: int
     scores: dict[str, np.ndarray]
     present: dict[str, np.ndarray]
-    values: dict[str, np.ndarray]  # "F", "M", "wer": per-item means over voices, NaN if absent
+    values: dict[str, np.ndarray]  # VALUES: per-item means over voices, NaN if absent
 
 
 def check_records(records: list[dict]) -> None:

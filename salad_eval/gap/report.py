@@ -77,9 +77,13 @@ def _exposure(voices: list[str], training: dict | None) -> dict[str, str] | None
 
 
 def analyse(
-    records: list[dict], manifest: dict, metric: str = "acc", n_boot: int = 1000, seed: int = 0
+    records: list[dict], manifest: dict, metric: str = "acc", n_boot: int = 1000, seed: int = 0,
+    corpus_divergence: dict | None = None,
 ) -> dict:
-    """The content of results.json: every figure for both metrics; ``metric`` leads the report."""
+    """The content of results.json: every figure for both metrics; ``metric`` leads the report.
+
+    ``corpus_divergence``: the run's corpus F and M (``salad_eval.corpus_divergence``), figures
+    of the model rather than of the items, kept beside them as ``corpus_divergence``."""
     if metric not in METRICS:
         raise SaladError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     if n_boot < 1:
@@ -104,6 +108,8 @@ def analyse(
         "metrics": metrics,
         "controls": metrics[metric]["controls"],
         "robustness": robustness_rows(metrics[metric]["voices"], metrics[metric]["controls"]),
+        "corpus_divergence": {k: v for k, v in (corpus_divergence or {}).items()
+                              if k in ("F", "M")} or None,  # fmt: skip
         "manifest": manifest,
     }
 
@@ -115,9 +121,10 @@ def write_report(
     metric: str = "acc",
     n_boot: int = 1000,
     seed: int = 0,
+    corpus_divergence: dict | None = None,
 ) -> dict:
     """Write results.json, summary.md and the PNG plots into ``run_dir``; return the results."""
-    results = analyse(records, manifest, metric, n_boot, seed)
+    results = analyse(records, manifest, metric, n_boot, seed, corpus_divergence)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     plots = plot_run(results, run_dir)

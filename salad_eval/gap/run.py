@@ -26,12 +26,13 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from salad_eval import divergence, tasks
+from salad_eval import corpus_divergence, divergence, tasks
 from salad_eval.conditions import shuffled_prompts, silent_prompt
 from salad_eval.errors import SaladError
 from salad_eval.gap.lm_eval_output import write_lm_eval
 from salad_eval.gap.report import write_report
 from salad_eval.home import (
+    BadEntry,
     atomic_write_text,
     cached_entry,
     checked_float,
@@ -64,7 +65,13 @@ class GapSetup:
     data_dir: str | None = None
     exclude_items: str | None = None  # a JSON file {"exclude": {task: [item ids]}} (decontam)
     controls: bool = True
-    divergences: bool = True
+    divergences: bool = True  # corpus F and M, and the per-item answer KL diagnostic
+    divergence_corpus: str | None = None  # None: the embedded held-out prose (corpus_divergence)
+    divergence_docs: int = corpus_divergence.DEFAULT_DOCS
+    divergence_voice: str = corpus_divergence.DEFAULT_VOICE
+    divergence_span_words: list[int] = field(
+        default_factory=lambda: list(corpus_divergence.SPAN_WORDS)
+    )  # (text, speech) words per span
     dtype: str = "float32"  # the weights of every model (checked in run_gap)
     prompt_format: str = "raw"  # or "chat": every model's chat template (salad_eval.chat)
     log_samples: bool = False  # also lm-eval style samples_<task>_<date>.jsonl
@@ -228,6 +235,9 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
             for voice in voices:
                 row = manifest.row(item, voice)
                 heard[(task, item.id, voice)] = [Path(c.path).stem for c in row.clips if c.path]
+    corpus = None
+    if setup.divergences and divergence.supports_divergence(models.speech):
+        corpus = _corpus_divergences(setup, models, shard)
     if not shard.main:
         return {}
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -244,7 +254,10 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     }  # fmt: skip
     if len(voices) > 1:
         manifest["voice_diversity"] = diversity.voice_diversity(voice_clips)
-    results = write_report(run_dir, records, manifest, setup.metric, setup.n_boot, setup.seed)
+    if corpus is not None:
+        manifest["corpus_divergence"] = corpus["setup"]
+    results = write_report(run_dir, records, manifest, setup.metric, setup.n_boot, setup.seed,
+                           corpus)  # fmt: skip
     write_lm_eval(run_dir, results, records, setup.names.get("speech") or "model",
                   scored if setup.log_samples else None, heard)  # fmt: skip
     return results
@@ -290,7 +303,7 @@ def _task_records(
             [models.text.fingerprint, models.speech.fingerprint],
         )
         for record, value in zip(records[len(items) :], forgetting, strict=True):
-            record["kl"] = value
+            record["answer_kl"] = value
     for voice in voices:
         spoken = [manifest.speech_prompt(i, voice) for i in items]
         runs: list[tuple[str, Model | None, list[Prompt]]] = [
@@ -325,7 +338,7 @@ def _task_records(
                     pairs,
                 )
                 for row, value in zip(rows, values, strict=True):
-                    row["kl"] = value
+                    row["answer_kl"] = value
             if condition == "speech@cascade" and hasattr(model, "transcript_wer"):
                 for row, prompt in zip(rows, prompts, strict=True):
                     row["wer"] = model.transcript_wer(prompt)
@@ -351,8 +364,74 @@ def _divergences(
         for index in shard.take(len(items)):
             one(items[index])
         shard.wait()
-    console.log(f"{items[0].task} {name}: per-item KL per token of the answer")
+    console.log(f"{items[0].task} answer KL {name} (diagnostic): per item, per answer token")
     return [one(item) for item in items]
+
+
+def _document_kl(data: bytes) -> corpus_divergence.DocumentKL:
+    """A cached document's KL sums and token counts, checked (``BadEntry`` if unusable)."""
+    entry = json.loads(data)
+    if not isinstance(entry, dict) or set(entry) != {"f_sum", "f_tokens", "m_sum", "m_tokens"}:
+        raise BadEntry(f"not a document's divergences: {entry!r}")
+    for key in ("f_tokens", "m_tokens"):
+        if isinstance(entry[key], bool) or not isinstance(entry[key], int) or entry[key] < 0:
+            raise BadEntry(f"{key} is not a count: {entry[key]!r}")
+    f_sum = None if entry["f_sum"] is None else checked_float(entry["f_sum"], low=-1e-4)
+    return corpus_divergence.DocumentKL(f_sum, entry["f_tokens"],
+                                        checked_float(entry["m_sum"], low=-1e-4),
+                                        entry["m_tokens"])  # fmt: skip
+
+
+def _corpus_divergences(setup: GapSetup, models: Models, shard: _Shard) -> dict:
+    """Corpus F and M (``corpus_divergence``): ``{"F", "M"}`` figures and the ``setup`` the
+    manifest records. Per-document values are cached (and sharded like the scores), keyed by
+    both models' fingerprints, the spans and the bytes of their clips."""
+    from salad_eval.progress import progress_bar
+
+    cd = corpus_divergence
+    path = Path(setup.divergence_corpus) if setup.divergence_corpus else cd.DEFAULT_CORPUS
+    texts = cd.read_documents(path, setup.divergence_docs)
+    span_words = tuple(setup.divergence_span_words)
+
+    def speak() -> list:
+        return cd.speak_documents(texts, setup.divergence_voice, span_words, cd.CUT_SEED,
+                                  setup.synth_seed, show_progress=shard.main)  # fmt: skip
+
+    docs = speak() if shard.main else None  # the main process synthesizes, the others reuse
+    shard.wait()
+    docs = docs or speak()
+    readable = divergence.supports_divergence(models.text)  # F: one vocabulary, both LLMs
+    base = models.text if readable and cd.same_vocabulary(models.text, models.speech) else None
+    ids = [models.speech.fingerprint, base.fingerprint if base is not None else None]
+
+    def one(doc) -> corpus_divergence.DocumentKL:
+        spans = [(s.text, file_hash(s.audio) if s.audio else None) for s in doc]
+        key = _key("corpus", cd.VERSION, ids, spans, cd.MAX_TOKENS)
+        return cached_entry(home() / "divergences" / key[:2] / f"{key}.json", "divergence",
+                            lambda: cd.document_kl(models.speech, doc, base),
+                            lambda row: json_bytes(row.to_dict()), _document_kl)  # fmt: skip
+
+    if shard.size > 1:
+        for index in shard.take(len(docs)):
+            one(docs[index])
+        shard.wait()
+    console.log(f"corpus F and M: {len(docs)} documents of {path.name}, "
+                f"{setup.divergence_voice}")  # fmt: skip
+    rows = []
+    with progress_bar(transient=True, disable=not shard.main) as progress:
+        bar = progress.add_task("corpus divergences", total=len(docs))
+        for doc in docs:
+            rows.append(one(doc))
+            progress.advance(bar)
+    figures = cd.summarize(rows, setup.n_boot, setup.seed)
+    figures["setup"] = {
+        "corpus": str(path), "corpus_hash": file_hash(path),
+        "held_out": path.resolve() == cd.DEFAULT_CORPUS.resolve(), "documents": len(docs),
+        "voice": setup.divergence_voice, "span_words": list(span_words), "cut_seed": cd.CUT_SEED,
+        "synth_seed": setup.synth_seed, "max_tokens": cd.MAX_TOKENS, "version": cd.VERSION,
+        "forgetting": base is not None,
+    }  # fmt: skip
+    return figures
 
 
 def _git_commit() -> str | None:

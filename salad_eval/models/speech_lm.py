@@ -276,7 +276,7 @@ class SpeechLM(nn.Module):
         A text-only prompt goes through ``TextLM``'s encoder unchanged. Otherwise the first
         segment gets the tokenizer's special prefix (if any), and a final text segment is paired
         with the choices the lm-eval way (trailing spaces move into the continuation). Around
-        audio, text is tokenized as training lays spans out (``salad_train.batch.span_tokens``):
+        audio, text is tokenized as training lays spans out (``salad_eval.interleave.span_tokens``):
         each segment on its own, and a text right before audio loses its trailing spaces, which
         training folds into the spoken span (``"Question: "`` would end in a lone space token).
         """
