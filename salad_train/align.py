@@ -22,6 +22,24 @@ from salad_train.loss import alignment_ctc_loss
 from salad_train.optim import wsd_factor
 
 
+def masked(features: torch.Tensor, share: float, rng: random.Random) -> torch.Tensor:
+    """SpecAugment on encoder features: two time masks and two feature masks, each up to
+    ``share`` of its axis, set to zero. The warm-up sees each clip many times; masking makes it
+    read the words from context and every feature instead of memorising the clips."""
+    if not share:
+        return features
+    features = features.clone()
+    frames, dims = features.shape
+    for _ in range(2):
+        width = rng.randint(0, int(share * frames))
+        start = rng.randint(0, frames - width)
+        features[start : start + width] = 0
+        width = rng.randint(0, int(share * dims))
+        start = rng.randint(0, dims - width)
+        features[:, start : start + width] = 0
+    return features
+
+
 def align_adapter(
     module,
     clips: list[str],
@@ -30,10 +48,11 @@ def align_adapter(
     lr: float,
     seed: int,
     log: Callable[[dict], None] = lambda row: None,
+    masking: float = 0.0,
 ) -> None:
     """Train ``module.speech_lm.adapter`` for ``steps`` CTC steps of ``batch_size`` clips.
 
-    ``module`` is a ``Stage1Module`` (its ``directions``, ``clip_tokens``, ``ctc_vocab``).
+    ``module`` is a ``Stage1Module`` (its ``features``, ``clip_tokens``, ``ctc_vocab``).
     """
     from salad_eval.progress import progress_bar
 
@@ -46,9 +65,11 @@ def align_adapter(
     with progress_bar(transient=True) as progress:
         bar = progress.add_task("aligning adapter (CTC)", total=steps)
         for step in range(steps):
-            batch = random.Random(f"{seed}:align:{step}").sample(clips, min(batch_size, len(clips)))
+            rng = random.Random(f"{seed}:align:{step}")
+            batch = rng.sample(clips, min(batch_size, len(clips)))
             targets = [module.clip_tokens[clip] for clip in batch]
-            frames = [module.directions(clip) for clip in batch]
+            frames = [module.speech_lm.directions(masked(module.features[clip], masking, rng))
+                      for clip in batch]  # fmt: skip
             loss = alignment_ctc_loss(frames, targets, table, module.blank, scale,
                                       module.ctc_vocab)  # fmt: skip
             n_tokens = sum(len(t) for t in targets)

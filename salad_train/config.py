@@ -82,6 +82,7 @@ class TrainConfig:
     align_steps: int = 0  # CTC-only adapter warm-up before distillation (salad_train/align.py)
     align_batch_size: int = 32  # clips per warm-up step
     align_lr: float | None = None  # the warm-up's peak adapter LR; None: optim.adapter_lr
+    align_masking: float = 0.0  # SpecAugment on the warm-up's features: the masked share
     report_to: list[str] = field(default_factory=list)  # trackers: tensorboard, wandb, trackio
 
 
@@ -219,7 +220,7 @@ _RANGES = {
     "train.steps": ">=1", "train.batch_size": ">=1", "train.grad_accum": ">=1", "train.seed": ">=0",
     "train.save_every": ">=1", "train.log_every": ">=1", "train.probe_every": ">=0",
     "train.probe_items": ">=1", "train.probe_docs": ">=0", "train.align_steps": ">=0",
-    "train.align_batch_size": ">=1", "train.align_lr": ">0",
+    "train.align_batch_size": ">=1", "train.align_lr": ">0", "train.align_masking": ">=0",
     "select.max_pool": ">=1", "select.min_words": ">=0", "select.clusters": ">=1",
     "select.probe_texts": ">=1", "select.probe_span_words": ">=1", "select.gamma": ">=0",
     "select.budget_hours": ">0", "select.budget_share": "0..1", "select.max_cer": ">=0",

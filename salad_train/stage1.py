@@ -111,10 +111,6 @@ class Stage1Module(nn.Module):
         """A cached clip's LLM inputs (boundaries included) and adapter directions."""
         return self.speech_lm.adapt(self.features[clip])
 
-    def directions(self, clip: str) -> torch.Tensor:
-        """A cached clip's adapter directions alone (the warm-up needs no LLM inputs)."""
-        return self.speech_lm.directions(self.features[clip])
-
     def forward(self, plan: Plan) -> tuple[torch.Tensor, ...]:
         llm = self.speech_lm.llm
         device = self.speech_lm.adapter.proj_in.weight.device
@@ -250,7 +246,8 @@ class Stage1Trainer:
             align_adapter(self.accelerator.unwrap_model(self.module), self.data.audio_clips,
                           t.align_steps, t.align_batch_size,
                           t.align_lr or self.config.optim.adapter_lr, t.seed,
-                          log=lambda row: self.metrics.write(row, every=t.log_every))  # fmt: skip
+                          log=lambda row: self.metrics.write(row, every=t.log_every),
+                          masking=t.align_masking)  # fmt: skip
         self.save()
 
     def training_record(self) -> dict:

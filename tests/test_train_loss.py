@@ -125,3 +125,21 @@ def test_alignment_ctc_on_a_vocabulary_subset_is_the_subset_softmax():
     loss = alignment_ctc_loss([frame], [[7]], table, blank=3, vocab=vocab)
     cos = torch.nn.functional.cosine_similarity(frame, table[vocab])
     assert torch.isclose(loss, -torch.log_softmax(30.0 * cos, -1)[1], atol=1e-5)
+
+
+def test_warmup_masking_is_seeded_and_bounded():
+    """SpecAugment on warm-up features: the same (seed, step) masks the same frames, each mask at
+    most its share of an axis, and share 0 leaves the features untouched."""
+    import random
+
+    from salad_train.align import masked
+
+    features = torch.randn(100, 40) + 5  # no zero entries of its own
+    first = masked(features, 0.1, random.Random("0:align:3"))
+    again = masked(features, 0.1, random.Random("0:align:3"))
+    assert torch.equal(first, again) and not torch.equal(first, features)
+    zero_frames = int((first == 0).all(dim=1).sum())
+    zero_dims = int((first == 0).all(dim=0).sum())
+    assert zero_frames <= 2 * 10 and zero_dims <= 2 * 4
+    assert ((first == 0) | (first == features)).all()  # masking only zeroes
+    assert masked(features, 0.0, random.Random(0)) is features
