@@ -179,7 +179,7 @@ def test_the_held_out_corpus_is_disjoint_from_what_the_tiny_preset_trains_on(ben
     assert all(path is None or "heldout" not in path for path in named)
     training = read_corpus(config.data.corpus) + task_documents(config.data.tasks)
     training += [text for source in config.select.pool for text in read_source(source)]
-    assert len(training) > 3000
+    assert len(training) > 2000  # the tiny corpus and the Stage II pool
     seen = set().union(*(_ngrams(text) for text in training))
     held_out = cd.read_documents(n=None)
     assert len(held_out) == cd.DEFAULT_DOCS
