@@ -185,8 +185,9 @@ def paired_comparison(
 ) -> tuple[list[dict], list[str]]:
     """Rows for each ``(a, b)`` of ``pairs``; ``runs`` maps a name to (results.json, records).
 
-    A pair uses the headline metric of its baseline ``a``. A run without ``items.jsonl`` is
-    left out, with a note saying so.
+    A pair uses the headline metric of its baseline ``a``. A run without ``items.jsonl``, or a
+    pair of runs of different tasks (side by side in the report all the same), is left out, with
+    a note saying so.
     """
     rows, notes = [], []
     missing = [name for name, (_, records) in runs.items() if records is None]
@@ -198,6 +199,9 @@ def paired_comparison(
     for a, b in pairs:
         (res_a, rec_a), (res_b, rec_b) = runs[a], runs[b]
         if rec_a is None or rec_b is None:
+            continue
+        if not {(r["task"], r["item"]) for r in rec_a} & {(r["task"], r["item"]) for r in rec_b}:
+            notes.append(f"{a} and {b} share no item: no paired comparison of them.")
             continue
         metric = res_a["metric"]
         if res_b["metric"] != metric:
