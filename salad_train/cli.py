@@ -80,7 +80,7 @@ def run_loop(
 def sweep(
     overrides: list[str] = typer.Argument(None, help="dotted overrides for every run"),
     config: str = typer.Option("tiny", "--config", "-c", help="preset name or YAML path"),
-    alphas: str = typer.Option(None, help="Comma-separated loss.alpha grid (default sweep.alphas)."),
+    alphas: str = typer.Option(None, help="Comma-separated loss.alpha grid (sweep.alphas)."),
     steps: int = typer.Option(None, min=1, help="train.steps of every run."),
     variant: list[str] = typer.Option(
         None, "--variant", help="Data variant name:key=value,key=value (repeatable): each alpha "

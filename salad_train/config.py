@@ -138,7 +138,7 @@ class RunConfig:
 
 @dataclass
 class SweepConfig:
-    """`salad-train sweep`: Stage I once per alpha (Fig. 3 / Fig. 4 of the paper from its probes)."""
+    """`salad-train sweep`: Stage I once per alpha; the paper's Fig. 3 / Fig. 4 from its probes."""
 
     alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])  # loss.alpha of each run
     probe_every: int | None = None  # train.probe_every of each run; None: it, else steps // 5

@@ -9,8 +9,10 @@ raises ``TooFewPoints`` (a ``ValueError``) with fewer, so a report can say so in
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-from scipy.optimize import curve_fit, nnls
+from scipy.optimize import OptimizeWarning, curve_fit, nnls
 
 MIN_POINTS = 3
 
@@ -103,10 +105,12 @@ def power_law_fit(D, M) -> dict[str, float]:
     beta0 = float(grid[np.argmin([linear_part(b)[1] for b in grid])])
     (e0, b0), _ = linear_part(beta0)
     try:
-        (e, b, beta), _ = curve_fit(_power_law, x, M, p0=[e0, max(b0, 1e-12), beta0],
-                                    bounds=([0, 0, 1e-6], [np.inf, np.inf, 10]),
-                                    method="trf", xtol=1e-15, ftol=1e-15, gtol=1e-15,
-                                    max_nfev=20000)  # fmt: skip
+        with warnings.catch_warnings():  # few points: no covariance, which is not used here
+            warnings.simplefilter("ignore", OptimizeWarning)
+            (e, b, beta), _ = curve_fit(_power_law, x, M, p0=[e0, max(b0, 1e-12), beta0],
+                                        bounds=([0, 0, 1e-6], [np.inf, np.inf, 10]),
+                                        method="trf", xtol=1e-15, ftol=1e-15, gtol=1e-15,
+                                        max_nfev=20000)  # fmt: skip
     except RuntimeError:  # no convergence: keep the grid's answer
         e, b, beta = e0, b0, beta0
     total = float(np.sum((M - M.mean()) ** 2))

@@ -161,6 +161,9 @@ def driver_fit(points: list[dict], target: str, driver: str) -> dict:
     log_m = np.log([p["M"] for p in usable])
     f = np.array([p["F"] for p in usable])
     x, control = (log_m, f) if driver == "log_M" else (f, log_m)
+    if np.ptp(x) == 0:
+        note = f"no fit: all {len(usable)} points share one value of {driver}"
+        return {"n": len(usable), "fit": None, "note": note}
     line = fits.linear_fit(x, y)
     result = {"n": len(usable), "fit": "linear", **{k: line[k] for k in ("intercept", "slope")},
               "r2": line["r2"], "loo_r2": fits.loo_r2(x, y),
@@ -221,9 +224,10 @@ def _num(value, digits: int = 3) -> str:
 def _fit_line(title: str, fit: dict, driver: str) -> str:
     if fit.get("fit") is None:
         return f"- {title}: {fit['note']}."
+    given = fit["partial_given"].replace("_", " ")
     return (f"- {title} ({fit['n']} points): slope {_num(fit['slope'])} per unit {driver}, "
             f"R^2 {_num(fit['r2'])}, leave-one-out R^2 {_num(fit['loo_r2'])}, partial R^2 of "
-            f"{driver} given {fit['partial_given']} {_num(fit['partial_r2'])}.")  # fmt: skip
+            f"{driver} given {given} {_num(fit['partial_r2'])}.")  # fmt: skip
 
 
 def markdown(summary: dict) -> str:

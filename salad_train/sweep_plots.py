@@ -19,6 +19,10 @@ def _colors(names: list[str]) -> dict[str, tuple]:
     return {n: cmap(i / max(len(names) - 1, 1)) for i, n in enumerate(names)}
 
 
+def _two(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"  # None: undefined (e.g. a constant y)
+
+
 def _usable(points: list[dict], key: str, positive: bool = False) -> list[dict]:
     return [p for p in points
             if isinstance(p.get(key), (int, float)) and isinstance(p.get("M"), (int, float))
@@ -36,10 +40,9 @@ def _panel(ax, points: list[dict], target: str, driver: str, fit: dict, colors: 
     if fit.get("fit"):
         xs = [np.log(p["M"]) if driver == "log_M" else p["F"] for p in usable]
         grid = np.linspace(min(xs), max(xs), 50)
-        r2 = "n/a" if fit["loo_r2"] is None else f"{fit['loo_r2']:.2f}"
-        partial = "n/a" if fit["partial_r2"] is None else f"{fit['partial_r2']:.2f}"
+        r2, loo, partial = (_two(fit[k]) for k in ("r2", "loo_r2", "partial_r2"))
         ax.plot(grid, 100 * (fit["intercept"] + fit["slope"] * grid), "--", color="grey",
-                label=f"R$^2$ {fit['r2']:.2f}, LOO {r2}, partial {partial}")  # fmt: skip
+                label=f"R$^2$ {r2}, LOO {loo}, partial {partial}")  # fmt: skip
     else:
         ax.text(0.5, 0.5, fit["note"], transform=ax.transAxes, ha="center", fontsize=8, wrap=True)
     what = "speech@speech" if target == "speech_acc" else "text@speech"

@@ -181,6 +181,10 @@ def test_sweep_command_trains_each_alpha_once_and_reports(toy_config, tmp_path):
     args = ["sweep", "--config", str(toy_config), "--alphas", "0,1", "--steps", "3",
             f"sweep.out_dir={out}"]  # fmt: skip
     result = CliRunner().invoke(app, args)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        import traceback
+
+        traceback.print_exception(result.exception)
     assert result.exit_code == 0, (result.output, result.exception)
     for name, alpha in (("alpha-0", 0.0), ("alpha-1", 1.0)):
         run = out / name
