@@ -202,3 +202,16 @@ def test_sweep_command_trains_each_alpha_once_and_reports(toy_config, tmp_path):
     again = CliRunner().invoke(app, args)  # resumable: finished runs are skipped
     assert again.exit_code == 0, again.output
     assert again.output.count("done, skipped") == 2
+
+
+def test_sweep_section_is_validated_and_the_paper_presets_sweep_the_paper_grid(toy_config):
+    from salad_train.config import PRESETS, load_config
+
+    with pytest.raises(SaladError, match="unknown config key sweep"):
+        load_config(str(toy_config), ["sweep.bogus=1"])
+    with pytest.raises(SaladError, match="sweep.alphas"):
+        load_config(str(toy_config), ["sweep.alphas=[0,1.5]"])
+    assert load_config("tiny").sweep.out_dir == "runs/tiny-sweep"
+    for name in ("paper-3b", "paper-7b"):
+        tree = yaml.safe_load((PRESETS / f"{name}.yaml").read_text())
+        assert tree["sweep"]["alphas"] == [0.0, 0.25, 0.5, 0.75, 1.0]
