@@ -77,6 +77,28 @@ def run_loop(
 
 
 @app.command()
+def sweep(
+    overrides: list[str] = typer.Argument(None, help="dotted overrides for every run"),
+    config: str = typer.Option("tiny", "--config", "-c", help="preset name or YAML path"),
+    alphas: str = typer.Option(None, help="Comma-separated loss.alpha grid (sweep.alphas)."),
+    steps: int = typer.Option(None, min=1, help="train.steps of every run."),
+    variant: list[str] = typer.Option(
+        None, "--variant", help="Data variant name:key=value,key=value (repeatable): each alpha "
+        "runs once per variant, into alpha-<a>-<name>/."),
+) -> None:
+    """Stage I per alpha (x variant), then Fig. 3 / Fig. 4 fits from the probes (resumable)."""
+    from salad_train.sweep import parse_variant, run_sweep
+
+    extra = list(overrides or [])
+    if alphas is not None:
+        extra.append(f"sweep.alphas=[{alphas}]")
+    if steps is not None:
+        extra.append(f"train.steps={steps}")
+    out = run_sweep(config, extra, [parse_variant(v) for v in variant or []])
+    print(f"sweep: {out / 'sweep.json'}\nreport: {out / 'sweep.md'}")
+
+
+@app.command()
 def decontam(
     overrides: list[str] = typer.Argument(None, help="dotted overrides, e.g. data.tasks=[]"),
     config: str = typer.Option("tiny", "--config", "-c", help="preset name or YAML path"),

@@ -137,6 +137,15 @@ class RunConfig:
 
 
 @dataclass
+class SweepConfig:
+    """`salad-train sweep`: Stage I once per alpha; the paper's Fig. 3 / Fig. 4 from its probes."""
+
+    alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])  # loss.alpha of each run
+    probe_every: int | None = None  # train.probe_every of each run; None: it, else steps // 5
+    out_dir: str = "runs/sweep"  # alpha-<a>[-<variant>]/ run dirs, sweep.json, fig3/fig4, sweep.md
+
+
+@dataclass
 class Config:
     model: SpeechLMConfig = field(default_factory=SpeechLMConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -146,6 +155,7 @@ class Config:
     select: SelectConfig = field(default_factory=SelectConfig)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     run: RunConfig = field(default_factory=RunConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -228,6 +238,7 @@ _RANGES = {
     "stage2.steps": ">=1", "stage2.natural_share": ">=0", "stage2.selected_share": ">=0",
     "stage2.replay_share": ">=0",
     "run.limit": ">=1", "run.batch_size": ">=1", "run.n_boot": ">=1",
+    "sweep.alphas": "0..1", "sweep.probe_every": ">=1",
 }  # fmt: skip
 _PAIRS = ("data.text_span_words", "data.speech_span_words", "optim.betas")  # exactly two values
 _CHOICES = {"model.encoder_context": ("window", "clip"),
@@ -263,7 +274,7 @@ def _within(x: float, rule: str) -> bool:
 _SECTIONS = {
     "SpeechLMConfig": SpeechLMConfig, "DataConfig": DataConfig, "LossConfig": LossConfig,
     "OptimConfig": OptimConfig, "TrainConfig": TrainConfig, "SelectConfig": SelectConfig,
-    "Stage2Config": Stage2Config, "RunConfig": RunConfig,
+    "Stage2Config": Stage2Config, "RunConfig": RunConfig, "SweepConfig": SweepConfig,
 }
 
 

@@ -1,0 +1,124 @@
+"""The fits behind the paper's Fig. 3 and Fig. 4 (arXiv 2510.13632): plain numpy/scipy, no models.
+
+Fig. 3 puts speech accuracy against log M and text accuracy against F over every run and probe
+point of an alpha sweep, each with a line, its leave-one-out R^2 (``loo_r2``) and the partial R^2
+of one driver given the other (``partial_r2``). Fig. 4 fits M against training tokens D with a
+saturating power law per alpha (``power_law_fit``). Each function needs ``MIN_POINTS`` points and
+raises ``TooFewPoints`` (a ``ValueError``) with fewer, so a report can say so instead of failing.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy.optimize import OptimizeWarning, curve_fit, nnls
+
+MIN_POINTS = 3
+
+
+class TooFewPoints(ValueError):
+    """A fit was asked of fewer points than it needs."""
+
+
+def _arrays(*columns, need: int = MIN_POINTS) -> list[np.ndarray]:
+    arrays = [np.asarray(c, dtype=float) for c in columns]
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError("the columns of a fit must have the same length")
+    if n < need:
+        raise TooFewPoints(f"{n} point{'s' * (n != 1)}: a fit needs at least {need}")
+    return arrays
+
+
+def _design(*columns: np.ndarray) -> np.ndarray:
+    """An intercept column plus each regressor (a 1-D column or the columns of a 2-D array)."""
+    parts = [np.ones(len(columns[0]))]
+    for column in columns:
+        parts.extend(column.T if column.ndim == 2 else [column])
+    return np.column_stack(parts)
+
+
+def _sse(y: np.ndarray, design: np.ndarray) -> float:
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return float(np.sum((y - design @ coef) ** 2))
+
+
+def linear_fit(x, y) -> dict[str, float]:
+    """Least squares y ~ a + b x: ``intercept`` a, ``slope`` b, in-sample ``r2`` and ``n``."""
+    x, y = _arrays(x, y)
+    slope, intercept = np.polyfit(x, y, 1)
+    total = float(np.sum((y - y.mean()) ** 2))
+    sse = float(np.sum((y - intercept - slope * x) ** 2))
+    return {"intercept": float(intercept), "slope": float(slope),
+            "r2": 1 - sse / total if total > 0 else float("nan"), "n": len(x)}  # fmt: skip
+
+
+def loo_r2(x, y) -> float:
+    """Leave-one-out cross-validated R^2 of the line y ~ a + b x: each point is predicted by the
+    line fitted to all the others, and R^2 = 1 - PRESS / total SS (PRESS: the sum of those squared
+    prediction errors; total SS: about the mean of all y). Unlike the in-sample R^2 it can be
+    negative, when the line predicts held-out points worse than their mean does."""
+    x, y = _arrays(x, y)
+    press = 0.0
+    for i in range(len(x)):
+        rest = np.arange(len(x)) != i
+        if np.ptp(x[rest]) == 0:
+            return float("nan")  # the others share one x: no line through them
+        slope, intercept = np.polyfit(x[rest], y[rest], 1)
+        press += (y[i] - intercept - slope * x[i]) ** 2
+    total = float(np.sum((y - y.mean()) ** 2))
+    return 1 - press / total if total > 0 else float("nan")
+
+
+def partial_r2(y, x, controls) -> float:
+    """Partial R^2 of ``x`` given ``controls`` (one column or an n x k array): the share of the
+    variance the controls leave unexplained in y that adding x explains,
+    1 - SSE(y ~ 1 + controls + x) / SSE(y ~ 1 + controls)."""
+    y, x, controls = _arrays(y, x, controls)
+    reduced = _sse(y, _design(controls))
+    if reduced <= 1e-12 * max(float(np.sum(y**2)), 1.0):
+        return float("nan")  # the controls explain y exactly: nothing is left for x
+    return max(0.0, 1 - _sse(y, _design(controls, x)) / reduced)
+
+
+def _power_law(d, e, b, beta):
+    return e + b * d ** (-beta)
+
+
+def power_law_fit(D, M) -> dict[str, float]:
+    """Fit M(D) = E + B * D^-beta (E, B >= 0; 0 < beta <= 10) and return ``E``, ``B``, ``beta``,
+    ``r2`` and ``n``. Deterministic: D is scaled by its smallest value, beta starts at the best of
+    a fixed grid (for a fixed beta, E and B are a non-negative linear least-squares problem), and
+    ``scipy.optimize.curve_fit`` refines all three from there."""
+    D, M = _arrays(D, M)
+    if np.any(D <= 0):
+        raise ValueError("a power law in D needs D > 0")
+    scale = float(D.min())
+    x = D / scale
+
+    def linear_part(beta: float) -> tuple[np.ndarray, float]:
+        coef, residual = nnls(np.column_stack([np.ones_like(x), x ** (-beta)]), M)
+        return coef, residual
+
+    grid = np.geomspace(1e-3, 10, 200)
+    beta0 = float(grid[np.argmin([linear_part(b)[1] for b in grid])])
+    (e0, b0), _ = linear_part(beta0)
+    try:
+        with warnings.catch_warnings():  # few points: no covariance, which is not used here
+            warnings.simplefilter("ignore", OptimizeWarning)
+            (e, b, beta), _ = curve_fit(_power_law, x, M, p0=[e0, max(b0, 1e-12), beta0],
+                                        bounds=([0, 0, 1e-6], [np.inf, np.inf, 10]),
+                                        method="trf", xtol=1e-15, ftol=1e-15, gtol=1e-15,
+                                        max_nfev=20000)  # fmt: skip
+    except RuntimeError:  # no convergence: keep the grid's answer
+        e, b, beta = e0, b0, beta0
+    total = float(np.sum((M - M.mean()) ** 2))
+    sse = float(np.sum((M - _power_law(x, e, b, beta)) ** 2))
+    return {"E": float(e), "B": float(b * scale**beta), "beta": float(beta),
+            "r2": 1 - sse / total if total > 0 else float("nan"), "n": len(D)}  # fmt: skip
+
+
+def power_law(D, E: float, B: float, beta: float) -> np.ndarray:
+    """M(D) = E + B * D^-beta, for drawing a fitted curve."""
+    return E + B * np.asarray(D, dtype=float) ** (-beta)
