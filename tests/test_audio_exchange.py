@@ -52,7 +52,9 @@ def _wait(*procs: subprocess.Popen) -> None:
 def _gap(salad_home: Path, checkpoint: Path, out: Path) -> subprocess.Popen:
     return _start(salad_home, "gap", "--model", str(checkpoint), "--tasks", "demo", "--voices",
                   VOICES, "--limit", str(LIMIT), "--asr", "whisper-tiny.en", "--n-boot", "100",
-                  "--no-controls", "--out", str(out))  # fmt: skip
+                  "--no-controls", "--no-divergences", "--out", str(out))  # fmt: skip
+    # --no-divergences: the corpus F/M clips are not part of a run's exported audio (yet); each
+    # home would synthesize them itself (deterministically)
 
 
 def _results(run_dir: Path) -> dict:
