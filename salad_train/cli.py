@@ -67,11 +67,19 @@ def run_loop(
     overrides: list[str] = typer.Argument(None, help="dotted overrides, e.g. run.limit=20"),
     config: str = typer.Option("tiny", "--config", "-c", help="preset name or YAML path"),
     ablate_random: bool = typer.Option(False, help="Also a gamma=0 (random selection) Stage II."),
+    seeds: str = typer.Option(None, help="Comma-separated seeds: the loop once per seed "
+                              "(train.seed, select.seed) into <run.out_dir>/seed-<s>, then "
+                              "seeds.md across them."),
 ) -> None:
     """The loop: Stage I -> gap -> select -> Stage II -> gap -> report (current steps skipped)."""
     from salad_train.config import load_config
+    from salad_train.pipeline import parse_seeds, run_seeds
     from salad_train.pipeline import run_loop as loop
 
+    if seeds is not None:
+        out = run_seeds(config, overrides or [], parse_seeds(seeds), ablate_random)
+        print(f"report: {out / 'seeds.md'}")
+        return
     out = loop(load_config(config, overrides or []), ablate_random)
     print(f"report: {out / 'report.md'}")
 

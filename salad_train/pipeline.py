@@ -9,6 +9,11 @@ inputs. A rerun recomputes the keys, skips matching steps, and reruns the others
 Stage I/II from their checkpoints, gap from its score cache, select from its caches. A step whose
 key changed starts over in a cleared directory. Finally ``report.{md,json,png}`` compare the
 Stage II models with Stage I per task, from the gap runs' own ``results.json``.
+
+With ``--seeds`` the loop runs once per seed (``train.seed`` and ``select.seed`` set to it) in
+``<run.out_dir>/seed-<s>/``, Stage I in ``<train.out_dir>-seed<s>`` (``train.out_dir`` itself for
+seed 0, as ``make demo SEED=<s>`` names it, so a demo's Stage I is reused), and
+``seeds.{md,json,png}`` put the seeds side by side (``salad_train.seeds_report``).
 """
 
 from __future__ import annotations
@@ -213,3 +218,41 @@ def run_loop(config: Config, ablate_random: bool = False) -> Path:
                   owned=False)
     run_step(report, total, total)
     return root
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` as distinct non-negative seeds, in the order given."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise SaladError(f"--seeds {text!r} must be distinct non-negative integers, e.g. 0,1,2")
+    return seeds
+
+
+def seed_overrides(config: Config, seed: int) -> list[str]:
+    """One seed's loop: its seeds, its Stage I dir (``make demo SEED=<s>``'s) and its run dir."""
+    stage1 = config.train.out_dir if seed == 0 else f"{config.train.out_dir}-seed{seed}"
+    return [f"train.seed={seed}", f"select.seed={seed}", f"train.out_dir={stage1}",
+            f"run.out_dir={Path(config.run.out_dir) / f'seed-{seed}'}"]
+
+
+def run_seeds(config_name: str, overrides: list[str], seeds: list[int],
+              ablate_random: bool = False) -> Path:
+    """``salad-train run --seeds``: the loop once per seed, then the report across seeds."""
+    from salad_train.config import load_config
+    from salad_train.seeds_report import write_seeds_report
+
+    base = load_config(config_name, overrides)
+    configs = {seed: load_config(config_name, [*overrides, *seed_overrides(base, seed)])
+               for seed in seeds}  # fmt: skip
+    for config in configs.values():  # every seed's Stage I dir is usable before any trains
+        check_stage1_dir(config)
+    roots = {}
+    for number, (seed, config) in enumerate(configs.items(), 1):
+        print(f"== seed {seed} ({number}/{len(seeds)}) ==", flush=True)
+        roots[seed] = run_loop(config, ablate_random)
+    out = Path(base.run.out_dir)
+    write_seeds_report(roots, out, base.run.n_boot)
+    return out

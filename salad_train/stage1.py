@@ -167,6 +167,9 @@ def encode_clips(speech_lm: SpeechLM, clips: list[str]) -> tuple[dict, dict]:
     return features, seconds
 
 
+WARMUP = "step-000000"  # the checkpoint the alignment warm-up is saved as
+
+
 class Stage1Trainer:
     """The recipe's state; ``run()`` trains to ``train.steps`` from wherever the run stopped.
 
@@ -176,11 +179,12 @@ class Stage1Trainer:
 
     stage = "I"
 
-    def __init__(self, config: Config, accelerator=None):
+    def __init__(self, config: Config, accelerator=None, keep_warmup: bool = False):
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
         self.config = config
+        self.keep_warmup = keep_warmup  # keep checkpoint 0 (the warm-up) for others to start from
         check_dimensions(config)  # before anything is built or synthesized
         precision = config.train.mixed_precision
         if precision == "auto":
@@ -360,7 +364,7 @@ class Stage1Trainer:
                 "tokens_seen": self.tokens_seen,
                 "speech_seconds": self.speech_seconds,
             }
-            keep = frozenset({pre_decay})
+            keep = frozenset({pre_decay, *([WARMUP] if self.keep_warmup else [])})
             path = save_checkpoint(self.out, self.step, self.speech_lm, state, keep=keep)
             if path.name == pre_decay:
                 atomic_write_text(self.out / "pre_decay", pre_decay)
@@ -398,11 +402,12 @@ class Stage1Trainer:
         return final
 
 
-def run_stage1(config: Config) -> Path:
-    """Load, set up, train, save; returns the trained model directory."""
+def run_stage1(config: Config, keep_warmup: bool = False) -> Path:
+    """Load, set up, train, save; returns the trained model directory. ``keep_warmup`` keeps
+    the warm-up's checkpoint (``checkpoints/step-000000``), which a sweep's other runs share."""
     from salad_train.probe import demo_probe
 
-    trainer = Stage1Trainer(config)
+    trainer = Stage1Trainer(config, keep_warmup=keep_warmup)
     m = config.model
     return trainer.fit(f"stage I: {m.llm} ({m.llm_mode}) <- {m.encoder}; "
                        f"{config.train.steps} steps -> {trainer.out}",

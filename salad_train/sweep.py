@@ -3,7 +3,9 @@
 Each run trains into ``<sweep.out_dir>/alpha-<a>[-<variant>]/`` with ``loss.alpha=<a>`` and probes
 every ``train.probe_every`` steps (``salad_train/probe.py``: corpus M and F, text and speech
 accuracy, against tokens seen). A run whose ``model/training.json`` exists is skipped, and a killed
-one resumes from its last checkpoint, so rerunning the command continues the sweep. The report
+one resumes from its last checkpoint, so rerunning the command continues the sweep. The CTC
+warm-up (``train.align_steps``) does not depend on alpha, so it runs once per variant: the other
+alphas start from the first run's warm-up checkpoint, exactly as if they had run it. The report
 reads every probe row of every run and writes into the sweep dir:
 
 - ``sweep.json``: every point and every fit value;
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,17 +98,44 @@ def plan_runs(config_name: str, overrides: list[str], variants: list[Variant]):
     return root, planned
 
 
+def share_warmup(source: Path, run: Path) -> bool:
+    """Start ``run`` from ``source``'s warm-up checkpoint and its warm-up metrics rows, unless
+    ``run`` has a checkpoint of its own or ``source`` kept none. The warm-up does not read
+    ``loss.alpha`` and a resume is exact, so the run trains as if it had warmed up itself."""
+    from salad_train.checkpoint import latest_checkpoint
+    from salad_train.stage1 import WARMUP
+
+    warmup = source / "checkpoints" / WARMUP
+    if latest_checkpoint(run) is not None or not (warmup / "state.pt").is_file():
+        return False
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    shutil.copytree(warmup, run / "checkpoints" / WARMUP, dirs_exist_ok=True)
+    metrics = source / "metrics.jsonl"
+    if metrics.is_file():  # the warm-up's rows (step 0), as the run would have written them
+        rows = [ln for ln in metrics.read_text().splitlines(keepends=True)
+                if ln.strip() and json.loads(ln).get("step", 0) == 0]
+        atomic_write_text(run / "metrics.jsonl", "".join(rows))
+    atomic_write_text(run / "latest", WARMUP)
+    return True
+
+
 def run_sweep(config_name: str, overrides: list[str], variants: list[Variant] = ()) -> Path:
-    """Train every run not yet done (Stage I, as ``salad-train stage1``), then write the report."""
+    """Train every run not yet done (Stage I, as ``salad-train stage1``), then write the report.
+    The runs of one variant differ only in ``loss.alpha``, so the first one's warm-up (if the
+    config has one) is run once and shared with the others."""
     from salad_train.stage1 import run_stage1
 
     root, planned = plan_runs(config_name, list(overrides), list(variants))
+    first: dict[str | None, Path] = {}  # variant -> its first run, whose warm-up the others share
     for number, (run, config) in enumerate(planned, 1):
+        source = first.setdefault(run.variant, run.path)
         if (run.path / "model" / "training.json").is_file():
             print(f"[{number}/{len(planned)}] {run.name}: done, skipped", flush=True)
             continue
-        print(f"[{number}/{len(planned)}] {run.name}: loss.alpha={run.alpha:g}", flush=True)
-        run_stage1(config)
+        shared = source != run.path and share_warmup(source, run.path)
+        print(f"[{number}/{len(planned)}] {run.name}: loss.alpha={run.alpha:g}"
+              + (f", warm-up shared from {source.name}" if shared else ""), flush=True)
+        run_stage1(config, keep_warmup=source == run.path)
     write_report(root, [run for run, _ in planned])
     return root
 

@@ -204,6 +204,41 @@ def test_sweep_command_trains_each_alpha_once_and_reports(toy_config, tmp_path):
     assert again.output.count("done, skipped") == 2
 
 
+def _model_files(run: Path) -> dict[str, bytes]:
+    """The trained weights of a run (training.json names its out_dir, so it is left out)."""
+    model = run / "model"
+    return {str(p.relative_to(model)): p.read_bytes() for p in sorted(model.rglob("*.safetensors"))}
+
+
+def _losses(run: Path) -> list[tuple]:
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r.get("align_step"), r.get("ctc_per_token"), r.get("loss"))
+            for r in rows if "probe" not in r]
+
+
+def test_later_alphas_share_the_first_warm_up_and_train_as_if_they_ran_it(toy_config, tmp_path):
+    from salad_train.cli import app
+
+    warmup = ["train.align_steps=3", "train.align_batch_size=2", "train.probe_every=0"]
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(app, ["sweep", "--config", str(toy_config), "--alphas", "0,1",
+                                      *warmup, "sweep.probe_every=3", f"sweep.out_dir={out}"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "alpha-1: loss.alpha=1, warm-up shared from alpha-0" in result.output
+    assert (out / "alpha-0" / "checkpoints" / "step-000000" / "state.pt").is_file()
+    alone = tmp_path / "alone"  # the same alpha-1 run, warming up by itself
+    result = CliRunner().invoke(app, ["stage1", "--config", str(toy_config), *warmup,
+                                      "loss.alpha=1", "train.probe_every=3",
+                                      f"train.out_dir={alone}"])  # fmt: skip
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert not (alone / "checkpoints" / "step-000000").exists()  # kept only for a sweep
+    assert _losses(out / "alpha-1") == _losses(alone)
+    assert [r[1] for r in _losses(alone)][:3] == [1, 2, 3]  # the warm-up rows are there
+    weights = _model_files(alone)
+    assert weights and _model_files(out / "alpha-1") == weights
+    assert _model_files(out / "alpha-0") != weights  # alpha changes training after the warm-up
+
+
 def test_sweep_section_is_validated_and_the_paper_presets_sweep_the_paper_grid(toy_config):
     from salad_train.config import PRESETS, load_config
 
