@@ -128,9 +128,10 @@ def inputs(
                              "them")  # fmt: skip
 
 
-def divergence_inputs(corpus: str | None, voice: str) -> None:
+def divergence_inputs(corpus: str | None, voice: str, voice_option: str = "--divergence-voice"
+                      ) -> None:  # fmt: skip
     """``--divergence-corpus`` (None: the embedded held-out prose) is text with documents, and
-    ``--divergence-voice`` is one TTS voice that can speak any span (no babble, no recording)."""
+    ``voice_option`` is one TTS voice that can speak any span (no babble, no recording)."""
     from salad_eval.speech import perturb
     from salad_eval.speech.voices import RECORDED, parse_voice
 
@@ -138,7 +139,7 @@ def divergence_inputs(corpus: str | None, voice: str) -> None:
         text_lines(corpus, "--divergence-corpus")
     parsed = parse_voice(voice)
     if parsed.engine == RECORDED or perturb.talkers(parsed):
-        raise SaladError(f"--divergence-voice {voice}: pass one TTS voice, e.g. espeak/en-us "
+        raise SaladError(f"{voice_option} {voice}: pass one TTS voice, e.g. espeak/en-us "
                          "(spans are synthesized; a recording or babble cannot speak them)")
     inputs(voices=voice)
 

@@ -263,44 +263,47 @@ def gap(
 @app.command()
 def divergence(
     model: str = typer.Option(..., help="A SALAD checkpoint directory."),
-    corpus: str = typer.Option(..., help="Text file, one document per line."),
-    voices: str = typer.Option("default", help="Voice sets and/or voices, comma-separated."),
+    corpus: str = typer.Option(None, help="Text file, one document per line (default: salad's "
+                               "embedded held-out prose, which no preset trains on)."),
+    limit: int = typer.Option(32, min=1, help="Only the first N documents."),
+    voice: str = typer.Option("espeak/en-us", help="The one TTS voice of the spoken spans."),
+    text_words: int = typer.Option(10, min=1, help="Words per written span."),
+    speech_words: int = typer.Option(10, min=1, help="Words per spoken span."),
     text_model: str = typer.Option(None, help="Base LLM for F (default: the checkpoint's base)."),
-    limit: int = typer.Option(None, min=1, help="Only the first N documents."),
-    span_words: int = typer.Option(12, min=1, help="Words spoken at the start of each document."),
-    out: str = typer.Option(None, help="Write per-document values and means here (JSON)."),
-    workers: int = typer.Option(1, min=1, help="Synthesis worker processes."),
+    out: str = typer.Option(None, help="Write the figures and per-document sums here (JSON)."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
     dtype: str = typer.Option(None, help="Weights of every model: float32 (default on CPU), "
                               "bfloat16 (default on CUDA) or float16."),
 ) -> None:
-    """Token-level KL forgetting F and misalignment M of a speech LLM over a text corpus."""
+    """Forgetting F and misalignment M per token on a corpus with spoken spans, as the gap report
+    measures them (``salad_eval.corpus_divergence``)."""
     import json
 
-    import numpy as np
-
-    from salad_eval.divergence import corpus_divergences
+    from salad_eval import corpus_divergence as cd
     from salad_eval.models.load import default_text_model, load_speech_model, speech_model_kind
     from salad_eval.models.text_lm import TextLM, default_dtype
 
-    lines = checks.text_lines(corpus, "--corpus")
-    texts = [line for line in lines if line and not line.startswith("#")][:limit]
-    checks.inputs(voices=voices, text_model=text_model, device=device, dtype=dtype, out_file=out)
+    if corpus is not None:
+        checks.text_lines(corpus, "--corpus")
+    checks.divergence_inputs(None, voice, "--voice")
+    checks.inputs(text_model=text_model, device=device, dtype=dtype, out_file=out)
     if speech_model_kind(model) != "salad":
         raise SaladError("divergences need a SALAD checkpoint (they read the LLM's distributions)")
     dtype = dtype or default_dtype(device)
     speech = load_speech_model(model, device=device, dtype=dtype)
     base = TextLM(default_text_model(speech, text_model), dtype=dtype, device=device)
-    rows = corpus_divergences(speech, texts, voices, base, span_words, workers)
-    summary = {}
-    for name in ("F", "M"):
-        values = np.array([r[name] for r in rows if r.get(name) is not None], dtype=float)
-        if values.size:
-            summary[name] = {"mean": float(values.mean()), "n": int(values.size)}
-            print(f"{name}: mean {values.mean():.4f} nats per token over {values.size} documents")
+    span_words = (text_words, speech_words)
+    docs = cd.speak_documents(cd.read_documents(corpus, limit), voice, span_words)
+    rows = cd.measure(speech, docs, base)
+    figures = cd.summarize(rows)
+    for name, fig in figures.items():
+        print(f"{name}: {fig['value']:.4g} [{fig['ci_low']:.4g}, {fig['ci_high']:.4g}] nats per "
+              f"token over {fig['n']} documents ({fig['tokens']} tokens)")
     if out:
-        payload = {"model": model, "corpus": corpus, "voices": voices, "span_words": span_words,
-                   "summary": summary, "documents": rows}
+        setup = {"corpus": corpus or str(cd.DEFAULT_CORPUS), "documents": len(docs),
+                 "voice": voice, "span_words": list(span_words)}  # fmt: skip
+        payload = {"model": model, "text_model": base.name, "setup": setup, "figures": figures,
+                   "documents": [row.to_dict() for row in rows]}
         Path(out).write_text(json.dumps(payload, indent=1))
         print(f"wrote {out}")
 

@@ -1,4 +1,5 @@
-"""Token-level divergences that explain the gap (SALAD paper, section 3).
+"""Token-level divergences on a prompt's continuation: the per-item diagnostic and Stage II's
+per-cluster misalignment.
 
 - forgetting F = mean over positions of KL(P_base(. | text) || P_speech(. | text))
 - misalignment M = mean over positions of KL(P_speech(. | text) || P_speech(. | partly spoken))
@@ -6,11 +7,11 @@
 Both are measured on the same continuation tokens under two prompts and reported per token, as
 the paper does: a sum would grow with the continuation's length, and Stage II raises M(c) to
 gamma = 5, so a cluster of longer texts would outweigh one of equal per-token misalignment. On a
-benchmark item the continuation is the correct answer; on a text corpus it is the first
-``CONTINUATION_TOKENS`` tokens of the text that follows a spoken span (a fixed length; a shorter
-rest is used whole). The same functions serve `salad-eval gap`, `salad-eval divergence` and
-Stage II's per-cluster misalignment, so the selection signal is exactly the quantity the report
-shows.
+benchmark item the continuation is the correct answer (``answer_F``/``answer_M`` in a gap
+report, a diagnostic); on a selection pool's probe text it is the first ``CONTINUATION_TOKENS``
+tokens after a spoken prefix (``corpus_divergences``, what Stage II ranks clusters by). The F
+and M a gap report, ``salad-eval divergence`` and the training probes lead with are the paper's,
+over a whole held-out document with interleaved spoken spans: ``salad_eval.corpus_divergence``.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def corpus_divergences(
     """Per document: misalignment M (mean over the voices) and, given the base LLM, forgetting F,
     both per token over the first ``continuation_tokens`` tokens after the spoken words.
 
-    This is what `salad-eval divergence` reports and what Stage II measures per cluster. A clip
+    This is what Stage II measures per cluster (``salad_train.select``). A clip
     whose ASR character error rate is above ``max_cer`` does not say its text, so M would measure
     the TTS: that voice is left out of the document's M (``voices`` counts those measured,
     ``unreadable`` those left out; M is None when none is left).

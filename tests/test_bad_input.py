@@ -138,8 +138,8 @@ def _eval_cases(f: dict[str, str]) -> list[list[str]]:
         ["divergence", "--model", f["ckpt"], "--corpus", f["binary.txt"]],
         ["divergence", "--model", f["qwen"], "--corpus", f["docs.txt"]],
         ["divergence", "--model", f["missing"], "--corpus", f["docs.txt"]],
-        [*div, "--limit", "0"], [*div, "--span-words", "0"], [*div, "--span-words", "-4"],
-        [*div, "--workers", "0"], [*div, "--voices", "x/y"], [*div, "--out", f["ckpt"]],
+        [*div, "--limit", "0"], [*div, "--speech-words", "0"], [*div, "--text-words", "-4"],
+        [*div, "--voice", "recorded"], [*div, "--voice", "x/y"], [*div, "--out", f["ckpt"]],
         # report
         ["report", f["missing"]], ["report", f["run_empty"]], ["report", f["run_binary"]],
         ["report", f["run_malformed"]], ["report", f["run_incomplete"]],

@@ -260,7 +260,8 @@ def test_bad_input_is_one_line(args, message, checkpoint, tmp_path):
 
 
 def test_divergence_over_a_corpus(checkpoint, tmp_path):
-    """`salad-eval divergence`: F is 0 for a frozen LLM, M is positive for a random adapter."""
+    """`salad-eval divergence`: the gap report's corpus F and M; F is 0 for a frozen LLM, M is
+    positive for a random adapter."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(
         "# two short documents\n"
@@ -268,10 +269,18 @@ def test_divergence_over_a_corpus(checkpoint, tmp_path):
         "A warm cup of tea on a rainy afternoon makes a quiet book feel even more pleasant.\n"
     )
     out = tmp_path / "divergence.json"
-    subprocess.run([BIN / "salad-eval", "divergence", "--model", str(checkpoint), "--corpus",
-                    str(corpus), "--voices", VOICE, "--span-words", "6", "--out", str(out)],
-                   check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    proc = subprocess.run([BIN / "salad-eval", "divergence", "--model", str(checkpoint),
+                           "--corpus", str(corpus), "--voice", VOICE, "--text-words", "4",
+                           "--speech-words", "4", "--out", str(out)], check=True,
+                          capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
     result = json.loads(out.read_text())
-    assert [d["doc"] for d in result["documents"]] == [0, 1]
-    assert result["summary"]["F"]["mean"] == 0.0
-    assert result["summary"]["M"]["mean"] > 0.0 and result["summary"]["M"]["n"] == 2
+    assert result["setup"] == {"corpus": str(corpus), "documents": 2, "voice": VOICE,
+                               "span_words": [4, 4]}  # fmt: skip
+    f, m = result["figures"]["F"], result["figures"]["M"]
+    assert f["value"] == 0.0 and f["n"] == 2
+    assert m["value"] > 0.0 and m["n"] == 2
+    docs = result["documents"]
+    assert m["tokens"] == sum(d["m_tokens"] for d in docs) > 0  # a per-token mean
+    assert m["value"] == pytest.approx(sum(d["m_sum"] for d in docs) / m["tokens"])
+    assert proc.stdout.startswith("F: 0 [0, 0] nats per token over 2 documents")
