@@ -130,6 +130,10 @@ class RunConfig:
     limit: int | None = None  # items per task
     voices: str = "default"  # voice sets and/or voices, as `salad-eval gap --voices`
     asr: str = "whisper-base"  # the cascade's ASR
+    shots: int = 0  # spoken few-shot examples per item, as `salad-eval gap --shots`
+    shot_budget: int | None = None  # with shots: as many as fit this many text tokens (the paper)
+    metric: str = "acc"  # the reports' headline: acc or acc_norm
+    exclude_items: str | None = None  # `salad-train decontam --out` file: its item ids are dropped
     batch_size: int = 8  # choices per forward pass when scoring
     n_boot: int = 1000
     controls: bool = True
@@ -162,7 +166,8 @@ class Config:
 
 
 PATH_KEYS = ("data.corpus", "data.replay", "data.natural", "train.init_from", "select.pool",
-             "select.checkpoint", "stage2.stage1", "stage2.selection", "train.probe_corpus")
+             "select.checkpoint", "stage2.stage1", "stage2.selection", "train.probe_corpus",
+             "run.exclude_items")
 HUB_PREFIX = "hf:"  # a pool entry naming an HF dataset, not a path
 
 
@@ -237,12 +242,14 @@ _RANGES = {
     "select.workers": ">=1", "select.seed": ">=0",
     "stage2.steps": ">=1", "stage2.natural_share": ">=0", "stage2.selected_share": ">=0",
     "stage2.replay_share": ">=0",
-    "run.limit": ">=1", "run.batch_size": ">=1", "run.n_boot": ">=1",
+    "run.limit": ">=1", "run.batch_size": ">=1", "run.n_boot": ">=1", "run.shots": ">=0",
+    "run.shot_budget": ">=1",
     "sweep.alphas": "0..1", "sweep.probe_every": ">=1",
 }  # fmt: skip
 _PAIRS = ("data.text_span_words", "data.speech_span_words", "optim.betas")  # exactly two values
 _CHOICES = {"model.encoder_context": ("window", "clip"),
-            "train.mixed_precision": ("auto", "no", "bf16")}  # fmt: skip
+            "train.mixed_precision": ("auto", "no", "bf16"),
+            "run.metric": ("acc", "acc_norm")}  # fmt: skip
 
 
 def _check_range(key: str, value: Any) -> None:
@@ -368,7 +375,8 @@ def check_paths(config: Config) -> None:
     data = config.data
     named = (("data.corpus", data.corpus), ("data.replay", data.replay),
              ("train.probe_corpus", config.train.probe_corpus),
-             ("train.init_from", config.train.init_from))
+             ("train.init_from", config.train.init_from),
+             ("run.exclude_items", config.run.exclude_items))
     for label, value in named:
         if value is not None and not Path(value).exists():
             raise SaladError(f"{label} {value} does not exist; fix the path in the config")

@@ -26,10 +26,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_text
 from salad_train.config import Config, RunConfig, check_replay
+
+if TYPE_CHECKING:
+    from salad_eval.gap.run import GapSetup
 
 STAGE1_SECTIONS = ("model", "data", "loss", "optim", "train")
 
@@ -122,11 +126,25 @@ def check_tasks(run: RunConfig) -> None:
         tasks.load_items(task, run.limit)
 
 
+GAP_SETTINGS = ("tasks", "limit", "voices", "asr", "shots", "shot_budget", "metric",
+                "exclude_items", "batch_size", "n_boot", "controls")  # RunConfig -> its gap runs
+
+
+def gap_setup(run: RunConfig, names: dict[str, str], dtype: str) -> GapSetup:
+    """The ``salad-eval gap`` setup of every gap report of the loop."""
+    from salad_eval.gap.run import GapSetup
+
+    return GapSetup(tasks=list(run.tasks), voices=run.voices, limit=run.limit, shots=run.shots,
+                    shot_budget=run.shot_budget, metric=run.metric,
+                    exclude_items=run.exclude_items, dtype=dtype, batch_size=run.batch_size,
+                    n_boot=run.n_boot, controls=run.controls, names=names)
+
+
 def gap_report(model: Path, run: RunConfig, out: Path) -> dict:
-    """``salad-eval gap`` on ``model`` with the run's tasks, voices and limit."""
+    """``salad-eval gap`` on ``model`` with the run's tasks, voices, limit and protocol."""
     import torch
 
-    from salad_eval.gap.run import GapSetup, Models, run_gap
+    from salad_eval.gap.run import Models, run_gap
     from salad_eval.models.cascade import Cascade
     from salad_eval.models.load import default_text_model, load_speech_model
     from salad_eval.models.text_lm import TextLM, default_dtype
@@ -136,9 +154,7 @@ def gap_report(model: Path, run: RunConfig, out: Path) -> dict:
     speech = load_speech_model(str(model), device=device, dtype=dtype)
     text_name = default_text_model(speech, None)
     text = TextLM(text_name, dtype=dtype, device=device)
-    setup = GapSetup(tasks=list(run.tasks), voices=run.voices, limit=run.limit, dtype=dtype,
-                     batch_size=run.batch_size, n_boot=run.n_boot, controls=run.controls,
-                     names={"speech": str(model), "text": text_name, "asr": run.asr})
+    setup = gap_setup(run, {"speech": str(model), "text": text_name, "asr": run.asr}, dtype)
     cascade = Cascade(asr=run.asr, text_model=text, device=device)
     training = json.loads((model / "training.json").read_text())
     return run_gap(setup, Models(speech=speech, text=text, cascade=cascade), out, training)
@@ -146,8 +162,9 @@ def gap_report(model: Path, run: RunConfig, out: Path) -> dict:
 
 def _gap_step(name: str, model: Path, model_key: str, config: Config, out: Path) -> Step:
     run = config.run
-    settings = {k: getattr(run, k) for k in ("tasks", "limit", "voices", "asr", "batch_size",
-                                             "n_boot", "controls")}
+    settings = {k: getattr(run, k) for k in GAP_SETTINGS}
+    if run.exclude_items:  # the file's content, not its name
+        settings["exclude_items"] = content_key([run.exclude_items])
     return Step(f"gap ({name})", out / "done.json", step_key("gap", settings, model_key),
                 lambda: gap_report(model, run, out))
 

@@ -17,7 +17,15 @@ import pytest
 
 from salad_eval.errors import SaladError
 from salad_train.config import load_config
-from salad_train.pipeline import Step, check_stage1_dir, check_tasks, run_step, step_key
+from salad_train.pipeline import (
+    Step,
+    _gap_step,
+    check_stage1_dir,
+    check_tasks,
+    gap_setup,
+    run_step,
+    step_key,
+)
 
 CORPUS = [
     "The cat sat on the warm mat near the door and watched the rain fall.",
@@ -55,6 +63,28 @@ def test_missing_benchmark_mirror_fails_fast(monkeypatch):
     config = load_config("tiny", ["run.tasks=[arc_easy]"])
     with pytest.raises(SaladError, match="SALAD_BENCHMARKS"):
         check_tasks(config.run)
+
+
+def test_loop_gap_reports_take_the_paper_protocol_and_key_on_it(tmp_path):
+    exclusions = tmp_path / "decontam.json"
+    exclusions.write_text(json.dumps({"exclude": {"demo": ["0"]}}))
+    config = load_config("tiny", ["run.metric=acc_norm", "run.shots=5", "run.shot_budget=900",
+                                  f"run.exclude_items={exclusions}"])  # fmt: skip
+    setup = gap_setup(config.run, {"speech": "m"}, "float32")
+    assert (setup.metric, setup.shots, setup.shot_budget) == ("acc_norm", 5, 900)
+    assert setup.exclude_items == str(exclusions) and setup.voices == config.run.voices
+
+    def key(cfg):
+        return _gap_step("stage I", tmp_path, "model", cfg, tmp_path).key
+
+    assert key(config) != key(load_config("tiny", ["run.metric=acc_norm", "run.shots=5"]))
+    before = key(config)
+    exclusions.write_text(json.dumps({"exclude": {"demo": ["1"]}}))  # same file, other ids
+    assert key(config) != before
+    for bad, match in (("run.metric=f1", "run.metric"), ("run.shot_budget=0", "run.shot_budget"),
+                       (f"run.exclude_items={tmp_path / 'none.json'}", "does not exist")):
+        with pytest.raises(SaladError, match=match):
+            load_config("tiny", [bad])
 
 
 def test_loop_report_warns_when_an_evaluation_voice_was_trained_on(tmp_path):
