@@ -26,6 +26,7 @@ from salad_eval.speech import exchange
 SALAD_EVAL = str(Path(sys.executable).parent / "salad-eval")
 VOICES = "kokoro/jm_kumo,piper/joe"
 LIMIT = 3
+DOCS = 2  # corpus F/M documents: their spoken spans travel with the items' clips
 
 
 def _empty_home(path: Path) -> Path:
@@ -52,9 +53,7 @@ def _wait(*procs: subprocess.Popen) -> None:
 def _gap(salad_home: Path, checkpoint: Path, out: Path) -> subprocess.Popen:
     return _start(salad_home, "gap", "--model", str(checkpoint), "--tasks", "demo", "--voices",
                   VOICES, "--limit", str(LIMIT), "--asr", "whisper-tiny.en", "--n-boot", "100",
-                  "--no-controls", "--no-divergences", "--out", str(out))  # fmt: skip
-    # --no-divergences: the corpus F/M clips are not part of a run's exported audio (yet); each
-    # home would synthesize them itself (deterministically)
+                  "--no-controls", "--divergence-docs", str(DOCS), "--out", str(out))  # fmt: skip
 
 
 def _results(run_dir: Path) -> dict:
@@ -97,7 +96,8 @@ def test_imported_audio_gives_the_same_results(runs) -> None:
     assert _results(runs["imported"]) == _results(runs["first"])
     index = (runs["export"] / exchange.INDEX).read_text().splitlines()
     rows = [json.loads(line) for line in index]
-    assert {row["engine"] for row in rows} == {"kokoro", "piper"}
+    assert {row["engine"] for row in rows} == {"kokoro", "piper", "espeak"}  # espeak: F/M spans
+    assert _results(runs["imported"])["corpus_divergence"]["M"]["n"] == DOCS
     scored = _results(runs["first"])["manifest"]["clips"]
     assert {row["key"]: row["sha256"] for row in rows} == scored
 

@@ -238,6 +238,7 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     corpus = None
     if setup.divergences and divergence.supports_divergence(models.speech):
         corpus = _corpus_divergences(setup, models, shard)
+        clips.update(corpus.pop("clips"))  # the spans' audio travels with the run's
     if not shard.main:
         return {}
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -385,8 +386,10 @@ def _document_kl(data: bytes) -> corpus_divergence.DocumentKL:
 def _corpus_divergences(setup: GapSetup, models: Models, shard: _Shard) -> dict:
     """Corpus F and M (``corpus_divergence``): ``{"F", "M"}`` figures and the ``setup`` the
     manifest records. Per-document values are cached (and sharded like the scores), keyed by
-    both models' fingerprints, the spans and the bytes of their clips."""
+    both models' fingerprints, the spans and the bytes of their clips. ``clips``: {key: sha256}
+    of the spans' audio, which the run's manifest lists with the items' (``salad-eval audio``)."""
     from salad_eval.progress import progress_bar
+    from salad_eval.speech import store
 
     cd = corpus_divergence
     path = Path(setup.divergence_corpus) if setup.divergence_corpus else cd.DEFAULT_CORPUS
@@ -424,6 +427,8 @@ def _corpus_divergences(setup: GapSetup, models: Models, shard: _Shard) -> dict:
             rows.append(one(doc))
             progress.advance(bar)
     figures = cd.summarize(rows, setup.n_boot, setup.seed)
+    spoken = [Path(span.audio).stem for doc in docs for span in doc if span.audio]
+    figures["clips"] = {key: store.sidecar(key)["sha256"] for key in spoken}
     figures["setup"] = {
         "corpus": str(path), "corpus_hash": file_hash(path),
         "held_out": path.resolve() == cd.DEFAULT_CORPUS.resolve(), "documents": len(docs),

@@ -1,4 +1,5 @@
-"""Audio exchange: the clips a run scored, as a portable directory, and back into a store.
+"""Audio exchange: the clips a run scored (its items' and its corpus F/M spans'), as a portable
+directory, and back into a store.
 
 Float kernels differ between processors, so the same text, voice and seed can give other bytes on
 another machine, and other numbers. To score the same audio there, export it:
