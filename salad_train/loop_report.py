@@ -4,7 +4,8 @@ Every figure is read from the gap runs' own ``results.json`` (``salad_eval.gap.c
 nothing is re-derived here. Columns are the compared models (Stage I, Stage II, and the
 random-selection Stage II when ablated); rows are tasks and figures. Below them, Stage II paired
 against Stage I and against the random Stage II on their common items (``salad_eval.gap.paired``:
-the difference with a paired bootstrap CI and an exact McNemar test, from each run's items.jsonl).
+the difference with a paired bootstrap CI, an exact McNemar test and a sign-flip test over items,
+from each run's items.jsonl).
 """
 
 from __future__ import annotations

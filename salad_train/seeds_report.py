@@ -6,12 +6,13 @@ writes ``seeds.{md,json,png}`` beside them:
 - every figure (speech@speech and text@speech accuracy, gap, forgetting, misalignment) per task,
   model and seed, with the mean, the sample standard deviation and the range across seeds;
 - the paired comparisons of each seed's report (Stage II against Stage I and against the random
-  Stage II: ``b - a`` with its paired bootstrap CI and exact McNemar p), with the mean and spread
-  of ``b - a`` across seeds;
-- the same pairs pooled over seeds: every (seed, item) is one paired unit (``salad_eval.gap
-  .paired``), so the test uses every seed's answers at once. Seeds share the evaluation items, so
-  pooled units are not independent across seeds and the pooled p is optimistic; the spread across
-  seeds is the honest measure of how much a result depends on the seed.
+  Stage II: ``b - a`` with its paired bootstrap CI, exact McNemar p and sign-flip p over items),
+  with the mean and spread of ``b - a`` across seeds;
+- the same pairs pooled over seeds (``salad_eval.gap.paired``): the seeds share their evaluation
+  items, so a seed is one more answer to the same item, as a voice is. An item's score is its
+  mean over seeds (and voices); the bootstrap CI and the sign-flip p resample and flip items, so
+  they hold although one item's answers across seeds are correlated. McNemar counts every (seed,
+  item, voice) pair, so its pooled p is optimistic and shown for reference only.
 """
 
 from __future__ import annotations
@@ -80,14 +81,22 @@ def paired_across_seeds(reports: dict[int, dict]) -> list[dict]:
         for row in report.get("paired", []):
             key = (row["a"], row["b"], row["task"], row["condition"])
             grouped.setdefault(key, {})[seed] = {"diff": row["diff"], "p_value": row["p_value"],
-                                                 "n_items": row["n_items"]}
+                                                 "p_items": row.get("p_items"),
+                                                 "n_items": row["n_items"]}  # fmt: skip
     return [{"a": a, "b": b, "task": task, "condition": cond, "per_seed": per_seed,
              "diff": spread([r["diff"]["value"] for r in per_seed.values()])}
             for (a, b, task, cond), per_seed in grouped.items()]  # fmt: skip
 
 
+def seed_replicates(records: list[dict], seed: int) -> list[dict]:
+    """A seed's records with the seed in the voice: pooled, each seed is one more answer to an
+    item (text rows included), averaged over as voices are."""
+    return [{**r, "voice": f"seed {seed}" + (f"/{r['voice']}" if r["voice"] else "")}
+            for r in records]  # fmt: skip
+
+
 def pooled_paired(reports: dict[int, dict], n_boot: int = 1000) -> list[dict]:
-    """The seeds' pairs with every seed's items pooled (item ids prefixed with the seed)."""
+    """The seeds' pairs on their common items, every seed's answers pooled per item."""
     pairs = list(dict.fromkeys((r["a"], r["b"]) for rep in reports.values()
                                for r in rep.get("paired", [])))  # fmt: skip
     rows = []
@@ -101,7 +110,7 @@ def pooled_paired(reports: dict[int, dict], n_boot: int = 1000) -> list[dict]:
             metric = metric or load_run(Path(runs[a]))["metric"]
             for model in (a, b):
                 records = load_items(Path(runs[model])) or []
-                pooled[model] += [{**r, "item": f"{seed}:{r['item']}"} for r in records]
+                pooled[model] += seed_replicates(records, seed)
         if pooled[a] and pooled[b]:
             rows += paired_rows(a, pooled[a], b, pooled[b], metric, n_boot)
     return rows
@@ -147,22 +156,25 @@ def _markdown(seeds: list[int], tables: dict, per_seed: list[dict], pooled: list
     if shown:
         pooled_by = {(r["a"], r["b"], r["condition"]): r for r in pooled if r["task"] == ALL}
         lines += ["## Paired: Stage II (b) against Stage I and the random Stage II (a), all tasks",
-                  "", "Per seed: b - a [paired bootstrap 95% CI] and exact McNemar p (the gap has "
-                  "no test). Pooled: every (seed, item) one paired unit; seeds share their items, "
-                  "so the pooled p is optimistic and the spread across seeds is the honest one.",
+                  "", "Per seed: b - a [paired bootstrap 95% CI] and the sign-flip p over items "
+                  "(McNemar's p is in each seed's report.md). Pooled: the seeds share their items, "
+                  "so an item's score is its mean over seeds; the CI resamples and the sign-flip "
+                  "test flips items, so both hold across seeds. The pooled McNemar p counts every "
+                  "(seed, item, voice) pair and is optimistic: for reference.",
                   "", "| a | b | condition | " + " | ".join(cols)
-                  + " | mean b - a (sd) | pooled b - a [CI] | pooled McNemar p |",
-                  "|---|---|---|" + "---|" * (len(cols) + 3)]
+                  + " | mean b - a (sd) | pooled b - a [CI] | pooled sign-flip p | pooled McNemar "
+                  "p |", "|---|---|---|" + "---|" * (len(cols) + 4)]
         for r in shown:
             cells = []
             for s in seeds:
                 one = r["per_seed"].get(s)
                 cells.append("–" if one is None else
-                             f"{_diff(one['diff'])}, p {_p(one['p_value'])}")
+                             f"{_diff(one['diff'])}, p {_p(one['p_items'])}")
             d = r["diff"]
             mean = f"{_pct(d['mean'], True)} ({_pct(d['sd'])})"
             pool = pooled_by.get((r["a"], r["b"], r["condition"]))
-            pool_cells = [_diff(pool["diff"]), _p(pool["p_value"])] if pool else ["–", "–"]
+            pool_cells = ([_diff(pool["diff"]), _p(pool["p_items"]), _p(pool["p_value"])]
+                          if pool else ["–"] * 3)  # fmt: skip
             lines.append(f"| {r['a']} | {r['b']} | {r['condition']} | " + " | ".join(cells)
                          + f" | {mean} | " + " | ".join(pool_cells) + " |")
         lines.append("")

@@ -117,6 +117,33 @@ def test_known_difference_ci_and_mcnemar(pair, tmp_path):
     assert "| 6 | 1 | 0.125 |" in md
 
 
+def test_sign_flip_over_items_is_mcnemar_for_one_voice_and_ignores_duplicated_voices():
+    # one voice: 6 items gained, 1 lost; the sign-flip p draws McNemar's exact distribution
+    def demo_rows(voices):
+        rows = paired_rows("a", task_records("demo", A_SPEECH, voices=voices), "b",
+                           task_records("demo", B_SPEECH, voices=voices))  # fmt: skip
+        return {r["condition"]: r for r in rows if r["task"] == "demo"}
+
+    one = demo_rows((JOE,))
+    speech = one["speech@speech"]
+    assert speech["p_value"] == pytest.approx(0.125)
+    assert abs(speech["p_items"] - 0.125) < 0.02  # 10,000 flips: sd of the draw 0.0033
+    assert one["text@base"]["p_items"] == 1.0  # no item differs
+    assert one["gap"]["p_items"] == speech["p_items"]  # the gap moved exactly as speech@speech
+    # the same answers in a second voice: McNemar now counts 12 against 2 and claims more; the
+    # items are the same, so the sign-flip p is the same, draw for draw
+    twice = demo_rows((JOE, HEART))
+    assert (twice["speech@speech"]["b_right_a_wrong"], twice["speech@speech"]["a_right_b_wrong"]) \
+        == (12, 2)  # fmt: skip
+    assert twice["speech@speech"]["p_value"] == pytest.approx(binom_two_sided(2, 14))
+    assert twice["speech@speech"]["p_value"] < 0.02 < speech["p_value"]
+    assert twice["speech@speech"]["p_items"] == speech["p_items"]
+    # a clear difference resolves to the floor of 1 / (1 + flips)
+    clear = paired_rows("a", task_records("demo", [False] * 40), "b",
+                        task_records("demo", [True] * 40))  # fmt: skip
+    assert min(r["p_items"] for r in clear) == pytest.approx(1 / 10_001)
+
+
 def test_bootstrap_is_seeded(pair, tmp_path):
     def ci(seed: int, out: str) -> tuple[float, float]:
         row = rows_of(compare_runs(list(pair), tmp_path / out, seed=seed), "demo")

@@ -54,15 +54,18 @@ def test_report_across_seeds_has_known_spread_and_pooled_tests(tmp_path):
     pooled = {(r["a"], r["b"], r["condition"]): r for r in report["paired_pooled"]
               if r["task"] == "demo"}  # fmt: skip
     both = pooled["stage I", "stage II", "speech@speech"]
-    assert both["n_items"] == 40 and both["n_pairs"] == 40  # every (seed, item) once
+    assert both["n_items"] == 20 and both["n_pairs"] == 40  # items shared; McNemar: (seed, item)
     assert (both["b_right_a_wrong"], both["a_right_b_wrong"]) == (10, 1)
     assert both["p_value"] == pytest.approx(binom_two_sided(1, 11), rel=1e-12)
-    assert both["diff"]["value"] == pytest.approx(9 / 40)
+    assert both["diff"]["value"] == pytest.approx(9 / 40)  # the mean of the seeds' +25 and +20
+    # the sign-flip p flips items: items 10-13 gained in both seeds weigh as one item each
+    assert both["p_items"] > both["p_value"]
     vs_random = pooled["stage II random", "stage II", "speech@speech"]
     assert vs_random["diff"]["value"] == pytest.approx((15 + 14 - 24) / 40)
     md = (tmp_path / "seeds.md").read_text()
     assert "| speech@speech acc | stage II | 75.0 | 70.0 | 72.5 | 3.5 | 70.0 to 75.0 |" in md
     assert "| stage I | stage II | speech@speech | +25.0 [" in md
+    assert "pooled sign-flip p" in md
     assert (tmp_path / "seeds.png").stat().st_size > 0
 
 

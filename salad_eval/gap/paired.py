@@ -12,7 +12,12 @@ speech@speech), per task and over all tasks (each task weighs the same, as in th
   item; a speech condition one per (item, voice) both runs scored, so with several voices the
   test counts (item, voice) pairs. One item's voices are correlated, so with several voices the
   p-value is optimistic (the bootstrap CI, over items, is not). The gap is not a right/wrong
-  outcome: no test.
+  outcome: no McNemar;
+- a paired sign-flip (randomization) test over items, for every condition and the gap: each
+  item's b - a (its mean over voices) keeps or flips its sign at random, ``SIGN_FLIPS`` times,
+  seeded; p is the share of flips whose b - a (tasks weighing the same, as above) is at least as
+  far from 0 as the observed one, counting the observed itself. The item is the unit, so it holds
+  with any number of voices (or seeds) per item; with one voice it is McNemar's test, drawn.
 
 Accuracies here are on the common items (and voices) only, so they can differ from each run's own
 report when the runs scored different items or voices.
@@ -32,6 +37,7 @@ from salad_eval.gap.records import METRICS, Stratum, check_records
 from salad_eval.gap.stats import mcnemar_exact
 
 CONDITIONS = ("text@base", "text@speech", "speech@speech", "speech@cascade")
+SIGN_FLIPS = 10_000  # p resolves to 1e-4
 GAP = "gap"
 ALL = "all tasks"
 
@@ -122,7 +128,28 @@ def _strata(common: list, out_a: dict, out_b: dict) -> tuple[list[Stratum], dict
     return strata, pairs
 
 
-def _rows(strata, idxs, pairs, label: str) -> list[dict]:
+def sign_flip_p(strata: list[Stratum], name: str, flips: int = SIGN_FLIPS, seed: int = 0
+                ) -> float:  # fmt: skip
+    """Two-sided paired sign-flip p of ``b <name>`` - ``a <name>`` over the strata's items."""
+    diffs = []
+    for s in strata:
+        both = s.present[f"a {name}"] & s.present[f"b {name}"]
+        if both.any():
+            d = (s.scores[f"b {name}"][both] - s.scores[f"a {name}"][both]) / s.scale
+            diffs.append((d[d != 0], both.sum()))  # a tie flips to itself
+    observed = np.mean([d.sum() / n for d, n in diffs])
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, flips, 1000):  # chunks keep a paper-scale task in memory
+        drawn = np.zeros(min(1000, flips - start))
+        for d, n in diffs:
+            signs = rng.integers(0, 2, size=(drawn.size, d.size)) * 2 - 1
+            drawn += signs @ d / n
+        hits += int(np.sum(np.abs(drawn / len(diffs)) >= abs(observed) - 1e-12))
+    return (1 + hits) / (1 + flips)
+
+
+def _rows(strata, idxs, pairs, label: str, seed: int) -> list[dict]:
     rows = []
     for cond in (*CONDITIONS, GAP):
         diff = rate_figure(strata, idxs, f"b {cond}", f"a {cond}")
@@ -131,7 +158,8 @@ def _rows(strata, idxs, pairs, label: str) -> list[dict]:
         fig_a, fig_b = (rate_figure(strata, idxs, f"{run} {cond}")[0] for run in "ab")
         row = {"task": label, "condition": cond, "n_items": diff[0].n, "a_value": fig_a.value,
                "b_value": fig_b.value, "diff": diff[0].to_dict(), "n_pairs": None,
-               "b_right_a_wrong": None, "a_right_b_wrong": None, "p_value": None}  # fmt: skip
+               "b_right_a_wrong": None, "a_right_b_wrong": None, "p_value": None,
+               "p_items": sign_flip_p(strata, cond, seed=seed)}  # fmt: skip
         if cond != GAP:
             found = [p for s in strata for p in pairs.get((s.task, cond), ())]
             b01 = sum(b and not a for a, b in found)
@@ -167,8 +195,8 @@ def paired_rows(
     idxs = indices(strata, n_boot, seed)
     rows = []
     for stratum, idx in zip(strata, idxs, strict=True):
-        rows += _rows([stratum], [idx], pairs, stratum.task)
-    rows += _rows(strata, idxs, pairs, ALL)
+        rows += _rows([stratum], [idx], pairs, stratum.task, seed)
+    rows += _rows(strata, idxs, pairs, ALL, seed)
     if not rows:
         raise SaladError(
             f"runs {a} and {b} share items but no condition and voice on them; compare runs "
@@ -219,7 +247,8 @@ def paired_markdown(rows: list[dict]) -> str:
     if not rows:
         return ""
     head = ["a", "b", "task", "condition", "items in common", "a acc", "b acc",
-            "b - a [95% CI]", "b right / a wrong", "a right / b wrong", "McNemar p"]  # fmt: skip
+            "b - a [95% CI]", "b right / a wrong", "a right / b wrong", "McNemar p",
+            "sign-flip p (items)"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         d = r["diff"]
@@ -228,7 +257,7 @@ def paired_markdown(rows: list[dict]) -> str:
         cells = [r["a"], r["b"], r["task"], r["condition"], str(r["n_items"]),
                  _value(r, "a_value"), _value(r, "b_value"),
                  f"{100 * d['value']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]",
-                 *mcnemar]  # fmt: skip
+                 *mcnemar, f"{r['p_items']:.3g}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -241,5 +270,6 @@ def paired_note(who: str = "Each other run (b) against the first (a)") -> str:
         "bootstrap 95% CI over items; the gap rows hold each run's gap (text@base - "
         "speech@speech). Exact McNemar on right/wrong pairs: one per item for text, one per "
         "(item, voice) for speech (with several voices these pairs are not independent, so p is "
-        "then optimistic)."
+        "then optimistic). The sign-flip p is a paired randomization test over items "
+        f"({SIGN_FLIPS} flips, seeded): valid with any number of voices, and for the gap."
     )
