@@ -77,9 +77,17 @@ def heard_voices(exposure: dict[str, dict | None]) -> dict[str, str]:
     return heard
 
 
+def unseen_voices(exposure: dict[str, dict | None]) -> list[str]:
+    """The evaluation voices, when every compared model's training is known and heard none."""
+    if not exposure or any(not voices for voices in exposure.values()):
+        return []
+    seen = {status for voices in exposure.values() for status in voices.values()}
+    return sorted({v for voices in exposure.values() for v in voices}) if seen == {"unseen"} else []
+
+
 def _markdown(tables: dict, models: list[str], training: dict[str, dict],
               paired: tuple[list[dict], list[str]] = ([], []),
-              heard: dict[str, str] | None = None) -> str:
+              heard: dict[str, str] | None = None, unseen: list[str] = ()) -> str:
     lines = ["# SALAD loop: Stage I vs Stage II", "",
              "Accuracy-like figures in percentage points with 95% paired bootstrap CIs, read from "
              "each gap run's results.json. gap = text@base - speech@speech = forgetting "
@@ -90,6 +98,9 @@ def _markdown(tables: dict, models: list[str], training: dict[str, dict],
         lines += [f"**Warning: evaluation voices heard in training**: {voices}. These figures do "
                   "not show how the models listen to a voice they never heard; evaluate on "
                   "unseen voices (e.g. `run.voices=heldout`).", ""]
+    elif unseen:
+        lines += [f"Evaluation voices: {', '.join(f'`{v}`' for v in unseen)}, unseen in training "
+                  "by every model compared.", ""]
     for task, by_model in tables.items():
         lines += [f"## {task}", "", "| figure | " + " | ".join(models) + " |",
                   "|---|" + "---|" * len(models)]
@@ -144,14 +155,16 @@ def write_loop_report(gap_dirs: dict[str, Path], out: Path) -> dict:
     tables = loop_tables(gap_dirs)
     results = {m: load_run(d) for m, d in gap_dirs.items()}
     training = {m: r["manifest"].get("training") or {} for m, r in results.items()}
-    heard = heard_voices({m: r.get("voice_exposure") for m, r in results.items()})
+    exposure = {m: r.get("voice_exposure") for m, r in results.items()}
+    heard, unseen = heard_voices(exposure), unseen_voices(exposure)
     paired = paired_comparison({m: (r, load_items(gap_dirs[m])) for m, r in results.items()},
                                _pairs(models))
     plot = _plot(tables, models, out / "report.png")
     report = {"models": models, "gap_runs": {m: str(d) for m, d in gap_dirs.items()},
               "figures": list(FIGURES), "tables": tables, "training": training,
-              "voices_heard_in_training": heard, "plot": plot,
+              "voices_heard_in_training": heard, "voices_unseen_in_training": unseen,
+              "plot": plot,
               "paired": paired[0], "paired_notes": paired[1]}
     atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str) + "\n")
-    atomic_write_text(out / "report.md", _markdown(tables, models, training, paired, heard))
+    atomic_write_text(out / "report.md", _markdown(tables, models, training, paired, heard, unseen))
     return report

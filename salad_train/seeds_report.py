@@ -129,7 +129,7 @@ def _p(p: float | None) -> str:
 
 
 def _markdown(seeds: list[int], tables: dict, per_seed: list[dict], pooled: list[dict],
-              heard: dict[str, str]) -> str:
+              heard: dict[str, str], unseen: list[str]) -> str:
     names = ", ".join(map(str, seeds))
     lines = [f"# SALAD loop across seeds {names}", "",
              "Each seed repeats Stage I, selection and Stage II (`train.seed` = `select.seed` = "
@@ -138,6 +138,9 @@ def _markdown(seeds: list[int], tables: dict, per_seed: list[dict], pooled: list
     if heard:
         voices = ", ".join(f"`{v}` ({s} in training)" for v, s in heard.items())
         lines += [f"**Warning: evaluation voices heard in training**: {voices}.", ""]
+    elif unseen:
+        lines += [f"Evaluation voices: {', '.join(f'`{v}`' for v in unseen)}, unseen in training "
+                  "by every model of every seed.", ""]
     cols = [f"seed {s}" for s in seeds]
     for task, by_model in tables.items():
         lines += [f"## {task}", "", "| figure | model | " + " | ".join(cols)
@@ -207,10 +210,13 @@ def write_seeds_report(roots: dict[int, Path], out: Path, n_boot: int = 1000) ->
     heard: dict[str, str] = {}
     for report in reports.values():
         heard |= report.get("voices_heard_in_training") or {}
+    listed = [report.get("voices_unseen_in_training") or [] for report in reports.values()]
+    unseen = listed[0] if all(v == listed[0] for v in listed) else []  # every seed said so
     plot = _plot(seeds, tables, out / "seeds.png")
     result = {"seeds": seeds, "loops": {s: str(r) for s, r in roots.items()}, "tables": tables,
               "paired_per_seed": per_seed, "paired_pooled": pooled,
-              "voices_heard_in_training": heard, "plot": plot}  # fmt: skip
+              "voices_heard_in_training": heard, "voices_unseen_in_training": unseen,
+              "plot": plot}  # fmt: skip
     atomic_write_text(out / "seeds.json", json.dumps(result, indent=1, default=str) + "\n")
-    atomic_write_text(out / "seeds.md", _markdown(seeds, tables, per_seed, pooled, heard))
+    atomic_write_text(out / "seeds.md", _markdown(seeds, tables, per_seed, pooled, heard, unseen))
     return result

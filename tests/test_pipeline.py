@@ -103,9 +103,13 @@ def test_loop_report_warns_when_an_evaluation_voice_was_trained_on(tmp_path):
     assert report["voices_heard_in_training"] == {"piper/joe": "seen"}
     assert ("**Warning: evaluation voices heard in training**: `piper/joe` (seen in training)"
             in (tmp_path / "report.md").read_text())  # fmt: skip
+    assert report["voices_unseen_in_training"] == []
     report = write_loop_report({"stage II": runs["stage II"]}, tmp_path)
     assert report["voices_heard_in_training"] == {}
-    assert "Warning" not in (tmp_path / "report.md").read_text()
+    assert report["voices_unseen_in_training"] == ["kokoro/af_heart", "piper/joe"]
+    text = (tmp_path / "report.md").read_text()
+    assert "Warning" not in text
+    assert "Evaluation voices: `kokoro/af_heart`, `piper/joe`, unseen in training" in text
 
 
 def _command(root: Path) -> list[str]:

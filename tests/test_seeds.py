@@ -62,6 +62,7 @@ def test_report_across_seeds_has_known_spread_and_pooled_tests(tmp_path):
     assert both["p_items"] > both["p_value"]
     vs_random = pooled["stage II random", "stage II", "speech@speech"]
     assert vs_random["diff"]["value"] == pytest.approx((15 + 14 - 24) / 40)
+    assert report["voices_unseen_in_training"] == []  # the constructed runs record no voices
     md = (tmp_path / "seeds.md").read_text()
     assert "| speech@speech acc | stage II | 75.0 | 70.0 | 72.5 | 3.5 | 70.0 to 75.0 |" in md
     assert "| stage I | stage II | speech@speech | +25.0 [" in md
