@@ -87,7 +87,8 @@ def unseen_voices(exposure: dict[str, dict | None]) -> list[str]:
 
 def _markdown(tables: dict, models: list[str], training: dict[str, dict],
               paired: tuple[list[dict], list[str]] = ([], []),
-              heard: dict[str, str] | None = None, unseen: list[str] = ()) -> str:
+              heard: dict[str, str] | None = None, unseen: tuple[str, ...] | list[str] = ()
+              ) -> str:  # fmt: skip
     lines = ["# SALAD loop: Stage I vs Stage II", "",
              "Accuracy-like figures in percentage points with 95% paired bootstrap CIs, read from "
              "each gap run's results.json. gap = text@base - speech@speech = forgetting "

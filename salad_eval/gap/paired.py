@@ -137,6 +137,8 @@ def sign_flip_p(strata: list[Stratum], name: str, flips: int = SIGN_FLIPS, seed:
         if both.any():
             d = (s.scores[f"b {name}"][both] - s.scores[f"a {name}"][both]) / s.scale
             diffs.append((d[d != 0], both.sum()))  # a tie flips to itself
+    if not diffs:  # no item scored by both runs: nothing to test
+        return 1.0
     observed = np.mean([d.sum() / n for d, n in diffs])
     rng = np.random.default_rng(seed)
     hits = 0
