@@ -35,6 +35,7 @@ demo: setup
 	  --limit $(DEMO_ITEMS) --workers 2 --out $(DEMO_REPORT)
 
 test: setup
+	.venv/bin/ruff format --check salad_eval salad_train tests bench
 	.venv/bin/ruff check salad_eval salad_train tests bench
 	$(PY) -m pytest -q -x --durations=15
 

@@ -50,8 +50,10 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         counts = np.bincount(labels, minlength=k)
         spread = np.abs(counts - n / k).max() / (n / k)
-        print(f"  N = {n:>9,}  {elapsed:8.1f} s  sizes {counts.min()}..{counts.max()}  "
-              f"max deviation from N/K {spread:.3%}")  # fmt: skip
+        print(
+            f"  N = {n:>9,}  {elapsed:8.1f} s  sizes {counts.min()}..{counts.max()}  "
+            f"max deviation from N/K {spread:.3%}"
+        )
         sizes.append(n)
         seconds.append(elapsed)
         del x

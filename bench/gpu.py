@@ -36,16 +36,30 @@ def build_models(root: Path, tokenizer_dir: str) -> tuple[str, str]:
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    llm = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-    ))  # fmt: skip
+    llm = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+        )
+    )
     llm.save_pretrained(root / "llm")
     tokenizer.save_pretrained(root / "llm")
-    whisper = WhisperModel(WhisperConfig(
-        d_model=64, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
-    ))  # fmt: skip
+    whisper = WhisperModel(
+        WhisperConfig(
+            d_model=64,
+            encoder_layers=2,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=128,
+            decoder_ffn_dim=128,
+        )
+    )
     whisper.save_pretrained(root / "encoder")
     WhisperFeatureExtractor().save_pretrained(root / "encoder")
     return str(root / "encoder"), str(root / "llm")
@@ -53,8 +67,14 @@ def build_models(root: Path, tokenizer_dir: str) -> tuple[str, str]:
 
 def manifest(clips: Path, root: Path) -> str:
     clips_ = sorted(clips.glob("*.flac"))
-    rows = [{"audio": str(f.resolve()), "text": f.with_suffix(".txt").read_text().strip(),
-             "document": f"d{i // 3}"} for i, f in enumerate(clips_)]  # fmt: skip
+    rows = [
+        {
+            "audio": str(f.resolve()),
+            "text": f.with_suffix(".txt").read_text().strip(),
+            "document": f"d{i // 3}",
+        }
+        for i, f in enumerate(clips_)
+    ]
     path = root / "natural.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
@@ -65,25 +85,44 @@ def train(root: Path, encoder: str, llm: str, natural: str, mode: str, context: 
     from salad_train.stage1 import run_stage1
 
     out = root / f"run-{mode}"
-    config = load_config("tiny", [
-        f"model.encoder={encoder}", f"model.llm={llm}", f"model.llm_mode={mode}",
-        f"model.encoder_context={context}", "model.adapter_width=64", "model.adapter_heads=2",
-        f"data.natural=[{natural}]", "data.corpus=null", "data.tasks=[]", "data.replay_prob=0",
-        "train.steps=8", "train.batch_size=4", "train.save_every=4", "optim.warmup_steps=2",
-        "optim.llm_lr=1e-4", "loss.ctc_weight=0.5", "train.align_steps=10",
-        "train.align_batch_size=4", f"train.out_dir={out}",
-    ])  # fmt: skip
+    config = load_config(
+        "tiny",
+        [
+            f"model.encoder={encoder}",
+            f"model.llm={llm}",
+            f"model.llm_mode={mode}",
+            f"model.encoder_context={context}",
+            "model.adapter_width=64",
+            "model.adapter_heads=2",
+            f"data.natural=[{natural}]",
+            "data.corpus=null",
+            "data.tasks=[]",
+            "data.replay_prob=0",
+            "train.steps=8",
+            "train.batch_size=4",
+            "train.save_every=4",
+            "optim.warmup_steps=2",
+            "optim.llm_lr=1e-4",
+            "loss.ctc_weight=0.5",
+            "train.align_steps=10",
+            "train.align_batch_size=4",
+            f"train.out_dir={out}",
+        ],
+    )
     started = time.perf_counter()
     model = run_stage1(config)
     rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     align = [r["ctc_per_token"] for r in rows if "align_step" in r]
     rows = [r for r in rows if "loss" in r]
-    return {"mode": mode, "seconds": round(time.perf_counter() - started, 1),
-            "loss_first_last": [rows[0]["loss"], rows[-1]["loss"]],
-            "ctc_first_last": [rows[0]["ctc"], rows[-1]["ctc"]],
-            "align_ctc_first_last": [align[0], align[-1]],
-            "finite": all(torch.isfinite(torch.tensor(r["loss"])) for r in rows),
-            "model": str(model)}  # fmt: skip
+    return {
+        "mode": mode,
+        "seconds": round(time.perf_counter() - started, 1),
+        "loss_first_last": [rows[0]["loss"], rows[-1]["loss"]],
+        "ctc_first_last": [rows[0]["ctc"], rows[-1]["ctc"]],
+        "align_ctc_first_last": [align[0], align[-1]],
+        "finite": all(torch.isfinite(torch.tensor(r["loss"])) for r in rows),
+        "model": str(model),
+    }
 
 
 def paper_models(root: Path, tokenizer_dir: str) -> tuple[str, str]:
@@ -109,22 +148,51 @@ def paper_shape(root: Path, tokenizer_dir: str, clips: Path) -> dict:
     encoder, llm = paper_models(root, tokenizer_dir)
     files = sorted(clips.glob("*.flac"))
     texts = [f.with_suffix(".txt").read_text().strip() for f in files]
-    rows = [{"audio": str(f.resolve()), "text": t, "speaker": f"s{i % 2}"}  # no document key
-            for i, (f, t) in enumerate(zip(files, texts, strict=True))]  # fmt: skip
+    rows = [
+        {"audio": str(f.resolve()), "text": t, "speaker": f"s{i % 2}"}  # no document key
+        for i, (f, t) in enumerate(zip(files, texts, strict=True))
+    ]
     (root / "natural.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "replay.txt").write_text("\n".join(texts) + "\n")
     (root / "select").mkdir()
-    (root / "select" / "selected.jsonl").write_text("".join(json.dumps(
-        {"spans": [[r["text"], True]], "audio": [r["audio"]], "dropped": False, "seconds": 1.0})
-        + "\n" for r in rows))  # fmt: skip
-    config = load_config("paper-3b", [
-        f"model.encoder={encoder}", f"model.llm={llm}", "model.adapter_layers=2",
-        "model.adapter_width=64", "model.adapter_heads=2", f"data.natural=[{root}/natural.jsonl]",
-        f"data.replay={root}/replay.txt", "data.max_tokens=128", "train.steps=8",
-        "train.batch_size=4", "train.grad_accum=1", "train.save_every=4", "train.log_every=1",
-        "train.probe_every=0", "optim.warmup_steps=2", f"train.out_dir={root}/stage1",
-        f"select.out_dir={root}/select", "stage2.steps=4", f"stage2.out_dir={root}/stage2",
-    ])  # fmt: skip
+    (root / "select" / "selected.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "spans": [[r["text"], True]],
+                    "audio": [r["audio"]],
+                    "dropped": False,
+                    "seconds": 1.0,
+                }
+            )
+            + "\n"
+            for r in rows
+        )
+    )
+    config = load_config(
+        "paper-3b",
+        [
+            f"model.encoder={encoder}",
+            f"model.llm={llm}",
+            "model.adapter_layers=2",
+            "model.adapter_width=64",
+            "model.adapter_heads=2",
+            f"data.natural=[{root}/natural.jsonl]",
+            f"data.replay={root}/replay.txt",
+            "data.max_tokens=128",
+            "train.steps=8",
+            "train.batch_size=4",
+            "train.grad_accum=1",
+            "train.save_every=4",
+            "train.log_every=1",
+            "train.probe_every=0",
+            "optim.warmup_steps=2",
+            f"train.out_dir={root}/stage1",
+            f"select.out_dir={root}/select",
+            "stage2.steps=4",
+            f"stage2.out_dir={root}/stage2",
+        ],
+    )
     started = time.perf_counter()
     stage1 = Stage1Trainer(config)
     model1 = stage1.fit("paper shape: stage I")
@@ -134,12 +202,15 @@ def paper_shape(root: Path, tokenizer_dir: str, clips: Path) -> dict:
     model2 = stage2.run()
     rows1 = [r for r in map(json.loads, (root / "stage1" / "metrics.jsonl").open()) if "loss" in r]
     record = json.loads((model1 / "training.json").read_text())
-    return {"seconds": round(time.perf_counter() - started, 1),
-            "mixed_precision": stage1.accelerator.mixed_precision,
-            "loss_first_last": [rows1[0]["loss"], rows1[-1]["loss"]],
-            "replay_prob": config.data.replay_prob, "replay_drawn": record["drawn"]["replay"],
-            "teacher_is_base": teacher == weights_digest(load_llm(llm, "float32")[0]),
-            "stage2_drawn": json.loads((model2 / "training.json").read_text())["drawn"]}
+    return {
+        "seconds": round(time.perf_counter() - started, 1),
+        "mixed_precision": stage1.accelerator.mixed_precision,
+        "loss_first_last": [rows1[0]["loss"], rows1[-1]["loss"]],
+        "replay_prob": config.data.replay_prob,
+        "replay_drawn": record["drawn"]["replay"],
+        "teacher_is_base": teacher == weights_digest(load_llm(llm, "float32")[0]),
+        "stage2_drawn": json.loads((model2 / "training.json").read_text())["drawn"],
+    }
 
 
 def precision(encoder: str, llm: str, device: str) -> dict:
@@ -152,25 +223,30 @@ def precision(encoder: str, llm: str, device: str) -> dict:
     from salad_eval.models.text_lm import TextLM
     from salad_eval.prompt import ScoringRequest, Text
 
-    requests = [ScoringRequest((Text("Question: What color is the sky? Answer:"),),
-                               (" blue", " green", " the sea"))]  # fmt: skip
+    requests = [
+        ScoringRequest(
+            (Text("Question: What color is the sky? Answer:"),), (" blue", " green", " the sea")
+        )
+    ]
     report = {}
     for dtype in ("float32", "bfloat16"):
         config = SpeechLMConfig(encoder=encoder, adapter_width=64, adapter_heads=2, llm=llm)
         speech = SpeechLM.from_config(config, device=device, dtype=dtype)
         base = TextLM(llm, dtype=dtype, device=device)
-        report[f"text_equals_base_{dtype}"] = (
-            [[s.logprob for s in r] for r in speech.score(requests)]
-            == [[s.logprob for s in r] for r in base.score(requests)])  # fmt: skip
-    config = SpeechLMConfig(encoder=encoder, adapter_width=64, adapter_heads=2, llm=llm,
-                            llm_mode="full")  # fmt: skip
+        report[f"text_equals_base_{dtype}"] = [
+            [s.logprob for s in r] for r in speech.score(requests)
+        ] == [[s.logprob for s in r] for r in base.score(requests)]
+    config = SpeechLMConfig(
+        encoder=encoder, adapter_width=64, adapter_heads=2, llm=llm, llm_mode="full"
+    )
     speech = SpeechLM.from_config(config, device=device).train()  # float32 masters
     norm = speech.llm.model.norm.weight
     before = norm.detach().clone()
     optimizer = torch.optim.AdamW(speech.llm.parameters(), lr=5e-6)
     accelerator = Accelerator(mixed_precision="bf16" if device == "cuda" else "no")
-    ids = torch.tensor([speech.tokenizer.encode("The cat sat on the warm mat by the door.")],
-                       device=device)  # fmt: skip
+    ids = torch.tensor(
+        [speech.tokenizer.encode("The cat sat on the warm mat by the door.")], device=device
+    )
     with accelerator.autocast():
         loss = speech.llm(input_ids=ids, labels=ids).loss
     loss.backward()
@@ -185,8 +261,10 @@ def scores_on(model_dir: str, device: str, clips: list[Path]) -> list[list[float
     from salad_eval.prompt import Audio, ScoringRequest, Text
 
     model = load_speech_lm(model_dir, device=device).eval()
-    prompts = [(Text("Question: "), Audio(str(c), c.with_suffix(".txt").read_text()),
-                Text("\nAnswer:")) for c in clips]  # fmt: skip
+    prompts = [
+        (Text("Question: "), Audio(str(c), c.with_suffix(".txt").read_text()), Text("\nAnswer:"))
+        for c in clips
+    ]
     requests = [ScoringRequest(p, (" yes", " no", " maybe")) for p in prompts]
     with torch.no_grad():
         return [[s.logprob for s in scores] for scores in model.score(requests)]
@@ -199,10 +277,17 @@ def batched(encoder: str, llm: str, device: str, clips: list[Path]) -> dict:
     from salad_eval.prompt import Audio, ScoringRequest, Text
     from salad_eval.scoring import resolve_batch_size, score
 
-    prompts = [(Text("Question: " + "so " * (i % 7)), Audio(str(c), c.with_suffix(".txt")
-                .read_text()), Text("\nAnswer:")) for i, c in enumerate(clips * 4)]  # fmt: skip
-    requests = [ScoringRequest(p, (" yes", " no", " maybe not", " it is hard to say"))
-                for p in prompts]  # fmt: skip
+    prompts = [
+        (
+            Text("Question: " + "so " * (i % 7)),
+            Audio(str(c), c.with_suffix(".txt").read_text()),
+            Text("\nAnswer:"),
+        )
+        for i, c in enumerate(clips * 4)
+    ]
+    requests = [
+        ScoringRequest(p, (" yes", " no", " maybe not", " it is hard to say")) for p in prompts
+    ]
     report = {"requests": len(requests)}
     for dtype in ("float32", "bfloat16"):
         config = SpeechLMConfig(encoder=encoder, adapter_width=64, adapter_heads=2, llm=llm)
@@ -219,10 +304,14 @@ def batched(encoder: str, llm: str, device: str, clips: list[Path]) -> dict:
             "auto_batch_size": auto,
             "items_per_s": {str(b): round(len(requests) / t, 1) for b, t in seconds.items()},
             "max_abs_diff_vs_batch_1": {
-                str(b): max(abs(a - c) for a, c in zip(one, [s.logprob for row in r for s in row],
-                                                         strict=True))
-                for b, r in rows.items() if b != 1},
-        }  # fmt: skip
+                str(b): max(
+                    abs(a - c)
+                    for a, c in zip(one, [s.logprob for row in r for s in row], strict=True)
+                )
+                for b, r in rows.items()
+                if b != 1
+            },
+        }
     return report
 
 
@@ -237,18 +326,22 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="salad-gpu-"))
     encoder, llm = build_models(root, args.tokenizer)
     natural = manifest(args.clips, root)
-    report["train"] = [train(root, encoder, llm, natural, mode, context)
-                       for mode, context in (("lora", "clip"), ("full", "window"))]  # fmt: skip
+    report["train"] = [
+        train(root, encoder, llm, natural, mode, context)
+        for mode, context in (("lora", "clip"), ("full", "window"))
+    ]
     clips = sorted(args.clips.glob("*.flac"))[:4]
     for run in report["train"]:
         gpu = scores_on(run["model"], "cuda" if report["cuda"] else "cpu", clips)
         cpu = scores_on(run["model"], "cpu", clips)
-        run["max_abs_diff_gpu_vs_cpu"] = max(abs(a - b) for g, c in zip(gpu, cpu, strict=True)
-                                             for a, b in zip(g, c, strict=True))  # fmt: skip
+        run["max_abs_diff_gpu_vs_cpu"] = max(
+            abs(a - b) for g, c in zip(gpu, cpu, strict=True) for a, b in zip(g, c, strict=True)
+        )
     report["paper_shape"] = paper_shape(root, args.tokenizer, args.clips)
     report["precision"] = precision(encoder, llm, "cuda" if report["cuda"] else "cpu")
-    report["batched"] = batched(encoder, llm, "cuda" if report["cuda"] else "cpu",
-                                sorted(args.clips.glob("*.flac"))[:8])  # fmt: skip
+    report["batched"] = batched(
+        encoder, llm, "cuda" if report["cuda"] else "cpu", sorted(args.clips.glob("*.flac"))[:8]
+    )
     print(json.dumps(report, indent=1))
 
 

@@ -79,17 +79,22 @@ def bench_text(items: list[Item], batch_size: int) -> None:
         start += len(item.choices)
     acc_ref = accuracy(items, rows)
     n = len(items)
-    print(f"text@base, {n} ARC-Easy items ({len(instances)} choices), batch size {batch_size}, "
-          f"median of {ROUNDS} rounds:")  # fmt: skip
+    print(
+        f"text@base, {n} ARC-Easy items ({len(instances)} choices), batch size {batch_size}, "
+        f"median of {ROUNDS} rounds:"
+    )
     print(f"  salad            {n / t_salad:6.2f} items/s  acc {acc_salad:.4f}")
     print(f"  lm-eval hf       {n / t_ref:6.2f} items/s  acc {acc_ref:.4f}")
-    print(f"  salad / lm-eval  {ratio:6.2f}x (target >= 1.0x); accuracy "
-          f"{'identical' if acc_salad == acc_ref else 'DIFFERENT'}")  # fmt: skip
+    print(
+        f"  salad / lm-eval  {ratio:6.2f}x (target >= 1.0x); accuracy "
+        f"{'identical' if acc_salad == acc_ref else 'DIFFERENT'}"
+    )
 
 
 def accuracy(items: list[Item], logprobs: list[list[float]]) -> float:
-    return sum(int(np.argmax(row)) == item.target for item, row in zip(items, logprobs,
-                                                                       strict=True)) / len(items)
+    return sum(
+        int(np.argmax(row)) == item.target for item, row in zip(items, logprobs, strict=True)
+    ) / len(items)
 
 
 def spoken(items: list[Item], folder: Path) -> list[Prompt]:
@@ -120,8 +125,10 @@ def bench_speech_batches(model: SpeechLM, items: list[Item], prompts: list[Promp
     n = len(items)
     print(f"speech@speech, {n} spoken ARC-Easy items:")
     for label, times in (("clips encoded", cold), ("features cached", warm)):
-        print(f"  {label:16} batch 1 {n / times[1]:6.2f} items/s, batch 32 {n / times[32]:6.2f} "
-              f"items/s: {times[1] / times[32]:.2f}x")  # fmt: skip
+        print(
+            f"  {label:16} batch 1 {n / times[1]:6.2f} items/s, batch 32 {n / times[32]:6.2f} "
+            f"items/s: {times[1] / times[32]:.2f}x"
+        )
 
 
 def bench_shared_context(model: SpeechLM, items: list[Item], prompts: list[Prompt]) -> None:

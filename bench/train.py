@@ -54,14 +54,22 @@ def main() -> None:
             raw_encoder.encode(load_waveform(clip))
         t1 = time.perf_counter()
         with torch.no_grad(), module.teacher_context():
-            teacher = decoder(input_ids=plan.teacher_ids,
-                              attention_mask=plan.teacher_attention).last_hidden_state
+            teacher = decoder(
+                input_ids=plan.teacher_ids, attention_mask=plan.teacher_attention
+            ).last_hidden_state
         t2 = time.perf_counter()
         inputs = student_inputs(plan, table, lambda clip: module.embed_audio(clip)[0])
         student = decoder(inputs_embeds=inputs.embeds, attention_mask=inputs.attention)
-        sums = distillation_loss(student.last_hidden_state, teacher, inputs.mask,
-                                 plan.teacher_mask, inputs.targets, head, head,
-                                 chunk_size=config.loss.chunk_size)
+        sums = distillation_loss(
+            student.last_hidden_state,
+            teacher,
+            inputs.mask,
+            plan.teacher_mask,
+            inputs.targets,
+            head,
+            head,
+            chunk_size=config.loss.chunk_size,
+        )
         t3 = time.perf_counter()
         (sums.loss / max(sums.n_positions, 1)).backward()
         speech_lm.zero_grad(set_to_none=True)
@@ -72,22 +80,29 @@ def main() -> None:
         for key, value in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             totals[key] += value
     cached = sum(totals.values()) - totals["encoder"]
-    print(f"tiny preset, batch {args.batch_size}, {args.steps} steps, "
-          f"{tokens / args.steps:.0f} student positions/step, {torch.get_num_threads()} threads")
+    print(
+        f"tiny preset, batch {args.batch_size}, {args.steps} steps, "
+        f"{tokens / args.steps:.0f} student positions/step, {torch.get_num_threads()} threads"
+    )
     print(f"tokens/s with cached features:    {tokens / cached:8.1f}")
     print(f"tokens/s encoding every step:     {tokens / sum(totals.values()):8.1f}")
     print(f"speed-up from the feature cache:  {sum(totals.values()) / cached:8.2f}x")
     for key, value in totals.items():
-        print(f"  {key:16s} {value / args.steps:7.2f} s/step  "
-              f"{100 * value / sum(totals.values()):5.1f}% of an uncached step")
+        print(
+            f"  {key:16s} {value / args.steps:7.2f} s/step  "
+            f"{100 * value / sum(totals.values()):5.1f}% of an uncached step"
+        )
     clips = data.audio_clips
     started = time.perf_counter()
-    align_adapter(module, clips, args.steps, 32, config.train.align_lr or config.optim.adapter_lr,
-                  seed=0)
+    align_adapter(
+        module, clips, args.steps, 32, config.train.align_lr or config.optim.adapter_lr, seed=0
+    )
     per_step = (time.perf_counter() - started) / args.steps
     batch = min(32, len(clips))
-    print(f"CTC warm-up (no LLM pass): {per_step:.2f} s/step of {batch} clips, "
-          f"{batch / per_step:.1f} clips/s")
+    print(
+        f"CTC warm-up (no LLM pass): {per_step:.2f} s/step of {batch} clips, "
+        f"{batch / per_step:.1f} clips/s"
+    )
 
 
 if __name__ == "__main__":

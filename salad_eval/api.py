@@ -84,9 +84,16 @@ def evaluate(
     names = checks.task_names(task_spec)
     divergence_docs = corpus_divergence.DEFAULT_DOCS if divergence_docs is None else divergence_docs
     divergence_voice = divergence_voice or corpus_divergence.DEFAULT_VOICE
-    _check_numbers(limit=limit, shots=shots, batch_size=1 if batch_size == "auto" else batch_size,
-                   workers=workers, n_boot=n_boot, seed=seed, synth_seed=synth_seed,
-                   divergence_docs=divergence_docs)  # fmt: skip
+    _check_numbers(
+        limit=limit,
+        shots=shots,
+        batch_size=1 if batch_size == "auto" else batch_size,
+        workers=workers,
+        n_boot=n_boot,
+        seed=seed,
+        synth_seed=synth_seed,
+        divergence_docs=divergence_docs,
+    )
     if divergences:
         divergence_corpus = None if divergence_corpus is None else str(divergence_corpus)
         checks.divergence_inputs(divergence_corpus, divergence_voice)
@@ -99,25 +106,50 @@ def evaluate(
     if exclude_items is not None:
         read_exclusions(exclude_items)
     out = None if out is None else str(out)
-    checks.inputs(tasks=names, shots=shots, data_dir=data_dir, voices=voice_spec,
-                  speech_model=model, text_model=text_model, asr=asr, device=device, dtype=dtype,
-                  out_dir=out, model_type=model_type)  # fmt: skip
+    checks.inputs(
+        tasks=names,
+        shots=shots,
+        data_dir=data_dir,
+        voices=voice_spec,
+        speech_model=model,
+        text_model=text_model,
+        asr=asr,
+        device=device,
+        dtype=dtype,
+        out_dir=out,
+        model_type=model_type,
+    )
     training = _training_record(Path(model))
     dtype = dtype or default_dtype(device)
-    speech = load_speech_model(model, device=device, dtype=dtype, model_type=model_type,
-                               chat_template=chat_template)
+    speech = load_speech_model(
+        model, device=device, dtype=dtype, model_type=model_type, chat_template=chat_template
+    )
     text_name = default_text_model(speech, text_model)
     text = TextLM(text_name, dtype=dtype, device=device, chat_template=chat_template)
     setup = GapSetup(
-        tasks=names, voices=voice_spec, limit=limit, shots=shots, shot_budget=shot_budget,
-        seed=seed, synth_seed=synth_seed, batch_size=batch_size, workers=workers, n_boot=n_boot,
-        metric=metric, data_dir=data_dir, exclude_items=exclude_items,
-        controls=controls, dtype=dtype, log_samples=log_samples,
-        prompt_format="chat" if chat_template else "raw", divergences=divergences,
-        divergence_corpus=divergence_corpus, divergence_docs=divergence_docs,
+        tasks=names,
+        voices=voice_spec,
+        limit=limit,
+        shots=shots,
+        shot_budget=shot_budget,
+        seed=seed,
+        synth_seed=synth_seed,
+        batch_size=batch_size,
+        workers=workers,
+        n_boot=n_boot,
+        metric=metric,
+        data_dir=data_dir,
+        exclude_items=exclude_items,
+        controls=controls,
+        dtype=dtype,
+        log_samples=log_samples,
+        prompt_format="chat" if chat_template else "raw",
+        divergences=divergences,
+        divergence_corpus=divergence_corpus,
+        divergence_docs=divergence_docs,
         divergence_voice=divergence_voice,
         names={"speech": model, "text": text_name, "asr": asr},
-    )  # fmt: skip
+    )
     cascade = Cascade(asr=asr, text_model=text, device=device)
     run_dir = Path(out) if out else default_run_dir(model, names)
     return run_gap(setup, Models(speech=speech, text=text, cascade=cascade), run_dir, training)
@@ -125,16 +157,27 @@ def evaluate(
 
 def _check_numbers(**values: int | None) -> None:
     """The ranges the command line's options declare, for callers of the API."""
-    lowest = {"limit": 2, "shots": 0, "batch_size": 1, "workers": 1, "n_boot": 1, "seed": 0,
-              "synth_seed": 0, "shot_budget": 1, "divergence_docs": 1}  # fmt: skip
+    lowest = {
+        "limit": 2,
+        "shots": 0,
+        "batch_size": 1,
+        "workers": 1,
+        "n_boot": 1,
+        "seed": 0,
+        "synth_seed": 0,
+        "shot_budget": 1,
+        "divergence_docs": 1,
+    }
     for name, value in values.items():
         if value is None and name in ("limit", "shot_budget"):
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < lowest[name]:
             option = "--" + name.replace("_", "-")
             if name == "limit" and value == 1:
-                raise SaladError("--limit 1: a gap needs at least 2 items (paired statistics, "
-                                 "shuffled audio); raise --limit")  # fmt: skip
+                raise SaladError(
+                    "--limit 1: a gap needs at least 2 items (paired statistics, "
+                    "shuffled audio); raise --limit"
+                )
             raise SaladError(f"{option} {value!r}: an integer of at least {lowest[name]}")
 
 

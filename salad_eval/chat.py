@@ -39,8 +39,10 @@ class ChatFormat:
             template = getattr(owner, "chat_template", None)
             if isinstance(template, str) and template:
                 return cls(template, tokenizer)
-        raise SaladError(f"--chat-template: {name} has no chat template; drop --chat-template "
-                         "(raw prompts) or use a model that ships one")  # fmt: skip
+        raise SaladError(
+            f"--chat-template: {name} has no chat template; drop --chat-template "
+            "(raw prompts) or use a model that ships one"
+        )
 
     def render(self, content: str) -> str:
         """``content`` as one user message, with the template's generation prompt."""

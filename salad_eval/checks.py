@@ -123,13 +123,16 @@ def inputs(
 
         load_items(name, limit=1, shots=shots, data_dir=data_dir)
         if voices is not None and not get_task(name).recordings and _recorded(voices):
-            raise SaladError(f"task {name} has no recordings (no `audio:` on its spoken parts); "
-                             "score it with TTS voices, and the voice recorded on tasks that have "
-                             "them")  # fmt: skip
+            raise SaladError(
+                f"task {name} has no recordings (no `audio:` on its spoken parts); "
+                "score it with TTS voices, and the voice recorded on tasks that have "
+                "them"
+            )
 
 
-def divergence_inputs(corpus: str | None, voice: str, voice_option: str = "--divergence-voice"
-                      ) -> None:  # fmt: skip
+def divergence_inputs(
+    corpus: str | None, voice: str, voice_option: str = "--divergence-voice"
+) -> None:
     """``--divergence-corpus`` (None: the embedded held-out prose) is text with documents, and
     ``voice_option`` is one TTS voice that can speak any span (no babble, no recording)."""
     from salad_eval.speech import perturb
@@ -139,8 +142,10 @@ def divergence_inputs(corpus: str | None, voice: str, voice_option: str = "--div
         text_lines(corpus, "--divergence-corpus")
     parsed = parse_voice(voice)
     if parsed.engine == RECORDED or perturb.talkers(parsed):
-        raise SaladError(f"{voice_option} {voice}: pass one TTS voice, e.g. espeak/en-us "
-                         "(spans are synthesized; a recording or babble cannot speak them)")
+        raise SaladError(
+            f"{voice_option} {voice}: pass one TTS voice, e.g. espeak/en-us "
+            "(spans are synthesized; a recording or babble cannot speak them)"
+        )
     inputs(voices=voice)
 
 

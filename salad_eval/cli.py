@@ -121,11 +121,15 @@ def audio_import(
     from salad_eval.speech import exchange
 
     done = exchange.import_clips(Path(directory))
-    print(f"imported {done.clips} clips ({done.seconds / 60:.1f} min of audio), "
-          f"{done.replaced} replacing other bytes in the store")  # fmt: skip
+    print(
+        f"imported {done.clips} clips ({done.seconds / 60:.1f} min of audio), "
+        f"{done.replaced} replacing other bytes in the store"
+    )
     if done.foreign:
-        print(f"{done.foreign} clips are of TTS versions not installed here: runs here will not "
-              "find them (install the exporting machine's versions)")
+        print(
+            f"{done.foreign} clips are of TTS versions not installed here: runs here will not "
+            "find them (install the exporting machine's versions)"
+        )
 
 
 @app.command("tasks")
@@ -147,8 +151,14 @@ def tasks_list(
         more = len(spec.domains) - 3
         domains = ", ".join(spec.domains[:3]) + (f" +{more}" if more > 0 else "")
         items = count_items(name, data_dir)
-        table.add_row(name, str(spec.version), spec.fingerprint, spec.test_split, domains,
-                      "-" if items is None else str(items))
+        table.add_row(
+            name,
+            str(spec.version),
+            spec.fingerprint,
+            spec.test_split,
+            domains,
+            "-" if items is None else str(items),
+        )
     Console().print(table)
 
 
@@ -197,32 +207,59 @@ def _batch_size(value: str) -> int | str:
 
 @app.command()
 def gap(
-    model: str = typer.Option(..., help="A SALAD checkpoint dir, or a speech LLM hub id/path "
-                              "(families: `salad-eval models`)."),
+    model: str = typer.Option(
+        ...,
+        help="A SALAD checkpoint dir, or a speech LLM hub id/path (families: `salad-eval models`).",
+    ),
     model_type: str = typer.Option(None, help="Force the speech LLM's family by model_type."),
-    chat_template: bool = typer.Option(False, "--chat-template", help="Each model's chat "
-                                       "template, as lm-eval's --apply_chat_template (default: "
-                                       "raw prompts, the paper's protocol)."),
+    chat_template: bool = typer.Option(
+        False,
+        "--chat-template",
+        help="Each model's chat "
+        "template, as lm-eval's --apply_chat_template (default: "
+        "raw prompts, the paper's protocol).",
+    ),
     tasks: str = typer.Option("demo", help="Comma-separated task names (see `salad-eval tasks`)."),
     voices: str = typer.Option("default", help="Voice sets and/or voices, comma-separated."),
     limit: int = typer.Option(None, min=1, help="Only the first N items of each task (config)."),
-    shots: int = typer.Option(0, min=0, help="Spoken few-shot examples per item (with "
-                              "--shot-budget: at most this many; the paper: 5)."),
-    shot_budget: int = typer.Option(None, min=1, metavar="TOKENS", help="Keep as many of the "
-                                    "--shots examples as fit the context in TOKENS text tokens "
-                                    "of the text LLM (spoken spans count as their text)."),
-    metric: str = typer.Option("acc", help="Headline metric of summary, plots and verdict: acc "
-                               "or acc_norm (results.json holds both)."),
-    exclude_items: str = typer.Option(None, metavar="FILE", help="Drop the item ids a JSON file "
-                                      "lists per task (salad-train decontam writes one)."),
+    shots: int = typer.Option(
+        0,
+        min=0,
+        help="Spoken few-shot examples per item (with "
+        "--shot-budget: at most this many; the paper: 5).",
+    ),
+    shot_budget: int = typer.Option(
+        None,
+        min=1,
+        metavar="TOKENS",
+        help="Keep as many of the "
+        "--shots examples as fit the context in TOKENS text tokens "
+        "of the text LLM (spoken spans count as their text).",
+    ),
+    metric: str = typer.Option(
+        "acc",
+        help="Headline metric of summary, plots and verdict: acc "
+        "or acc_norm (results.json holds both).",
+    ),
+    exclude_items: str = typer.Option(
+        None,
+        metavar="FILE",
+        help="Drop the item ids a JSON file lists per task (salad-train decontam writes one).",
+    ),
     text_model: str = typer.Option(None, help="Text LLM for text@base (default: the base LLM)."),
     asr: str = typer.Option("whisper-base", help="ASR of the cascade: asset name, hub id or path."),
     out: str = typer.Option(None, help="Run directory (default reports/<model>-<tasks>)."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
-    dtype: str = typer.Option(None, help="Weights of every model: float32 (default on CPU), "
-                              "bfloat16 (default on CUDA) or float16."),
-    batch_size: str = typer.Option("8", callback=_batch_size, help="Rows (contexts or choices) "
-                                   "per forward pass, or auto: the largest that fits the GPU."),
+    dtype: str = typer.Option(
+        None,
+        help="Weights of every model: float32 (default on CPU), "
+        "bfloat16 (default on CUDA) or float16.",
+    ),
+    batch_size: str = typer.Option(
+        "8",
+        callback=_batch_size,
+        help="Rows (contexts or choices) per forward pass, or auto: the largest that fits the GPU.",
+    ),
     workers: int = typer.Option(1, min=1, help="Synthesis worker processes."),
     n_boot: int = typer.Option(1000, min=1, help="Paired bootstrap resamples."),
     seed: int = typer.Option(1234, min=0, help="Seed of few-shot sampling, shuffling, bootstrap."),
@@ -233,10 +270,15 @@ def gap(
     log_samples: bool = typer.Option(
         False, help="Also write lm-eval style per-sample samples_<task>_<date>.jsonl."
     ),
-    divergences: bool = typer.Option(True, help="Measure forgetting F and misalignment M on a "
-                                     "held-out corpus (and the per-item answer KL diagnostic)."),
-    divergence_corpus: str = typer.Option(None, help="Corpus of F and M, one document per line "
-                                          "(default: the embedded held-out prose)."),
+    divergences: bool = typer.Option(
+        True,
+        help="Measure forgetting F and misalignment M on a "
+        "held-out corpus (and the per-item answer KL diagnostic).",
+    ),
+    divergence_corpus: str = typer.Option(
+        None,
+        help="Corpus of F and M, one document per line (default: the embedded held-out prose).",
+    ),
     divergence_docs: int = typer.Option(32, min=1, help="Documents of that corpus (the first N)."),
     divergence_voice: str = typer.Option("espeak/en-us", help="The voice of its spoken spans."),
 ) -> None:
@@ -245,15 +287,35 @@ def gap(
     from salad_eval.gap.run import default_run_dir
 
     results = evaluate(
-        model, tasks, voices, limit=limit, shots=shots, shot_budget=shot_budget, metric=metric,
-        exclude_items=exclude_items, text_model=text_model, asr=asr, out=out,
-        device=device, dtype=dtype, batch_size=batch_size, workers=workers, n_boot=n_boot,
-        seed=seed, synth_seed=synth_seed, controls=controls, data_dir=data_dir,
-        include_path=include_path or [], log_samples=log_samples, model_type=model_type,
-        chat_template=chat_template, divergences=divergences,
-        divergence_corpus=divergence_corpus, divergence_docs=divergence_docs,
+        model,
+        tasks,
+        voices,
+        limit=limit,
+        shots=shots,
+        shot_budget=shot_budget,
+        metric=metric,
+        exclude_items=exclude_items,
+        text_model=text_model,
+        asr=asr,
+        out=out,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        workers=workers,
+        n_boot=n_boot,
+        seed=seed,
+        synth_seed=synth_seed,
+        controls=controls,
+        data_dir=data_dir,
+        include_path=include_path or [],
+        log_samples=log_samples,
+        model_type=model_type,
+        chat_template=chat_template,
+        divergences=divergences,
+        divergence_corpus=divergence_corpus,
+        divergence_docs=divergence_docs,
         divergence_voice=divergence_voice,
-    )  # fmt: skip
+    )
     if results:  # the main process (under accelerate launch, the others return {})
         run_dir = Path(out) if out else default_run_dir(model, checks.task_names(tasks))
         print((run_dir / "summary.md").read_text())
@@ -263,8 +325,11 @@ def gap(
 @app.command()
 def divergence(
     model: str = typer.Option(..., help="A SALAD checkpoint directory."),
-    corpus: str = typer.Option(None, help="Text file, one document per line (default: salad's "
-                               "embedded held-out prose, which no preset trains on)."),
+    corpus: str = typer.Option(
+        None,
+        help="Text file, one document per line (default: salad's "
+        "embedded held-out prose, which no preset trains on).",
+    ),
     limit: int = typer.Option(32, min=1, help="Only the first N documents."),
     voice: str = typer.Option("espeak/en-us", help="The one TTS voice of the spoken spans."),
     text_words: int = typer.Option(10, min=1, help="Words per written span."),
@@ -272,8 +337,11 @@ def divergence(
     text_model: str = typer.Option(None, help="Base LLM for F (default: the checkpoint's base)."),
     out: str = typer.Option(None, help="Write the figures and per-document sums here (JSON)."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
-    dtype: str = typer.Option(None, help="Weights of every model: float32 (default on CPU), "
-                              "bfloat16 (default on CUDA) or float16."),
+    dtype: str = typer.Option(
+        None,
+        help="Weights of every model: float32 (default on CPU), "
+        "bfloat16 (default on CUDA) or float16.",
+    ),
 ) -> None:
     """Forgetting F and misalignment M per token on a corpus with spoken spans, as the gap report
     measures them (``salad_eval.corpus_divergence``)."""
@@ -297,13 +365,24 @@ def divergence(
     rows = cd.measure(speech, docs, base)
     figures = cd.summarize(rows)
     for name, fig in figures.items():
-        print(f"{name}: {fig['value']:.4g} [{fig['ci_low']:.4g}, {fig['ci_high']:.4g}] nats per "
-              f"token over {fig['n']} documents ({fig['tokens']} tokens)")
+        print(
+            f"{name}: {fig['value']:.4g} [{fig['ci_low']:.4g}, {fig['ci_high']:.4g}] nats per "
+            f"token over {fig['n']} documents ({fig['tokens']} tokens)"
+        )
     if out:
-        setup = {"corpus": corpus or str(cd.DEFAULT_CORPUS), "documents": len(docs),
-                 "voice": voice, "span_words": list(span_words)}  # fmt: skip
-        payload = {"model": model, "text_model": base.name, "setup": setup, "figures": figures,
-                   "documents": [row.to_dict() for row in rows]}
+        setup = {
+            "corpus": corpus or str(cd.DEFAULT_CORPUS),
+            "documents": len(docs),
+            "voice": voice,
+            "span_words": list(span_words),
+        }
+        payload = {
+            "model": model,
+            "text_model": base.name,
+            "setup": setup,
+            "figures": figures,
+            "documents": [row.to_dict() for row in rows],
+        }
         Path(out).write_text(json.dumps(payload, indent=1))
         print(f"wrote {out}")
 

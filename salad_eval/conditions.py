@@ -56,9 +56,14 @@ def silence_clip(n_samples: int) -> Path:
     """A cached all-zero 16 kHz clip of exactly ``n_samples`` samples (verified once a process)."""
     path = home() / "audio" / "silence" / f"{n_samples}.flac"
     if path not in _CHECKED:
-        cached_entry(path, "silence clip", lambda: n_samples,
-                     lambda n: _flac(np.zeros(n, dtype=np.float32)),
-                     lambda data: _silence_length(data, n_samples), sealed=False)  # fmt: skip
+        cached_entry(
+            path,
+            "silence clip",
+            lambda: n_samples,
+            lambda n: _flac(np.zeros(n, dtype=np.float32)),
+            lambda data: _silence_length(data, n_samples),
+            sealed=False,
+        )
         _CHECKED.add(path)
     return path
 
@@ -102,4 +107,3 @@ def shuffled_prompts(prompts: Sequence[Prompt], seed: int) -> list[Prompt]:
                 new.append(seg)
         shuffled.append(tuple(new))
     return shuffled
-

@@ -72,13 +72,17 @@ def read_documents(path: str | Path | None = None, n: int | None = DEFAULT_DOCS)
     from salad_eval.checks import text_lines
 
     where = str(DEFAULT_CORPUS if path is None else path)
-    docs = [line for line in text_lines(where, "--divergence-corpus")
-            if line and not line.startswith("#")]  # fmt: skip
+    docs = [
+        line
+        for line in text_lines(where, "--divergence-corpus")
+        if line and not line.startswith("#")
+    ]
     return docs[:n]
 
 
-def cut(text: str, span_words: Sequence[int] = SPAN_WORDS, seed: int = CUT_SEED
-        ) -> list[tuple[str, bool]]:  # fmt: skip
+def cut(
+    text: str, span_words: Sequence[int] = SPAN_WORDS, seed: int = CUT_SEED
+) -> list[tuple[str, bool]]:
     """``text`` as alternating (words, is_speech) spans: a seeded opening text span of 1 to
     ``span_words[0]`` words, then ``span_words[1]`` spoken and ``span_words[0]`` written words in
     turn. The phase depends only on the seed and the document, not on the other documents."""
@@ -95,8 +99,11 @@ def cut(text: str, span_words: Sequence[int] = SPAN_WORDS, seed: int = CUT_SEED
 
 
 def speak_document(
-    text: str, voice: str = DEFAULT_VOICE, span_words: Sequence[int] = SPAN_WORDS,
-    seed: int = CUT_SEED, synth_seed: int = 0,
+    text: str,
+    voice: str = DEFAULT_VOICE,
+    span_words: Sequence[int] = SPAN_WORDS,
+    seed: int = CUT_SEED,
+    synth_seed: int = 0,
 ) -> Document:
     """The document cut (``cut``) with each speech span synthesized on its own in ``voice`` (made
     once in the audio store, verified), as Stage I synthesizes its speech spans."""
@@ -105,13 +112,20 @@ def speak_document(
     from salad_eval.speech.voices import parse_voice
 
     spec = parse_voice(voice)
-    return tuple(Span(words, str(ensure_clip(normalize(words), spec, synth_seed)) if speech
-                      else None) for words, speech in cut(text, span_words, seed))  # fmt: skip
+    return tuple(
+        Span(words, str(ensure_clip(normalize(words), spec, synth_seed)) if speech else None)
+        for words, speech in cut(text, span_words, seed)
+    )
 
 
-def speak_documents(texts: Sequence[str], voice: str = DEFAULT_VOICE,
-                    span_words: Sequence[int] = SPAN_WORDS, seed: int = CUT_SEED,
-                    synth_seed: int = 0, show_progress: bool = True) -> list[Document]:  # fmt: skip
+def speak_documents(
+    texts: Sequence[str],
+    voice: str = DEFAULT_VOICE,
+    span_words: Sequence[int] = SPAN_WORDS,
+    seed: int = CUT_SEED,
+    synth_seed: int = 0,
+    show_progress: bool = True,
+) -> list[Document]:
     from salad_eval.progress import progress_bar
 
     docs = []
@@ -184,8 +198,13 @@ def document_kl(speech, doc: Document, base=None, max_tokens: int = MAX_TOKENS) 
     return DocumentKL(f_sum, f_tokens, m_sum, len(m_student))
 
 
-def measure(speech, docs: Sequence[Document], base=None, max_tokens: int = MAX_TOKENS,
-            show_progress: bool = True) -> list[DocumentKL]:  # fmt: skip
+def measure(
+    speech,
+    docs: Sequence[Document],
+    base=None,
+    max_tokens: int = MAX_TOKENS,
+    show_progress: bool = True,
+) -> list[DocumentKL]:
     """``document_kl`` of every document (``base`` left out if its vocabulary differs)."""
     from salad_eval.progress import progress_bar
 
@@ -217,15 +236,27 @@ def summarize(rows: Sequence[DocumentKL], n_boot: int = 1000, seed: int = 0) -> 
         idx = resample_indices(len(kept), n_boot, seed, f"corpus-{name}")
         samples = s[idx].sum(axis=1) / c[idx].sum(axis=1)
         low, high = interval(samples)
-        out[name] = {"value": float(s.sum() / c.sum()), "ci_low": low, "ci_high": high,
-                     "n": len(kept), "tokens": int(c.sum())}  # fmt: skip
+        out[name] = {
+            "value": float(s.sum() / c.sum()),
+            "ci_low": low,
+            "ci_high": high,
+            "n": len(kept),
+            "tokens": int(c.sum()),
+        }
     return out
 
 
 def corpus_fm(
-    speech, base=None, texts: Sequence[str] | None = None, voice: str = DEFAULT_VOICE,
-    span_words: Sequence[int] = SPAN_WORDS, synth_seed: int = 0, max_tokens: int = MAX_TOKENS,
-    n_boot: int = 1000, seed: int = 0, show_progress: bool = True,
+    speech,
+    base=None,
+    texts: Sequence[str] | None = None,
+    voice: str = DEFAULT_VOICE,
+    span_words: Sequence[int] = SPAN_WORDS,
+    synth_seed: int = 0,
+    max_tokens: int = MAX_TOKENS,
+    n_boot: int = 1000,
+    seed: int = 0,
+    show_progress: bool = True,
 ) -> dict:
     """F and M of ``speech`` (against ``base``) over ``texts`` (default: the embedded held-out
     documents): ``summarize``'s figures; what a gap report and a training probe show."""

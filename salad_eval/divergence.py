@@ -65,7 +65,11 @@ def kl_per_token(p_log: torch.Tensor, q_log: torch.Tensor) -> float:
 
 
 def divergence(
-    model_p, prompt_p: Prompt, model_q, prompt_q: Prompt, continuation: str,
+    model_p,
+    prompt_p: Prompt,
+    model_q,
+    prompt_q: Prompt,
+    continuation: str,
     max_tokens: int | None = None,
 ) -> float:
     """KL(P || Q) per token over the continuation's first ``max_tokens`` tokens (all when None),
@@ -151,10 +155,16 @@ def corpus_divergences(
         for item in items:
             ok = [v for v in names if manifest.row(item, v).status == "ok"]
             readable = [v for v in ok if max_cer is None or manifest.row(item, v).cer <= max_cer]
-            values = [misalignment_kl(speech, item, manifest.speech_prompt(item, v),
-                                      continuation_tokens) for v in readable]  # fmt: skip
-            row = {"doc": int(item.id), "M": sum(values) / len(values) if values else None,
-                   "voices": len(values), "unreadable": len(ok) - len(readable)}  # fmt: skip
+            values = [
+                misalignment_kl(speech, item, manifest.speech_prompt(item, v), continuation_tokens)
+                for v in readable
+            ]
+            row = {
+                "doc": int(item.id),
+                "M": sum(values) / len(values) if values else None,
+                "voices": len(values),
+                "unreadable": len(ok) - len(readable),
+            }
             if base is not None:
                 row["F"] = forgetting_kl(base, speech, item, continuation_tokens)
             rows.append(row)

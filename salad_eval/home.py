@@ -188,8 +188,10 @@ def checked_float(value: object, low: float = -float("inf")) -> float:
 
 def rebuilt_report() -> list[str]:
     """One plain line per kind of bad entry rebuilt in this process."""
-    return [f"rebuilt {n} bad {kind} entr{'y' if n == 1 else 'ies'}"
-            for kind, n in sorted(REBUILT.items())]  # fmt: skip
+    return [
+        f"rebuilt {n} bad {kind} entr{'y' if n == 1 else 'ies'}"
+        for kind, n in sorted(REBUILT.items())
+    ]
 
 
 def npy_bytes(array) -> bytes:

@@ -159,10 +159,12 @@ def student_inputs(
                 embeds.append(audio)
                 last = slice(at + n - 1, at + n)
                 silent = len(audio) - 1  # audio positions before the end boundary
-                mask.append(torch.cat([torch.zeros(silent, dtype=torch.bool),
-                                       plan.student_mask[row, last]]))  # fmt: skip
-                targets.append(torch.cat([torch.zeros(silent, dtype=torch.long),
-                                          plan.targets[row, last]]))  # fmt: skip
+                mask.append(
+                    torch.cat([torch.zeros(silent, dtype=torch.bool), plan.student_mask[row, last]])
+                )
+                targets.append(
+                    torch.cat([torch.zeros(silent, dtype=torch.long), plan.targets[row, last]])
+                )
             at += n
         rows["embeds"].append(torch.cat(embeds))
         rows["mask"].append(torch.cat(mask))

@@ -97,8 +97,10 @@ class PlainProgress(Progress):
         self.console.print(
             f"{task.description}: {task.completed:.0f}{total}{share}, "
             f"{_duration(task.elapsed)} elapsed{eta}{extra}",
-            markup=False, highlight=False, soft_wrap=True,
-        )  # fmt: skip
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def progress_bar(

@@ -66,9 +66,13 @@ def _parse(data: bytes, n_choices: int) -> list[ChoiceScore]:
     scores = [ChoiceScore(**row) for row in rows]
     for s in scores:
         checked_float(s.logprob)
-        if s.logprob > 1e-4 or not isinstance(s.is_greedy, bool) or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 0
-            for n in (s.n_tokens, s.n_chars)
+        if (
+            s.logprob > 1e-4
+            or not isinstance(s.is_greedy, bool)
+            or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                for n in (s.n_tokens, s.n_chars)
+            )
         ):
             raise BadEntry(f"invalid score {s}")
     return scores
@@ -136,8 +140,11 @@ def _calls(
     LLM still gives ``text@speech == text@base`` bit for bit."""
     calls = []
     for spoken in (False, True):
-        group = [i for i, r in enumerate(requests)
-                 if any(isinstance(seg, Audio) for seg in r.prompt) == spoken]  # fmt: skip
+        group = [
+            i
+            for i, r in enumerate(requests)
+            if any(isinstance(seg, Audio) for seg in r.prompt) == spoken
+        ]
         if not group:
             continue
         rows = resolve_batch_size(model, [requests[i] for i in group], batch_size)
@@ -160,12 +167,17 @@ def _score_calls(
     if cache:
         fingerprint = model.fingerprint
         entries = [_entry(request_key(fingerprint, r)) for r in requests]
-        results = [read_entry(path, "score", lambda data, r=r: _parse(data, len(r.choices)))
-                   for path, r in zip(entries, requests, strict=True)]  # fmt: skip
+        results = [
+            read_entry(path, "score", lambda data, r=r: _parse(data, len(r.choices)))
+            for path, r in zip(entries, requests, strict=True)
+        ]
     if all(r is not None for r in results):
         return results
-    calls = [(rows, call) for n, (rows, call) in enumerate(_calls(model, requests, batch_size))
-             if n % size == rank and any(results[i] is None for i in call)]  # fmt: skip
+    calls = [
+        (rows, call)
+        for n, (rows, call) in enumerate(_calls(model, requests, batch_size))
+        if n % size == rank and any(results[i] is None for i in call)
+    ]
     todo = sum(results[i] is None for _, call in calls for i in call)
     with progress_bar(transient=True, disable=todo < 2) as progress:
         bar = progress.add_task("scoring", total=todo)

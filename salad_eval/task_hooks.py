@@ -47,8 +47,13 @@ def mmsu_process_docs(doc: dict) -> dict:
         spoken, count, answer = doc["question"].strip() + options, len(choices), doc["answer"]
     gold = letters.index(answer.strip().upper()) if isinstance(answer, str) else int(answer)
     subject = doc.get("subject") or doc.get("category") or "mmsu"
-    return {**doc, "spoken": spoken, "letters": list(letters[:count]), "gold": gold,
-            "subject": subject}  # fmt: skip
+    return {
+        **doc,
+        "spoken": spoken,
+        "letters": list(letters[:count]),
+        "gold": gold,
+        "subject": subject,
+    }
 
 
 HOOKS = {"hellaswag_process_docs": hellaswag_process_docs, "mmsu_process_docs": mmsu_process_docs}

@@ -117,8 +117,11 @@ def include_paths(paths: list[str] | tuple[str, ...] = ()) -> None:
 
 def task_dirs() -> list[Path]:
     """Where specs are read from: the built-in folder, then $SALAD_INCLUDE_PATH, --include-path."""
-    env = [Path(p).expanduser().resolve() for p in os.environ.get(INCLUDE_ENV, "").split(os.pathsep)
-           if p.strip()]  # fmt: skip
+    env = [
+        Path(p).expanduser().resolve()
+        for p in os.environ.get(INCLUDE_ENV, "").split(os.pathsep)
+        if p.strip()
+    ]
     for folder in env:
         if not folder.is_dir():
             raise SaladError(f"${INCLUDE_ENV} names {folder}, not a folder; fix or unset it")
@@ -175,17 +178,24 @@ def _validate(path: Path, raw: dict) -> None:
     if not isinstance(prompt, list) or not prompt:
         raise _spec_error(path, "field prompt: a list of `- text: ...` / `- speak: ...` parts")
     for number, part in enumerate(prompt):
-        if not (isinstance(part, dict) and set(part) in ({"text"}, {"speak"}, {"speak", "audio"})
-                and all(isinstance(value, str) for value in part.values())):  # fmt: skip
-            raise _spec_error(path, f"field prompt[{number}]: one `text:` or `speak:` string (a "
-                              f"`speak:` may add `audio:`, the column of its recording); "
-                              f"got {part!r}")  # fmt: skip
+        if not (
+            isinstance(part, dict)
+            and set(part) in ({"text"}, {"speak"}, {"speak", "audio"})
+            and all(isinstance(value, str) for value in part.values())
+        ):
+            raise _spec_error(
+                path,
+                f"field prompt[{number}]: one `text:` or `speak:` string (a "
+                f"`speak:` may add `audio:`, the column of its recording); "
+                f"got {part!r}",
+            )
         if "audio" in part:
             try:
                 _env.compile_expression(part["audio"])
             except jinja2.TemplateSyntaxError as err:
-                raise _spec_error(path, f"field prompt[{number}].audio: bad expression "
-                                  f"({err.message})") from None  # fmt: skip
+                raise _spec_error(
+                    path, f"field prompt[{number}].audio: bad expression ({err.message})"
+                ) from None
     templates = [(f"prompt[{n}]", p.get("text", p.get("speak"))) for n, p in enumerate(prompt)]
     templates += [(key, raw[key]) for key in ("id", "description", "domain") if key in raw]
     for field, template in templates:
@@ -223,16 +233,22 @@ def _specs_in(dirs: tuple[Path, ...]) -> dict[str, tuple[dict, Path]]:
             names = [raw["task"], *(f"{raw['task']}_{c}" for c in raw.get("configs", ()))]
             for name in names:
                 if name in specs:
-                    raise _spec_error(path, f"field task: {name} is already defined by "
-                                      f"{specs[name][1]}; rename one")  # fmt: skip
+                    raise _spec_error(
+                        path,
+                        f"field task: {name} is already defined by {specs[name][1]}; rename one",
+                    )
             specs[raw["task"]] = (raw, path)
             for config in raw.get("configs", ()):
                 name = f"{raw['task']}_{config}"
                 specs[name] = (
-                    {**raw, "task": name, "text_task": f"{raw['text_task']}_{config}",
-                     "configs": [config]},
+                    {
+                        **raw,
+                        "task": name,
+                        "text_task": f"{raw['text_task']}_{config}",
+                        "configs": [config],
+                    },
                     path,
-                )  # fmt: skip
+                )
     return specs
 
 
@@ -494,15 +510,19 @@ def load_items(
     if shots and not spec.fewshot_split:
         raise SaladError(f"task {name} has no few-shot split; run it with --shots 0")
     if shot_budget is not None and (not shots or length is None):
-        raise SaladError("--shot-budget needs --shots N, the most examples per item (the paper: "
-                         "5), and a token length")  # fmt: skip
+        raise SaladError(
+            "--shot-budget needs --shots N, the most examples per item (the paper: "
+            "5), and a token length"
+        )
     split = split or spec.test_split
     items = []
     for config in spec.sources:
         docs = _docs(spec, config, split, data_dir)[:limit]
         pool = _docs(spec, config, spec.fewshot_split, data_dir) if shots else []
-        base, pool_base = (_data_base(spec, config, s, data_dir) if spec.recordings else None
-                           for s in (split, spec.fewshot_split))  # fmt: skip
+        base, pool_base = (
+            _data_base(spec, config, s, data_dir) if spec.recordings else None
+            for s in (split, spec.fewshot_split)
+        )
         sizes: dict[int, int] = {}  # an example's length, by its index (MMLU: 5 examples in all)
         for doc in docs:
             item_id = _render(spec.id, doc)

@@ -68,10 +68,11 @@ def align_adapter(
             rng = random.Random(f"{seed}:align:{step}")
             batch = rng.sample(clips, min(batch_size, len(clips)))
             targets = [module.clip_tokens[clip] for clip in batch]
-            frames = [module.speech_lm.directions(masked(module.features[clip], masking, rng))
-                      for clip in batch]  # fmt: skip
-            loss = alignment_ctc_loss(frames, targets, table, module.blank, scale,
-                                      module.ctc_vocab)  # fmt: skip
+            frames = [
+                module.speech_lm.directions(masked(module.features[clip], masking, rng))
+                for clip in batch
+            ]
+            loss = alignment_ctc_loss(frames, targets, table, module.blank, scale, module.ctc_vocab)
             n_tokens = sum(len(t) for t in targets)
             for group in optimizer.param_groups:
                 group["lr"] = lr * wsd_factor(step, warmup, steps, 0.2)

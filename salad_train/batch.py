@@ -20,8 +20,15 @@ from salad_eval.interleave import (
 )
 from salad_train.data import Span
 
-__all__ = ["AUDIO", "Plan", "StudentInputs", "plan_batch", "span_length", "span_tokens",
-           "student_inputs"]  # fmt: skip
+__all__ = [
+    "AUDIO",
+    "Plan",
+    "StudentInputs",
+    "plan_batch",
+    "span_length",
+    "span_tokens",
+    "student_inputs",
+]
 
 
 def span_length(span: Span, tokenizer, audio_length: Callable[[str], tuple[int, float]]) -> int:

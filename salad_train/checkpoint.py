@@ -23,7 +23,9 @@ from salad_eval.home import atomic_write_text
 
 def rng_state() -> dict:
     state = {
-        "python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()

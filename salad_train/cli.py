@@ -67,9 +67,12 @@ def run_loop(
     overrides: list[str] = typer.Argument(None, help="dotted overrides, e.g. run.limit=20"),
     config: str = typer.Option("tiny", "--config", "-c", help="preset name or YAML path"),
     ablate_random: bool = typer.Option(False, help="Also a gamma=0 (random selection) Stage II."),
-    seeds: str = typer.Option(None, help="Comma-separated seeds: the loop once per seed "
-                              "(train.seed, select.seed) into <run.out_dir>/seed-<s>, then "
-                              "seeds.md across them."),
+    seeds: str = typer.Option(
+        None,
+        help="Comma-separated seeds: the loop once per seed "
+        "(train.seed, select.seed) into <run.out_dir>/seed-<s>, then "
+        "seeds.md across them.",
+    ),
 ) -> None:
     """The loop: Stage I -> gap -> select -> Stage II -> gap -> report (current steps skipped)."""
     from salad_train.config import load_config
@@ -91,8 +94,11 @@ def sweep(
     alphas: str = typer.Option(None, help="Comma-separated loss.alpha grid (sweep.alphas)."),
     steps: int = typer.Option(None, min=1, help="train.steps of every run."),
     variant: list[str] = typer.Option(
-        None, "--variant", help="Data variant name:key=value,key=value (repeatable): each alpha "
-        "runs once per variant, into alpha-<a>-<name>/."),
+        None,
+        "--variant",
+        help="Data variant name:key=value,key=value (repeatable): each alpha "
+        "runs once per variant, into alpha-<a>-<name>/.",
+    ),
 ) -> None:
     """Stage I per alpha (x variant), then Fig. 3 / Fig. 4 fits from the probes (resumable)."""
     from salad_train.sweep import parse_variant, run_sweep

@@ -61,13 +61,19 @@ def embed(texts: Sequence[str], embedder: str = "all-minilm-l6-v2") -> np.ndarra
     for start in range(0, len(texts), CHUNK):
         chunk = list(texts[start : start + CHUNK])
         key = hashlib.sha256("\0".join(chunk).encode()).hexdigest()[:24]
-        parts.append(home.cached_entry(
-            root / f"{key}.npy", "embedding",
-            lambda chunk=chunk: _embedder(path).encode(
-                chunk, batch_size=64, normalize_embeddings=True, convert_to_numpy=True
-            ).astype(np.float32),
-            home.npy_bytes, lambda data, n=len(chunk): _unit_rows(home.checked_array(data, rows=n)),
-        ))  # fmt: skip
+        parts.append(
+            home.cached_entry(
+                root / f"{key}.npy",
+                "embedding",
+                lambda chunk=chunk: (
+                    _embedder(path)
+                    .encode(chunk, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+                    .astype(np.float32)
+                ),
+                home.npy_bytes,
+                lambda data, n=len(chunk): _unit_rows(home.checked_array(data, rows=n)),
+            )
+        )
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 

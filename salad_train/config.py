@@ -165,9 +165,18 @@ class Config:
         return dataclasses.asdict(self)
 
 
-PATH_KEYS = ("data.corpus", "data.replay", "data.natural", "train.init_from", "select.pool",
-             "select.checkpoint", "stage2.stage1", "stage2.selection", "train.probe_corpus",
-             "run.exclude_items")
+PATH_KEYS = (
+    "data.corpus",
+    "data.replay",
+    "data.natural",
+    "train.init_from",
+    "select.pool",
+    "select.checkpoint",
+    "stage2.stage1",
+    "stage2.selection",
+    "train.probe_corpus",
+    "run.exclude_items",
+)
 HUB_PREFIX = "hf:"  # a pool entry naming an HF dataset, not a path
 
 
@@ -176,9 +185,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in names:
-            raise SaladError(
-                f"unknown config key {where}{key!r}; valid keys: {', '.join(names)}"
-            )
+            raise SaladError(f"unknown config key {where}{key!r}; valid keys: {', '.join(names)}")
         section = _SECTIONS.get(names[key].type)
         if section is not None:
             if not isinstance(value, dict):
@@ -221,35 +228,74 @@ def _typed(value: Any, annotation: str, key: str) -> Any:
 
 # value ranges; a list's rule holds for each element
 _RANGES = {
-    "model.stack": ">=1", "model.adapter_layers": ">=0", "model.adapter_width": ">=1",
-    "model.adapter_heads": ">=1", "model.lora_r": ">=1", "model.lora_alpha": ">0",
+    "model.stack": ">=1",
+    "model.adapter_layers": ">=0",
+    "model.adapter_width": ">=1",
+    "model.adapter_heads": ">=1",
+    "model.lora_r": ">=1",
+    "model.lora_alpha": ">0",
     "model.readout_scale": ">0",
-    "data.replay_prob": "0..1", "data.text_span_words": ">=1", "data.speech_span_words": ">=1",
-    "data.max_documents": ">=1", "data.workers": ">=1", "data.max_tokens": ">=1",
+    "data.replay_prob": "0..1",
+    "data.text_span_words": ">=1",
+    "data.speech_span_words": ">=1",
+    "data.max_documents": ">=1",
+    "data.workers": ">=1",
+    "data.max_tokens": ">=1",
     "data.synth_seed": ">=0",
-    "loss.alpha": "0..1", "loss.temperature": ">0", "loss.chunk_size": ">=1",
-    "loss.ctc_weight": ">=0", "loss.ctc_scale": ">0",
-    "optim.adapter_lr": ">=0", "optim.llm_lr": ">=0", "optim.weight_decay": ">=0",
-    "optim.betas": "0..1", "optim.warmup_steps": ">=0", "optim.decay_fraction": "0..1",
+    "loss.alpha": "0..1",
+    "loss.temperature": ">0",
+    "loss.chunk_size": ">=1",
+    "loss.ctc_weight": ">=0",
+    "loss.ctc_scale": ">0",
+    "optim.adapter_lr": ">=0",
+    "optim.llm_lr": ">=0",
+    "optim.weight_decay": ">=0",
+    "optim.betas": "0..1",
+    "optim.warmup_steps": ">=0",
+    "optim.decay_fraction": "0..1",
     "optim.grad_clip": ">=0",
-    "train.steps": ">=1", "train.batch_size": ">=1", "train.grad_accum": ">=1", "train.seed": ">=0",
-    "train.save_every": ">=1", "train.log_every": ">=1", "train.probe_every": ">=0",
-    "train.probe_items": ">=1", "train.probe_docs": ">=0", "train.align_steps": ">=0",
-    "train.align_batch_size": ">=1", "train.align_lr": ">0", "train.align_masking": ">=0",
-    "select.max_pool": ">=1", "select.min_words": ">=0", "select.clusters": ">=1",
-    "select.probe_texts": ">=1", "select.probe_span_words": ">=1", "select.gamma": ">=0",
-    "select.budget_hours": ">0", "select.budget_share": "0..1", "select.max_cer": ">=0",
-    "select.workers": ">=1", "select.seed": ">=0",
-    "stage2.steps": ">=1", "stage2.natural_share": ">=0", "stage2.selected_share": ">=0",
+    "train.steps": ">=1",
+    "train.batch_size": ">=1",
+    "train.grad_accum": ">=1",
+    "train.seed": ">=0",
+    "train.save_every": ">=1",
+    "train.log_every": ">=1",
+    "train.probe_every": ">=0",
+    "train.probe_items": ">=1",
+    "train.probe_docs": ">=0",
+    "train.align_steps": ">=0",
+    "train.align_batch_size": ">=1",
+    "train.align_lr": ">0",
+    "train.align_masking": ">=0",
+    "select.max_pool": ">=1",
+    "select.min_words": ">=0",
+    "select.clusters": ">=1",
+    "select.probe_texts": ">=1",
+    "select.probe_span_words": ">=1",
+    "select.gamma": ">=0",
+    "select.budget_hours": ">0",
+    "select.budget_share": "0..1",
+    "select.max_cer": ">=0",
+    "select.workers": ">=1",
+    "select.seed": ">=0",
+    "stage2.steps": ">=1",
+    "stage2.natural_share": ">=0",
+    "stage2.selected_share": ">=0",
     "stage2.replay_share": ">=0",
-    "run.limit": ">=1", "run.batch_size": ">=1", "run.n_boot": ">=1", "run.shots": ">=0",
+    "run.limit": ">=1",
+    "run.batch_size": ">=1",
+    "run.n_boot": ">=1",
+    "run.shots": ">=0",
     "run.shot_budget": ">=1",
-    "sweep.alphas": "0..1", "sweep.probe_every": ">=1",
-}  # fmt: skip
+    "sweep.alphas": "0..1",
+    "sweep.probe_every": ">=1",
+}
 _PAIRS = ("data.text_span_words", "data.speech_span_words", "optim.betas")  # exactly two values
-_CHOICES = {"model.encoder_context": ("window", "clip"),
-            "train.mixed_precision": ("auto", "no", "bf16"),
-            "run.metric": ("acc", "acc_norm")}  # fmt: skip
+_CHOICES = {
+    "model.encoder_context": ("window", "clip"),
+    "train.mixed_precision": ("auto", "no", "bf16"),
+    "run.metric": ("acc", "acc_norm"),
+}
 
 
 def _check_range(key: str, value: Any) -> None:
@@ -279,9 +325,15 @@ def _within(x: float, rule: str) -> bool:
 
 
 _SECTIONS = {
-    "SpeechLMConfig": SpeechLMConfig, "DataConfig": DataConfig, "LossConfig": LossConfig,
-    "OptimConfig": OptimConfig, "TrainConfig": TrainConfig, "SelectConfig": SelectConfig,
-    "Stage2Config": Stage2Config, "RunConfig": RunConfig, "SweepConfig": SweepConfig,
+    "SpeechLMConfig": SpeechLMConfig,
+    "DataConfig": DataConfig,
+    "LossConfig": LossConfig,
+    "OptimConfig": OptimConfig,
+    "TrainConfig": TrainConfig,
+    "SelectConfig": SelectConfig,
+    "Stage2Config": Stage2Config,
+    "RunConfig": RunConfig,
+    "SweepConfig": SweepConfig,
 }
 
 
@@ -365,18 +417,25 @@ def check_names(config: Config) -> None:
         get_task(name)
     resolve_voices(",".join(config.data.voices))
     resolve_voices(config.run.voices)
-    for name, kind in ((config.model.encoder, None), (config.model.llm, "llm"),
-                       (config.run.asr, "asr"), (config.select.embedder, "embedder")):
-        resolve(name, kind=kind, build=False)  # fmt: skip
+    for name, kind in (
+        (config.model.encoder, None),
+        (config.model.llm, "llm"),
+        (config.run.asr, "asr"),
+        (config.select.embedder, "embedder"),
+    ):
+        resolve(name, kind=kind, build=False)
 
 
 def check_paths(config: Config) -> None:
     """Every data path exists and some speech source is named (before anything is built)."""
     data = config.data
-    named = (("data.corpus", data.corpus), ("data.replay", data.replay),
-             ("train.probe_corpus", config.train.probe_corpus),
-             ("train.init_from", config.train.init_from),
-             ("run.exclude_items", config.run.exclude_items))
+    named = (
+        ("data.corpus", data.corpus),
+        ("data.replay", data.replay),
+        ("train.probe_corpus", config.train.probe_corpus),
+        ("train.init_from", config.train.init_from),
+        ("run.exclude_items", config.run.exclude_items),
+    )
     for label, value in named:
         if value is not None and not Path(value).exists():
             raise SaladError(f"{label} {value} does not exist; fix the path in the config")

@@ -151,11 +151,17 @@ def synthetic_documents(config: DataConfig, seed: int) -> list[Document]:
         split_spans(doc.split(), config.text_span_words, config.speech_span_words, rng)
         for doc in docs
     ]
-    jobs = [(text, rng.choice(config.voices), config.synth_seed)
-            for plan in plans for text, speech in plan if speech]  # fmt: skip
+    jobs = [
+        (text, rng.choice(config.voices), config.synth_seed)
+        for plan in plans
+        for text, speech in plan
+        if speech
+    ]
     clips = iter(speak_all(jobs, config.workers))
-    return [tuple(Span(text, next(clips) if speech else None) for text, speech in plan)
-            for plan in plans]  # fmt: skip
+    return [
+        tuple(Span(text, next(clips) if speech else None) for text, speech in plan)
+        for plan in plans
+    ]
 
 
 def _librispeech(root: Path) -> list[list[tuple[str, str]]]:
@@ -234,16 +240,20 @@ def _natural_groups(path: Path) -> list[list[tuple[str, str]]]:
 
 def natural_documents(config: DataConfig) -> list[Document]:
     """Documents of recorded utterances, each heard or read as every sample draws it."""
-    docs = [tuple(Span(text, audio, recorded=True) for audio, text in group)
-            for source in config.natural for group in _natural_groups(Path(source))]  # fmt: skip
+    docs = [
+        tuple(Span(text, audio, recorded=True) for audio, text in group)
+        for source in config.natural
+        for group in _natural_groups(Path(source))
+    ]
     return docs[: config.max_documents] if config.max_documents else docs
 
 
 def draw(doc: Document, rng: random.Random) -> Document:
     """The document as one sample lays it out: each recorded utterance heard with probability 1/2
     (it keeps its clip), else read."""
-    return tuple(Span(s.text, s.audio if rng.random() < 0.5 else None) if s.recorded else s
-                 for s in doc)  # fmt: skip
+    return tuple(
+        Span(s.text, s.audio if rng.random() < 0.5 else None) if s.recorded else s for s in doc
+    )
 
 
 def _fitted(span: Span, length: Callable[[Span], int], max_tokens: int) -> list[Span]:
@@ -253,8 +263,11 @@ def _fitted(span: Span, length: Callable[[Span], int], max_tokens: int) -> list[
     if span.audio or len(words) < 2 or length(span) <= max_tokens:
         return [span]
     half = len(words) // 2
-    return [part for piece in (words[:half], words[half:])
-            for part in _fitted(Span(" ".join(piece)), length, max_tokens)]  # fmt: skip
+    return [
+        part
+        for piece in (words[:half], words[half:])
+        for part in _fitted(Span(" ".join(piece)), length, max_tokens)
+    ]
 
 
 def windows(doc: Document, length: Callable[[Span], int], max_tokens: int) -> list[Document]:
@@ -281,15 +294,19 @@ class MixedData:
     ``selected`` and ``replay`` (``stage2.*_share``).
     """
 
-    def __init__(self, sources: dict[str, list[Document]], shares: dict[str, float], seed: int,
-                 where: str = "stage2"):  # fmt: skip
+    def __init__(
+        self,
+        sources: dict[str, list[Document]],
+        shares: dict[str, float],
+        seed: int,
+        where: str = "stage2",
+    ):
         live = {name: share for name, share in shares.items() if share > 0}
         if not live:
             raise SaladError(f"every {where} share is 0; give some source a share")
         for name in live:
             if not sources.get(name):
-                raise SaladError(f"{where} has no {name} documents; add some or set its share "
-                                 "to 0")  # fmt: skip
+                raise SaladError(f"{where} has no {name} documents; add some or set its share to 0")
         total = sum(live.values())
         self.sources, self.seed = sources, seed
         self.shares = {name: share / total for name, share in live.items()}
@@ -317,8 +334,10 @@ class MixedData:
 
     def window(self, length: Callable[[Span], int], max_tokens: int) -> None:
         """Cut every document into windows that fit ``max_tokens`` (see ``windows``)."""
-        self.sources = {name: [w for doc in docs for w in windows(doc, length, max_tokens)]
-                        for name, docs in self.sources.items()}  # fmt: skip
+        self.sources = {
+            name: [w for doc in docs for w in windows(doc, length, max_tokens)]
+            for name, docs in self.sources.items()
+        }
 
     @property
     def audio_clips(self) -> list[str]:
@@ -327,8 +346,13 @@ class MixedData:
     @property
     def clip_texts(self) -> dict[str, str]:
         """What each clip of the drawn sources says."""
-        return {s.audio: s.text for name in self.shares for doc in self.sources[name]
-                for s in doc if s.audio}
+        return {
+            s.audio: s.text
+            for name in self.shares
+            for doc in self.sources[name]
+            for s in doc
+            if s.audio
+        }
 
 
 def build_data(config: DataConfig, seed: int) -> MixedData:
@@ -338,8 +362,14 @@ def build_data(config: DataConfig, seed: int) -> MixedData:
     if not speech:
         raise SaladError("no speech documents were built; check data.corpus / data.natural")
     # replay defaults to the synthetic documents' own text
-    replay = (read_corpus(config.replay) if config.replay
-              else [" ".join(span.text for span in doc) for doc in synthetic])  # fmt: skip
-    return MixedData({"speech": speech, "replay": [(Span(text),) for text in replay]},
-                     {"speech": 1 - config.replay_prob, "replay": config.replay_prob}, seed,
-                     where="Stage I data")  # fmt: skip
+    replay = (
+        read_corpus(config.replay)
+        if config.replay
+        else [" ".join(span.text for span in doc) for doc in synthetic]
+    )
+    return MixedData(
+        {"speech": speech, "replay": [(Span(text),) for text in replay]},
+        {"speech": 1 - config.replay_prob, "replay": config.replay_prob},
+        seed,
+        where="Stage I data",
+    )

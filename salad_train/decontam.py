@@ -74,8 +74,12 @@ def check_items(seen: dict[int, str], items: Sequence[Item], n: int = N) -> dict
     """One task's counts: items, those too short to hold an n-gram, and the flagged ones."""
     flagged = [found for item in items if (found := overlap(seen, item, n))]
     short = sum(1 for item in items if not any(ngrams(s, n) for s in segments(item)))
-    return {"items": len(items), "too_short": short, "flagged": len(flagged),
-            "flagged_items": flagged}  # fmt: skip
+    return {
+        "items": len(items),
+        "too_short": short,
+        "flagged": len(flagged),
+        "flagged_items": flagged,
+    }
 
 
 def training_texts(config: Config) -> dict[str, list[str]]:
@@ -86,18 +90,25 @@ def training_texts(config: Config) -> dict[str, list[str]]:
     data = config.data
     corpus = set(read_corpus(data.corpus)) if data.corpus else set()
     sample = synthetic_texts(data, config.train.seed) if data.corpus or data.tasks else []
-    texts = {"data.corpus": [t for t in sample if t in corpus],
-             "data.tasks": [t for t in sample if t not in corpus]}  # fmt: skip
+    texts = {
+        "data.corpus": [t for t in sample if t in corpus],
+        "data.tasks": [t for t in sample if t not in corpus],
+    }
     if data.replay:
         texts["data.replay"] = read_corpus(data.replay)
-    texts["select.pool"] = [text for source in config.select.pool
-                            for text in read_source(source, config.select.pool_column,
-                                                    config.select.pool_split)]  # fmt: skip
+    texts["select.pool"] = [
+        text
+        for source in config.select.pool
+        for text in read_source(source, config.select.pool_column, config.select.pool_split)
+    ]
     return texts
 
 
 def decontaminate(
-    config: Config, tasks: Sequence[str], limit: int | None = None, n: int = N,
+    config: Config,
+    tasks: Sequence[str],
+    limit: int | None = None,
+    n: int = N,
     data_dir: str | None = None,
 ) -> dict:
     """The report: per task, the items of its evaluation split checked against the training
@@ -108,9 +119,12 @@ def decontaminate(
     texts = training_texts(config)
     seen = index(texts, n)
     report = {task: check_items(seen, found, n) for task, found in items.items()}
-    return {"n": n, "sources": {source: len(docs) for source, docs in texts.items()},
-            "tasks": report,
-            "exclude": {task: [f["id"] for f in r["flagged_items"]] for task, r in report.items()}}
+    return {
+        "n": n,
+        "sources": {source: len(docs) for source, docs in texts.items()},
+        "tasks": report,
+        "exclude": {task: [f["id"] for f in r["flagged_items"]] for task, r in report.items()},
+    }
 
 
 def write_report(report: dict, out: Path) -> None:
@@ -124,6 +138,8 @@ def report_lines(report: dict) -> list[str]:
     sources = ", ".join(f"{source} {count}" for source, count in report["sources"].items())
     lines = [f"training texts: {sources}"]
     for task, r in report["tasks"].items():
-        lines.append(f"{task}: {r['items']} items checked, {r['too_short']} shorter than {n} "
-                     f"words, {r['flagged']} sharing {n} consecutive words with training")
+        lines.append(
+            f"{task}: {r['items']} items checked, {r['too_short']} shorter than {n} "
+            f"words, {r['flagged']} sharing {n} consecutive words with training"
+        )
     return lines

@@ -50,8 +50,12 @@ def linear_fit(x, y) -> dict[str, float]:
     slope, intercept = np.polyfit(x, y, 1)
     total = float(np.sum((y - y.mean()) ** 2))
     sse = float(np.sum((y - intercept - slope * x) ** 2))
-    return {"intercept": float(intercept), "slope": float(slope),
-            "r2": 1 - sse / total if total > 0 else float("nan"), "n": len(x)}  # fmt: skip
+    return {
+        "intercept": float(intercept),
+        "slope": float(slope),
+        "r2": 1 - sse / total if total > 0 else float("nan"),
+        "n": len(x),
+    }
 
 
 def loo_r2(x, y) -> float:
@@ -107,16 +111,29 @@ def power_law_fit(D, M) -> dict[str, float]:
     try:
         with warnings.catch_warnings():  # few points: no covariance, which is not used here
             warnings.simplefilter("ignore", OptimizeWarning)
-            (e, b, beta), _ = curve_fit(_power_law, x, M, p0=[e0, max(b0, 1e-12), beta0],
-                                        bounds=([0, 0, 1e-6], [np.inf, np.inf, 10]),
-                                        method="trf", xtol=1e-15, ftol=1e-15, gtol=1e-15,
-                                        max_nfev=20000)  # fmt: skip
+            (e, b, beta), _ = curve_fit(
+                _power_law,
+                x,
+                M,
+                p0=[e0, max(b0, 1e-12), beta0],
+                bounds=([0, 0, 1e-6], [np.inf, np.inf, 10]),
+                method="trf",
+                xtol=1e-15,
+                ftol=1e-15,
+                gtol=1e-15,
+                max_nfev=20000,
+            )
     except RuntimeError:  # no convergence: keep the grid's answer
         e, b, beta = e0, b0, beta0
     total = float(np.sum((M - M.mean()) ** 2))
     sse = float(np.sum((M - _power_law(x, e, b, beta)) ** 2))
-    return {"E": float(e), "B": float(b * scale**beta), "beta": float(beta),
-            "r2": 1 - sse / total if total > 0 else float("nan"), "n": len(D)}  # fmt: skip
+    return {
+        "E": float(e),
+        "B": float(b * scale**beta),
+        "beta": float(beta),
+        "r2": 1 - sse / total if total > 0 else float("nan"),
+        "n": len(D),
+    }
 
 
 def power_law(D, E: float, B: float, beta: float) -> np.ndarray:

@@ -85,28 +85,49 @@ def unseen_voices(exposure: dict[str, dict | None]) -> list[str]:
     return sorted({v for voices in exposure.values() for v in voices}) if seen == {"unseen"} else []
 
 
-def _markdown(tables: dict, models: list[str], training: dict[str, dict],
-              paired: tuple[list[dict], list[str]] = ([], []),
-              heard: dict[str, str] | None = None, unseen: tuple[str, ...] | list[str] = ()
-              ) -> str:  # fmt: skip
-    lines = ["# SALAD loop: Stage I vs Stage II", "",
-             "Accuracy-like figures in percentage points with 95% paired bootstrap CIs, read from "
-             "each gap run's results.json. gap = text@base - speech@speech = forgetting "
-             "(text@base - text@speech) + misalignment (text@speech - speech@speech); lower gap, "
-             "forgetting and misalignment are better.", ""]
+def _markdown(
+    tables: dict,
+    models: list[str],
+    training: dict[str, dict],
+    paired: tuple[list[dict], list[str]] = ([], []),
+    heard: dict[str, str] | None = None,
+    unseen: tuple[str, ...] | list[str] = (),
+) -> str:
+    lines = [
+        "# SALAD loop: Stage I vs Stage II",
+        "",
+        "Accuracy-like figures in percentage points with 95% paired bootstrap CIs, read from "
+        "each gap run's results.json. gap = text@base - speech@speech = forgetting "
+        "(text@base - text@speech) + misalignment (text@speech - speech@speech); lower gap, "
+        "forgetting and misalignment are better.",
+        "",
+    ]
     if heard:
         voices = ", ".join(f"`{voice}` ({seen} in training)" for voice, seen in heard.items())
-        lines += [f"**Warning: evaluation voices heard in training**: {voices}. These figures do "
-                  "not show how the models listen to a voice they never heard; evaluate on "
-                  "unseen voices (e.g. `run.voices=heldout`).", ""]
+        lines += [
+            f"**Warning: evaluation voices heard in training**: {voices}. These figures do "
+            "not show how the models listen to a voice they never heard; evaluate on "
+            "unseen voices (e.g. `run.voices=heldout`).",
+            "",
+        ]
     elif unseen:
-        lines += [f"Evaluation voices: {', '.join(f'`{v}`' for v in unseen)}, unseen in training "
-                  "by every model compared.", ""]
+        lines += [
+            f"Evaluation voices: {', '.join(f'`{v}`' for v in unseen)}, unseen in training "
+            "by every model compared.",
+            "",
+        ]
     for task, by_model in tables.items():
-        lines += [f"## {task}", "", "| figure | " + " | ".join(models) + " |",
-                  "|---|" + "---|" * len(models)]
-        lines.append("| items | " + " | ".join(str(by_model[m]["n_items"]) if m in by_model
-                                               else "–" for m in models) + " |")
+        lines += [
+            f"## {task}",
+            "",
+            "| figure | " + " | ".join(models) + " |",
+            "|---|" + "---|" * len(models),
+        ]
+        lines.append(
+            "| items | "
+            + " | ".join(str(by_model[m]["n_items"]) if m in by_model else "–" for m in models)
+            + " |"
+        )
         for name in FIGURES:
             cells = [pct(by_model[m][name]) if m in by_model else "–" for m in models]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -114,16 +135,30 @@ def _markdown(tables: dict, models: list[str], training: dict[str, dict],
     rows, notes = paired
     if rows or notes:
         who = "Stage II (b) against Stage I and the random Stage II (a)"
-        lines += ["## Paired comparison", "", paired_note(who), "", paired_markdown(rows), "",
-                  *notes, ""]
+        lines += [
+            "## Paired comparison",
+            "",
+            paired_note(who),
+            "",
+            paired_markdown(rows),
+            "",
+            *notes,
+            "",
+        ]
     lines += ["## Models", ""]
     for model, info in training.items():
         hours = info.get("speech_hours")
-        extra = (f", {info['selected_texts']} selected texts "
-                 f"({info['selected_speech_hours']:.3f} h; {info['selection']}/report.md), "
-                 f"natural speech: {info['natural']}" if "selected_texts" in info else "")
-        lines.append(f"- {model}: stage {info.get('stage')}, {info.get('steps')} steps, "
-                     f"{hours:.3f} h of speech seen in all{extra}")
+        extra = (
+            f", {info['selected_texts']} selected texts "
+            f"({info['selected_speech_hours']:.3f} h; {info['selection']}/report.md), "
+            f"natural speech: {info['natural']}"
+            if "selected_texts" in info
+            else ""
+        )
+        lines.append(
+            f"- {model}: stage {info.get('stage')}, {info.get('steps')} steps, "
+            f"{hours:.3f} h of speech seen in all{extra}"
+        )
     return "\n".join(lines) + "\n\n![figures](report.png)\n"
 
 
@@ -138,8 +173,14 @@ def _plot(tables: dict, models: list[str], path: Path) -> str:
             values = [100 * f["value"] if f else np.nan for f in figs]
             low = [100 * (f["value"] - f["ci_low"]) if f else 0 for f in figs]
             high = [100 * (f["ci_high"] - f["value"]) if f else 0 for f in figs]
-            ax.bar(x + (i - (len(models) - 1) / 2) * width, values, width, yerr=[low, high],
-                   capsize=3, label=model)
+            ax.bar(
+                x + (i - (len(models) - 1) / 2) * width,
+                values,
+                width,
+                yerr=[low, high],
+                capsize=3,
+                label=model,
+            )
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.set_xticks(x, tasks, rotation=20)
         ax.set_title(name)
@@ -158,14 +199,22 @@ def write_loop_report(gap_dirs: dict[str, Path], out: Path) -> dict:
     training = {m: r["manifest"].get("training") or {} for m, r in results.items()}
     exposure = {m: r.get("voice_exposure") for m, r in results.items()}
     heard, unseen = heard_voices(exposure), unseen_voices(exposure)
-    paired = paired_comparison({m: (r, load_items(gap_dirs[m])) for m, r in results.items()},
-                               _pairs(models))
+    paired = paired_comparison(
+        {m: (r, load_items(gap_dirs[m])) for m, r in results.items()}, _pairs(models)
+    )
     plot = _plot(tables, models, out / "report.png")
-    report = {"models": models, "gap_runs": {m: str(d) for m, d in gap_dirs.items()},
-              "figures": list(FIGURES), "tables": tables, "training": training,
-              "voices_heard_in_training": heard, "voices_unseen_in_training": unseen,
-              "plot": plot,
-              "paired": paired[0], "paired_notes": paired[1]}
+    report = {
+        "models": models,
+        "gap_runs": {m: str(d) for m, d in gap_dirs.items()},
+        "figures": list(FIGURES),
+        "tables": tables,
+        "training": training,
+        "voices_heard_in_training": heard,
+        "voices_unseen_in_training": unseen,
+        "plot": plot,
+        "paired": paired[0],
+        "paired_notes": paired[1],
+    }
     atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str) + "\n")
     atomic_write_text(out / "report.md", _markdown(tables, models, training, paired, heard, unseen))
     return report

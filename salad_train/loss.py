@@ -108,6 +108,12 @@ def alignment_ctc_loss(
     table = F.normalize(embeddings[vocab.to(embeddings.device)].float(), dim=-1)
     padded = nn.utils.rnn.pad_sequence([F.normalize(f.float(), dim=-1) for f in frames])
     log_probs = F.log_softmax(scale * padded @ table.T, dim=-1)  # (T, N, V)
-    return F.ctc_loss(log_probs, torch.tensor([t for k in keep for t in k], dtype=torch.long),
-                      torch.tensor([len(f) for f in frames]), torch.tensor([len(k) for k in keep]),
-                      blank=position[blank], reduction="sum", zero_infinity=True)
+    return F.ctc_loss(
+        log_probs,
+        torch.tensor([t for k in keep for t in k], dtype=torch.long),
+        torch.tensor([len(f) for f in frames]),
+        torch.tensor([len(k) for k in keep]),
+        blank=position[blank],
+        reduction="sum",
+        zero_infinity=True,
+    )

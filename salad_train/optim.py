@@ -37,8 +37,13 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.95),
 ) -> torch.optim.AdamW:
     """AdamW over the trainable parameters, one group per component (the LLM's may be empty)."""
-    groups = [{"params": [p for p in adapter.parameters() if p.requires_grad], "lr": adapter_lr,
-               "name": "adapter"}]
+    groups = [
+        {
+            "params": [p for p in adapter.parameters() if p.requires_grad],
+            "lr": adapter_lr,
+            "name": "adapter",
+        }
+    ]
     llm_params = [p for p in llm.parameters() if p.requires_grad]
     if llm_params:
         groups.append({"params": llm_params, "lr": llm_lr, "name": "llm"})

@@ -96,8 +96,16 @@ def run_step(step: Step, number: int, total: int) -> bool:
     started = time.monotonic()
     step.action()
     seconds = time.monotonic() - started
-    atomic_write_text(step.done, json.dumps({"key": step.key, "seconds": round(seconds, 1),
-                                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+    atomic_write_text(
+        step.done,
+        json.dumps(
+            {
+                "key": step.key,
+                "seconds": round(seconds, 1),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+        ),
+    )
     print(f"{head} done in {_duration(seconds)}", flush=True)
     return True
 
@@ -114,8 +122,10 @@ def check_stage1_dir(config: Config) -> None:
         return
     tree = json.loads(saved.read_text())
     if {k: tree.get(k) for k in STAGE1_SECTIONS} != _stage1_sections(config):
-        raise SaladError(f"{saved.parent} holds a Stage I run of another config; delete it or "
-                         "set train.out_dir to a new directory")
+        raise SaladError(
+            f"{saved.parent} holds a Stage I run of another config; delete it or "
+            "set train.out_dir to a new directory"
+        )
 
 
 def check_tasks(run: RunConfig) -> None:
@@ -126,18 +136,39 @@ def check_tasks(run: RunConfig) -> None:
         tasks.load_items(task, run.limit)
 
 
-GAP_SETTINGS = ("tasks", "limit", "voices", "asr", "shots", "shot_budget", "metric",
-                "exclude_items", "batch_size", "n_boot", "controls")  # RunConfig -> its gap runs
+GAP_SETTINGS = (
+    "tasks",
+    "limit",
+    "voices",
+    "asr",
+    "shots",
+    "shot_budget",
+    "metric",
+    "exclude_items",
+    "batch_size",
+    "n_boot",
+    "controls",
+)  # RunConfig -> its gap runs
 
 
 def gap_setup(run: RunConfig, names: dict[str, str], dtype: str) -> GapSetup:
     """The ``salad-eval gap`` setup of every gap report of the loop."""
     from salad_eval.gap.run import GapSetup
 
-    return GapSetup(tasks=list(run.tasks), voices=run.voices, limit=run.limit, shots=run.shots,
-                    shot_budget=run.shot_budget, metric=run.metric,
-                    exclude_items=run.exclude_items, dtype=dtype, batch_size=run.batch_size,
-                    n_boot=run.n_boot, controls=run.controls, names=names)
+    return GapSetup(
+        tasks=list(run.tasks),
+        voices=run.voices,
+        limit=run.limit,
+        shots=run.shots,
+        shot_budget=run.shot_budget,
+        metric=run.metric,
+        exclude_items=run.exclude_items,
+        dtype=dtype,
+        batch_size=run.batch_size,
+        n_boot=run.n_boot,
+        controls=run.controls,
+        names=names,
+    )
 
 
 def gap_report(model: Path, run: RunConfig, out: Path) -> dict:
@@ -165,8 +196,12 @@ def _gap_step(name: str, model: Path, model_key: str, config: Config, out: Path)
     settings = {k: getattr(run, k) for k in GAP_SETTINGS}
     if run.exclude_items:  # the file's content, not its name
         settings["exclude_items"] = content_key([run.exclude_items])
-    return Step(f"gap ({name})", out / "done.json", step_key("gap", settings, model_key),
-                lambda: gap_report(model, run, out))
+    return Step(
+        f"gap ({name})",
+        out / "done.json",
+        step_key("gap", settings, model_key),
+        lambda: gap_report(model, run, out),
+    )
 
 
 def _branch(config: Config, root: Path, stage1_key: str, gamma: float, suffix: str) -> list[Step]:
@@ -175,23 +210,42 @@ def _branch(config: Config, root: Path, stage1_key: str, gamma: float, suffix: s
     from salad_train.stage2 import run_stage2
 
     stage1 = Path(config.train.out_dir)
-    select = dataclasses.replace(config.select, gamma=gamma, checkpoint=str(stage1 / "model"),
-                                 out_dir=str(root / f"select{suffix}"))
+    select = dataclasses.replace(
+        config.select,
+        gamma=gamma,
+        checkpoint=str(stage1 / "model"),
+        out_dir=str(root / f"select{suffix}"),
+    )
     select_config = dataclasses.replace(config, select=select)
-    select_key = step_key("select", asdict(select), config.data.voices,
-                          config.data.text_span_words, config.data.speech_span_words, stage1_key,
-                          content_key(select.pool))
-    stage2 = dataclasses.replace(config.stage2, stage1=str(stage1), selection=select.out_dir,
-                                 out_dir=str(root / f"stage2{suffix}"))
+    select_key = step_key(
+        "select",
+        asdict(select),
+        config.data.voices,
+        config.data.text_span_words,
+        config.data.speech_span_words,
+        stage1_key,
+        content_key(select.pool),
+    )
+    stage2 = dataclasses.replace(
+        config.stage2,
+        stage1=str(stage1),
+        selection=select.out_dir,
+        out_dir=str(root / f"stage2{suffix}"),
+    )
     stage2_config = dataclasses.replace(config, select=select, stage2=stage2)
     stage2_key = step_key("stage2", asdict(stage2), stage1_key, select_key)
     name = f"stage II{' random' if gamma == 0 else ''}"
     model = Path(stage2.out_dir) / "model"
     return [
-        Step(f"select (gamma={gamma:g})", Path(select.out_dir) / "done.json", select_key,
-             lambda: run_select(select_config)),
-        Step(name, Path(stage2.out_dir) / "done.json", stage2_key,
-             lambda: run_stage2(stage2_config)),
+        Step(
+            f"select (gamma={gamma:g})",
+            Path(select.out_dir) / "done.json",
+            select_key,
+            lambda: run_select(select_config),
+        ),
+        Step(
+            name, Path(stage2.out_dir) / "done.json", stage2_key, lambda: run_stage2(stage2_config)
+        ),
         _gap_step(name, model, stage2_key, config, root / f"gap-stage2{suffix}"),
     ]
 
@@ -203,8 +257,9 @@ def plan_steps(config: Config, ablate_random: bool) -> tuple[list[Step], dict[st
     root = Path(config.run.out_dir)
     stage1 = Path(config.train.out_dir)
     data = config.data
-    stage1_key = step_key("stage1", _stage1_sections(config),
-                          content_key([data.corpus, data.replay, *data.natural]))
+    stage1_key = step_key(
+        "stage1", _stage1_sections(config), content_key([data.corpus, data.replay, *data.natural])
+    )
     steps = [
         Step("stage I", stage1 / "done.json", stage1_key, lambda: run_stage1(config), owned=False),
         _gap_step("stage I", stage1 / "model", stage1_key, config, root / "gap-stage1"),
@@ -212,8 +267,11 @@ def plan_steps(config: Config, ablate_random: bool) -> tuple[list[Step], dict[st
     ]
     if ablate_random:
         steps += _branch(config, root, stage1_key, 0.0, "-random")
-    gaps = {step.label.removeprefix("gap (").removesuffix(")"): step
-            for step in steps if step.label.startswith("gap")}
+    gaps = {
+        step.label.removeprefix("gap (").removesuffix(")"): step
+        for step in steps
+        if step.label.startswith("gap")
+    }
     return steps, gaps
 
 
@@ -229,10 +287,13 @@ def run_loop(config: Config, ablate_random: bool = False) -> Path:
     total = len(steps) + 1
     for number, step in enumerate(steps, 1):
         run_step(step, number, total)
-    report = Step("report", root / "report.done.json", step_key("report", *(s.key for s in steps)),
-                  lambda: write_loop_report({name: s.done.parent for name, s in gaps.items()},
-                                            root),
-                  owned=False)
+    report = Step(
+        "report",
+        root / "report.done.json",
+        step_key("report", *(s.key for s in steps)),
+        lambda: write_loop_report({name: s.done.parent for name, s in gaps.items()}, root),
+        owned=False,
+    )
     run_step(report, total, total)
     return root
 
@@ -251,19 +312,25 @@ def parse_seeds(text: str) -> list[int]:
 def seed_overrides(config: Config, seed: int) -> list[str]:
     """One seed's loop: its seeds, its Stage I dir (``make demo SEED=<s>``'s) and its run dir."""
     stage1 = config.train.out_dir if seed == 0 else f"{config.train.out_dir}-seed{seed}"
-    return [f"train.seed={seed}", f"select.seed={seed}", f"train.out_dir={stage1}",
-            f"run.out_dir={Path(config.run.out_dir) / f'seed-{seed}'}"]
+    return [
+        f"train.seed={seed}",
+        f"select.seed={seed}",
+        f"train.out_dir={stage1}",
+        f"run.out_dir={Path(config.run.out_dir) / f'seed-{seed}'}",
+    ]
 
 
-def run_seeds(config_name: str, overrides: list[str], seeds: list[int],
-              ablate_random: bool = False) -> Path:
+def run_seeds(
+    config_name: str, overrides: list[str], seeds: list[int], ablate_random: bool = False
+) -> Path:
     """``salad-train run --seeds``: the loop once per seed, then the report across seeds."""
     from salad_train.config import load_config
     from salad_train.seeds_report import write_seeds_report
 
     base = load_config(config_name, overrides)
-    configs = {seed: load_config(config_name, [*overrides, *seed_overrides(base, seed)])
-               for seed in seeds}  # fmt: skip
+    configs = {
+        seed: load_config(config_name, [*overrides, *seed_overrides(base, seed)]) for seed in seeds
+    }
     for config in configs.values():  # every seed's Stage I dir is usable before any trains
         check_stage1_dir(config)
     roots = {}

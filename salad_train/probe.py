@@ -52,21 +52,29 @@ def _base_model(llm: str):
 def _accuracy(model, prompts, items) -> float:
     requests = [ScoringRequest(p, i.choices) for p, i in zip(prompts, items, strict=True)]
     scores = score(model, requests, cache=False)
-    return float(np.mean([item_metrics(s, i.target, i.choices)["acc"]
-                          for s, i in zip(scores, items, strict=True)]))
+    return float(
+        np.mean(
+            [
+                item_metrics(s, i.target, i.choices)["acc"]
+                for s, i in zip(scores, items, strict=True)
+            ]
+        )
+    )
 
 
 def corpus_probe(speech_lm, base, n_docs: int, corpus: str | None = None) -> dict[str, float]:
     """Corpus F and M per token on ``n_docs`` held-out documents (cheap: a few documents, three
     forward passes each)."""
-    rows = corpus_divergence.measure(speech_lm, _probe_docs(corpus, n_docs), base,
-                                     show_progress=False)  # fmt: skip
+    rows = corpus_divergence.measure(
+        speech_lm, _probe_docs(corpus, n_docs), base, show_progress=False
+    )
     figures = corpus_divergence.summarize(rows, n_boot=1)
     return {name: figures[name]["value"] for name in ("F", "M") if name in figures}
 
 
-def probe(speech_lm, task: str, n_items: int, n_docs: int = 4, corpus: str | None = None
-          ) -> dict[str, float]:  # fmt: skip
+def probe(
+    speech_lm, task: str, n_items: int, n_docs: int = 4, corpus: str | None = None
+) -> dict[str, float]:
     """Corpus M and F (``n_docs`` documents; none when 0), the answer-token KL diagnostics
     answer_M and answer_F, text@speech and speech@speech accuracy on ``n_items`` task items."""
     items, spoken = _probe_set(task, n_items)
@@ -76,12 +84,15 @@ def probe(speech_lm, task: str, n_items: int, n_docs: int = 4, corpus: str | Non
         base = _base_model(speech_lm.config.llm)
         result = corpus_probe(speech_lm, base, n_docs, corpus) if n_docs else {}
         result |= {
-            "answer_M": float(np.mean([misalignment_kl(speech_lm, i, p)
-                                       for i, p in zip(items, spoken, strict=True)])),
+            "answer_M": float(
+                np.mean(
+                    [misalignment_kl(speech_lm, i, p) for i, p in zip(items, spoken, strict=True)]
+                )
+            ),
             "answer_F": float(np.mean([forgetting_kl(base, speech_lm, i) for i in items])),
             "text_acc": _accuracy(speech_lm, [text_prompt(i) for i in items], items),
             "speech_acc": _accuracy(speech_lm, spoken, items),
-        }  # fmt: skip
+        }
     speech_lm.train(was_training)
     return result
 
@@ -89,6 +100,10 @@ def probe(speech_lm, task: str, n_items: int, n_docs: int = 4, corpus: str | Non
 def demo_probe(trainer) -> dict:
     """A metrics row for the trainer's current step (the probe hook ``Stage1Trainer.run`` calls)."""
     t = trainer.config.train
-    return {"step": trainer.step, "tokens_seen": trainer.tokens_seen,
-            "probe": probe(trainer.speech_lm, t.probe_task, t.probe_items, t.probe_docs,
-                           t.probe_corpus)}  # fmt: skip
+    return {
+        "step": trainer.step,
+        "tokens_seen": trainer.tokens_seen,
+        "probe": probe(
+            trainer.speech_lm, t.probe_task, t.probe_items, t.probe_docs, t.probe_corpus
+        ),
+    }

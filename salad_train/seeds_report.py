@@ -39,9 +39,13 @@ SHOWN = ("speech@speech", "text@speech", "gap")  # the conditions training moves
 def spread(values: list[float]) -> dict:
     """Mean, sample standard deviation (None for one value), min and max."""
     v = np.asarray(values, dtype=float)
-    return {"n": len(v), "mean": float(v.mean()),
-            "sd": float(v.std(ddof=1)) if len(v) > 1 else None,
-            "min": float(v.min()), "max": float(v.max())}  # fmt: skip
+    return {
+        "n": len(v),
+        "mean": float(v.mean()),
+        "sd": float(v.std(ddof=1)) if len(v) > 1 else None,
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
 
 
 def read_reports(roots: dict[int, Path]) -> dict[int, dict]:
@@ -49,8 +53,9 @@ def read_reports(roots: dict[int, Path]) -> dict[int, dict]:
     for seed, root in roots.items():
         path = Path(root) / "report.json"
         if not path.is_file():
-            raise SaladError(f"{path} is missing: rerun `salad-train run --seeds` to finish seed "
-                             f"{seed}")
+            raise SaladError(
+                f"{path} is missing: rerun `salad-train run --seeds` to finish seed {seed}"
+            )
         reports[seed] = json.loads(path.read_text())
     return reports
 
@@ -64,8 +69,11 @@ def across_seeds(reports: dict[int, dict]) -> dict:
                 for figure in FIGURES:
                     if row.get(figure) is None:
                         continue
-                    cell = tables.setdefault(task, {}).setdefault(model, {}).setdefault(
-                        figure, {"per_seed": {}})
+                    cell = (
+                        tables.setdefault(task, {})
+                        .setdefault(model, {})
+                        .setdefault(figure, {"per_seed": {}})
+                    )
                     cell["per_seed"][seed] = row[figure]["value"]
     for by_model in tables.values():
         for cells in by_model.values():
@@ -80,25 +88,38 @@ def paired_across_seeds(reports: dict[int, dict]) -> list[dict]:
     for seed, report in reports.items():
         for row in report.get("paired", []):
             key = (row["a"], row["b"], row["task"], row["condition"])
-            grouped.setdefault(key, {})[seed] = {"diff": row["diff"], "p_value": row["p_value"],
-                                                 "p_items": row.get("p_items"),
-                                                 "n_items": row["n_items"]}  # fmt: skip
-    return [{"a": a, "b": b, "task": task, "condition": cond, "per_seed": per_seed,
-             "diff": spread([r["diff"]["value"] for r in per_seed.values()])}
-            for (a, b, task, cond), per_seed in grouped.items()]  # fmt: skip
+            grouped.setdefault(key, {})[seed] = {
+                "diff": row["diff"],
+                "p_value": row["p_value"],
+                "p_items": row.get("p_items"),
+                "n_items": row["n_items"],
+            }
+    return [
+        {
+            "a": a,
+            "b": b,
+            "task": task,
+            "condition": cond,
+            "per_seed": per_seed,
+            "diff": spread([r["diff"]["value"] for r in per_seed.values()]),
+        }
+        for (a, b, task, cond), per_seed in grouped.items()
+    ]
 
 
 def seed_replicates(records: list[dict], seed: int) -> list[dict]:
     """A seed's records with the seed in the voice: pooled, each seed is one more answer to an
     item (text rows included), averaged over as voices are."""
-    return [{**r, "voice": f"seed {seed}" + (f"/{r['voice']}" if r["voice"] else "")}
-            for r in records]  # fmt: skip
+    return [
+        {**r, "voice": f"seed {seed}" + (f"/{r['voice']}" if r["voice"] else "")} for r in records
+    ]
 
 
 def pooled_paired(reports: dict[int, dict], n_boot: int = 1000) -> list[dict]:
     """The seeds' pairs on their common items, every seed's answers pooled per item."""
-    pairs = list(dict.fromkeys((r["a"], r["b"]) for rep in reports.values()
-                               for r in rep.get("paired", [])))  # fmt: skip
+    pairs = list(
+        dict.fromkeys((r["a"], r["b"]) for rep in reports.values() for r in rep.get("paired", []))
+    )
     rows = []
     for a, b in pairs:
         pooled: dict[str, list[dict]] = {a: [], b: []}
@@ -121,65 +142,100 @@ def _pct(value: float | None, sign: bool = False) -> str:
 
 
 def _diff(d: dict) -> str:
-    return (f"{100 * d['value']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]")
+    return f"{100 * d['value']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
 
 
 def _p(p: float | None) -> str:
     return "–" if p is None else f"{p:.3g}"
 
 
-def _markdown(seeds: list[int], tables: dict, per_seed: list[dict], pooled: list[dict],
-              heard: dict[str, str], unseen: list[str]) -> str:
+def _markdown(
+    seeds: list[int],
+    tables: dict,
+    per_seed: list[dict],
+    pooled: list[dict],
+    heard: dict[str, str],
+    unseen: list[str],
+) -> str:
     names = ", ".join(map(str, seeds))
-    lines = [f"# SALAD loop across seeds {names}", "",
-             "Each seed repeats Stage I, selection and Stage II (`train.seed` = `select.seed` = "
-             "the seed) and evaluates on the same items and voices; `seed-<s>/report.md` is that "
-             "seed's full report. Points; sd is the sample standard deviation across seeds.", ""]
+    lines = [
+        f"# SALAD loop across seeds {names}",
+        "",
+        "Each seed repeats Stage I, selection and Stage II (`train.seed` = `select.seed` = "
+        "the seed) and evaluates on the same items and voices; `seed-<s>/report.md` is that "
+        "seed's full report. Points; sd is the sample standard deviation across seeds.",
+        "",
+    ]
     if heard:
         voices = ", ".join(f"`{v}` ({s} in training)" for v, s in heard.items())
         lines += [f"**Warning: evaluation voices heard in training**: {voices}.", ""]
     elif unseen:
-        lines += [f"Evaluation voices: {', '.join(f'`{v}`' for v in unseen)}, unseen in training "
-                  "by every model of every seed.", ""]
+        lines += [
+            f"Evaluation voices: {', '.join(f'`{v}`' for v in unseen)}, unseen in training "
+            "by every model of every seed.",
+            "",
+        ]
     cols = [f"seed {s}" for s in seeds]
     for task, by_model in tables.items():
-        lines += [f"## {task}", "", "| figure | model | " + " | ".join(cols)
-                  + " | mean | sd | range |", "|---|---|" + "---|" * (len(cols) + 3)]
+        lines += [
+            f"## {task}",
+            "",
+            "| figure | model | " + " | ".join(cols) + " | mean | sd | range |",
+            "|---|---|" + "---|" * (len(cols) + 3),
+        ]
         for figure in FIGURES:
             for model, cells in by_model.items():
                 if figure not in cells:
                     continue
                 c = cells[figure]
                 values = [_pct(c["per_seed"].get(s)) for s in seeds]
-                lines.append(f"| {figure} | {model} | " + " | ".join(values)
-                             + f" | {_pct(c['mean'])} | {_pct(c['sd'])} | "
-                             f"{_pct(c['min'])} to {_pct(c['max'])} |")
+                lines.append(
+                    f"| {figure} | {model} | "
+                    + " | ".join(values)
+                    + f" | {_pct(c['mean'])} | {_pct(c['sd'])} | "
+                    f"{_pct(c['min'])} to {_pct(c['max'])} |"
+                )
         lines.append("")
     shown = [r for r in per_seed if r["task"] == ALL and r["condition"] in SHOWN]
     if shown:
         pooled_by = {(r["a"], r["b"], r["condition"]): r for r in pooled if r["task"] == ALL}
-        lines += ["## Paired: Stage II (b) against Stage I and the random Stage II (a), all tasks",
-                  "", "Per seed: b - a [paired bootstrap 95% CI] and the sign-flip p over items "
-                  "(McNemar's p is in each seed's report.md). Pooled: the seeds share their items, "
-                  "so an item's score is its mean over seeds; the CI resamples and the sign-flip "
-                  "test flips items, so both hold across seeds. The pooled McNemar p counts every "
-                  "(seed, item, voice) pair and is optimistic: for reference.",
-                  "", "| a | b | condition | " + " | ".join(cols)
-                  + " | mean b - a (sd) | pooled b - a [CI] | pooled sign-flip p | pooled McNemar "
-                  "p |", "|---|---|---|" + "---|" * (len(cols) + 4)]
+        lines += [
+            "## Paired: Stage II (b) against Stage I and the random Stage II (a), all tasks",
+            "",
+            "Per seed: b - a [paired bootstrap 95% CI] and the sign-flip p over items "
+            "(McNemar's p is in each seed's report.md). Pooled: the seeds share their items, "
+            "so an item's score is its mean over seeds; the CI resamples and the sign-flip "
+            "test flips items, so both hold across seeds. The pooled McNemar p counts every "
+            "(seed, item, voice) pair and is optimistic: for reference.",
+            "",
+            "| a | b | condition | "
+            + " | ".join(cols)
+            + " | mean b - a (sd) | pooled b - a [CI] | pooled sign-flip p | pooled McNemar "
+            "p |",
+            "|---|---|---|" + "---|" * (len(cols) + 4),
+        ]
         for r in shown:
             cells = []
             for s in seeds:
                 one = r["per_seed"].get(s)
-                cells.append("–" if one is None else
-                             f"{_diff(one['diff'])}, p {_p(one['p_items'])}")
+                cells.append(
+                    "–" if one is None else f"{_diff(one['diff'])}, p {_p(one['p_items'])}"
+                )
             d = r["diff"]
             mean = f"{_pct(d['mean'], True)} ({_pct(d['sd'])})"
             pool = pooled_by.get((r["a"], r["b"], r["condition"]))
-            pool_cells = ([_diff(pool["diff"]), _p(pool["p_items"]), _p(pool["p_value"])]
-                          if pool else ["–"] * 3)  # fmt: skip
-            lines.append(f"| {r['a']} | {r['b']} | {r['condition']} | " + " | ".join(cells)
-                         + f" | {mean} | " + " | ".join(pool_cells) + " |")
+            pool_cells = (
+                [_diff(pool["diff"]), _p(pool["p_items"]), _p(pool["p_value"])]
+                if pool
+                else ["–"] * 3
+            )
+            lines.append(
+                f"| {r['a']} | {r['b']} | {r['condition']} | "
+                + " | ".join(cells)
+                + f" | {mean} | "
+                + " | ".join(pool_cells)
+                + " |"
+            )
         lines.append("")
     return "\n".join(lines) + "\n![speech@speech per seed](seeds.png)\n"
 
@@ -213,10 +269,16 @@ def write_seeds_report(roots: dict[int, Path], out: Path, n_boot: int = 1000) ->
     listed = [report.get("voices_unseen_in_training") or [] for report in reports.values()]
     unseen = listed[0] if all(v == listed[0] for v in listed) else []  # every seed said so
     plot = _plot(seeds, tables, out / "seeds.png")
-    result = {"seeds": seeds, "loops": {s: str(r) for s, r in roots.items()}, "tables": tables,
-              "paired_per_seed": per_seed, "paired_pooled": pooled,
-              "voices_heard_in_training": heard, "voices_unseen_in_training": unseen,
-              "plot": plot}  # fmt: skip
+    result = {
+        "seeds": seeds,
+        "loops": {s: str(r) for s, r in roots.items()},
+        "tables": tables,
+        "paired_per_seed": per_seed,
+        "paired_pooled": pooled,
+        "voices_heard_in_training": heard,
+        "voices_unseen_in_training": unseen,
+        "plot": plot,
+    }
     atomic_write_text(out / "seeds.json", json.dumps(result, indent=1, default=str) + "\n")
     atomic_write_text(out / "seeds.md", _markdown(seeds, tables, per_seed, pooled, heard, unseen))
     return result

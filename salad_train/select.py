@@ -76,8 +76,10 @@ def sample_order(labels: np.ndarray, weights: np.ndarray, seed: int) -> Iterator
 
 
 def fill_budget(
-    order: Iterator[int], make: Callable[[list[int]], list[Selected]],
-    est_seconds: np.ndarray, budget: float,
+    order: Iterator[int],
+    make: Callable[[list[int]], list[Selected]],
+    est_seconds: np.ndarray,
+    budget: float,
 ) -> list[Selected]:
     """Texts from ``order``, made (synthesized and checked) by ``make`` in rounds sized by their
     estimated seconds, until the kept seconds would pass ``budget``; dropped texts are listed
@@ -102,8 +104,9 @@ def fill_budget(
 def _plan(text: str, index: int, config: Config) -> tuple[tuple[tuple[str, bool], ...], str]:
     """A text's spans (cut as Stage I cuts documents) and voice: a function of (seed, index)."""
     rng = random.Random(f"{config.select.seed}:{index}")
-    spans = split_spans(text.split(), config.data.text_span_words, config.data.speech_span_words,
-                        rng)
+    spans = split_spans(
+        text.split(), config.data.text_span_words, config.data.speech_span_words, rng
+    )
     return tuple(spans), rng.choice(config.data.voices)
 
 
@@ -113,8 +116,10 @@ def stage1_speech_hours(checkpoint: Path) -> float:
     try:
         return float(json.loads(record.read_text())["dataset_speech_hours"])
     except (OSError, ValueError, KeyError):
-        raise SaladError(f"{record} does not say how much speech Stage I had to take a budget "
-                         "share of; set select.budget_hours") from None
+        raise SaladError(
+            f"{record} does not say how much speech Stage I had to take a budget "
+            "share of; set select.budget_hours"
+        ) from None
 
 
 def _checkpoint(config: Config) -> Path:
@@ -136,10 +141,15 @@ def probe_misalignment(
 
     speech_lm = load_speech_lm(checkpoint)
     speech_lm.eval()
-    rows = corpus_divergences(speech_lm, texts, config.data.voices,
-                              span_words=config.select.probe_span_words,
-                              workers=config.select.workers, out_dir=out / "probe",
-                              max_cer=config.select.max_cer)  # fmt: skip
+    rows = corpus_divergences(
+        speech_lm,
+        texts,
+        config.data.voices,
+        span_words=config.select.probe_span_words,
+        workers=config.select.workers,
+        out_dir=out / "probe",
+        max_cer=config.select.max_cer,
+    )
     if len(rows) != len(texts):
         raise SaladError("a probe text is too short to speak; raise select.min_words")
     return [float("nan") if row["M"] is None else row["M"] for row in rows]
@@ -152,11 +162,24 @@ def _synthesize(chosen: list[Selected], config: Config, out: Path) -> list[Selec
     done = {}
     for voice in dict.fromkeys(s.voice for s in chosen):
         own = [s for s in chosen if s.voice == voice]
-        items = [Item("select", str(s.index), f"c{s.cluster}",
-                      tuple(Speak(t) if speech else Text(t) for t, speech in s.spans), ("",), 0)
-                 for s in own]  # fmt: skip
-        manifest = synthesize(items, [voice], workers=config.select.workers,
-                              out_dir=out / "synth", seed=config.data.synth_seed)
+        items = [
+            Item(
+                "select",
+                str(s.index),
+                f"c{s.cluster}",
+                tuple(Speak(t) if speech else Text(t) for t, speech in s.spans),
+                ("",),
+                0,
+            )
+            for s in own
+        ]
+        manifest = synthesize(
+            items,
+            [voice],
+            workers=config.select.workers,
+            out_dir=out / "synth",
+            seed=config.data.synth_seed,
+        )
         for s, item in zip(own, items, strict=True):
             done[s.index] = (s, manifest.row(item, voice))
     result = []
@@ -169,18 +192,37 @@ def _synthesize(chosen: list[Selected], config: Config, out: Path) -> list[Selec
         audio = tuple(next(clips).path if speech else None for _, speech in s.spans)
         dropped = row.cer > config.select.max_cer
         reason = f"CER {row.cer:.1%} > select.max_cer {config.select.max_cer:.0%}" * dropped
-        result.append(Selected(**{**asdict(s), "audio": audio, "seconds": row.seconds,
-                                  "cer": row.cer, "dropped": dropped, "reason": reason}))
+        result.append(
+            Selected(
+                **{
+                    **asdict(s),
+                    "audio": audio,
+                    "seconds": row.seconds,
+                    "cer": row.cer,
+                    "dropped": dropped,
+                    "reason": reason,
+                }
+            )
+        )
     return result
 
 
 def select_key(config: Config, pool: Sequence[str], checkpoint: Path) -> str:
     """Changes whenever anything that moves the selection changes (pool, settings, model)."""
     model_files = sorted(p for p in checkpoint.rglob("*") if p.is_file())
-    digest = hashlib.sha256(json.dumps(
-        [asdict(config.select), config.data.voices, config.data.text_span_words,
-         config.data.speech_span_words, embedder_fingerprint(config.select.embedder)],
-        sort_keys=True, default=str).encode())  # fmt: skip
+    digest = hashlib.sha256(
+        json.dumps(
+            [
+                asdict(config.select),
+                config.data.voices,
+                config.data.text_span_words,
+                config.data.speech_span_words,
+                embedder_fingerprint(config.select.embedder),
+            ],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
     for text in pool:
         digest.update(text.encode() + b"\0")
     for file in model_files:
@@ -201,16 +243,27 @@ def run_select(config: Config) -> Path:
         budget_hours = s.budget_share * stage1_speech_hours(checkpoint)
     labels, _ = balanced_kmeans(embed(pool, s.embedder), s.clusters, seed=s.seed)
     rng = np.random.default_rng(s.seed)
-    probes = {c: sorted(rng.choice(np.flatnonzero(labels == c),
-                                   min(s.probe_texts, int((labels == c).sum())), replace=False))
-              for c in range(s.clusters)}  # fmt: skip
+    probes = {
+        c: sorted(
+            rng.choice(
+                np.flatnonzero(labels == c),
+                min(s.probe_texts, int((labels == c).sum())),
+                replace=False,
+            )
+        )
+        for c in range(s.clusters)
+    }
     flat = [(c, int(i)) for c, indices in probes.items() for i in indices]
     values = probe_misalignment([pool[i] for _, i in flat], config, checkpoint, out)
-    measured = {c: [v for (c2, _), v in zip(flat, values, strict=True)
-                    if c2 == c and not np.isnan(v)] for c in range(s.clusters)}  # fmt: skip
+    measured = {
+        c: [v for (c2, _), v in zip(flat, values, strict=True) if c2 == c and not np.isnan(v)]
+        for c in range(s.clusters)
+    }
     if not any(measured.values()):
-        raise SaladError("no probe clip was readable by ASR within select.max_cer; check the "
-                         "voices or raise select.max_cer")
+        raise SaladError(
+            "no probe clip was readable by ASR within select.max_cer; check the "
+            "voices or raise select.max_cer"
+        )
     # a cluster without a readable probe gets the mean M of the others: no evidence either way
     fallback = float(np.mean([v for vs in measured.values() for v in vs]))
     m = np.array([np.mean(measured[c]) if measured[c] else fallback for c in range(s.clusters)])
@@ -221,14 +274,32 @@ def run_select(config: Config) -> Path:
     speakable = np.where(seconds > 0, labels, -1)  # a text too short for a speech span: skip
 
     def make(indices: list[int]) -> list[Selected]:
-        return _synthesize([Selected(i, pool[i], int(labels[i]), plans[i][1], plans[i][0],
-                                     float(seconds[i])) for i in indices], config, out)
+        return _synthesize(
+            [
+                Selected(i, pool[i], int(labels[i]), plans[i][1], plans[i][0], float(seconds[i]))
+                for i in indices
+            ],
+            config,
+            out,
+        )
 
-    chosen = fill_budget(sample_order(speakable, weights, s.seed), make, seconds,
-                         budget_hours * 3600)  # fmt: skip
-    atomic_write_text(out / "selected.jsonl",
-                      "".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in chosen))
-    write_report(out, pool=pool, labels=labels, misalignment=m, weights=weights, chosen=chosen,
-                 probes={c: len(v) for c, v in measured.items()}, budget_hours=budget_hours,
-                 config=config, key=select_key(config, pool, checkpoint))
+    chosen = fill_budget(
+        sample_order(speakable, weights, s.seed), make, seconds, budget_hours * 3600
+    )
+    atomic_write_text(
+        out / "selected.jsonl",
+        "".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in chosen),
+    )
+    write_report(
+        out,
+        pool=pool,
+        labels=labels,
+        misalignment=m,
+        weights=weights,
+        chosen=chosen,
+        probes={c: len(v) for c, v in measured.items()},
+        budget_hours=budget_hours,
+        config=config,
+        key=select_key(config, pool, checkpoint),
+    )
     return out

@@ -28,12 +28,26 @@ def top_words(texts_by_cluster: Sequence[Sequence[str]], n: int = 6) -> list[lis
     """Per cluster the words with the highest TF-IDF (term count x log(K / clusters using it))."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    counts = [Counter(w for t in texts for w in _WORD.findall(t.lower())
-                      if w not in ENGLISH_STOP_WORDS and len(w) > 2) for texts in texts_by_cluster]
+    counts = [
+        Counter(
+            w
+            for t in texts
+            for w in _WORD.findall(t.lower())
+            if w not in ENGLISH_STOP_WORDS and len(w) > 2
+        )
+        for texts in texts_by_cluster
+    ]
     spread = Counter(w for c in counts for w in c)
     k = len(counts)
-    return [[w for w, _ in sorted(c.items(), key=lambda kv: (-kv[1] * math.log(k / spread[kv[0]]),
-                                                              kv[0]))[:n]] for c in counts]
+    return [
+        [
+            w
+            for w, _ in sorted(
+                c.items(), key=lambda kv: (-kv[1] * math.log(k / spread[kv[0]]), kv[0])
+            )[:n]
+        ]
+        for c in counts
+    ]
 
 
 def _plot(path: Path, rows: list[dict], gamma: float) -> None:
@@ -49,10 +63,20 @@ def _plot(path: Path, rows: list[dict], gamma: float) -> None:
     top.set_ylabel("misalignment M(c)\n(mean KL, nats)")
     top.set_title("Stage II selection: clusters sorted by misalignment")
     width = 0.4
-    bottom.bar(x - width / 2, [r["pool_share"] for r in rows], width, label="share of pool",
-               color="tab:gray")
-    bottom.bar(x + width / 2, [r["selected_share"] for r in rows], width, color="tab:blue",
-               label=f"share of selection (gamma = {gamma:g})")
+    bottom.bar(
+        x - width / 2,
+        [r["pool_share"] for r in rows],
+        width,
+        label="share of pool",
+        color="tab:gray",
+    )
+    bottom.bar(
+        x + width / 2,
+        [r["selected_share"] for r in rows],
+        width,
+        color="tab:blue",
+        label=f"share of selection (gamma = {gamma:g})",
+    )
     bottom.plot(x, [r["weight"] for r in rows], "k.", label="sampling weight P(c)")
     bottom.set_ylabel("share")
     bottom.legend(fontsize=8)
@@ -101,9 +125,17 @@ def _markdown(rows: list[dict], totals: dict) -> str:
 
 
 def write_report(
-    out: Path, *, pool: Sequence[str], labels: np.ndarray, misalignment: np.ndarray,
-    weights: np.ndarray, chosen: Sequence, probes: dict[int, int], budget_hours: float,
-    config: Config, key: str,
+    out: Path,
+    *,
+    pool: Sequence[str],
+    labels: np.ndarray,
+    misalignment: np.ndarray,
+    weights: np.ndarray,
+    chosen: Sequence,
+    probes: dict[int, int],
+    budget_hours: float,
+    config: Config,
+    key: str,
 ) -> dict:
     """Write ``report.md``, ``report.json`` and ``report.png``; return the JSON content."""
     s = config.select
@@ -112,26 +144,42 @@ def write_report(
     words = top_words(members)
     picked = Counter(c.cluster for c in chosen)
     rows = [
-        {"cluster": c, "size": len(members[c]), "probes": probes[c],
-         "pool_share": len(members[c]) / len(pool), "M": float(misalignment[c]),
-         "weight": float(weights[c]), "selected": picked[c],
-         "selected_share": picked[c] / max(1, len(chosen)), "top_words": words[c],
-         "examples": members[c][:2]}
+        {
+            "cluster": c,
+            "size": len(members[c]),
+            "probes": probes[c],
+            "pool_share": len(members[c]) / len(pool),
+            "M": float(misalignment[c]),
+            "weight": float(weights[c]),
+            "selected": picked[c],
+            "selected_share": picked[c] / max(1, len(chosen)),
+            "top_words": words[c],
+            "examples": members[c][:2],
+        }
         for c in range(k)
-    ]  # fmt: skip
+    ]
     rows.sort(key=lambda r: -r["M"])
     kept = [c for c in chosen if not c.dropped]
     totals = {
-        "key": key, "pool": len(pool), "clusters": k, "embedder": s.embedder, "gamma": s.gamma,
-        "seed": s.seed, "max_cer": s.max_cer, "voices": list(config.data.voices),
+        "key": key,
+        "pool": len(pool),
+        "clusters": k,
+        "embedder": s.embedder,
+        "gamma": s.gamma,
+        "seed": s.seed,
+        "max_cer": s.max_cer,
+        "voices": list(config.data.voices),
         "budget_hours": budget_hours,
-        "budget_of": "select.budget_hours" if s.budget_hours is not None else
-                     f"select.budget_share={s.budget_share:g} x the Stage I dataset's speech "
-                     "hours, each clip once",
+        "budget_of": "select.budget_hours"
+        if s.budget_hours is not None
+        else f"select.budget_share={s.budget_share:g} x the Stage I dataset's speech "
+        "hours, each clip once",
         "est_hours": sum(c.est_seconds for c in chosen) / 3600,
         "hours": sum(c.seconds for c in chosen) / 3600,
-        "kept_hours": sum(c.seconds for c in kept) / 3600, "selected": len(chosen),
-        "dropped": len(chosen) - len(kept), "kept": len(kept),
+        "kept_hours": sum(c.seconds for c in kept) / 3600,
+        "selected": len(chosen),
+        "dropped": len(chosen) - len(kept),
+        "kept": len(kept),
     }
     out.mkdir(parents=True, exist_ok=True)
     _plot(out / "report.png", rows, s.gamma)

@@ -57,8 +57,9 @@ def student_lm(config: Config, device: str) -> SpeechLM:
     """
     if config.train.init_from:
         return load_speech_lm(config.train.init_from, device=device, dtype="float32")
-    return SpeechLM.from_config(config.model, seed=config.train.seed, device=device,
-                                dtype="float32")
+    return SpeechLM.from_config(
+        config.model, seed=config.train.seed, device=device, dtype="float32"
+    )
 
 
 def base_teacher(speech_lm: SpeechLM) -> nn.Module:
@@ -96,8 +97,10 @@ class Stage1Module(nn.Module):
         self.loss_config = config.loss
         tokenizer = speech_lm.tokenizer
         # what each clip says, as tokens: the targets of the auxiliary CTC loss
-        self.clip_tokens = {clip: tokenizer.encode(" " + text, add_special_tokens=False)
-                            for clip, text in (clip_texts or {}).items()}  # fmt: skip
+        self.clip_tokens = {
+            clip: tokenizer.encode(" " + text, add_special_tokens=False)
+            for clip, text in (clip_texts or {}).items()
+        }
         self.blank = speech_lm.blank
         spoken = {t for ids in self.clip_tokens.values() for t in ids}
         self.ctc_vocab = torch.tensor(sorted(spoken | {self.blank}))  # the CTC's classes
@@ -136,18 +139,29 @@ class Stage1Module(nn.Module):
                 attention_mask=plan.teacher_attention.to(device),
             ).last_hidden_state
         sums = distillation_loss(
-            student_hidden, teacher_hidden, student.mask.to(device),
-            plan.teacher_mask.to(device), student.targets.to(device), head, t_head,
-            alpha=self.loss_config.alpha, temperature=self.loss_config.temperature,
+            student_hidden,
+            teacher_hidden,
+            student.mask.to(device),
+            plan.teacher_mask.to(device),
+            student.targets.to(device),
+            head,
+            t_head,
+            alpha=self.loss_config.alpha,
+            temperature=self.loss_config.temperature,
             chunk_size=self.loss_config.chunk_size,
         )
         # a zero term ties the loss to the adapter: a batch of text-only replay under a frozen LLM
         # has no trainable input, and every rank must still run backward
         loss, ctc = sums.loss + 0.0 * self.speech_lm.adapter.out_norm, sums.kl.new_zeros(())
         if self.loss_config.ctc_weight and heard:
-            ctc = alignment_ctc_loss([frames for _, frames in heard],
-                                     [self.clip_tokens[clip] for clip, _ in heard], table.weight,
-                                     self.blank, self.loss_config.ctc_scale, self.ctc_vocab)
+            ctc = alignment_ctc_loss(
+                [frames for _, frames in heard],
+                [self.clip_tokens[clip] for clip, _ in heard],
+                table.weight,
+                self.blank,
+                self.loss_config.ctc_scale,
+                self.ctc_vocab,
+            )
             loss = loss + self.loss_config.ctc_weight * ctc
         return loss, sums.kl, sums.nll, ctc.detach()
 
@@ -211,13 +225,17 @@ class Stage1Trainer:
         self.speech_lm = speech_lm
         module = Stage1Module(speech_lm, features, cfg, self.data.clip_texts)
         o = cfg.optim
-        optimizer = build_optimizer(speech_lm.adapter, speech_lm.llm, o.adapter_lr, o.llm_lr,
-                                    o.weight_decay, tuple(o.betas))
-        self.scheduler = build_scheduler(optimizer, o.warmup_steps, cfg.train.steps,
-                                         o.decay_fraction)
+        optimizer = build_optimizer(
+            speech_lm.adapter, speech_lm.llm, o.adapter_lr, o.llm_lr, o.weight_decay, tuple(o.betas)
+        )
+        self.scheduler = build_scheduler(
+            optimizer, o.warmup_steps, cfg.train.steps, o.decay_fraction
+        )
         self.module, self.optimizer = acc.prepare(module, optimizer)
-        self.data.window(lambda span: span_length(span, speech_lm.tokenizer, self._audio_length),
-                         cfg.data.max_tokens)  # fmt: skip
+        self.data.window(
+            lambda span: span_length(span, speech_lm.tokenizer, self._audio_length),
+            cfg.data.max_tokens,
+        )
         self.step, self.tokens_seen, self.speech_seconds = 0, 0, 0.0
         checkpoint = latest_checkpoint(self.out)
         if checkpoint is not None:
@@ -229,8 +247,9 @@ class Stage1Trainer:
         if cfg.train.report_to:  # off by default; one run name per output folder
             acc.init_trackers(self.out.name or "salad", config=flat_config(cfg.to_dict()))
             tracker = acc
-        self.metrics = MetricsLog(self.out / "metrics.jsonl", self.step, acc.is_main_process,
-                                  tracker)  # fmt: skip
+        self.metrics = MetricsLog(
+            self.out / "metrics.jsonl", self.step, acc.is_main_process, tracker
+        )
         if checkpoint is None:
             self.begin()
 
@@ -247,11 +266,16 @@ class Stage1Trainer:
         from salad_train.align import align_adapter
 
         with self.accelerator.no_sync(self.module):  # every rank runs the same warm-up alone
-            align_adapter(self.accelerator.unwrap_model(self.module), self.data.audio_clips,
-                          t.align_steps, t.align_batch_size,
-                          t.align_lr or self.config.optim.adapter_lr, t.seed,
-                          log=lambda row: self.metrics.write(row, every=t.log_every),
-                          masking=t.align_masking)  # fmt: skip
+            align_adapter(
+                self.accelerator.unwrap_model(self.module),
+                self.data.audio_clips,
+                t.align_steps,
+                t.align_batch_size,
+                t.align_lr or self.config.optim.adapter_lr,
+                t.seed,
+                log=lambda row: self.metrics.write(row, every=t.log_every),
+                masking=t.align_masking,
+            )
         self.save()
 
     def training_record(self) -> dict:
@@ -261,12 +285,17 @@ class Stage1Trainer:
         d = self.config.data
         # the TTS voices heard in training: a gap report says which evaluation voices are new
         voices = list(d.voices) if d.corpus or d.tasks else []
-        return {"stage": self.stage, "steps": self.step, "tokens_seen": self.tokens_seen,
-                "voices": voices,
-                "speech_hours": self.speech_seconds / 3600,
-                "dataset_speech_hours": sum(self.clip_seconds.values()) / 3600,
-                "shares": self.data.shares, "drawn": self.data.drawn(samples),
-                "config": t.__dict__}
+        return {
+            "stage": self.stage,
+            "steps": self.step,
+            "tokens_seen": self.tokens_seen,
+            "voices": voices,
+            "speech_hours": self.speech_seconds / 3600,
+            "dataset_speech_hours": sum(self.clip_seconds.values()) / 3600,
+            "shares": self.data.shares,
+            "drawn": self.data.drawn(samples),
+            "config": t.__dict__,
+        }
 
     def _trainable(self) -> dict[str, nn.Parameter]:
         return {n: p for n, p in self.speech_lm.named_parameters() if p.requires_grad}
@@ -291,8 +320,11 @@ class Stage1Trainer:
         for micro in range(t.grad_accum):
             first = (step * t.grad_accum + micro) * per_micro + acc.process_index * t.batch_size
             docs = [self.data.sample(first + i) for i in range(t.batch_size)]
-            plans.append(plan_batch(docs, self.speech_lm.tokenizer, self._audio_length,
-                                    self.config.data.max_tokens))
+            plans.append(
+                plan_batch(
+                    docs, self.speech_lm.tokenizer, self._audio_length, self.config.data.max_tokens
+                )
+            )
         return plans
 
     def _audio_length(self, clip: str) -> tuple[int, float]:
@@ -307,11 +339,16 @@ class Stage1Trainer:
         acc, plans = self.accelerator, self._plans(self.step)
         started = time.perf_counter()
         device = acc.device
-        counts = torch.tensor([sum(p.n_text_positions for p in plans),
-                               sum(p.n_tokens for p in plans)], device=device, dtype=torch.float64)
+        counts = torch.tensor(
+            [sum(p.n_text_positions for p in plans), sum(p.n_tokens for p in plans)],
+            device=device,
+            dtype=torch.float64,
+        )
         n_text, n_tokens = (int(v) for v in acc.reduce(counts, "sum").tolist())
-        seconds = acc.reduce(torch.tensor(sum(p.speech_seconds for p in plans), device=device,
-                                          dtype=torch.float64), "sum").item()
+        seconds = acc.reduce(
+            torch.tensor(sum(p.speech_seconds for p in plans), device=device, dtype=torch.float64),
+            "sum",
+        ).item()
         totals = torch.zeros(4, device=device, dtype=torch.float64)
         scale = acc.num_processes / max(n_text, 1)  # DDP averages gradients over processes
         for micro, plan in enumerate(plans):
@@ -332,10 +369,18 @@ class Stage1Trainer:
         self.speech_seconds += seconds
         elapsed = time.perf_counter() - started
         return {
-            "step": self.step, "processes": acc.num_processes, "loss": loss, "kl": kl, "nll": nll,
-            "ctc": ctc, "text_positions": n_text,
-            "tokens_seen": self.tokens_seen, "speech_hours_seen": self.speech_seconds / 3600,
-            **lrs, "tokens_per_s": n_tokens / elapsed, "step_seconds": elapsed,
+            "step": self.step,
+            "processes": acc.num_processes,
+            "loss": loss,
+            "kl": kl,
+            "nll": nll,
+            "ctc": ctc,
+            "text_positions": n_text,
+            "tokens_seen": self.tokens_seen,
+            "speech_hours_seen": self.speech_seconds / 3600,
+            **lrs,
+            "tokens_per_s": n_tokens / elapsed,
+            "step_seconds": elapsed,
         }
 
     def fit(self, headline: str, probe=None) -> Path:
@@ -379,16 +424,24 @@ class Stage1Trainer:
 
         t, acc = self.config.train, self.accelerator
         pre_decay = decay_start(t.steps, self.config.optim.decay_fraction)
-        columns = (*Progress.get_default_columns()[:-1], TimeRemainingColumn(),
-                   TextColumn("{task.fields[info]}"), BarColumn(bar_width=0))
+        columns = (
+            *Progress.get_default_columns()[:-1],
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            BarColumn(bar_width=0),
+        )
         with progress_bar(*columns, disable=not acc.is_main_process) as progress:
-            bar = progress.add_task(f"stage {self.stage}", total=t.steps, completed=self.step,
-                                    info="")
+            bar = progress.add_task(
+                f"stage {self.stage}", total=t.steps, completed=self.step, info=""
+            )
             while self.step < t.steps:
                 row = self.train_step()
                 self.metrics.write(row, every=t.log_every)
-                progress.update(bar, completed=self.step,
-                                info=f"loss {row['loss']:.3f}  {row['tokens_per_s']:.0f} tok/s")
+                progress.update(
+                    bar,
+                    completed=self.step,
+                    info=f"loss {row['loss']:.3f}  {row['tokens_per_s']:.0f} tok/s",
+                )
                 if probe is not None and t.probe_every and self.step % t.probe_every == 0:
                     self.metrics.write(probe(self))
                 if self.step % t.save_every == 0 or self.step in (pre_decay, t.steps):
@@ -396,8 +449,9 @@ class Stage1Trainer:
         final = self.out / "model"
         if acc.is_main_process:
             self.speech_lm.save(final)
-            atomic_write_text(final / "training.json",
-                              json.dumps(self.training_record(), indent=1, default=str))
+            atomic_write_text(
+                final / "training.json", json.dumps(self.training_record(), indent=1, default=str)
+            )
         acc.wait_for_everyone()
         return final
 
@@ -409,6 +463,8 @@ def run_stage1(config: Config, keep_warmup: bool = False) -> Path:
 
     trainer = Stage1Trainer(config, keep_warmup=keep_warmup)
     m = config.model
-    return trainer.fit(f"stage I: {m.llm} ({m.llm_mode}) <- {m.encoder}; "
-                       f"{config.train.steps} steps -> {trainer.out}",
-                       probe=demo_probe if config.train.probe_every else None)  # fmt: skip
+    return trainer.fit(
+        f"stage I: {m.llm} ({m.llm_mode}) <- {m.encoder}; "
+        f"{config.train.steps} steps -> {trainer.out}",
+        probe=demo_probe if config.train.probe_every else None,
+    )

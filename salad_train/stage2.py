@@ -40,9 +40,12 @@ def selected_documents(selection: Path) -> list[Document]:
     for line in manifest.read_text().splitlines():
         row = json.loads(line)
         if not row["dropped"]:
-            docs.append(tuple(Span(text, audio if speech else None)
-                              for (text, speech), audio in zip(row["spans"], row["audio"],
-                                                               strict=True)))
+            docs.append(
+                tuple(
+                    Span(text, audio if speech else None)
+                    for (text, speech), audio in zip(row["spans"], row["audio"], strict=True)
+                )
+            )
     if not docs:
         raise SaladError(f"{manifest} keeps no text (all dropped or empty); raise the budget")
     return docs
@@ -53,8 +56,10 @@ def stage2_paths(config: Config) -> tuple[Path, Path, Path]:
     stage1 = Path(config.stage2.stage1 or config.train.out_dir)
     pointer = stage1 / "pre_decay"
     if not pointer.is_file():
-        raise SaladError(f"{stage1} has no pre_decay checkpoint; run `salad-train stage1` to the "
-                         "end first (or set stage2.stage1)")
+        raise SaladError(
+            f"{stage1} has no pre_decay checkpoint; run `salad-train stage1` to the "
+            "end first (or set stage2.stage1)"
+        )
     checkpoint = stage1 / "checkpoints" / pointer.read_text().strip()
     if not (checkpoint / "state.pt").is_file():
         raise SaladError(f"{checkpoint} is incomplete; rerun `salad-train stage1`")
@@ -64,8 +69,9 @@ def stage2_paths(config: Config) -> tuple[Path, Path, Path]:
 def stage2_config(config: Config, checkpoint: Path) -> Config:
     """The Stage I config that trains Stage II: own dir and steps, no warmup, all decay."""
     s = config.stage2
-    train = dataclasses.replace(config.train, out_dir=s.out_dir, steps=s.steps,
-                                init_from=str(checkpoint / "model"))
+    train = dataclasses.replace(
+        config.train, out_dir=s.out_dir, steps=s.steps, init_from=str(checkpoint / "model")
+    )
     optim = dataclasses.replace(config.optim, warmup_steps=0, decay_fraction=1.0)
     return dataclasses.replace(config, train=train, optim=optim)
 
@@ -90,8 +96,11 @@ class Stage2Trainer(Stage1Trainer):
             "replay": stage1["replay"],
         }
         s = cfg.stage2
-        shares = {"natural": s.natural_share, "selected": s.selected_share,
-                  "replay": s.replay_share}
+        shares = {
+            "natural": s.natural_share,
+            "selected": s.selected_share,
+            "replay": s.replay_share,
+        }
         return MixedData(sources, shares, seed)
 
     def begin(self) -> None:
@@ -101,28 +110,34 @@ class Stage2Trainer(Stage1Trainer):
             for name, param in self._trainable().items():
                 param.copy_(state["trainable"][name])
         self.optimizer.load_state_dict(state["optimizer"])
-        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(),
-                             strict=True):
+        for group, lr in zip(
+            self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True
+        ):
             group["lr"] = lr  # this schedule's first step
         self.tokens_seen, self.speech_seconds = state["tokens_seen"], state["speech_seconds"]
 
     def training_record(self) -> dict:
-        selected = [json.loads(ln) for ln in
-                    (self.selection / "selected.jsonl").read_text().splitlines()]
+        selected = [
+            json.loads(ln) for ln in (self.selection / "selected.jsonl").read_text().splitlines()
+        ]
         kept = [row for row in selected if not row["dropped"]]
         return {
             **super().training_record(),
-            "stage1": str(self.stage1), "stage1_checkpoint": str(self.pre_decay),
+            "stage1": str(self.stage1),
+            "stage1_checkpoint": str(self.pre_decay),
             "selection": str(self.selection),
             "selected_texts": len(kept),
             "selected_speech_hours": sum(row["seconds"] for row in kept) / 3600,
-            "natural": "data.natural" if self.config.data.natural else
-                       "Stage I speech documents (no data.natural configured)",
+            "natural": "data.natural"
+            if self.config.data.natural
+            else "Stage I speech documents (no data.natural configured)",
         }
 
 
 def run_stage2(config: Config) -> Path:
     """Load, set up, train, save; returns the Stage II model directory."""
     trainer = Stage2Trainer(config)
-    return trainer.fit(f"stage II: from {trainer.pre_decay}, selection {trainer.selection}; "
-                       f"{trainer.config.train.steps} steps -> {trainer.out}")
+    return trainer.fit(
+        f"stage II: from {trainer.pre_decay}, selection {trainer.selection}; "
+        f"{trainer.config.train.steps} steps -> {trainer.out}"
+    )

@@ -84,16 +84,22 @@ def plan_runs(config_name: str, overrides: list[str], variants: list[Variant]):
         raise SaladError(f"sweep.alphas {alphas} repeats a value")
     if len({v.name for v in variants}) != len(variants):
         raise SaladError("two --variant options share a name")
-    probe_every = (base.sweep.probe_every or base.train.probe_every
-                   or max(1, base.train.steps // 5))  # fmt: skip
+    probe_every = base.sweep.probe_every or base.train.probe_every or max(1, base.train.steps // 5)
     root = Path(base.sweep.out_dir)
     planned = []
     for variant in variants or [None]:
         for alpha in alphas:
             path = run_dir(root, alpha, variant.name if variant else None)
-            config = load_config(config_name, [
-                *overrides, *(variant.overrides if variant else []), f"loss.alpha={alpha}",
-                f"train.probe_every={probe_every}", f"train.out_dir={path}"])  # fmt: skip
+            config = load_config(
+                config_name,
+                [
+                    *overrides,
+                    *(variant.overrides if variant else []),
+                    f"loss.alpha={alpha}",
+                    f"train.probe_every={probe_every}",
+                    f"train.out_dir={path}",
+                ],
+            )
             planned.append((SweepRun(alpha, variant.name if variant else None, path), config))
     return root, planned
 
@@ -112,8 +118,11 @@ def share_warmup(source: Path, run: Path) -> bool:
     shutil.copytree(warmup, run / "checkpoints" / WARMUP, dirs_exist_ok=True)
     metrics = source / "metrics.jsonl"
     if metrics.is_file():  # the warm-up's rows (step 0), as the run would have written them
-        rows = [ln for ln in metrics.read_text().splitlines(keepends=True)
-                if ln.strip() and json.loads(ln).get("step", 0) == 0]
+        rows = [
+            ln
+            for ln in metrics.read_text().splitlines(keepends=True)
+            if ln.strip() and json.loads(ln).get("step", 0) == 0
+        ]
         atomic_write_text(run / "metrics.jsonl", "".join(rows))
     atomic_write_text(run / "latest", WARMUP)
     return True
@@ -133,8 +142,11 @@ def run_sweep(config_name: str, overrides: list[str], variants: list[Variant] = 
             print(f"[{number}/{len(planned)}] {run.name}: done, skipped", flush=True)
             continue
         shared = source != run.path and share_warmup(source, run.path)
-        print(f"[{number}/{len(planned)}] {run.name}: loss.alpha={run.alpha:g}"
-              + (f", warm-up shared from {source.name}" if shared else ""), flush=True)
+        print(
+            f"[{number}/{len(planned)}] {run.name}: loss.alpha={run.alpha:g}"
+            + (f", warm-up shared from {source.name}" if shared else ""),
+            flush=True,
+        )
         run_stage1(config, keep_warmup=source == run.path)
     write_report(root, [run for run, _ in planned])
     return root
@@ -161,10 +173,19 @@ def probe_points(run: SweepRun) -> list[dict]:
         probe = row.get("probe")
         if not isinstance(probe, dict):
             continue
-        points.append({"run": run.name, "alpha": run.alpha, "variant": run.variant,
-                       "step": row.get("step"), "tokens_seen": row.get("tokens_seen"),
-                       **{k: probe.get(k) for k in ("M", "F", "text_acc", "speech_acc",
-                                                    "answer_M", "answer_F")}})  # fmt: skip
+        points.append(
+            {
+                "run": run.name,
+                "alpha": run.alpha,
+                "variant": run.variant,
+                "step": row.get("step"),
+                "tokens_seen": row.get("tokens_seen"),
+                **{
+                    k: probe.get(k)
+                    for k in ("M", "F", "text_acc", "speech_acc", "answer_M", "answer_F")
+                },
+            }
+        )
     return sorted(points, key=lambda p: p["step"] or 0)
 
 
@@ -177,8 +198,7 @@ def _finite(points: list[dict], *keys: str, positive: tuple[str, ...] = ()) -> l
 
 
 def _too_few(n: int, need: int = fits.MIN_POINTS) -> dict:
-    return {"n": n, "fit": None,
-            "note": f"too few points for a fit: {n} (at least {need} needed)"}  # fmt: skip
+    return {"n": n, "fit": None, "note": f"too few points for a fit: {n} (at least {need} needed)"}
 
 
 def driver_fit(points: list[dict], target: str, driver: str) -> dict:
@@ -195,10 +215,15 @@ def driver_fit(points: list[dict], target: str, driver: str) -> dict:
         note = f"no fit: all {len(usable)} points share one value of {driver}"
         return {"n": len(usable), "fit": None, "note": note}
     line = fits.linear_fit(x, y)
-    result = {"n": len(usable), "fit": "linear", **{k: line[k] for k in ("intercept", "slope")},
-              "r2": line["r2"], "loo_r2": fits.loo_r2(x, y),
-              "partial_r2": fits.partial_r2(y, x, control),
-              "partial_given": "F" if driver == "log_M" else "log_M"}  # fmt: skip
+    result = {
+        "n": len(usable),
+        "fit": "linear",
+        **{k: line[k] for k in ("intercept", "slope")},
+        "r2": line["r2"],
+        "loo_r2": fits.loo_r2(x, y),
+        "partial_r2": fits.partial_r2(y, x, control),
+        "partial_given": "F" if driver == "log_M" else "log_M",
+    }
     return result
 
 
@@ -229,13 +254,23 @@ def write_report(root: Path, runs: list[SweepRun] | None = None) -> dict:
     per_run = {run.name: probe_points(run) for run in runs}
     points = [p for run in runs for p in per_run[run.name]]
     summary = {
-        "runs": [{"name": r.name, "alpha": r.alpha, "variant": r.variant, "dir": str(r.path),
-                  "points": len(per_run[r.name]), "m_power_law": m_power_law(per_run[r.name])}
-                 for r in runs],
-        "fig3": {"speech_acc_vs_log_M": driver_fit(points, "speech_acc", "log_M"),
-                 "text_acc_vs_F": driver_fit(points, "text_acc", "F")},
+        "runs": [
+            {
+                "name": r.name,
+                "alpha": r.alpha,
+                "variant": r.variant,
+                "dir": str(r.path),
+                "points": len(per_run[r.name]),
+                "m_power_law": m_power_law(per_run[r.name]),
+            }
+            for r in runs
+        ],
+        "fig3": {
+            "speech_acc_vs_log_M": driver_fit(points, "speech_acc", "log_M"),
+            "text_acc_vs_F": driver_fit(points, "text_acc", "F"),
+        },
         "points": points,
-    }  # fmt: skip
+    }
     summary = _nan_to_none(summary)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "sweep.json", json.dumps(summary, indent=1))
@@ -255,33 +290,46 @@ def _fit_line(title: str, fit: dict, driver: str) -> str:
     if fit.get("fit") is None:
         return f"- {title}: {fit['note']}."
     given = fit["partial_given"].replace("_", " ")
-    return (f"- {title} ({fit['n']} points): slope {_num(fit['slope'])} per unit {driver}, "
-            f"R^2 {_num(fit['r2'])}, leave-one-out R^2 {_num(fit['loo_r2'])}, partial R^2 of "
-            f"{driver} given {given} {_num(fit['partial_r2'])}.")  # fmt: skip
+    return (
+        f"- {title} ({fit['n']} points): slope {_num(fit['slope'])} per unit {driver}, "
+        f"R^2 {_num(fit['r2'])}, leave-one-out R^2 {_num(fit['loo_r2'])}, partial R^2 of "
+        f"{driver} given {given} {_num(fit['partial_r2'])}."
+    )
 
 
 def markdown(summary: dict) -> str:
     f3 = summary["fig3"]
     lines = [
-        "# Alpha sweep: Stage I per loss.alpha", "",
+        "# Alpha sweep: Stage I per loss.alpha",
+        "",
         f"{len(summary['runs'])} runs, {len(summary['points'])} probe points. The paper reports "
         "speech accuracy falling with log M (R^2 0.75) and text accuracy falling with F "
-        "(R^2 0.74).", "",
-        "## Fig. 3: accuracy against the drivers (all runs, all probe points)", "",
+        "(R^2 0.74).",
+        "",
+        "## Fig. 3: accuracy against the drivers (all runs, all probe points)",
+        "",
         _fit_line("speech accuracy ~ log M", f3["speech_acc_vs_log_M"], "log M"),
-        _fit_line("text accuracy ~ F", f3["text_acc_vs_F"], "F"), "",
-        "![Fig. 3](fig3.png)", "",
-        "## Fig. 4: M, F and accuracy against training tokens", "",
-        "M(D) = E + B D^-beta per run (D: tokens seen).", "",
+        _fit_line("text accuracy ~ F", f3["text_acc_vs_F"], "F"),
+        "",
+        "![Fig. 3](fig3.png)",
+        "",
+        "## Fig. 4: M, F and accuracy against training tokens",
+        "",
+        "M(D) = E + B D^-beta per run (D: tokens seen).",
+        "",
         "| run | alpha | variant | points | E | B | beta | R^2 |",
         "|---|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
+    ]
     for run in summary["runs"]:
         fit = run["m_power_law"]
-        cells = ([_num(fit[k]) for k in ("E", "B", "beta", "r2")] if fit.get("fit")
-                 else [fit["note"], "", "", ""])  # fmt: skip
-        lines.append(f"| {run['name']} | {run['alpha']:g} | {run['variant'] or ''} | "
-                     f"{run['points']} | " + " | ".join(cells) + " |")  # fmt: skip
-    lines += ["", "![Fig. 4](fig4.png)", "",
-              "Every point and fit value: `sweep.json`.", ""]  # fmt: skip
+        cells = (
+            [_num(fit[k]) for k in ("E", "B", "beta", "r2")]
+            if fit.get("fit")
+            else [fit["note"], "", "", ""]
+        )
+        lines.append(
+            f"| {run['name']} | {run['alpha']:g} | {run['variant'] or ''} | "
+            f"{run['points']} | " + " | ".join(cells) + " |"
+        )
+    lines += ["", "![Fig. 4](fig4.png)", "", "Every point and fit value: `sweep.json`.", ""]
     return "\n".join(lines)

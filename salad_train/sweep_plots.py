@@ -24,10 +24,15 @@ def _two(value: float | None) -> str:
 
 
 def _usable(points: list[dict], key: str, positive: bool = False) -> list[dict]:
-    return [p for p in points
-            if isinstance(p.get(key), (int, float)) and isinstance(p.get("M"), (int, float))
-            and p["M"] > 0 and isinstance(p.get("F"), (int, float))
-            and (not positive or p[key] > 0)]  # fmt: skip
+    return [
+        p
+        for p in points
+        if isinstance(p.get(key), (int, float))
+        and isinstance(p.get("M"), (int, float))
+        and p["M"] > 0
+        and isinstance(p.get("F"), (int, float))
+        and (not positive or p[key] > 0)
+    ]
 
 
 def _panel(ax, points: list[dict], target: str, driver: str, fit: dict, colors: dict) -> None:
@@ -41,8 +46,13 @@ def _panel(ax, points: list[dict], target: str, driver: str, fit: dict, colors: 
         xs = [np.log(p["M"]) if driver == "log_M" else p["F"] for p in usable]
         grid = np.linspace(min(xs), max(xs), 50)
         r2, loo, partial = (_two(fit[k]) for k in ("r2", "loo_r2", "partial_r2"))
-        ax.plot(grid, 100 * (fit["intercept"] + fit["slope"] * grid), "--", color="grey",
-                label=f"R$^2$ {r2}, LOO {loo}, partial {partial}")  # fmt: skip
+        ax.plot(
+            grid,
+            100 * (fit["intercept"] + fit["slope"] * grid),
+            "--",
+            color="grey",
+            label=f"R$^2$ {r2}, LOO {loo}, partial {partial}",
+        )
     else:
         ax.text(0.5, 0.5, fit["note"], transform=ax.transAxes, ha="center", fontsize=8, wrap=True)
     what = "speech@speech" if target == "speech_acc" else "text@speech"
@@ -68,8 +78,11 @@ def fig4(runs: list, per_run: dict[str, list[dict]], m_fits: dict[str, dict], pa
     fig, (ax_m, ax_f, ax_acc) = plt.subplots(1, 3, figsize=(15, 4.2))
     for run in runs:
         color = colors[run.name]
-        pts = [p for p in per_run[run.name] if isinstance(p.get("tokens_seen"), (int, float))
-               and p["tokens_seen"] > 0]  # fmt: skip
+        pts = [
+            p
+            for p in per_run[run.name]
+            if isinstance(p.get("tokens_seen"), (int, float)) and p["tokens_seen"] > 0
+        ]
         d = np.array([p["tokens_seen"] for p in pts], dtype=float)
 
         def series(key: str, pts=pts, d=d) -> tuple[np.ndarray, np.ndarray]:
@@ -80,15 +93,23 @@ def fig4(runs: list, per_run: dict[str, list[dict]], m_fits: dict[str, dict], pa
         fit = m_fits.get(run.name) or {}
         if fit.get("fit") and len(d):
             grid = np.geomspace(d.min(), d.max(), 60)
-            ax_m.plot(grid, power_law(grid, fit["E"], fit["B"], fit["beta"]), "--", color=color,
-                      label=f"E {fit['E']:.3g} + B D^-{fit['beta']:.2f}")  # fmt: skip
+            ax_m.plot(
+                grid,
+                power_law(grid, fit["E"], fit["B"], fit["beta"]),
+                "--",
+                color=color,
+                label=f"E {fit['E']:.3g} + B D^-{fit['beta']:.2f}",
+            )
         ax_f.plot(*series("F"), "o-", color=color, label=run.name)
         x, y = series("speech_acc")
         ax_acc.plot(x, 100 * y, "o-", color=color, label=f"{run.name} speech")
         x, y = series("text_acc")
         ax_acc.plot(x, 100 * y, "s:", color=color, label=f"{run.name} text")
-    for ax, label in ((ax_m, "M (nats per token)"), (ax_f, "F (nats per token)"),
-                      (ax_acc, "accuracy (%)")):  # fmt: skip
+    for ax, label in (
+        (ax_m, "M (nats per token)"),
+        (ax_f, "F (nats per token)"),
+        (ax_acc, "accuracy (%)"),
+    ):
         ax.set_xscale("log")
         ax.set_xlabel("training tokens seen")
         ax.set_ylabel(label)

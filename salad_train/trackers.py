@@ -24,22 +24,32 @@ def check_trackers(report_to: list[str]) -> None:
 
     for name in report_to:
         if name not in TRACKERS:
-            raise SaladError(f"train.report_to {name!r} is not a tracker; use one of "
-                             f"{', '.join(TRACKERS)} (or none)")  # fmt: skip
+            raise SaladError(
+                f"train.report_to {name!r} is not a tracker; use one of "
+                f"{', '.join(TRACKERS)} (or none)"
+            )
         available, extra = TRACKERS[name]
         check = getattr(utils, available, None)
         if check is None or not check():
-            raise SaladError(f"train.report_to {name} needs its package: pip install "
-                             f"'salad[{extra}]'")  # fmt: skip
+            raise SaladError(
+                f"train.report_to {name} needs its package: pip install 'salad[{extra}]'"
+            )
 
 
 def tracker_row(row: dict) -> tuple[dict[str, float], int]:
     """A metrics row as tracker scalars and their step (warm-up rows under ``align/``, a
     probe's figures under ``probe/``)."""
-    flat = {**row, **{f"{k}/{n}": v for k, sub in row.items() if isinstance(sub, dict)
-                      for n, v in sub.items()}}  # fmt: skip
-    values = {k: float(v) for k, v in flat.items()
-              if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
+    flat = {
+        **row,
+        **{
+            f"{k}/{n}": v for k, sub in row.items() if isinstance(sub, dict) for n, v in sub.items()
+        },
+    }
+    values = {
+        k: float(v)
+        for k, v in flat.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     if "align_step" in values:
         step = int(values.pop("align_step"))
         values.pop("step", None)

@@ -35,14 +35,19 @@ def bpe_tokenizer(specials: list[str], **named: str):
     bpe = Tokenizer(models.BPE(unk_token=specials[0]))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     bpe.train_from_iterator([CORPUS] * 10, trainer)
-    standard = {k: v for k, v in named.items() if k in ("unk_token", "eos_token", "pad_token",
-                                                         "bos_token")}  # fmt: skip
+    standard = {
+        k: v for k, v in named.items() if k in ("unk_token", "eos_token", "pad_token", "bos_token")
+    }
     extra = {k: v for k, v in named.items() if k not in standard}
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token=specials[0], **standard,
-                                   extra_special_tokens=extra)  # fmt: skip
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, unk_token=specials[0], **standard, extra_special_tokens=extra
+    )
 
 
 def speech_clips(root: Path) -> dict[str, Path]:
@@ -109,8 +114,10 @@ def check_audio_moves_scores(model, clips: dict[str, Path], grows: bool = True) 
 
     speech, silence = scored("short"), scored("silence")
     assert np.abs(speech - silence).max() > 1e-3
-    lengths = [model.embed(model.tokenize((Audio(str(clips[c]), c),), ())[0]).shape[0]
-               for c in ("short", "long")]  # fmt: skip
+    lengths = [
+        model.embed(model.tokenize((Audio(str(clips[c]), c),), ())[0]).shape[0]
+        for c in ("short", "long")
+    ]
     assert lengths[1] > lengths[0] if grows else lengths[1] == lengths[0]
 
 
@@ -155,9 +162,12 @@ def whisper_features(feature_extractor, waves) -> tuple[torch.Tensor, torch.Tens
     """Whisper features padded to 30 s, as the family's processor computes them, and their
     attention mask (the frames each clip really has)."""
     features = feature_extractor(
-        waves, sampling_rate=16_000, padding="max_length", return_attention_mask=True,
+        waves,
+        sampling_rate=16_000,
+        padding="max_length",
+        return_attention_mask=True,
         return_tensors="pt",
-    )  # fmt: skip
+    )
     return features["input_features"], features["attention_mask"]
 
 
@@ -225,9 +235,24 @@ def gap_report(model_dir: Path, text_dir: Path, out: Path, *more: str) -> dict:
     """``salad-eval gap --model <dir> --text-model <dir>`` in process; returns results.json."""
     from salad_eval.cli import app
 
-    args = ["gap", "--model", str(model_dir), "--text-model", str(text_dir), "--tasks", "demo",
-            "--voices", VOICE, "--limit", "3", "--n-boot", "50", "--out", str(out),
-            *more]  # fmt: skip
+    args = [
+        "gap",
+        "--model",
+        str(model_dir),
+        "--text-model",
+        str(text_dir),
+        "--tasks",
+        "demo",
+        "--voices",
+        VOICE,
+        "--limit",
+        "3",
+        "--n-boot",
+        "50",
+        "--out",
+        str(out),
+        *more,
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     return json.loads((out / "results.json").read_text())
@@ -255,8 +280,10 @@ def check_gap_report(out: Path, results: dict) -> None:
 def check_no_forgetting(out: Path) -> None:
     """text@base and text@speech scored every item alike (a LoRA off for text prompts)."""
     rows = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
-    text = {c: [r["logprobs"] for r in rows if r["condition"] == c]
-            for c in ("text@base", "text@speech")}  # fmt: skip
+    text = {
+        c: [r["logprobs"] for r in rows if r["condition"] == c]
+        for c in ("text@base", "text@speech")
+    }
     assert text["text@base"] == text["text@speech"]
 
 

@@ -27,8 +27,14 @@ from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
 
 BIN = Path(sys.executable).parent
 LIMIT = 5
-CONDITIONS = {"text@base", "text@speech", "speech@speech", "speech@cascade",
-              "speech@speech:silent", "speech@speech:shuffled"}  # fmt: skip
+CONDITIONS = {
+    "text@base",
+    "text@speech",
+    "speech@speech",
+    "speech@cascade",
+    "speech@speech:silent",
+    "speech@speech:shuffled",
+}
 
 # A new spoken task in a few lines: its own data schema, a shared base spec through `include`.
 BASE_SPEC = """\
@@ -99,8 +105,14 @@ def salad_home(tmp_path_factory) -> Path:
 
 
 def _options(checkpoint: Path) -> dict:
-    return {"model": str(checkpoint), "tasks": ["capitals"], "voices": "espeak/en-us",
-            "limit": LIMIT, "asr": "whisper-tiny.en", "n_boot": 200}  # fmt: skip
+    return {
+        "model": str(checkpoint),
+        "tasks": ["capitals"],
+        "voices": "espeak/en-us",
+        "limit": LIMIT,
+        "asr": "whisper-tiny.en",
+        "n_boot": 200,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +121,34 @@ def cli_run(checkpoint, task_dir, salad_home, tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("elsewhere")
     out = cwd / "run"
     o = _options(checkpoint)
-    args = [BIN / "salad-eval", "gap", "--model", o["model"], "--tasks", "capitals",
-            "--include-path", str(task_dir), "--voices", o["voices"], "--limit", str(LIMIT),
-            "--asr", o["asr"], "--n-boot", str(o["n_boot"]), "--log-samples",
-            "--out", str(out)]  # fmt: skip
+    args = [
+        BIN / "salad-eval",
+        "gap",
+        "--model",
+        o["model"],
+        "--tasks",
+        "capitals",
+        "--include-path",
+        str(task_dir),
+        "--voices",
+        o["voices"],
+        "--limit",
+        str(LIMIT),
+        "--asr",
+        o["asr"],
+        "--n-boot",
+        str(o["n_boot"]),
+        "--log-samples",
+        "--out",
+        str(out),
+    ]
     # the API runs in this process: the same thread count, so CPU kernels round alike
-    env = {**os.environ, "SALAD_HOME": str(salad_home), "HF_HUB_OFFLINE": "1",
-           "OMP_NUM_THREADS": str(torch.get_num_threads())}  # fmt: skip
+    env = {
+        **os.environ,
+        "SALAD_HOME": str(salad_home),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+    }
     subprocess.run(args, cwd=cwd, env=env, check=True)
     return out
 
@@ -171,11 +204,13 @@ def test_lm_eval_style_results_and_samples(cli_run):
     assert {s["doc_id"] for s in lines} == set(range(LIMIT))
 
 
-def test_evaluate_returns_the_cli_figures(cli_run, checkpoint, task_dir, salad_home, tmp_path,
-                                          monkeypatch):  # fmt: skip
+def test_evaluate_returns_the_cli_figures(
+    cli_run, checkpoint, task_dir, salad_home, tmp_path, monkeypatch
+):
     monkeypatch.setenv("SALAD_HOME", str(salad_home))
-    results = salad_eval.evaluate(**_options(checkpoint), include_path=[str(task_dir)],
-                                  log_samples=True, out=tmp_path / "api")  # fmt: skip
+    results = salad_eval.evaluate(
+        **_options(checkpoint), include_path=[str(task_dir)], log_samples=True, out=tmp_path / "api"
+    )
     on_disk = json.loads((tmp_path / "api" / "results.json").read_text())
     assert results == on_disk
     assert _figures(results) == _figures(json.loads((cli_run / "results.json").read_text()))
@@ -222,8 +257,21 @@ def test_a_typo_in_a_spec_is_one_line_naming_file_and_field(
     old, new = edit
     target = broken / ("_base.yaml" if old == "prompt" else "capitals.yaml")
     target.write_text(target.read_text().replace(old, new, 1))
-    err = _refused(["gap", "--model", str(checkpoint), "--tasks", "capitals", "--include-path",
-                    str(broken), "--limit", "5"], capsys, monkeypatch)  # fmt: skip
+    err = _refused(
+        [
+            "gap",
+            "--model",
+            str(checkpoint),
+            "--tasks",
+            "capitals",
+            "--include-path",
+            str(broken),
+            "--limit",
+            "5",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert str(broken) in err
     for word in words:
         assert word in err, err

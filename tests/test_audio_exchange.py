@@ -38,10 +38,15 @@ def _empty_home(path: Path) -> Path:
 
 
 def _start(salad_home: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "SALAD_HOME": str(salad_home), "HF_HUB_OFFLINE": "1",
-           "OMP_NUM_THREADS": "2"}  # fmt: skip - one thread count: CPU kernels round alike
-    return subprocess.Popen([SALAD_EVAL, *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    env = {
+        **os.environ,
+        "SALAD_HOME": str(salad_home),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "2",
+    }  # one thread count: CPU kernels round alike
+    return subprocess.Popen(
+        [SALAD_EVAL, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _wait(*procs: subprocess.Popen) -> None:
@@ -51,9 +56,27 @@ def _wait(*procs: subprocess.Popen) -> None:
 
 
 def _gap(salad_home: Path, checkpoint: Path, out: Path) -> subprocess.Popen:
-    return _start(salad_home, "gap", "--model", str(checkpoint), "--tasks", "demo", "--voices",
-                  VOICES, "--limit", str(LIMIT), "--asr", "whisper-tiny.en", "--n-boot", "100",
-                  "--no-controls", "--divergence-docs", str(DOCS), "--out", str(out))  # fmt: skip
+    return _start(
+        salad_home,
+        "gap",
+        "--model",
+        str(checkpoint),
+        "--tasks",
+        "demo",
+        "--voices",
+        VOICES,
+        "--limit",
+        str(LIMIT),
+        "--asr",
+        "whisper-tiny.en",
+        "--n-boot",
+        "100",
+        "--no-controls",
+        "--divergence-docs",
+        str(DOCS),
+        "--out",
+        str(out),
+    )
 
 
 def _results(run_dir: Path) -> dict:
@@ -81,8 +104,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     _wait(_gap(homes["c"], checkpoint, imported))
     after = {p: p.stat().st_mtime_ns for p in clips.rglob("*.flac")}
     assert after == before  # every clip scored was an imported one: nothing was synthesized
-    return {"first": first, "second": second, "imported": imported, "export": exported,
-            "home": homes["c"]}  # fmt: skip
+    return {
+        "first": first,
+        "second": second,
+        "imported": imported,
+        "export": exported,
+        "home": homes["c"],
+    }
 
 
 def test_two_empty_cache_homes_give_identical_runs(runs) -> None:

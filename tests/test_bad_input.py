@@ -78,10 +78,14 @@ def files(tmp_path_factory) -> dict[str, str]:
     (root / "binary.yaml").write_bytes(binary)
     (root / "list.yaml").write_text("- 1\n- 2\n")
     (root / "empty.yaml").write_text("")
-    for name, content in {"run_empty": b"", "run_binary": binary, "run_malformed": b'{"metric": ',
-                          "run_incomplete": b'{"metric": "acc", "metrics": {"acc": {}}}'}.items():
+    for name, content in {
+        "run_empty": b"",
+        "run_binary": binary,
+        "run_malformed": b'{"metric": ',
+        "run_incomplete": b'{"metric": "acc", "metrics": {"acc": {}}}',
+    }.items():
         (root / name).mkdir()
-        (root / name / "results.json").write_bytes(content)  # fmt: skip
+        (root / name / "results.json").write_bytes(content)
     from salad_eval.models.speech_lm import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 
     (root / "ckpt").mkdir()  # a SALAD checkpoint as far as the checks read it (no weights)
@@ -103,33 +107,62 @@ def _eval_cases(f: dict[str, str]) -> list[list[str]]:
     div = ["divergence", "--model", f["ckpt"], "--corpus", f["docs.txt"]]
     return [
         # synth: numbers, names, paths
-        ["synth", "--limit", "-3"], ["synth", "--limit", "0"], ["synth", "--limit", "abc"],
-        ["synth", "--workers", "0"], ["synth", "--shots", "-1"],
-        ["synth", "--wer-threshold", "-0.5"], ["synth", "--wer-threshold", "x"],
-        ["synth", "--tasks", ","], ["synth", "--tasks", "dem"], ["synth", "--voices", "piper/jo"],
-        ["synth", "--voices", "piper/joe:length_scale=abc"], ["synth", "--data-dir", f["missing"]],
-        ["synth", "--data-dir", f["empty.txt"]], ["synth", "--limt", "3"],
+        ["synth", "--limit", "-3"],
+        ["synth", "--limit", "0"],
+        ["synth", "--limit", "abc"],
+        ["synth", "--workers", "0"],
+        ["synth", "--shots", "-1"],
+        ["synth", "--wer-threshold", "-0.5"],
+        ["synth", "--wer-threshold", "x"],
+        ["synth", "--tasks", ","],
+        ["synth", "--tasks", "dem"],
+        ["synth", "--voices", "piper/jo"],
+        ["synth", "--voices", "piper/joe:length_scale=abc"],
+        ["synth", "--data-dir", f["missing"]],
+        ["synth", "--data-dir", f["empty.txt"]],
+        ["synth", "--limt", "3"],
         # gap
-        ["gap"], ["gap", "--model", f["missing"]], ["gap", "--model", f["empty.txt"]],
-        ["gap", "--model", f["bad_ckpt"]], ["gap", "--model", f["run_empty"]],
-        [*gap, "--limit", "-3"], [*gap, "--limit", "0"], [*gap, "--limit", "1"],
-        [*gap, "--seed", "-1"], [*gap, "--synth-seed", "x"], [*gap, "--batch-size", "0"],
-        [*gap, "--batch-size", "-2"], [*gap, "--batch-size", "many"], [*gap, "--n-boot", "0"],
-        [*gap, "--workers", "0"], [*gap, "--shots", "-1"], [*gap, "--tasks", "dem"],
-        [*gap, "--voices", "nobody"], [*gap, "--voices", "recorded"],  # demo has no recordings
-        [*gap, "--voices", "recorded:speed=2"], [*gap, "--device", "toaster"],
-        [*gap, "--voices", "piper/joe+noize=babble:snr=5"], [*gap, "--voices", "noise+reverb:x=1"],
+        ["gap"],
+        ["gap", "--model", f["missing"]],
+        ["gap", "--model", f["empty.txt"]],
+        ["gap", "--model", f["bad_ckpt"]],
+        ["gap", "--model", f["run_empty"]],
+        [*gap, "--limit", "-3"],
+        [*gap, "--limit", "0"],
+        [*gap, "--limit", "1"],
+        [*gap, "--seed", "-1"],
+        [*gap, "--synth-seed", "x"],
+        [*gap, "--batch-size", "0"],
+        [*gap, "--batch-size", "-2"],
+        [*gap, "--batch-size", "many"],
+        [*gap, "--n-boot", "0"],
+        [*gap, "--workers", "0"],
+        [*gap, "--shots", "-1"],
+        [*gap, "--tasks", "dem"],
+        [*gap, "--voices", "nobody"],
+        [*gap, "--voices", "recorded"],  # demo has no recordings
+        [*gap, "--voices", "recorded:speed=2"],
+        [*gap, "--device", "toaster"],
+        [*gap, "--voices", "piper/joe+noize=babble:snr=5"],
+        [*gap, "--voices", "noise+reverb:x=1"],
         [*gap, "--voices", "kokoro/af_heart"],
-        [*gap, "--device", "cuda:99"], [*gap, "--dtype", "int8"],
-        [*gap, "--text-model", "smollm"], [*gap, "--asr", "smollm2-135m"],
-        [*gap, "--out", f["docs.txt"]], [*gap, "--data-dir", f["missing"]],
+        [*gap, "--device", "cuda:99"],
+        [*gap, "--dtype", "int8"],
+        [*gap, "--text-model", "smollm"],
+        [*gap, "--asr", "smollm2-135m"],
+        [*gap, "--out", f["docs.txt"]],
+        [*gap, "--data-dir", f["missing"]],
         ["gap", "--model", f["trained_ckpt"]],
-        [*gap, "--metric", "accuracy"], [*gap, "--shot-budget", "0"],
-        [*gap, "--shot-budget", "100"], [*gap, "--exclude-items", f["missing"]],
+        [*gap, "--metric", "accuracy"],
+        [*gap, "--shot-budget", "0"],
+        [*gap, "--shot-budget", "100"],
+        [*gap, "--exclude-items", f["missing"]],
         [*gap, "--exclude-items", f["docs.txt"]],
-        [*gap, "--divergence-docs", "0"], [*gap, "--divergence-corpus", f["missing"]],
+        [*gap, "--divergence-docs", "0"],
+        [*gap, "--divergence-corpus", f["missing"]],
         [*gap, "--divergence-corpus", f["empty.txt"]],
-        [*gap, "--divergence-corpus", f["binary.txt"]], [*gap, "--divergence-voice", "nobody"],
+        [*gap, "--divergence-corpus", f["binary.txt"]],
+        [*gap, "--divergence-voice", "nobody"],
         [*gap, "--divergence-voice", "recorded"],
         [*gap, "--divergence-voice", "espeak/en-us+noise=babble:snr=5"],
         # divergence
@@ -138,45 +171,80 @@ def _eval_cases(f: dict[str, str]) -> list[list[str]]:
         ["divergence", "--model", f["ckpt"], "--corpus", f["binary.txt"]],
         ["divergence", "--model", f["qwen"], "--corpus", f["docs.txt"]],
         ["divergence", "--model", f["missing"], "--corpus", f["docs.txt"]],
-        [*div, "--limit", "0"], [*div, "--speech-words", "0"], [*div, "--text-words", "-4"],
-        [*div, "--voice", "recorded"], [*div, "--voice", "x/y"], [*div, "--out", f["ckpt"]],
+        [*div, "--limit", "0"],
+        [*div, "--speech-words", "0"],
+        [*div, "--text-words", "-4"],
+        [*div, "--voice", "recorded"],
+        [*div, "--voice", "x/y"],
+        [*div, "--out", f["ckpt"]],
         # report
-        ["report", f["missing"]], ["report", f["run_empty"]], ["report", f["run_binary"]],
-        ["report", f["run_malformed"]], ["report", f["run_incomplete"]],
+        ["report", f["missing"]],
+        ["report", f["run_empty"]],
+        ["report", f["run_binary"]],
+        ["report", f["run_malformed"]],
+        ["report", f["run_incomplete"]],
         # tasks, assets
-        ["tasks", "--data-dir", f["missing"]], ["assets", "prepare", "whisper-base", "nope"],
+        ["tasks", "--data-dir", f["missing"]],
+        ["assets", "prepare", "whisper-base", "nope"],
         ["assets", "prepare", "--x"],
-    ]  # fmt: skip
+    ]
 
 
 def _train_cases(f: dict[str, str]) -> list[list[str]]:
     cases = []
     for command in ("stage1", "select", "stage2", "run"):
         cases += [
-            [command, "train.steps=abc"], [command, "train.steps=-3"], [command, "train.steps=0"],
-            [command, "loss.alpha=2"], [command, "optim.adapter_lr=fast"],
-            [command, "train.steps"], [command, "train.steps=[1"], [command, "train.stepz=3"],
-            [command, "--config", f["missing"]], [command, "--config", f["bad.yaml"]],
-            [command, "--config", f["binary.yaml"]], [command, "--config", f["list.yaml"]],
+            [command, "train.steps=abc"],
+            [command, "train.steps=-3"],
+            [command, "train.steps=0"],
+            [command, "loss.alpha=2"],
+            [command, "optim.adapter_lr=fast"],
+            [command, "train.steps"],
+            [command, "train.steps=[1"],
+            [command, "train.stepz=3"],
+            [command, "--config", f["missing"]],
+            [command, "--config", f["bad.yaml"]],
+            [command, "--config", f["binary.yaml"]],
+            [command, "--config", f["list.yaml"]],
             [command, "--config", f["empty.yaml"]],
-            [command, f"data.corpus={f['missing']}"], [command, f"data.corpus={f['empty.txt']}"],
-            [command, f"data.corpus={f['binary.txt']}"], [command, "data.voices=[piper/jo]"],
-            [command, "data.workers=0"], [command, "data.tasks=[demo:test]"],
+            [command, f"data.corpus={f['missing']}"],
+            [command, f"data.corpus={f['empty.txt']}"],
+            [command, f"data.corpus={f['binary.txt']}"],
+            [command, "data.voices=[piper/jo]"],
+            [command, "data.workers=0"],
+            [command, "data.tasks=[demo:test]"],
             [command, f"data.natural=[{f['binary.jsonl']}]"],
             [command, f"data.natural=[{f['cut.jsonl']}]"],
-            [command, "model.llm=smollm"], [command, "train.mixed_precision=fp8"],
-        ]  # fmt: skip
+            [command, "model.llm=smollm"],
+            [command, "train.mixed_precision=fp8"],
+        ]
     return cases + [
-        ["select", "select.clusters=0"], ["select", "select.gamma=-1"],
-        *(["select", f"select.pool=[{f[name]}]", f"select.checkpoint={f['ckpt']}",
-           "select.budget_hours=0.01"] for name in ("binary.txt", "binary.jsonl", "missing")),
-        ["stage1", "train.probe_docs=-1"], ["stage1", f"train.probe_corpus={f['binary.txt']}"],
+        ["select", "select.clusters=0"],
+        ["select", "select.gamma=-1"],
+        *(
+            [
+                "select",
+                f"select.pool=[{f[name]}]",
+                f"select.checkpoint={f['ckpt']}",
+                "select.budget_hours=0.01",
+            ]
+            for name in ("binary.txt", "binary.jsonl", "missing")
+        ),
+        ["stage1", "train.probe_docs=-1"],
+        ["stage1", f"train.probe_corpus={f['binary.txt']}"],
         ["stage1", f"train.probe_corpus={f['missing']}"],
-        ["stage2", "stage2.steps=-1"], ["run", "run.tasks=[dem]"], ["run", "run.limit=0"],
-        ["run", "run.voices=nobody"], ["run", "--ablate-random=3"], ["stage1", "--conf", "x"],
-        ["decontam", "--tasks", "dem"], ["decontam", "--n", "0"], ["decontam", "--limit", "x"],
-        ["decontam", "--out", f["ckpt"]], ["decontam", "train.steps=abc"],
-    ]  # fmt: skip
+        ["stage2", "stage2.steps=-1"],
+        ["run", "run.tasks=[dem]"],
+        ["run", "run.limit=0"],
+        ["run", "run.voices=nobody"],
+        ["run", "--ablate-random=3"],
+        ["stage1", "--conf", "x"],
+        ["decontam", "--tasks", "dem"],
+        ["decontam", "--n", "0"],
+        ["decontam", "--limit", "x"],
+        ["decontam", "--out", f["ckpt"]],
+        ["decontam", "train.steps=abc"],
+    ]
 
 
 def _refused(main, argv: list[str], capsys) -> str:
@@ -215,19 +283,25 @@ def test_the_messages_say_what_is_wrong(files, capsys):
     assert "--limit" in _refused(eval_main, ["salad-eval", "synth", "--limit", "-3"], capsys)
     assert "did you mean demo" in _refused(eval_main, [*gap, "--tasks", "dem"], capsys)
     assert "not UTF-8 text" in _refused(
-        eval_main, ["salad-eval", "divergence", "--model", files["ckpt"], "--corpus",
-                    files["binary.txt"]], capsys)  # fmt: skip
+        eval_main,
+        ["salad-eval", "divergence", "--model", files["ckpt"], "--corpus", files["binary.txt"]],
+        capsys,
+    )
     assert "not a gap report" in _refused(
-        eval_main, ["salad-eval", "report", files["run_incomplete"]], capsys)
+        eval_main, ["salad-eval", "report", files["run_incomplete"]], capsys
+    )
     message = _refused(train_main, ["salad-train", "stage1", "train.steps=abc"], capsys)
     assert "train.steps must be an integer" in message
 
 
-@pytest.mark.parametrize("argv", [
-    ["salad-eval", "synth", "--limit", "-3"],
-    ["salad-eval", "gap", "--model", "MODEL", "--batch-size", "0"],
-    ["salad-train", "stage1", "train.steps=abc"],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["salad-eval", "synth", "--limit", "-3"],
+        ["salad-eval", "gap", "--model", "MODEL", "--batch-size", "0"],
+        ["salad-train", "stage1", "train.steps=abc"],
+    ],
+)
 def test_a_real_process_refuses_with_status_2_and_one_line(files, argv):
     """The installed entry points, in a fresh process with the same model-load hook."""
     argv = [{"MODEL": files["ckpt"], "BINARY_RUN": files["run_binary"]}.get(a, a) for a in argv]

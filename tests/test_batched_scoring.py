@@ -18,16 +18,20 @@ SMALL = SpeechLMConfig(adapter_layers=1, adapter_width=64, adapter_heads=2)
 
 # Mixed lengths on purpose: contexts of 1 to ~40 tokens, choices of 1 to ~8 tokens, 2 to 4 each.
 ITEMS = (
-    ("Question: Which planet is the largest in the solar system?\nAnswer:",
-     (" Jupiter", " Mars", " the Earth, where we live")),
+    (
+        "Question: Which planet is the largest in the solar system?\nAnswer:",
+        (" Jupiter", " Mars", " the Earth, where we live"),
+    ),
     ("The cat sat on the", (" mat", " roof of the old house")),
     ("2 + 2 =", (" 4", " 5", " twenty-two", " four")),
-    ("Once upon a time, in a kingdom by the sea, there lived a king who had three sons and a "
-     "daughter. The eldest son was brave, the second was clever, and the youngest was",
-     (" kind", " the laziest of them all", " a frog")),
+    (
+        "Once upon a time, in a kingdom by the sea, there lived a king who had three sons and a "
+        "daughter. The eldest son was brave, the second was clever, and the youngest was",
+        (" kind", " the laziest of them all", " a frog"),
+    ),
     ("Water boils at", (" 100 degrees Celsius at sea level", " 0 degrees")),
     ("", (" Hello there", " The")),  # an empty context: the BOS token alone
-)  # fmt: skip
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +55,10 @@ def text_cases(text_lm: TextLM):
     contexts = [text_lm.embed(ids) for ids, _ in pairs]
     continuations = [conts for _, conts in pairs]
     choices = [ch for _, ch in ITEMS]
-    alone = [choice_scores(text_lm.llm, *case)
-             for case in zip(contexts, continuations, choices, strict=True)]  # fmt: skip
+    alone = [
+        choice_scores(text_lm.llm, *case)
+        for case in zip(contexts, continuations, choices, strict=True)
+    ]
     return contexts, continuations, choices, alone
 
 
@@ -79,19 +85,28 @@ def speech_requests(tmp_path_factory) -> list[ScoringRequest]:
     folder = tmp_path_factory.mktemp("clips")
     voice = parse_voice("espeak/en-us")
     clips = []
-    for n, text in enumerate(("The cat sat on the mat.", "Water boils at one hundred degrees.",
-                              "She bought three green apples and a loaf of bread.")):  # fmt: skip
+    for n, text in enumerate(
+        (
+            "The cat sat on the mat.",
+            "Water boils at one hundred degrees.",
+            "She bought three green apples and a loaf of bread.",
+        )
+    ):
         path = folder / f"{n}.wav"
         sf.write(path, synthesize(text, voice), 16_000)
         clips.append(Audio(str(path), text))
     return [
-        ScoringRequest((Text("Listen: "), clips[0], Text("\nWhere did the cat sit? Answer:")),
-                       (" mat", " on the roof of the house", " tree")),
+        ScoringRequest(
+            (Text("Listen: "), clips[0], Text("\nWhere did the cat sit? Answer:")),
+            (" mat", " on the roof of the house", " tree"),
+        ),
         ScoringRequest((Text("Complete: "), clips[1]), (" yes", " no, it is wrong")),
         ScoringRequest((Text(ITEMS[0][0]),), ITEMS[0][1]),  # text only
-        ScoringRequest((clips[2], Text(" What did she buy? "), clips[0], Text(" Answer:")),
-                       (" apples", " a car", " bread and apples", " nothing")),
-    ]  # fmt: skip
+        ScoringRequest(
+            (clips[2], Text(" What did she buy? "), clips[0], Text(" Answer:")),
+            (" apples", " a car", " bread and apples", " nothing"),
+        ),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +118,12 @@ def speech_lm(tmp_path_factory) -> SpeechLM:
 
 def test_clips_encode_in_batches_as_alone(speech_lm: SpeechLM, speech_requests) -> None:
     whisper = speech_lm.encoder.encoder  # under the on-disk cache
-    waves = [load_waveform(seg.path) for r in speech_requests for seg in r.prompt
-             if isinstance(seg, Audio)]  # fmt: skip
+    waves = [
+        load_waveform(seg.path)
+        for r in speech_requests
+        for seg in r.prompt
+        if isinstance(seg, Audio)
+    ]
     assert len({len(w) for w in waves}) == 3
     batched = whisper.encode_batch(waves, batch_size=3)
     for wave, features in zip(waves, batched, strict=True):
@@ -149,8 +168,11 @@ class Recorder:
 
 
 def many_requests() -> list[ScoringRequest]:
-    return [ScoringRequest((Text(f"{context} {n}"),), choices)
-            for n in range(2) for context, choices in ITEMS]  # fmt: skip
+    return [
+        ScoringRequest((Text(f"{context} {n}"),), choices)
+        for n in range(2)
+        for context, choices in ITEMS
+    ]
 
 
 def test_many_requests_per_call_same_cache_keys(text_lm: TextLM, tmp_path, monkeypatch) -> None:
@@ -166,9 +188,7 @@ def test_many_requests_per_call_same_cache_keys(text_lm: TextLM, tmp_path, monke
     assert model.calls == [len(requests)]
 
 
-def test_killed_batched_run_resumes_identically(
-    text_lm: TextLM, tmp_path, monkeypatch
-) -> None:
+def test_killed_batched_run_resumes_identically(text_lm: TextLM, tmp_path, monkeypatch) -> None:
     import salad_eval.scoring as scoring
 
     monkeypatch.setattr(scoring, "CALL_BATCHES", 1)  # 2 requests per call: 6 calls
@@ -241,21 +261,31 @@ def test_sliding_window_contexts_score_as_alone() -> None:
 
     torch.manual_seed(0)
     config = Gemma3TextConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=8,
-        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=256,
-    )  # fmt: skip
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=256,
+    )
     llm = Gemma3ForCausalLM(config).eval().requires_grad_(False)
     assert sliding_window(llm) == 8
     generator = torch.Generator().manual_seed(1)
     lengths = (30, 22, 12, 5, 3, 2, 17)
-    contexts = [llm.get_input_embeddings()(torch.randint(0, 64, (n,), generator=generator))
-                for n in lengths]  # fmt: skip
-    continuations = [[torch.randint(0, 64, (k,), generator=generator).tolist() for k in (1, 3)]
-                     for _ in lengths]  # fmt: skip
+    contexts = [
+        llm.get_input_embeddings()(torch.randint(0, 64, (n,), generator=generator)) for n in lengths
+    ]
+    continuations = [
+        [torch.randint(0, 64, (k,), generator=generator).tolist() for k in (1, 3)] for _ in lengths
+    ]
     choices = [["a", "b"]] * len(lengths)
-    alone = [choice_scores(llm, *case)
-             for case in zip(contexts, continuations, choices, strict=True)]  # fmt: skip
+    alone = [
+        choice_scores(llm, *case) for case in zip(contexts, continuations, choices, strict=True)
+    ]
     assert_same(score_contexts(llm, contexts, continuations, choices, batch_size=8), alone)
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches = _batches(order, list(lengths), [3] * len(lengths), 8, 8)

@@ -17,25 +17,44 @@ from salad_train.data import Span
 CLIPS = ("first.wav", "second.wav")  # never read: tokenizing needs no audio
 LAYOUTS = [
     # (training document, the same layout as a scored prompt and its choice)
-    ((Span("Question:"), Span("What is the capital of France?", CLIPS[0]),
-      Span("Answer: Paris is the capital")),
-     (Text("Question: "), Audio(CLIPS[0], "What is the capital of France?"),
-      Text(" Answer: Paris")),
-     " is the capital"),
-    ((Span("The cat sat on the mat."), Span("It was warm", CLIPS[0]),
-      Span("and the rain fell on the roof"), Span("all night long", CLIPS[1]),
-      Span("until morning came")),
-     (Text("The cat sat on the mat. "), Audio(CLIPS[0], "It was warm"),
-      Text(" and the rain fell on the roof  "), Audio(CLIPS[1], "all night long"),
-      Text(" until morning")),
-     " came"),
-]  # fmt: skip
+    (
+        (
+            Span("Question:"),
+            Span("What is the capital of France?", CLIPS[0]),
+            Span("Answer: Paris is the capital"),
+        ),
+        (
+            Text("Question: "),
+            Audio(CLIPS[0], "What is the capital of France?"),
+            Text(" Answer: Paris"),
+        ),
+        " is the capital",
+    ),
+    (
+        (
+            Span("The cat sat on the mat."),
+            Span("It was warm", CLIPS[0]),
+            Span("and the rain fell on the roof"),
+            Span("all night long", CLIPS[1]),
+            Span("until morning came"),
+        ),
+        (
+            Text("The cat sat on the mat. "),
+            Audio(CLIPS[0], "It was warm"),
+            Text(" and the rain fell on the roof  "),
+            Audio(CLIPS[1], "all night long"),
+            Text(" until morning"),
+        ),
+        " came",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
 def model() -> SpeechLM:
-    config = SpeechLMConfig(encoder="whisper-tiny.en", adapter_layers=1, adapter_width=32,
-                            adapter_heads=2)  # fmt: skip
+    config = SpeechLMConfig(
+        encoder="whisper-tiny.en", adapter_layers=1, adapter_width=32, adapter_heads=2
+    )
     return SpeechLM.from_config(config, seed=0)
 
 
@@ -60,8 +79,9 @@ def test_scored_prompt_ids_equal_the_training_layout(model, doc, prompt, choice)
 
 
 def test_no_lone_space_token_before_audio(model):
-    pieces, _ = model.tokenize((Text("Question: "), Audio(CLIPS[0], "x"), Text("\nAnswer:")),
-                               [" yes"])  # fmt: skip
+    pieces, _ = model.tokenize(
+        (Text("Question: "), Audio(CLIPS[0], "x"), Text("\nAnswer:")), [" yes"]
+    )
     before_audio = pieces[1]
     assert before_audio == model.tokenizer.encode("Question:", add_special_tokens=False)
     assert before_audio[-1] != model.blank

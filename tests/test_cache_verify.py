@@ -37,8 +37,13 @@ def test_a_bad_entry_is_counted_rebuilt_and_never_used(tmp_path, how):
         return np.arange(12, dtype=np.float32).reshape(3, 4)
 
     def read() -> np.ndarray:
-        return home.cached_entry(tmp_path / "x.npy", "test", build, home.npy_bytes,
-                                 lambda data: home.checked_array(data, columns=4))  # fmt: skip
+        return home.cached_entry(
+            tmp_path / "x.npy",
+            "test",
+            build,
+            home.npy_bytes,
+            lambda data: home.checked_array(data, columns=4),
+        )
 
     first = read()
     before = home.REBUILT["test"]
@@ -51,11 +56,21 @@ def test_a_bad_entry_is_counted_rebuilt_and_never_used(tmp_path, how):
 
 def test_a_truncation_that_still_parses_is_caught(tmp_path):
     path = tmp_path / "kl.json"
-    value = home.cached_entry(path, "test", lambda: 0.98298123, home.json_bytes,
-                              lambda data: home.checked_float(json.loads(data)))  # fmt: skip
+    value = home.cached_entry(
+        path,
+        "test",
+        lambda: 0.98298123,
+        home.json_bytes,
+        lambda data: home.checked_float(json.loads(data)),
+    )
     path.write_text("0.982")  # unsealed, as the old cache wrote it, and cut
-    again = home.cached_entry(path, "test", lambda: 0.98298123, home.json_bytes,
-                              lambda data: home.checked_float(json.loads(data)))  # fmt: skip
+    again = home.cached_entry(
+        path,
+        "test",
+        lambda: 0.98298123,
+        home.json_bytes,
+        lambda data: home.checked_float(json.loads(data)),
+    )
     assert again == value == 0.98298123
     n = home.REBUILT["test"]
     assert f"rebuilt {n} bad test entr{'y' if n == 1 else 'ies'}" in home.rebuilt_report()
@@ -84,10 +99,10 @@ def gap_home(tmp_path_factory):
         config = SpeechLMConfig(adapter_layers=1, adapter_width=64, adapter_heads=2)
         speech = SpeechLM.from_config(config, seed=0)
         text = TextLM("smollm2-135m")
-        models = Models(speech=speech, text=text,
-                        cascade=Cascade(asr="whisper-tiny.en", text_model=text))  # fmt: skip
-        setup = GapSetup(tasks=["demo"], voices="piper/joe", limit=2, n_boot=50,
-                         divergence_docs=2)  # fmt: skip
+        models = Models(
+            speech=speech, text=text, cascade=Cascade(asr="whisper-tiny.en", text_model=text)
+        )
+        setup = GapSetup(tasks=["demo"], voices="piper/joe", limit=2, n_boot=50, divergence_docs=2)
         yield root, setup, models
 
 

@@ -23,8 +23,9 @@ def lm_eval_chat(benchmarks_dir):
     """lm-eval's requests for the demo task with the chat template, and their log-likelihoods."""
     hf = HFLM(pretrained=llm_path(), device="cpu", batch_size=8)
     task = lm_eval_task("salad_demo", benchmarks_dir)
-    task.build_all_requests(limit=N_ITEMS, apply_chat_template=True,
-                            chat_template=hf.apply_chat_template)  # fmt: skip
+    task.build_all_requests(
+        limit=N_ITEMS, apply_chat_template=True, chat_template=hf.apply_chat_template
+    )
     instances = sorted(task.instances, key=lambda i: (i.doc_id, i.idx))
     return instances, hf.loglikelihood(instances, disable_tqdm=True)
 
@@ -36,8 +37,11 @@ def test_text_prompts_render_and_score_as_lm_eval(lm_eval_chat):
     assert model.fingerprint != raw.fingerprint  # chat scores never reuse raw cache entries
     items = load_items("demo", limit=N_ITEMS)
     for item in items:
-        rows = [(inst, resp) for inst, resp in zip(instances, responses, strict=True)
-                if inst.doc_id == items.index(item)]  # fmt: skip
+        rows = [
+            (inst, resp)
+            for inst, resp in zip(instances, responses, strict=True)
+            if inst.doc_id == items.index(item)
+        ]
         (rendered,), choices = model.chat.apply(text_prompt(item), item.choices)
         assert rendered.text == rows[0][0].args[0]  # the context, template and all
         assert choices == tuple(inst.args[1] for inst, _ in rows)  # target delimiter dropped

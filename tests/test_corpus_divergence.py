@@ -17,9 +17,16 @@ from salad_eval.prompt import Audio, Text
 
 
 def _speech_lm(llm, mode: str = "frozen") -> SpeechLM:
-    config = SpeechLMConfig(encoder="whisper-tiny.en", encoder_context="clip", adapter_layers=1,
-                            adapter_width=32, adapter_heads=2, llm=str(llm), llm_mode=mode)
-    return SpeechLM.from_config(config, seed=0)  # fmt: skip
+    config = SpeechLMConfig(
+        encoder="whisper-tiny.en",
+        encoder_context="clip",
+        adapter_layers=1,
+        adapter_width=32,
+        adapter_heads=2,
+        llm=str(llm),
+        llm_mode=mode,
+    )
+    return SpeechLM.from_config(config, seed=0)
 
 
 def _perturbed(llm) -> SpeechLM:
@@ -93,18 +100,26 @@ def _direct(speech: SpeechLM, base: TextLM, doc) -> tuple[torch.Tensor, torch.Te
     ids = [speech.tokenizer.encode(t, add_special_tokens=False) for t in texts]
     text_ids = torch.tensor([t for span in ids for t in span])
     owner = [i for i, span in enumerate(ids) for _ in span]  # the span of each text token
-    prompt = tuple(Audio(s.audio, s.text) if s.audio else Text(t)
-                   for s, t in zip(doc, texts, strict=True))  # fmt: skip
+    prompt = tuple(
+        Audio(s.audio, s.text) if s.audio else Text(t) for s, t in zip(doc, texts, strict=True)
+    )
     assert speech._special_prefix == []  # SmolLM2's tokenizer adds no BOS, as training lays out
     pieces, _ = speech.tokenize(prompt, ())
-    heard = speech.embed_segments(pieces, speech.audio_inputs_of(
-        [p for p in prompt if isinstance(p, Audio)]))  # fmt: skip
+    heard = speech.embed_segments(
+        pieces, speech.audio_inputs_of([p for p in prompt if isinstance(p, Audio)])
+    )
     first_audio = int((heard.token_ids < 0).nonzero()[0])
-    student = [i for i in range(len(heard.token_ids) - 1)
-               if heard.token_ids[i + 1] >= 0 and i >= first_audio]  # fmt: skip
+    student = [
+        i
+        for i in range(len(heard.token_ids) - 1)
+        if heard.token_ids[i + 1] >= 0 and i >= first_audio
+    ]
     first_speech = next(i for i, span in enumerate(doc) if span.audio)
-    teacher = [j for j in range(len(text_ids) - 1)
-               if doc[owner[j + 1]].audio is None and owner[j + 1] > first_speech]  # fmt: skip
+    teacher = [
+        j
+        for j in range(len(text_ids) - 1)
+        if doc[owner[j + 1]].audio is None and owner[j + 1] > first_speech
+    ]
     assert len(student) == len(teacher) > 0
     with torch.inference_mode():
         text_logits = speech.llm(input_ids=text_ids[None]).logits[0]
@@ -146,10 +161,18 @@ def test_a_gap_run_records_and_caches_corpus_f_and_m(tiny_qwen2, base, tmp_path,
     first = run._corpus_divergences(setup, models, run._Shard())
     assert first["F"]["value"] == 0.0 and first["M"]["value"] > 0.0
     assert first["setup"] | {"corpus_hash": None} == {
-        "corpus": str(cd.DEFAULT_CORPUS), "corpus_hash": None, "held_out": True, "documents": 2,
-        "voice": "espeak/en-us", "span_words": [10, 10], "cut_seed": 0, "synth_seed": 0,
-        "max_tokens": 2048, "version": cd.VERSION, "forgetting": True,
-    }  # fmt: skip
+        "corpus": str(cd.DEFAULT_CORPUS),
+        "corpus_hash": None,
+        "held_out": True,
+        "documents": 2,
+        "voice": "espeak/en-us",
+        "span_words": [10, 10],
+        "cut_seed": 0,
+        "synth_seed": 0,
+        "max_tokens": 2048,
+        "version": cd.VERSION,
+        "forgetting": True,
+    }
     assert len(list((tmp_path / "divergences").rglob("*.json"))) == 2
     monkeypatch.setattr(cd, "document_kl", lambda *a, **k: pytest.fail("not cached"))
     assert run._corpus_divergences(setup, models, run._Shard()) == first

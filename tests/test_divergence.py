@@ -12,8 +12,10 @@ import torch
 from salad_eval.divergence import continuation_logprobs, divergence
 from salad_eval.prompt import Audio, Item, Text
 
-LONG = (" the river ran past the old mill and on through the quiet farms where the cows stood"
-        " in the long grass of the summer fields")
+LONG = (
+    " the river ran past the old mill and on through the quiet farms where the cows stood"
+    " in the long grass of the summer fields"
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +30,17 @@ def two_llms(tmp_path_factory):
     for seed in (0, 1):
         out = tmp_path_factory.mktemp(f"llm{seed}")
         torch.manual_seed(seed)
-        LlamaForCausalLM(LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-            num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-        )).save_pretrained(out)  # fmt: skip
+        LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                tie_word_embeddings=True,
+            )
+        ).save_pretrained(out)
         tokenizer.save_pretrained(out)
         models.append(TextLM(str(out)))
     return models

@@ -54,8 +54,11 @@ def _own_scores(model, prompt, choices, waves) -> list[float]:
     pieces, conts = model.tokenize(prompt, choices)
     config = model.model.config
     span = [config.audio_token_id] * config.audio_soft_tokens_per_image
-    ids = [i for p in pieces for i in (model._open + span + model._close if isinstance(p, Audio)
-                                       else p)]  # fmt: skip
+    ids = [
+        i
+        for p in pieces
+        for i in (model._open + span + model._close if isinstance(p, Audio) else p)
+    ]
     inputs = (
         model.feature_extractor(waves, sampling_rate=16_000, return_tensors="pt") if waves else {}
     )

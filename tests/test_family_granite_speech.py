@@ -90,11 +90,17 @@ def test_log_mel_is_the_feature_extractors(model, clips):
     wave = load_waveform(str(clips["long"]))
     features, _ = model.feature_extractor(wave)
     mel = spectrogram(
-        wave.astype(np.float64), window_function(400, "hann", frame_length=512), frame_length=512,
-        hop_length=160, power=2.0, center=True, pad_mode="reflect",
-        mel_filters=model.feature_extractor.mel_bank.double().numpy(), mel_floor=1e-10,
+        wave.astype(np.float64),
+        window_function(400, "hann", frame_length=512),
+        frame_length=512,
+        hop_length=160,
+        power=2.0,
+        center=True,
+        pad_mode="reflect",
+        mel_filters=model.feature_extractor.mel_bank.double().numpy(),
+        mel_floor=1e-10,
         log_mel="log10",
-    ).T  # fmt: skip
+    ).T
     mel = np.maximum(mel, mel.max() - 8.0) / 4 + 1
     mel = mel[: len(mel) // 2 * 2].reshape(1, -1, 160)
     assert features.shape == mel.shape
@@ -145,10 +151,13 @@ def test_gap_report_is_complete(gap_run):
 
 
 def test_published_text_backbone():
-    checks.check_published_text_backbones("granite_speech", {
-        "ibm-granite/granite-speech-3.3-2b": "ibm-granite/granite-3.3-2b-instruct",
-        "ibm-granite/granite-speech-3.3-8b": "ibm-granite/granite-3.3-8b-instruct",
-    })  # fmt: skip
+    checks.check_published_text_backbones(
+        "granite_speech",
+        {
+            "ibm-granite/granite-speech-3.3-2b": "ibm-granite/granite-3.3-2b-instruct",
+            "ibm-granite/granite-speech-3.3-8b": "ibm-granite/granite-3.3-8b-instruct",
+        },
+    )
 
 
 def test_a_lora_that_matches_no_module_is_an_error(model_dir, tmp_path):

@@ -88,8 +88,11 @@ def text_llm(model_dir, tmp_path_factory) -> Path:
 
     base = Phi4MultimodalForCausalLM.from_pretrained(model_dir, **NO_ADAPTER)
     config = base.config.to_dict()
-    llm = Phi3ForCausalLM(Phi3Config(**{k: config[k] for k in Phi3Config().to_dict()
-                                        if k in config and k != "model_type"}))  # fmt: skip
+    llm = Phi3ForCausalLM(
+        Phi3Config(
+            **{k: config[k] for k in Phi3Config().to_dict() if k in config and k != "model_type"}
+        )
+    )
     missing, _ = llm.load_state_dict(base.state_dict(), strict=False)  # less the audio/vision
     assert not missing
     return checks.save_text_llm(llm, model_dir, tmp_path_factory.mktemp("phi-4-multimodal-text"))

@@ -11,26 +11,55 @@ import torch
 
 from salad_eval.models.qwen2_5_omni import Qwen25Omni
 
-SPECIALS = ["<unk>", "<|endoftext|>", "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>", "<|IMAGE|>",
-            "<|VIDEO|>", "<|vision_bos|>"]  # fmt: skip
+SPECIALS = [
+    "<unk>",
+    "<|endoftext|>",
+    "<|audio_bos|>",
+    "<|AUDIO|>",
+    "<|audio_eos|>",
+    "<|IMAGE|>",
+    "<|VIDEO|>",
+    "<|vision_bos|>",
+]
 
 
 def tiny_thinker(tokenizer) -> dict:
     """A Thinker config: 1-layer audio and vision encoders, a 2-layer decoder."""
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIALS}
     return dict(
-        audio_config=dict(num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2,
-                          encoder_ffn_dim=64, d_model=32, output_dim=32, n_window=50),
-        vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2,
-                           out_hidden_size=32, fullatt_block_indexes=[0]),
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e6,
-                                          "mrope_section": [2, 3, 3]}),
-        audio_token_index=ids["<|AUDIO|>"], image_token_index=ids["<|IMAGE|>"],
-        video_token_index=ids["<|VIDEO|>"], audio_start_token_id=ids["<|audio_bos|>"],
-        audio_end_token_id=ids["<|audio_eos|>"], vision_start_token_id=ids["<|vision_bos|>"],
-    )  # fmt: skip
+        audio_config=dict(
+            num_mel_bins=128,
+            encoder_layers=1,
+            encoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            d_model=32,
+            output_dim=32,
+            n_window=50,
+        ),
+        vision_config=dict(
+            depth=1,
+            hidden_size=16,
+            intermediate_size=32,
+            num_heads=2,
+            out_hidden_size=32,
+            fullatt_block_indexes=[0],
+        ),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        ),
+        audio_token_index=ids["<|AUDIO|>"],
+        image_token_index=ids["<|IMAGE|>"],
+        video_token_index=ids["<|VIDEO|>"],
+        audio_start_token_id=ids["<|audio_bos|>"],
+        audio_end_token_id=ids["<|audio_eos|>"],
+        vision_start_token_id=ids["<|vision_bos|>"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +67,13 @@ def model_dir(tmp_path_factory) -> Path:
     from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
 
     tokenizer = checks.bpe_tokenizer(
-        SPECIALS, eos_token="<|endoftext|>", pad_token="<|endoftext|>", audio_token="<|AUDIO|>",
-        audio_bos_token="<|audio_bos|>", audio_eos_token="<|audio_eos|>",
-    )  # fmt: skip
+        SPECIALS,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        audio_token="<|AUDIO|>",
+        audio_bos_token="<|audio_bos|>",
+        audio_eos_token="<|audio_eos|>",
+    )
     config = Qwen2_5OmniConfig(thinker_config=tiny_thinker(tokenizer), enable_audio_output=False)
     path = tmp_path_factory.mktemp("qwen2.5-omni") / "model"
     checks.save_omni(Qwen2_5OmniForConditionalGeneration, config, tokenizer, path)

@@ -28,20 +28,41 @@ def model_dir(tmp_path_factory) -> Path:
     )
 
     tokenizer = checks.bpe_tokenizer(
-        ["<unk>", "<|endoftext|>", "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>", "<|im_start|>",
-         "<|im_end|>"],
-        eos_token="<|endoftext|>", pad_token="<|endoftext|>", audio_token="<|AUDIO|>",
-        audio_bos_token="<|audio_bos|>", audio_eos_token="<|audio_eos|>",
-    )  # fmt: skip
+        [
+            "<unk>",
+            "<|endoftext|>",
+            "<|audio_bos|>",
+            "<|AUDIO|>",
+            "<|audio_eos|>",
+            "<|im_start|>",
+            "<|im_end|>",
+        ],
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        audio_token="<|AUDIO|>",
+        audio_bos_token="<|audio_bos|>",
+        audio_eos_token="<|audio_eos|>",
+    )
     tokenizer.chat_template = CHATML
     config = Qwen2AudioConfig(
-        audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2,
-                          encoder_ffn_dim=64, num_mel_bins=80),
-        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=32,
-                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1),
+        audio_config=dict(
+            d_model=32,
+            encoder_layers=1,
+            encoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            num_mel_bins=80,
+        ),
+        text_config=dict(
+            model_type="qwen2",
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        ),
         audio_token_id=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
-    )  # fmt: skip
+    )
     path = tmp_path_factory.mktemp("qwen2-audio") / "model"
     torch.manual_seed(0)
     Qwen2AudioForConditionalGeneration(config).save_pretrained(path)
@@ -78,16 +99,25 @@ def test_audio_path_is_the_models_own(model, clips):
 
     processor = Qwen2AudioProcessor.from_pretrained(model.name)
     request = ScoringRequest(
-        (Text("Question: "), Audio(str(clips["short"]), "x"), Text(" and "),
-         Audio(str(clips["long"]), "y"), Text(" Answer:")),
+        (
+            Text("Question: "),
+            Audio(str(clips["short"]), "x"),
+            Text(" and "),
+            Audio(str(clips["long"]), "y"),
+            Text(" Answer:"),
+        ),
         checks.CHOICES,
-    )  # fmt: skip
+    )
     from salad_eval.models.speech_lm import load_waveform
 
     span = "<|audio_bos|><|AUDIO|><|audio_eos|>"
     waves = [load_waveform(s.path) for s in request.prompt if isinstance(s, Audio)]
-    inputs = processor(text=f"Question: {span} and {span} Answer:", audio=waves,
-                       sampling_rate=16_000, return_tensors="pt")  # fmt: skip
+    inputs = processor(
+        text=f"Question: {span} and {span} Answer:",
+        audio=waves,
+        sampling_rate=16_000,
+        return_tensors="pt",
+    )
     _, conts = model.tokenize(request.prompt, request.choices)
     expected = []
     with torch.inference_mode():

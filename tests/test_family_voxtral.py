@@ -14,21 +14,37 @@ import torch
 
 from salad_eval.models.voxtral import Voxtral
 
-NAMED = {0: "<unk>", 1: "<s>", 2: "</s>", 3: "[INST]", 4: "[/INST]", 24: "[AUDIO]",
-         25: "[BEGIN_AUDIO]"}  # fmt: skip
+NAMED = {
+    0: "<unk>",
+    1: "<s>",
+    2: "</s>",
+    3: "[INST]",
+    4: "[/INST]",
+    24: "[AUDIO]",
+    25: "[BEGIN_AUDIO]",
+}
 PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 def write_tekken(directory: Path, n_special: int = 32) -> int:
     """A tekken.json: ``n_special`` control tokens, the 256 bytes and a few merges; its size."""
-    specials = [{"rank": i, "token_str": NAMED.get(i, f"<SPECIAL_{i}>"), "is_control": True}
-                for i in range(n_special)]  # fmt: skip
+    specials = [
+        {"rank": i, "token_str": NAMED.get(i, f"<SPECIAL_{i}>"), "is_control": True}
+        for i in range(n_special)
+    ]
     tokens = [bytes([b]) for b in range(256)] + [b"th", b"he", b" t", b"the", b" the", b"ow"]
-    vocab = [{"rank": i, "token_bytes": base64.b64encode(t).decode(), "token_str": None}
-             for i, t in enumerate(tokens)]  # fmt: skip
+    vocab = [
+        {"rank": i, "token_bytes": base64.b64encode(t).decode(), "token_str": None}
+        for i, t in enumerate(tokens)
+    ]
     size = n_special + len(tokens)
-    config = {"pattern": PATTERN, "num_vocab_tokens": len(tokens), "default_vocab_size": size,
-              "default_num_special_tokens": n_special, "version": "v7"}  # fmt: skip
+    config = {
+        "pattern": PATTERN,
+        "num_vocab_tokens": len(tokens),
+        "default_vocab_size": size,
+        "default_num_special_tokens": n_special,
+        "version": "v7",
+    }
     tekken = {"config": config, "vocab": vocab, "special_tokens": specials}
     (directory / "tekken.json").write_text(json.dumps(tekken))
     return size
@@ -42,13 +58,26 @@ def model_dir(tmp_path_factory) -> Path:
     path.mkdir()
     vocab_size = write_tekken(path)
     config = VoxtralConfig(
-        audio_config=dict(hidden_size=32, intermediate_size=128, num_hidden_layers=1,
-                          num_attention_heads=2, num_mel_bins=128, max_source_positions=1500),
-        text_config=dict(model_type="llama", vocab_size=vocab_size, hidden_size=32,
-                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, head_dim=16),
+        audio_config=dict(
+            hidden_size=32,
+            intermediate_size=128,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_mel_bins=128,
+            max_source_positions=1500,
+        ),
+        text_config=dict(
+            model_type="llama",
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+        ),
         audio_token_id=24,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     VoxtralForConditionalGeneration(config).save_pretrained(path)
     WhisperFeatureExtractor(feature_size=128).save_pretrained(path)
@@ -90,9 +119,14 @@ def test_audio_path_is_the_models_own(model, clips):
         """``VoxtralProcessor._retrieve_input_features``: 30 s windows stacked on the batch."""
         windows = []
         for wave in waves:
-            mel = model.feature_extractor(wave, sampling_rate=16_000, padding=True,
-                                          truncation=False, pad_to_multiple_of=480_000,
-                                          return_tensors="pt")["input_features"]  # fmt: skip
+            mel = model.feature_extractor(
+                wave,
+                sampling_rate=16_000,
+                padding=True,
+                truncation=False,
+                pad_to_multiple_of=480_000,
+                return_tensors="pt",
+            )["input_features"]
             windows.append(mel.reshape(128, -1, 3000).transpose(0, 1))
         counts = [len(w) * 375 for w in windows]  # 1500 encoder frames / 4 stacked per window
         return {"input_features": torch.cat(windows)}, counts

@@ -21,12 +21,22 @@ SPEECH = ("speech@speech", "speech@cascade", "speech@speech:silent", "speech@spe
 def record(task, item, cond, voice, correct, domain="d", norm=None, **extra) -> dict:
     """One items.jsonl row in the runner's schema."""
     return {
-        "task": task, "item": item, "domain": domain, "condition": cond, "voice": voice,
-        "target": 0, "logprobs": [-1.0, -2.0], "n_chars": [4, 5], "n_tokens": [1, 2],
-        "greedy": [bool(correct), False], "pred": 0 if correct else 1,
-        "pred_norm": 0 if (correct if norm is None else norm) else 1, "correct": bool(correct),
-        "correct_norm": bool(correct if norm is None else norm), **extra,
-    }  # fmt: skip
+        "task": task,
+        "item": item,
+        "domain": domain,
+        "condition": cond,
+        "voice": voice,
+        "target": 0,
+        "logprobs": [-1.0, -2.0],
+        "n_chars": [4, 5],
+        "n_tokens": [1, 2],
+        "greedy": [bool(correct), False],
+        "pred": 0 if correct else 1,
+        "pred_norm": 0 if (correct if norm is None else norm) else 1,
+        "correct": bool(correct),
+        "correct_norm": bool(correct if norm is None else norm),
+        **extra,
+    }
 
 
 def random_records(rng: random.Random, drop: float = 0.0) -> list[dict]:
@@ -41,9 +51,17 @@ def random_records(rng: random.Random, drop: float = 0.0) -> list[dict]:
                 for voice in [None] if cond.startswith("text@") else voices:
                     if rng.random() >= drop:
                         recs.append(
-                            record(f"t{t}", f"i{i}", cond, voice, rng.random() < pc, domain,
-                                   norm=rng.random() < pc, kl=rng.random())
-                        )  # fmt: skip
+                            record(
+                                f"t{t}",
+                                f"i{i}",
+                                cond,
+                                voice,
+                                rng.random() < pc,
+                                domain,
+                                norm=rng.random() < pc,
+                                kl=rng.random(),
+                            )
+                        )
     return recs
 
 
@@ -123,8 +141,10 @@ def test_per_voice_decomposition():
         text, overall_text = t["accuracy"]["text@base"], results["overall"]["accuracy"]["text@base"]
         assert exact(text) == exact(overall_text)
         assert (text["value"], text["ci_low"], text["ci_high"]) == (
-            overall_text["value"], overall_text["ci_low"], overall_text["ci_high"],
-        )  # fmt: skip
+            overall_text["value"],
+            overall_text["ci_low"],
+            overall_text["ci_high"],
+        )
     speech = [exact(t["accuracy"]["speech@speech"]) for t in tables.values()]
     assert exact(results["overall"]["accuracy"]["speech@speech"]) == sum(speech) / 3
 
@@ -183,9 +203,14 @@ def test_controls_flag_a_model_that_ignores_its_audio():
     assert "no evidence that the model's answers depend on its audio" in verdict["sentence"]
 
     listening = binary_run(
-        80, {**RATES, "speech@speech": 0.9, "speech@speech:silent": 0.25,
-             "speech@speech:shuffled": 0.25},
-    )  # fmt: skip
+        80,
+        {
+            **RATES,
+            "speech@speech": 0.9,
+            "speech@speech:silent": 0.25,
+            "speech@speech:shuffled": 0.25,
+        },
+    )
     verdict = analyse(listening, {}, n_boot=200)["controls"]
     assert verdict["ignores_audio"] is False
     assert all(c["significant"] for c in verdict["checks"])
@@ -206,11 +231,16 @@ def test_hand_written_records():
     t = results["metrics"]["acc"]["overall"]
     # text@base 3/4, text@speech 2/4, speech@speech 2/4 (q3, q4), cascade 3/4
     assert [t["accuracy"][c]["num"] for c in ("text@base", "text@speech", "speech@speech")] == [
-        3, 2, 2,
-    ]  # fmt: skip
+        3,
+        2,
+        2,
+    ]
     assert (t["gap"]["num"], t["forgetting"]["num"], t["misalignment"]["num"], t["gap"]["den"]) == (
-        1, 1, 0, 4,
-    )  # fmt: skip
+        1,
+        1,
+        0,
+        4,
+    )
     assert t["gap"]["value"] == 0.25 and t["cascade_gap"]["value"] == 0.0
     assert t["divergence"]["answer_F"]["value"] == pytest.approx((0.2 + 0.6 + 0.1 + 0.0) / 4)
     assert t["divergence"]["answer_M"]["value"] == pytest.approx((1.0 + 0.5 + 0.3 + 0.2) / 4)
@@ -219,9 +249,10 @@ def test_hand_written_records():
     assert domains["geo"]["misalignment"]["value"] == 0.5  # q1 lost in speech
     assert domains["math"]["misalignment"]["value"] == -0.5  # q4 only right in speech
     test = next(
-        x for x in results["metrics"]["acc"]["mcnemar"]
+        x
+        for x in results["metrics"]["acc"]["mcnemar"]
         if (x["scope"], x["a"], x["b"]) == ("all", "text@base", "speech@speech")
-    )  # fmt: skip
+    )
     assert (test["n"], test["b10"], test["b01"], test["voice"]) == (4, 2, 1, "kokoro/af_heart")
     assert test["p_value"] == pytest.approx(binomtest(1, 3, 0.5).pvalue)
 

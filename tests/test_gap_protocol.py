@@ -36,8 +36,13 @@ class OracleLM:
         self.targets = {item.choices: item.target for item in items}
 
     def score(self, requests, batch_size=8):
-        return [[ChoiceScore(-1.0 if i == self.targets[r.choices] else -1.1, 1, len(c), False)
-                 for i, c in enumerate(r.choices)] for r in requests]  # fmt: skip
+        return [
+            [
+                ChoiceScore(-1.0 if i == self.targets[r.choices] else -1.1, 1, len(c), False)
+                for i, c in enumerate(r.choices)
+            ]
+            for r in requests
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +56,17 @@ def run(tmp_path_factory) -> tuple[Path, dict]:
     exclude = root / "exclude.json"
     exclude.write_text(json.dumps({"exclude": {"demo": [items[1].id], "arc_easy": ["x"]}}))
     model = OracleLM(items)
-    setup = GapSetup(tasks=["demo"], voices="piper/joe", limit=4, shots=5, shot_budget=40,
-                     metric="acc_norm", exclude_items=str(exclude), n_boot=50, divergences=False)
+    setup = GapSetup(
+        tasks=["demo"],
+        voices="piper/joe",
+        limit=4,
+        shots=5,
+        shot_budget=40,
+        metric="acc_norm",
+        exclude_items=str(exclude),
+        n_boot=50,
+        divergences=False,
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SALAD_HOME", str(root / "home"))
         results = run_gap(setup, Models(speech=model, text=model), root / "run")
@@ -62,8 +76,10 @@ def run(tmp_path_factory) -> tuple[Path, dict]:
 def test_the_headline_metric_leads_and_both_are_kept(run):
     run_dir, results = run
     assert results["metric"] == "acc_norm" and set(results["metrics"]) == {"acc", "acc_norm"}
-    acc, norm = (results["metrics"][m]["overall"]["accuracy"]["text@base"]["value"]
-                 for m in ("acc", "acc_norm"))  # fmt: skip
+    acc, norm = (
+        results["metrics"][m]["overall"]["accuracy"]["text@base"]["value"]
+        for m in ("acc", "acc_norm")
+    )
     assert (acc, norm) == (1.0, pytest.approx(1 / 3))
     assert results["controls"] == results["metrics"]["acc_norm"]["controls"]
     assert results["manifest"]["setup"]["metric"] == "acc_norm"
@@ -88,8 +104,9 @@ def test_listed_items_are_dropped_and_recorded(run):
     dropped = load_items("demo", limit=4)[1].id
     assert results["n_items"] == 3
     assert results["manifest"]["setup"]["exclude_items"].endswith("exclude.json")
-    assert [(e["item"], e["reason"].split(" ")[:2]) for e in results["manifest"]["excluded_items"]
-            ] == [(dropped, ["listed", "in"])]  # fmt: skip
+    assert [
+        (e["item"], e["reason"].split(" ")[:2]) for e in results["manifest"]["excluded_items"]
+    ] == [(dropped, ["listed", "in"])]
     items = {json.loads(line)["item"] for line in (run_dir / "items.jsonl").open()}
     assert dropped not in items and len(items) == 3
 

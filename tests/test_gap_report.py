@@ -16,9 +16,13 @@ from salad_eval.gap import compare_runs, write_report
 
 VOICES = ("kokoro/af_heart", "piper/joe")
 CONDITIONS = (
-    "text@base", "text@speech", "speech@speech", "speech@cascade",
-    "speech@speech:silent", "speech@speech:shuffled",
-)  # fmt: skip
+    "text@base",
+    "text@speech",
+    "speech@speech",
+    "speech@cascade",
+    "speech@speech:silent",
+    "speech@speech:shuffled",
+)
 
 
 def run_records(seed: int, speech_rate: float, kl_scale: float) -> list[dict]:
@@ -33,11 +37,21 @@ def run_records(seed: int, speech_rate: float, kl_scale: float) -> list[dict]:
                 for voice in [None] if cond.startswith("text@") else VOICES:
                     correct = rng.random() < p
                     rec = {
-                        "task": task, "item": f"{task}/{i}", "domain": domain, "condition": cond,
-                        "voice": voice, "target": 1, "logprobs": [-2.0, -1.0], "n_chars": [4, 6],
-                        "n_tokens": [1, 2], "greedy": [False, correct], "pred": int(correct),
-                        "pred_norm": int(correct), "correct": correct, "correct_norm": correct,
-                    }  # fmt: skip
+                        "task": task,
+                        "item": f"{task}/{i}",
+                        "domain": domain,
+                        "condition": cond,
+                        "voice": voice,
+                        "target": 1,
+                        "logprobs": [-2.0, -1.0],
+                        "n_chars": [4, 6],
+                        "n_tokens": [1, 2],
+                        "greedy": [False, correct],
+                        "pred": int(correct),
+                        "pred_norm": int(correct),
+                        "correct": correct,
+                        "correct_norm": correct,
+                    }
                     if cond in ("text@speech", "speech@speech"):
                         rec["answer_kl"] = kl_scale * rng.random()
                     if cond == "speech@cascade":
@@ -47,15 +61,26 @@ def run_records(seed: int, speech_rate: float, kl_scale: float) -> list[dict]:
 
 
 MANIFEST = {"command": "salad-eval gap --model ckpt/ --tasks arc_easy,demo", "seed": 0}
-CORPUS_SETUP = {"corpus": "heldout.txt", "held_out": True, "documents": 32,
-                "voice": "espeak/en-us", "span_words": [10, 10]}  # fmt: skip
+CORPUS_SETUP = {
+    "corpus": "heldout.txt",
+    "held_out": True,
+    "documents": 32,
+    "voice": "espeak/en-us",
+    "span_words": [10, 10],
+}
 
 
 def corpus_figures(f: float, m: float) -> dict:
     """Corpus F and M as `salad-eval gap` hands them to the report."""
+
     def fig(value: float) -> dict:
-        return {"value": value, "ci_low": 0.9 * value, "ci_high": 1.1 * value, "n": 32,
-                "tokens": 1800}  # fmt: skip
+        return {
+            "value": value,
+            "ci_low": 0.9 * value,
+            "ci_high": 1.1 * value,
+            "n": 32,
+            "tokens": 1800,
+        }
 
     return {"F": fig(f), "M": fig(m), "setup": CORPUS_SETUP}
 
@@ -66,17 +91,27 @@ def runs(tmp_path_factory) -> list[Path]:
     dirs = []
     for k, (rate, kl, hours) in enumerate(((0.45, 3.0, 10), (0.65, 0.8, 1000))):
         run_dir = tmp_path_factory.mktemp(f"run{k}")
-        manifest = {**MANIFEST, "training": {"speech_hours": hours},
-                    "corpus_divergence": CORPUS_SETUP}  # fmt: skip
+        manifest = {
+            **MANIFEST,
+            "training": {"speech_hours": hours},
+            "corpus_divergence": CORPUS_SETUP,
+        }
         # the per-item answer KL runs the other way: the fit must read the corpus M
-        write_report(run_dir, run_records(k, rate, 1 / kl), manifest, n_boot=200,
-                     corpus_divergence=corpus_figures(0.01 * kl, kl))  # fmt: skip
+        write_report(
+            run_dir,
+            run_records(k, rate, 1 / kl),
+            manifest,
+            n_boot=200,
+            corpus_divergence=corpus_figures(0.01 * kl, kl),
+        )
         dirs.append(run_dir)
     probes = [
-        {"tokens_seen": 1000 * s, "probe": {"M": 2 / s, "F": 0.1 * s, "text_acc": 0.8,
-                                            "speech_acc": 0.4 + 0.1 * s}}
+        {
+            "tokens_seen": 1000 * s,
+            "probe": {"M": 2 / s, "F": 0.1 * s, "text_acc": 0.8, "speech_acc": 0.4 + 0.1 * s},
+        }
         for s in (1, 2, 3)
-    ]  # fmt: skip
+    ]
     lines = [json.dumps(p) for p in probes] + [json.dumps({"step": 1, "loss": 2.5})]
     (dirs[1] / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     return dirs
@@ -97,8 +132,11 @@ def figures(node, path=""):
 
 def test_results_json_has_ci_and_n_for_every_figure(runs):
     results = json.loads((runs[0] / "results.json").read_text())
-    assert results["manifest"] == {**MANIFEST, "training": {"speech_hours": 10},
-                                   "corpus_divergence": CORPUS_SETUP}  # fmt: skip
+    assert results["manifest"] == {
+        **MANIFEST,
+        "training": {"speech_hours": 10},
+        "corpus_divergence": CORPUS_SETUP,
+    }
     assert results["corpus_divergence"]["M"]["value"] == 3.0  # corpus F and M, per token
     assert set(results["corpus_divergence"]) == {"F", "M"}
     found = list(figures(results["metrics"]))
@@ -112,33 +150,49 @@ def test_results_json_has_ci_and_n_for_every_figure(runs):
     assert set(results["metrics"]["acc"]["voices"]) == set(VOICES)
     assert set(results["metrics"]["acc"]["domains"]) == {"physics", "biology", "history"}
     assert {(t["a"], t["b"]) for t in results["metrics"]["acc"]["mcnemar"]} >= {
-        ("text@base", "speech@speech"), ("speech@speech", "speech@speech:silent"),
-    }  # fmt: skip
+        ("text@base", "speech@speech"),
+        ("speech@speech", "speech@speech:silent"),
+    }
     assert results["controls"]["checked"] is True
 
 
 def test_summary_reads_as_a_report(runs):
     summary = (runs[0] / "summary.md").read_text()
     for needle in (
-        "# Text-speech understanding gap", "Does the model listen to its audio?", "## Conditions",
-        "### By task", "### By domain", "### By voice", "exact McNemar", "misalignment",
-        "`arc_easy`", "kokoro/af_heart", "salad-eval gap --model ckpt/", "gap_decomposition.png",
-        "## Divergences: forgetting F and misalignment M", "| M, misalignment | 3 [2.7, 3.3] |",
-        "32 documents of `heldout.txt` (held out", "## Per-item answer KL (diagnostic)",
-    ):  # fmt: skip
+        "# Text-speech understanding gap",
+        "Does the model listen to its audio?",
+        "## Conditions",
+        "### By task",
+        "### By domain",
+        "### By voice",
+        "exact McNemar",
+        "misalignment",
+        "`arc_easy`",
+        "kokoro/af_heart",
+        "salad-eval gap --model ckpt/",
+        "gap_decomposition.png",
+        "## Divergences: forgetting F and misalignment M",
+        "| M, misalignment | 3 [2.7, 3.3] |",
+        "32 documents of `heldout.txt` (held out",
+        "## Per-item answer KL (diagnostic)",
+    ):
         assert needle in summary, needle
 
 
 def test_report_says_which_voices_training_heard(tmp_path):
-    records = [{**r, "voice": "kokoro/jm_kumo"} if r["voice"] == VOICES[0] else r
-               for r in run_records(0, 0.5, 1.0)]  # fmt: skip
+    records = [
+        {**r, "voice": "kokoro/jm_kumo"} if r["voice"] == VOICES[0] else r
+        for r in run_records(0, 0.5, 1.0)
+    ]
     training = {"speech_hours": 2, "voices": ["piper/joe:length_scale=1.2", "espeak/en-us"]}
     results = write_report(tmp_path, records, {**MANIFEST, "training": training}, n_boot=50)
     assert results["voice_exposure"] == {"kokoro/jm_kumo": "unseen", "piper/joe": "speaker seen"}
     summary = (tmp_path / "summary.md").read_text()
     assert "`kokoro/jm_kumo` (unseen in training)" in summary
     assert json.loads((tmp_path / "results.json").read_text())["voice_exposure"] == {
-        "kokoro/jm_kumo": "unseen", "piper/joe": "speaker seen"}
+        "kokoro/jm_kumo": "unseen",
+        "piper/joe": "speaker seen",
+    }
     write_report(tmp_path, records, MANIFEST, n_boot=50)  # no training.json: nothing to say
     assert "training voices of this model are not recorded" in (tmp_path / "summary.md").read_text()
 
@@ -163,8 +217,10 @@ def test_report_compares_runs(runs, tmp_path):
     assert result["fit_log_m"]["n"] == 2
     assert result["fit_log_m"]["slope"] < 0  # the run with more misalignment hears worse
     assert set(result["plots"]) == {
-        "gap_vs_speech_hours.png", "speech_acc_vs_log_m.png", "training_curves.png",
-    }  # fmt: skip
+        "gap_vs_speech_hours.png",
+        "speech_acc_vs_log_m.png",
+        "training_curves.png",
+    }
     for plot in result["plots"]:
         assert matplotlib.image.imread(out / plot).std() > 0.05
     md = (out / "comparison.md").read_text()
@@ -178,8 +234,10 @@ def test_a_run_without_corpus_m_is_left_out_of_the_log_m_fit(runs, tmp_path):
     assert json.loads((old / "results.json").read_text())["corpus_divergence"] is None
     result = compare_runs([*runs, old], tmp_path / "cmp")
     assert result["fit_log_m"]["n"] == 2
-    assert "Left out of the log M fit (no corpus M): old-run" in (
-        tmp_path / "cmp" / "comparison.md").read_text()
+    assert (
+        "Left out of the log M fit (no corpus M): old-run"
+        in (tmp_path / "cmp" / "comparison.md").read_text()
+    )
     result = compare_runs([old], tmp_path / "cmp-old")
     assert result["fit_log_m"] is None and "speech_acc_vs_log_m.png" not in result["plots"]
 

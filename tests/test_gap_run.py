@@ -146,8 +146,7 @@ def test_report_has_every_condition_control_and_identity(reference):
     )
     rows = [json.loads(line) for line in (reference / "items.jsonl").read_text().splitlines()]
     assert len(rows) == LIMIT * 6
-    assert all("answer_kl" in r for r in rows
-               if r["condition"] in ("text@speech", "speech@speech"))  # fmt: skip
+    assert all("answer_kl" in r for r in rows if r["condition"] in ("text@speech", "speech@speech"))
     # corpus F and M: a frozen LLM has forgotten nothing, a random adapter is misaligned
     assert results["corpus_divergence"]["F"]["value"] == 0.0
     assert results["corpus_divergence"]["M"]["value"] > 0.0
@@ -269,14 +268,35 @@ def test_divergence_over_a_corpus(checkpoint, tmp_path):
         "A warm cup of tea on a rainy afternoon makes a quiet book feel even more pleasant.\n"
     )
     out = tmp_path / "divergence.json"
-    proc = subprocess.run([BIN / "salad-eval", "divergence", "--model", str(checkpoint),
-                           "--corpus", str(corpus), "--voice", VOICE, "--text-words", "4",
-                           "--speech-words", "4", "--out", str(out)], check=True,
-                          capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    proc = subprocess.run(
+        [
+            BIN / "salad-eval",
+            "divergence",
+            "--model",
+            str(checkpoint),
+            "--corpus",
+            str(corpus),
+            "--voice",
+            VOICE,
+            "--text-words",
+            "4",
+            "--speech-words",
+            "4",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     result = json.loads(out.read_text())
-    assert result["setup"] == {"corpus": str(corpus), "documents": 2, "voice": VOICE,
-                               "span_words": [4, 4]}  # fmt: skip
+    assert result["setup"] == {
+        "corpus": str(corpus),
+        "documents": 2,
+        "voice": VOICE,
+        "span_words": [4, 4],
+    }
     f, m = result["figures"]["F"], result["figures"]["M"]
     assert f["value"] == 0.0 and f["n"] == 2
     assert m["value"] > 0.0 and m["n"] == 2

@@ -37,8 +37,9 @@ print(json.dumps({"corpus": config.data.corpus, "steps": config.train.steps,
 
 
 def _git_files(*folders: str) -> set[str]:
-    out = subprocess.run(["git", "ls-files", *folders], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["git", "ls-files", *folders], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     return set(out.split())
 
 
@@ -66,16 +67,28 @@ def venv(wheel, tmp_path_factory) -> Path:
 
     (site,) = (root / "lib").glob("python*/site-packages")
     (site / "deps.pth").write_text(str(Path(torch.__file__).parents[1]) + "\n")
-    subprocess.run([root / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps",
-                    "--disable-pip-version-check", str(wheel)], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            root / "bin" / "python",
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--disable-pip-version-check",
+            str(wheel),
+        ],
+        check=True,
+    )
     return root
 
 
 def _run(venv: Path, cwd: Path, *args: str, **env: str) -> str:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SALAD_")}
     environ.update(HF_HUB_OFFLINE="1", SALAD_HOME=str(home()), **env)
-    done = subprocess.run([venv / "bin" / args[0], *args[1:]], cwd=cwd, env=environ,
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [venv / "bin" / args[0], *args[1:]], cwd=cwd, env=environ, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -93,8 +106,9 @@ def test_installed_salad_lists_every_task_outside_the_checkout(venv, tmp_path):
     listed = _run(venv, tmp_path, "salad-eval", "tasks", COLUMNS="200")
     from salad_eval.tasks import list_tasks
 
-    assert {line.split("│")[1].strip() for line in listed.splitlines()
-            if line.count("│") > 2} - {"task"} == set(list_tasks())  # fmt: skip
+    assert {line.split("│")[1].strip() for line in listed.splitlines() if line.count("│") > 2} - {
+        "task"
+    } == set(list_tasks())
 
 
 def test_installed_salad_loads_tiny_and_scores_demo_items(venv, tmp_path):
@@ -118,6 +132,12 @@ def test_the_cache_home_outside_a_checkout(venv, tmp_path):
     code = "from salad_eval.home import home; print(home())"
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SALAD_")}
     environ["HOME"] = str(tmp_path)
-    done = subprocess.run([venv / "bin" / "python", "-c", code], cwd=tmp_path, env=environ,
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        [venv / "bin" / "python", "-c", code],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.strip() == str(tmp_path / ".cache" / "salad")

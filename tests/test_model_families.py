@@ -53,8 +53,9 @@ def plugin(tmp_path, monkeypatch) -> Path:
     (site / "salad_shortest_plugin" / "__init__.py").write_text(PLUGIN)
     info = site / "salad_shortest_plugin-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: salad-shortest-plugin\n"
-                                   "Version: 0.1\n")  # fmt: skip
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: salad-shortest-plugin\nVersion: 0.1\n"
+    )
     (info / "entry_points.txt").write_text(
         f"[{registry.ENTRY_POINT_GROUP}]\nshortest = salad_shortest_plugin:FAMILY\n"
     )

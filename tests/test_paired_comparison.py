@@ -18,16 +18,33 @@ from salad_train.loop_report import write_loop_report
 JOE, HEART, AMY = "piper/joe", "kokoro/af_heart", "piper/amy"
 
 
-def record(task: str, item: str, cond: str, voice: str | None, correct: bool,
-           norm: bool | None = None, target: int = 1) -> dict:  # fmt: skip
+def record(
+    task: str,
+    item: str,
+    cond: str,
+    voice: str | None,
+    correct: bool,
+    norm: bool | None = None,
+    target: int = 1,
+) -> dict:
     """One items.jsonl row, with every field `salad-eval gap` writes."""
     norm = correct if norm is None else norm
     return {
-        "task": task, "item": item, "domain": "general", "condition": cond, "voice": voice,
-        "target": target, "logprobs": [-2.0, -1.0], "n_chars": [4, 6], "n_tokens": [1, 2],
-        "greedy": [False, correct], "pred": int(correct) if target else 1 - int(correct),
-        "pred_norm": int(norm), "correct": correct, "correct_norm": norm,
-    }  # fmt: skip
+        "task": task,
+        "item": item,
+        "domain": "general",
+        "condition": cond,
+        "voice": voice,
+        "target": target,
+        "logprobs": [-2.0, -1.0],
+        "n_chars": [4, 6],
+        "n_tokens": [1, 2],
+        "greedy": [False, correct],
+        "pred": int(correct) if target else 1 - int(correct),
+        "pred_norm": int(norm),
+        "correct": correct,
+        "correct_norm": norm,
+    }
 
 
 def task_records(task: str, speech: list[bool], voices=(JOE,), text=None, norm=None) -> list[dict]:
@@ -37,11 +54,13 @@ def task_records(task: str, speech: list[bool], voices=(JOE,), text=None, norm=N
     for i, right in enumerate(speech):
         item = f"{task}/{i}"
         rows.append(record(task, item, "text@base", None, i % 2 == 0))
-        rows.append(record(task, item, "text@speech", None,
-                           (i % 2 == 0) if text is None else text[i]))  # fmt: skip
+        rows.append(
+            record(task, item, "text@speech", None, (i % 2 == 0) if text is None else text[i])
+        )
         for voice in voices:
-            rows.append(record(task, item, "speech@speech", voice, right,
-                               None if norm is None else norm[i]))  # fmt: skip
+            rows.append(
+                record(task, item, "speech@speech", voice, right, None if norm is None else norm[i])
+            )
     return rows
 
 
@@ -106,11 +125,13 @@ def test_known_difference_ci_and_mcnemar(pair, tmp_path):
     assert gap["a_value"] == 0.0 and gap["b_value"] == -0.25
     assert gap["diff"]["ci_low"] <= -0.25 <= gap["diff"]["ci_high"]
     # one task: the overall rows repeat it
-    assert {k: v for k, v in rows_of(result, "all tasks")["speech@speech"].items() if k != "task"} \
-        == {k: v for k, v in speech.items() if k != "task"}  # fmt: skip
+    assert {
+        k: v for k, v in rows_of(result, "all tasks")["speech@speech"].items() if k != "task"
+    } == {k: v for k, v in speech.items() if k != "task"}
     # the same rows in comparison.json and in comparison.md
-    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["paired"] == \
-        result["paired"]  # fmt: skip
+    assert (
+        json.loads((tmp_path / "cmp" / "comparison.json").read_text())["paired"] == result["paired"]
+    )
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "## Paired comparison" in md
     assert "| a | b | demo | speech@speech | 20 | 50.0 | 75.0 | +25.0 [" in md
@@ -120,8 +141,12 @@ def test_known_difference_ci_and_mcnemar(pair, tmp_path):
 def test_sign_flip_over_items_is_mcnemar_for_one_voice_and_ignores_duplicated_voices():
     # one voice: 6 items gained, 1 lost; the sign-flip p draws McNemar's exact distribution
     def demo_rows(voices):
-        rows = paired_rows("a", task_records("demo", A_SPEECH, voices=voices), "b",
-                           task_records("demo", B_SPEECH, voices=voices))  # fmt: skip
+        rows = paired_rows(
+            "a",
+            task_records("demo", A_SPEECH, voices=voices),
+            "b",
+            task_records("demo", B_SPEECH, voices=voices),
+        )
         return {r["condition"]: r for r in rows if r["task"] == "demo"}
 
     one = demo_rows((JOE,))
@@ -133,14 +158,17 @@ def test_sign_flip_over_items_is_mcnemar_for_one_voice_and_ignores_duplicated_vo
     # the same answers in a second voice: McNemar now counts 12 against 2 and claims more; the
     # items are the same, so the sign-flip p is the same, draw for draw
     twice = demo_rows((JOE, HEART))
-    assert (twice["speech@speech"]["b_right_a_wrong"], twice["speech@speech"]["a_right_b_wrong"]) \
-        == (12, 2)  # fmt: skip
+    assert (
+        twice["speech@speech"]["b_right_a_wrong"],
+        twice["speech@speech"]["a_right_b_wrong"],
+    ) == (12, 2)
     assert twice["speech@speech"]["p_value"] == pytest.approx(binom_two_sided(2, 14))
     assert twice["speech@speech"]["p_value"] < 0.02 < speech["p_value"]
     assert twice["speech@speech"]["p_items"] == speech["p_items"]
     # a clear difference resolves to the floor of 1 / (1 + flips)
-    clear = paired_rows("a", task_records("demo", [False] * 40), "b",
-                        task_records("demo", [True] * 40))  # fmt: skip
+    clear = paired_rows(
+        "a", task_records("demo", [False] * 40), "b", task_records("demo", [True] * 40)
+    )
     assert min(r["p_items"] for r in clear) == pytest.approx(1 / 10_001)
 
 
@@ -160,8 +188,11 @@ def test_per_task_rows_and_overall(tmp_path):
     a = write_run(tmp_path / "a", task_records("demo", A_SPEECH) + task_records("arc", a_arc))
     b = write_run(tmp_path / "b", task_records("demo", B_SPEECH) + task_records("arc", b_arc))
     result = compare_runs([a, b], tmp_path / "cmp")
-    assert [r["task"] for r in result["paired"] if r["condition"] == "speech@speech"] == \
-        ["arc", "demo", "all tasks"]  # fmt: skip
+    assert [r["task"] for r in result["paired"] if r["condition"] == "speech@speech"] == [
+        "arc",
+        "demo",
+        "all tasks",
+    ]
     arc, demo = rows_of(result, "arc")["speech@speech"], rows_of(result, "demo")["speech@speech"]
     overall = rows_of(result, "all tasks")["speech@speech"]
     assert arc["diff"]["value"] == pytest.approx(0.3) and arc["n_items"] == 10
@@ -246,8 +277,12 @@ def test_report_command_prints_the_paired_table(pair, tmp_path):
     assert "Paired comparison" in res.output
     assert "| a | b | demo | speech@speech | 20 | 50.0 | 75.0 | +25.0 [" in res.output
     saved = json.loads((out / "comparison.json").read_text())["paired"]
-    assert [r["condition"] for r in saved if r["task"] == "demo"] == \
-        ["text@base", "text@speech", "speech@speech", "gap"]  # fmt: skip
+    assert [r["condition"] for r in saved if r["task"] == "demo"] == [
+        "text@base",
+        "text@speech",
+        "speech@speech",
+        "gap",
+    ]
     res = CliRunner().invoke(app, ["report", str(pair[0]), str(tmp_path / "other")])
     assert res.exit_code != 0
 
@@ -256,16 +291,21 @@ def test_loop_report_pairs_stage2_against_stage1_and_random(tmp_path):
     training = {"stage": "I", "steps": 1, "speech_hours": 0.5}
     dirs = {
         "stage I": write_run(tmp_path / "s1", task_records("demo", A_SPEECH), training=training),
-        "stage II": write_run(tmp_path / "s2", task_records("demo", B_SPEECH),
-                              training={**training, "stage": "II"}),
-        "stage II random": write_run(tmp_path / "r", task_records("demo", [True] * 20),
-                                     training={**training, "stage": "II"}),
-    }  # fmt: skip
+        "stage II": write_run(
+            tmp_path / "s2", task_records("demo", B_SPEECH), training={**training, "stage": "II"}
+        ),
+        "stage II random": write_run(
+            tmp_path / "r", task_records("demo", [True] * 20), training={**training, "stage": "II"}
+        ),
+    }
     out = tmp_path / "loop"
     out.mkdir()
     report = write_loop_report(dirs, out)
-    speech = {(r["a"], r["b"]): r for r in report["paired"]
-              if r["task"] == "demo" and r["condition"] == "speech@speech"}  # fmt: skip
+    speech = {
+        (r["a"], r["b"]): r
+        for r in report["paired"]
+        if r["task"] == "demo" and r["condition"] == "speech@speech"
+    }
     assert set(speech) == {("stage I", "stage II"), ("stage II random", "stage II")}
     assert speech["stage I", "stage II"]["diff"]["value"] == 0.25
     assert speech["stage I", "stage II"]["p_value"] == pytest.approx(0.125)

@@ -39,8 +39,10 @@ POOL = [
     "Bread rises because yeast turns sugar into gas inside the dough.",
     "A compass needle points north because the earth is a giant magnet.",
 ]
-REPLAY = ["Plain text keeps the model's reading skill while it learns to listen.",
-          "Replay documents are read by the student and the teacher alike."]
+REPLAY = [
+    "Plain text keeps the model's reading skill while it learns to listen.",
+    "Replay documents are read by the student and the teacher alike.",
+]
 MAX_TOKENS = 64  # two short utterances at 12.5 Hz fit; a chapter of four does not
 
 
@@ -81,10 +83,14 @@ def natural(tmp_path_factory) -> list[Path]:
     (root / "hf-src").mkdir()
     for i, clip in enumerate(clips):
         shutil.copy(clip, root / "hf-src" / f"{i}.wav")
-    hf = datasets.Dataset.from_dict({
-        "audio": [str(root / "hf-src" / f"{i}.wav") for i in range(6)], "text": SENTENCES,
-        "speaker_id": [3] * 6, "chapter_id": [i // 3 for i in range(6)],
-    }).cast_column("audio", datasets.Audio(sampling_rate=16_000))  # fmt: skip
+    hf = datasets.Dataset.from_dict(
+        {
+            "audio": [str(root / "hf-src" / f"{i}.wav") for i in range(6)],
+            "text": SENTENCES,
+            "speaker_id": [3] * 6,
+            "chapter_id": [i // 3 for i in range(6)],
+        }
+    ).cast_column("audio", datasets.Audio(sampling_rate=16_000))
     hf.save_to_disk(str(root / "hf"))
     shutil.rmtree(root / "hf-src")  # the dataset holds the bytes, not the paths
     return [libri, manifest, root / "hf"]
@@ -101,26 +107,46 @@ def test_paper_shape_stage1_select_stage2(models, natural, tmp_path, fresh_accel
 
     (tmp_path / "pool.txt").write_text("\n".join(POOL) + "\n")
     (tmp_path / "replay.txt").write_text("\n".join(REPLAY) + "\n")
-    config = load_config("paper-3b", [
-        f"model.encoder={models['encoder']}", f"model.llm={models['llm']}",
-        "model.adapter_layers=2", "model.adapter_width=32", "model.adapter_heads=2",
-        f"data.natural=[{','.join(map(str, natural))}]", f"data.replay={tmp_path / 'replay.txt'}",
-        f"data.max_tokens={MAX_TOKENS}", "data.voices=[piper/joe]",
-        "optim.warmup_steps=2", "train.steps=40", "train.batch_size=8", "train.grad_accum=1",
-        "train.save_every=20", "train.log_every=10", "train.probe_every=0",
-        "train.mixed_precision=bf16", f"train.out_dir={tmp_path / 'stage1'}",
-        f"select.pool=[{tmp_path / 'pool.txt'}]", "select.clusters=2", "select.probe_texts=2",
-        "select.budget_share=1.0", "select.max_cer=0.5", f"select.out_dir={tmp_path / 'select'}",
-        "stage2.steps=4", f"stage2.out_dir={tmp_path / 'stage2'}",
-    ])  # fmt: skip
+    config = load_config(
+        "paper-3b",
+        [
+            f"model.encoder={models['encoder']}",
+            f"model.llm={models['llm']}",
+            "model.adapter_layers=2",
+            "model.adapter_width=32",
+            "model.adapter_heads=2",
+            f"data.natural=[{','.join(map(str, natural))}]",
+            f"data.replay={tmp_path / 'replay.txt'}",
+            f"data.max_tokens={MAX_TOKENS}",
+            "data.voices=[piper/joe]",
+            "optim.warmup_steps=2",
+            "train.steps=40",
+            "train.batch_size=8",
+            "train.grad_accum=1",
+            "train.save_every=20",
+            "train.log_every=10",
+            "train.probe_every=0",
+            "train.mixed_precision=bf16",
+            f"train.out_dir={tmp_path / 'stage1'}",
+            f"select.pool=[{tmp_path / 'pool.txt'}]",
+            "select.clusters=2",
+            "select.probe_texts=2",
+            "select.budget_share=1.0",
+            "select.max_cer=0.5",
+            f"select.out_dir={tmp_path / 'select'}",
+            "stage2.steps=4",
+            f"stage2.out_dir={tmp_path / 'stage2'}",
+        ],
+    )
     assert config.model.llm_mode == "full"
 
     stage1 = Stage1Trainer(config)
     stage1.setup()
     assert stage1.accelerator.mixed_precision == "bf16"
     data = stage1.data
-    utterances = {s.audio: s.text for docs in data.sources.values() for d in docs for s in d
-                  if s.recorded}  # fmt: skip
+    utterances = {
+        s.audio: s.text for docs in data.sources.values() for d in docs for s in d if s.recorded
+    }
     assert len(utterances) == 18  # six utterances in each of the three layouts
 
     # a document longer than max_tokens is windowed: every span once, each window laid out whole
@@ -149,7 +175,8 @@ def test_paper_shape_stage1_select_stage2(models, natural, tmp_path, fresh_accel
     assert set(utterances.values()) <= read
     # the budget is a share of the dataset's speech (each clip once), not of the hours seen
     assert record["dataset_speech_hours"] == pytest.approx(
-        sum(stage1.clip_seconds[c] for c in utterances) / 3600)
+        sum(stage1.clip_seconds[c] for c in utterances) / 3600
+    )
     assert record["speech_hours"] > record["dataset_speech_hours"]
 
     out = run_select(config)

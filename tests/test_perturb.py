@@ -27,8 +27,10 @@ from salad_eval.speech.voices import (
 from salad_eval.tasks import load_items
 
 CLEAN = "espeak/en-us"
-NOISY = [f"{CLEAN}+noise={kind}:snr={snr}" for kind, snr in
-         (("white", 0), ("pink", 5), ("brown", 20), ("babble", 5))]  # fmt: skip
+NOISY = [
+    f"{CLEAN}+noise={kind}:snr={snr}"
+    for kind, snr in (("white", 0), ("pink", 5), ("brown", 20), ("babble", 5))
+]
 ROOM = f"{CLEAN}+reverb:rt60=0.5"
 VOICES = [CLEAN, *NOISY, ROOM, f"{CLEAN}+telephone+packetloss:rate=0.2", "espeak/en+f3"]
 
@@ -225,16 +227,31 @@ def test_robustness_table_and_plots(tmp_path: Path) -> None:
     rng = random.Random(0)
     records = []
     for i in range(30):
-        base = {"task": "demo", "item": f"q{i}", "domain": "d", "target": 1,
-                "logprobs": [-2.0, -1.0], "n_chars": [4, 6], "n_tokens": [1, 2]}  # fmt: skip
+        base = {
+            "task": "demo",
+            "item": f"q{i}",
+            "domain": "d",
+            "target": 1,
+            "logprobs": [-2.0, -1.0],
+            "n_chars": [4, 6],
+            "n_tokens": [1, 2],
+        }
         for cond, voice, p in [("text@base", None, 0.8), ("text@speech", None, 0.8)] + [
-            (c, v, p - 0.03 * k) for k, v in enumerate(voices)
+            (c, v, p - 0.03 * k)
+            for k, v in enumerate(voices)
             for c, p in (("speech@speech", 0.6), ("speech@cascade", 0.75))
-        ]:  # fmt: skip
+        ]:
             ok = rng.random() < p
-            rec = {**base, "condition": cond, "voice": voice, "greedy": [False, ok],
-                   "pred": int(ok), "pred_norm": int(ok), "correct": ok,
-                   "correct_norm": ok}  # fmt: skip
+            rec = {
+                **base,
+                "condition": cond,
+                "voice": voice,
+                "greedy": [False, ok],
+                "pred": int(ok),
+                "pred_norm": int(ok),
+                "correct": ok,
+                "correct_norm": ok,
+            }
             if cond == "speech@cascade":
                 rec["wer"] = 0.05 * voices.index(voice)
             records.append(rec)

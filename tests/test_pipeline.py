@@ -32,8 +32,17 @@ CORPUS = [
     "Bread is baked in a hot oven until the crust turns brown and crisp.",
 ]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-STEPS = ["stage I", "gap (stage I)", "select (gamma=5)", "stage II", "gap (stage II)",
-         "select (gamma=0)", "stage II random", "gap (stage II random)", "report"]
+STEPS = [
+    "stage I",
+    "gap (stage I)",
+    "select (gamma=5)",
+    "stage II",
+    "gap (stage II)",
+    "select (gamma=0)",
+    "stage II random",
+    "gap (stage II random)",
+    "report",
+]
 
 
 def test_run_step_skips_current_and_restarts_stale(tmp_path, capsys):
@@ -68,8 +77,15 @@ def test_missing_benchmark_mirror_fails_fast(monkeypatch):
 def test_loop_gap_reports_take_the_paper_protocol_and_key_on_it(tmp_path):
     exclusions = tmp_path / "decontam.json"
     exclusions.write_text(json.dumps({"exclude": {"demo": ["0"]}}))
-    config = load_config("tiny", ["run.metric=acc_norm", "run.shots=5", "run.shot_budget=900",
-                                  f"run.exclude_items={exclusions}"])  # fmt: skip
+    config = load_config(
+        "tiny",
+        [
+            "run.metric=acc_norm",
+            "run.shots=5",
+            "run.shot_budget=900",
+            f"run.exclude_items={exclusions}",
+        ],
+    )
     setup = gap_setup(config.run, {"speech": "m"}, "float32")
     assert (setup.metric, setup.shots, setup.shot_budget) == ("acc_norm", 5, 900)
     assert setup.exclude_items == str(exclusions) and setup.voices == config.run.voices
@@ -81,8 +97,11 @@ def test_loop_gap_reports_take_the_paper_protocol_and_key_on_it(tmp_path):
     before = key(config)
     exclusions.write_text(json.dumps({"exclude": {"demo": ["1"]}}))  # same file, other ids
     assert key(config) != before
-    for bad, match in (("run.metric=f1", "run.metric"), ("run.shot_budget=0", "run.shot_budget"),
-                       (f"run.exclude_items={tmp_path / 'none.json'}", "does not exist")):
+    for bad, match in (
+        ("run.metric=f1", "run.metric"),
+        ("run.shot_budget=0", "run.shot_budget"),
+        (f"run.exclude_items={tmp_path / 'none.json'}", "does not exist"),
+    ):
         with pytest.raises(SaladError, match=match):
             load_config("tiny", [bad])
 
@@ -97,12 +116,15 @@ def test_loop_report_warns_when_an_evaluation_voice_was_trained_on(tmp_path):
     for name, voices in (("stage I", ["piper/joe", "espeak/en-us"]), ("stage II", ["espeak/en"])):
         runs[name] = tmp_path / name
         training = {"speech_hours": 1.0, "voices": voices, "stage": name.split()[-1], "steps": 1}
-        write_report(runs[name], run_records(0, 0.5, 1.0), {**MANIFEST, "training": training},
-                     n_boot=20)  # fmt: skip
+        write_report(
+            runs[name], run_records(0, 0.5, 1.0), {**MANIFEST, "training": training}, n_boot=20
+        )
     report = write_loop_report(runs, tmp_path)
     assert report["voices_heard_in_training"] == {"piper/joe": "seen"}
-    assert ("**Warning: evaluation voices heard in training**: `piper/joe` (seen in training)"
-            in (tmp_path / "report.md").read_text())  # fmt: skip
+    assert (
+        "**Warning: evaluation voices heard in training**: `piper/joe` (seen in training)"
+        in (tmp_path / "report.md").read_text()
+    )
     assert report["voices_unseen_in_training"] == []
     report = write_loop_report({"stage II": runs["stage II"]}, tmp_path)
     assert report["voices_heard_in_training"] == {}
@@ -117,16 +139,40 @@ def _command(root: Path) -> list[str]:
     texts = [ln for ln in pool.read_text().splitlines() if ln and not ln.startswith("#")]
     (root / "pool.txt").write_text("\n".join(texts[::12]) + "\n")
     (root / "corpus.txt").write_text("\n".join(CORPUS) + "\n")
-    return [sys.executable, "-m", "salad_train.cli", "run", "--config", "tiny", "--ablate-random",
-            f"data.corpus={root / 'corpus.txt'}", "data.tasks=[]", "data.voices=[piper/joe]",
-            "train.align_steps=2", "train.align_batch_size=4",
-            "model.adapter_layers=1", "model.adapter_width=32", "model.adapter_heads=2",
-            "optim.warmup_steps=1", "train.steps=4", "train.batch_size=2", "train.save_every=1",
-            f"train.out_dir={root / 'stage1'}", f"select.pool=[{root / 'pool.txt'}]",
-            "select.clusters=2", "select.probe_texts=1", "select.budget_hours=0.003",
-            "select.max_cer=0.5", "stage2.steps=2", "run.tasks=[demo]", "run.limit=4",
-            "run.voices=piper/joe", "run.asr=whisper-tiny.en", "run.n_boot=100",
-            f"run.out_dir={root / 'loop'}"]
+    return [
+        sys.executable,
+        "-m",
+        "salad_train.cli",
+        "run",
+        "--config",
+        "tiny",
+        "--ablate-random",
+        f"data.corpus={root / 'corpus.txt'}",
+        "data.tasks=[]",
+        "data.voices=[piper/joe]",
+        "train.align_steps=2",
+        "train.align_batch_size=4",
+        "model.adapter_layers=1",
+        "model.adapter_width=32",
+        "model.adapter_heads=2",
+        "optim.warmup_steps=1",
+        "train.steps=4",
+        "train.batch_size=2",
+        "train.save_every=1",
+        f"train.out_dir={root / 'stage1'}",
+        f"select.pool=[{root / 'pool.txt'}]",
+        "select.clusters=2",
+        "select.probe_texts=1",
+        "select.budget_hours=0.003",
+        "select.max_cer=0.5",
+        "stage2.steps=2",
+        "run.tasks=[demo]",
+        "run.limit=4",
+        "run.voices=piper/joe",
+        "run.asr=whisper-tiny.en",
+        "run.n_boot=100",
+        f"run.out_dir={root / 'loop'}",
+    ]
 
 
 def _lines(output: str) -> dict[str, str]:
@@ -140,11 +186,14 @@ def _lines(output: str) -> dict[str, str]:
 
 def test_run_is_resumable_and_skips_current_steps(tmp_path):
     command, loop = _command(tmp_path), tmp_path / "loop"
-    dones = {"stage I": tmp_path / "stage1" / "done.json",
-             "select (gamma=5)": loop / "select" / "done.json",
-             "stage II": loop / "stage2" / "done.json"}
-    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    dones = {
+        "stage I": tmp_path / "stage1" / "done.json",
+        "select (gamma=5)": loop / "select" / "done.json",
+        "stage II": loop / "stage2" / "done.json",
+    }
+    process = subprocess.Popen(
+        command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not (loop / "stage2" / "latest").is_file() and process.poll() is None:
         assert time.time() < deadline

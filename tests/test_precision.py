@@ -24,8 +24,10 @@ REQUESTS = [
     ScoringRequest((Text("Question: What color is the sky? Answer:"),), (" blue", " green")),
     ScoringRequest((Text("The capital of France is "),), ("Paris", "a potato", "")),
 ]
-REPLAY = ["The cat sat on the warm mat near the door and watched the rain fall.",
-          "Bread is baked in a hot oven until the crust turns brown and crisp."]
+REPLAY = [
+    "The cat sat on the warm mat near the door and watched the rain fall.",
+    "Bread is baked in a hot oven until the crust turns brown and crisp.",
+]
 
 
 def _logprobs(model, requests=REQUESTS) -> list[list[float]]:
@@ -37,8 +39,14 @@ def _logprobs(model, requests=REQUESTS) -> list[list[float]]:
 def test_an_untouched_llm_reads_text_exactly_as_its_base(tiny_qwen2, tmp_path, dtype, mode):
     """text@speech == text@base bit for bit, in each dtype, also after a checkpoint round trip;
     before, a bf16 checkpoint stayed bf16 in the speech LLM while TextLM forced float32."""
-    config = SpeechLMConfig(encoder="whisper-tiny.en", adapter_layers=1, adapter_width=32,
-                            adapter_heads=2, llm=str(tiny_qwen2), llm_mode=mode)  # fmt: skip
+    config = SpeechLMConfig(
+        encoder="whisper-tiny.en",
+        adapter_layers=1,
+        adapter_width=32,
+        adapter_heads=2,
+        llm=str(tiny_qwen2),
+        llm_mode=mode,
+    )
     base = TextLM(str(tiny_qwen2), dtype=dtype)
     speech = SpeechLM.from_config(config, seed=0, dtype=dtype)
     assert base.dtype == speech.dtype == dtype
@@ -52,8 +60,9 @@ def test_an_untouched_llm_reads_text_exactly_as_its_base(tiny_qwen2, tmp_path, d
 
 def _norm_weights(speech_lm: SpeechLM) -> dict[str, torch.Tensor]:
     """The LLM's RMSNorm weights: all exactly 1.0 at initialisation."""
-    return {n: p.detach().float().clone() for n, p in speech_lm.llm.named_parameters()
-            if "norm" in n}  # fmt: skip
+    return {
+        n: p.detach().float().clone() for n, p in speech_lm.llm.named_parameters() if "norm" in n
+    }
 
 
 def _one_step(speech_lm: SpeechLM, config) -> dict[str, torch.Tensor]:
@@ -63,12 +72,17 @@ def _one_step(speech_lm: SpeechLM, config) -> dict[str, torch.Tensor]:
 
     module = Stage1Module(speech_lm, features={}, config=config, clip_texts={})
     o = config.optim
-    optimizer = build_optimizer(speech_lm.adapter, speech_lm.llm, o.adapter_lr, o.llm_lr,
-                                o.weight_decay, tuple(o.betas))  # fmt: skip
+    optimizer = build_optimizer(
+        speech_lm.adapter, speech_lm.llm, o.adapter_lr, o.llm_lr, o.weight_decay, tuple(o.betas)
+    )
     accelerator = Accelerator(mixed_precision="bf16", cpu=True)
     module, optimizer = accelerator.prepare(module, optimizer)
-    plan = plan_batch([(Span(text),) for text in REPLAY], speech_lm.tokenizer,
-                      lambda clip: (0, 0.0), max_tokens=64)  # fmt: skip
+    plan = plan_batch(
+        [(Span(text),) for text in REPLAY],
+        speech_lm.tokenizer,
+        lambda clip: (0, 0.0),
+        max_tokens=64,
+    )
     before = _norm_weights(speech_lm)
     loss = module(plan)[0]
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
@@ -82,13 +96,20 @@ def test_a_full_llm_step_at_the_7b_rate_moves_the_weights(tiny_qwen2, fresh_acce
     update is about lr); on bf16 weights, spaced 2^-7 near 1, the same step rounds away."""
     preset = yaml.safe_load((PRESETS / "paper-7b.yaml").read_text())
     assert preset["model"]["llm_mode"] == "full"
-    config = load_config("tiny", [
-        f"model.llm={tiny_qwen2}", "model.llm_mode=full", "model.adapter_layers=1",
-        "model.adapter_width=32", "model.adapter_heads=2", "model.adapter_output=embedding",
-        f"optim.llm_lr={preset['optim']['llm_lr']}",
-        f"optim.adapter_lr={preset['optim']['adapter_lr']}",
-        "loss.alpha=0.0",  # the next-token loss: KL to a teacher equal to the student is ~0
-    ])  # fmt: skip
+    config = load_config(
+        "tiny",
+        [
+            f"model.llm={tiny_qwen2}",
+            "model.llm_mode=full",
+            "model.adapter_layers=1",
+            "model.adapter_width=32",
+            "model.adapter_heads=2",
+            "model.adapter_output=embedding",
+            f"optim.llm_lr={preset['optim']['llm_lr']}",
+            f"optim.adapter_lr={preset['optim']['adapter_lr']}",
+            "loss.alpha=0.0",  # the next-token loss: KL to a teacher equal to the student is ~0
+        ],
+    )
     assert config.optim.llm_lr == 5e-6
     speech_lm = student_lm(config, "cpu").train()  # the trainer's own load
     assert {p.dtype for p in speech_lm.parameters()} == {torch.float32}  # checkpoint is bf16

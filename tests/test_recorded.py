@@ -38,8 +38,9 @@ def _librivox(tmp: Path) -> Path:
     """The LibriVox folder of pocketsphinx-testdata: installed, else the .deb unpacked here."""
     if (LIBRIVOX / "transcription").is_file():
         return LIBRIVOX
-    subprocess.run(["apt-get", "download", "pocketsphinx-testdata"], cwd=tmp, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["apt-get", "download", "pocketsphinx-testdata"], cwd=tmp, check=True, capture_output=True
+    )
     deb = next(tmp.glob("pocketsphinx-testdata_*.deb"))
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp / "root")], check=True)
     return tmp / "root" / LIBRIVOX.relative_to("/")
@@ -64,8 +65,15 @@ def mirror(tmp_path_factory) -> Path:
         else:
             shutil.copyfile(source / f"{name}.wav", data / "clips" / f"{name}.wav")
             path = f"clips/{name}.wav"
-        rows.append({"question_id": name, "prompt": text, "reference": "ABCD"[number % 4],
-                     "subject": "literature", "audio": path})  # fmt: skip
+        rows.append(
+            {
+                "question_id": name,
+                "prompt": text,
+                "reference": "ABCD"[number % 4],
+                "subject": "literature",
+                "audio": path,
+            }
+        )
     (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return tmp / "mirror"
 
@@ -74,8 +82,12 @@ def test_recorded_parts_carry_their_files_and_transcripts(mirror):
     items = load_items("mmsu", data_dir=str(mirror))
     assert len(items) == 5 and items[1].id == "sense_and_sensibility_01_austen_64kb-0880"
     speak = [part for part in items[1].context if isinstance(part, Speak)]
-    assert speak == [Speak("he was not an ill disposed young man",
-                           str(mirror / MMSU / "clips" / f"{items[1].id}.wav"))]  # fmt: skip
+    assert speak == [
+        Speak(
+            "he was not an ill disposed young man",
+            str(mirror / MMSU / "clips" / f"{items[1].id}.wav"),
+        )
+    ]
     assert items[1].text_context.endswith("he was not an ill disposed young man\nAnswer:")
     assert [item.target for item in items] == [0, 1, 2, 3, 0]
 
@@ -86,15 +98,26 @@ def test_mmsu_schema_rows_and_missing_audio_synthesize_otherwise(tmp_path):
 
     data = tmp_path / MMSU
     data.mkdir(parents=True)
-    rows = [{"question": "What color is the sky on a clear day?", "choices": ["green", "blue",
-             "red", "black"], "answer": "B", "subject": "physics"},
-            {"question": "How many legs does a dog have?", "choices": ["two", "four", "six",
-             "eight"], "answer": 1, "subject": "biology"}]  # fmt: skip
+    rows = [
+        {
+            "question": "What color is the sky on a clear day?",
+            "choices": ["green", "blue", "red", "black"],
+            "answer": "B",
+            "subject": "physics",
+        },
+        {
+            "question": "How many legs does a dog have?",
+            "choices": ["two", "four", "six", "eight"],
+            "answer": 1,
+            "subject": "biology",
+        },
+    ]
     (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     items = load_items("mmsu", data_dir=str(tmp_path))
     assert [(i.domain, i.target) for i in items] == [("physics", 1), ("biology", 1)]
-    assert items[0].spoken_texts == ("What color is the sky on a clear day?\nA. green\nB. blue\n"
-                                     "C. red\nD. black",)  # fmt: skip
+    assert items[0].spoken_texts == (
+        "What color is the sky on a clear day?\nA. green\nB. blue\nC. red\nD. black",
+    )
     manifest = synthesize(items, "espeak/en-us,recorded", out_dir=tmp_path, show_progress=False)
     assert [r.status for r in manifest.rows if r.voice == "espeak/en-us"] == ["ok", "ok"]
     failed = [r for r in manifest.rows if r.voice == "recorded"]
@@ -114,9 +137,26 @@ def gap_run(mirror, tmp_path_factory) -> Path:
     salad_home.mkdir()
     (salad_home / "assets").symlink_to(home() / "assets")  # the prepared models; nothing else
     out = root / "run"
-    args = ["gap", "--model", str(checkpoint), "--tasks", "mmsu", "--voices", "recorded",
-            "--data-dir", str(mirror), "--limit", "5", "--asr", "whisper-tiny.en",
-            "--n-boot", "200", "--no-divergences", "--out", str(out)]  # fmt: skip
+    args = [
+        "gap",
+        "--model",
+        str(checkpoint),
+        "--tasks",
+        "mmsu",
+        "--voices",
+        "recorded",
+        "--data-dir",
+        str(mirror),
+        "--limit",
+        "5",
+        "--asr",
+        "whisper-tiny.en",
+        "--n-boot",
+        "200",
+        "--no-divergences",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "SALAD_HOME": str(salad_home), "HF_HUB_OFFLINE": "1"}
     subprocess.run([BIN / "salad-eval", *args], env=env, check=True)
     return out
@@ -125,8 +165,14 @@ def gap_run(mirror, tmp_path_factory) -> Path:
 def test_gap_report_holds_every_condition_both_controls_and_cascade_wer(gap_run):
     results = json.loads((gap_run / "results.json").read_text())
     accuracy = results["metrics"]["acc"]["overall"]["accuracy"]
-    conditions = {"text@base", "text@speech", "speech@speech", "speech@cascade",
-                  "speech@speech:silent", "speech@speech:shuffled"}  # fmt: skip
+    conditions = {
+        "text@base",
+        "text@speech",
+        "speech@speech",
+        "speech@cascade",
+        "speech@speech:silent",
+        "speech@speech:shuffled",
+    }
     assert conditions <= set(accuracy) and {a["n"] for a in accuracy.values()} == {5}
     overall = results["metrics"]["acc"]["overall"]
     assert overall["gap"]["num"] == overall["forgetting"]["num"] + overall["misalignment"]["num"]
@@ -154,8 +200,9 @@ def test_recorded_clips_are_stored_verified_and_keyed_by_source_bytes(gap_run, m
     salad_home = gap_run.parent / "home"
     clips = json.loads((gap_run / "results.json").read_text())["manifest"]["clips"]
     assert len(clips) == 5
-    sources = {hashlib.sha256(p.read_bytes()).hexdigest(): p
-               for p in (mirror / MMSU / "clips").iterdir()}  # fmt: skip
+    sources = {
+        hashlib.sha256(p.read_bytes()).hexdigest(): p for p in (mirror / MMSU / "clips").iterdir()
+    }
     for key, sha256 in clips.items():
         flac = salad_home / "audio" / "clips" / key[:2] / f"{key}.flac"
         sidecar = json.loads(flac.with_suffix(".json").read_text())
@@ -194,12 +241,20 @@ def test_audio_values_as_the_hub_gives_them(mirror, monkeypatch, tmp_path):
     monkeypatch.delenv(tasks.MIRROR_ENV, raising=False)
     wav = next((mirror / MMSU / "clips").glob("*.wav"))
     data = wav.read_bytes()
-    audio = pa.array([{"bytes": data, "path": wav.name}],
-                     type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))  # fmt: skip
-    table = pa.table({"audio": audio, "prompt": ["he was not an ill disposed young man"],
-                      "reference": ["B"]})  # fmt: skip
-    features = datasets.Features({"audio": datasets.Audio(), "prompt": datasets.Value("string"),
-                                  "reference": datasets.Value("string")})  # fmt: skip
+    audio = pa.array(
+        [{"bytes": data, "path": wav.name}],
+        type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+    )
+    table = pa.table(
+        {"audio": audio, "prompt": ["he was not an ill disposed young man"], "reference": ["B"]}
+    )
+    features = datasets.Features(
+        {
+            "audio": datasets.Audio(),
+            "prompt": datasets.Value("string"),
+            "reference": datasets.Value("string"),
+        }
+    )
     hub = datasets.Dataset(table).cast(features)  # decodes on access: would need torchcodec
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: hub)
     (item,) = load_items("mmsu")

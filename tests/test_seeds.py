@@ -26,11 +26,15 @@ def _loop(root, seed: int):
     training = {"stage": "I", "steps": 1, "speech_hours": 0.5}
     dirs = {
         "stage I": write_run(root / "s1", task_records("demo", A_SPEECH), training=training),
-        "stage II": write_run(root / "s2", task_records("demo", STAGE2[seed]),
-                              training={**training, "stage": "II"}),
-        "stage II random": write_run(root / "r", task_records("demo", [i < 12 for i in range(20)]),
-                                     training={**training, "stage": "II"}),
-    }  # fmt: skip
+        "stage II": write_run(
+            root / "s2", task_records("demo", STAGE2[seed]), training={**training, "stage": "II"}
+        ),
+        "stage II random": write_run(
+            root / "r",
+            task_records("demo", [i < 12 for i in range(20)]),
+            training={**training, "stage": "II"},
+        ),
+    }
     write_loop_report(dirs, root)
     return root
 
@@ -45,14 +49,18 @@ def test_report_across_seeds_has_known_spread_and_pooled_tests(tmp_path):
     assert speech["sd"] == pytest.approx(np.std([0.75, 0.70], ddof=1))
     assert (speech["min"], speech["max"]) == (0.70, 0.75)
     assert report["tables"]["demo"]["stage I"]["speech@speech acc"]["sd"] == 0
-    per_seed = {(r["a"], r["b"], r["condition"]): r for r in report["paired_per_seed"]
-                if r["task"] == "demo"}  # fmt: skip
+    per_seed = {
+        (r["a"], r["b"], r["condition"]): r
+        for r in report["paired_per_seed"]
+        if r["task"] == "demo"
+    }
     vs_stage1 = per_seed["stage I", "stage II", "speech@speech"]
     assert {s: r["diff"]["value"] for s, r in vs_stage1["per_seed"].items()} == {0: 0.25, 1: 0.2}
     assert vs_stage1["per_seed"][0]["p_value"] == pytest.approx(binom_two_sided(1, 7))
     assert vs_stage1["diff"]["mean"] == pytest.approx(0.225)
-    pooled = {(r["a"], r["b"], r["condition"]): r for r in report["paired_pooled"]
-              if r["task"] == "demo"}  # fmt: skip
+    pooled = {
+        (r["a"], r["b"], r["condition"]): r for r in report["paired_pooled"] if r["task"] == "demo"
+    }
     both = pooled["stage I", "stage II", "speech@speech"]
     assert both["n_items"] == 20 and both["n_pairs"] == 40  # items shared; McNemar: (seed, item)
     assert (both["b_right_a_wrong"], both["a_right_b_wrong"]) == (10, 1)
@@ -93,17 +101,25 @@ def test_two_seeds_of_the_toy_loop_train_apart_and_are_reported_together(tmp_pat
     for seed, stage1 in ((0, tmp_path / "stage1"), (1, tmp_path / "stage1-seed1")):
         assert json.loads((stage1 / "config.json").read_text())["train"]["seed"] == seed
         assert (loop / f"seed-{seed}" / "report.json").is_file()
-    weights = [(tmp_path / d / "model" / "adapter.safetensors").read_bytes()
-               for d in ("stage1", "stage1-seed1")]  # fmt: skip
+    weights = [
+        (tmp_path / d / "model" / "adapter.safetensors").read_bytes()
+        for d in ("stage1", "stage1-seed1")
+    ]
     assert weights[0] != weights[1]  # the seed reaches the initialisation and the data
     report = json.loads((loop / "seeds.json").read_text())
     speech = report["tables"]["demo"]["stage II"]["speech@speech acc"]
-    values = [json.loads((loop / f"seed-{s}" / "report.json").read_text())["tables"]["demo"]
-              ["stage II"]["speech@speech acc"]["value"] for s in (0, 1)]  # fmt: skip
+    values = [
+        json.loads((loop / f"seed-{s}" / "report.json").read_text())["tables"]["demo"]["stage II"][
+            "speech@speech acc"
+        ]["value"]
+        for s in (0, 1)
+    ]
     assert list(speech["per_seed"].values()) == values
     assert speech["mean"] == pytest.approx(np.mean(values))
-    assert any(r["a"] == "stage I" and r["b"] == "stage II" and r["task"] == "all tasks"
-               for r in report["paired_pooled"])  # fmt: skip
+    assert any(
+        r["a"] == "stage I" and r["b"] == "stage II" and r["task"] == "all tasks"
+        for r in report["paired_pooled"]
+    )
     again = subprocess.run(command, env=ENV, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("skipped (current)") == 2 * 6  # both loops, every step and report

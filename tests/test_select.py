@@ -23,8 +23,12 @@ def test_balanced_kmeans_sizes_are_floor_or_ceil(n, k):
     rng = np.random.default_rng(n)
     centers = rng.normal(size=(3, 16)) * 4  # uneven blobs: plain k-means would be unbalanced
     rest = n - n // 2
-    x = np.concatenate([centers[0] + rng.normal(size=(n // 2, 16)),
-                        centers[rng.integers(1, 3, rest)] + rng.normal(size=(rest, 16))])
+    x = np.concatenate(
+        [
+            centers[0] + rng.normal(size=(n // 2, 16)),
+            centers[rng.integers(1, 3, rest)] + rng.normal(size=(rest, 16)),
+        ]
+    )
     labels, centroids = balanced_kmeans(x, k, seed=1)
     sizes = np.bincount(labels, minlength=k)
     assert set(sizes) <= {n // k, -(-n // k)} and sizes.sum() == n
@@ -90,9 +94,13 @@ def test_sample_order_takes_each_text_once():
 
 def _fake_synthesis(actual: np.ndarray):
     """Clips ``actual`` seconds long (not as estimated); every fifth text unreadable."""
+
     def make(indices: list[int]) -> list[Selected]:
-        return [Selected(i, "", 0, "", (), 0.0, seconds=float(actual[i]), dropped=i % 5 == 0)
-                for i in indices]
+        return [
+            Selected(i, "", 0, "", (), 0.0, seconds=float(actual[i]), dropped=i % 5 == 0)
+            for i in indices
+        ]
+
     return make
 
 
@@ -103,13 +111,15 @@ def test_the_budget_counts_kept_seconds_so_both_arms_keep_the_same_hours(gamma):
     est = rng.uniform(1, 10, size=200)
     actual = est * rng.uniform(0.5, 2.0, size=200)  # synthesis is longer or shorter
     weights = cluster_weights(np.full(4, 0.25), np.array([0.1, 0.2, 0.4, 0.8]), gamma)
-    chosen = fill_budget(sample_order(labels, weights, seed=0), _fake_synthesis(actual), est,
-                         budget=300.0)
+    chosen = fill_budget(
+        sample_order(labels, weights, seed=0), _fake_synthesis(actual), est, budget=300.0
+    )
     kept = sum(c.seconds for c in chosen if not c.dropped)
     assert 300.0 - actual.max() < kept <= 300.0  # full to within one text, never over
     assert any(c.dropped for c in chosen)  # dropped texts are listed but count nothing
-    everything = fill_budget(sample_order(labels, weights, seed=0), _fake_synthesis(actual), est,
-                             budget=1e9)
+    everything = fill_budget(
+        sample_order(labels, weights, seed=0), _fake_synthesis(actual), est, budget=1e9
+    )
     assert sorted(c.index for c in everything) == list(range(200))  # a large budget: the pool
 
 
@@ -131,17 +141,25 @@ def test_equal_per_token_kl_at_different_lengths_gives_equal_weights():
 
 def test_pool_reads_text_jsonl_and_rejects_small(tmp_path):
     (tmp_path / "a.txt").write_text("# comment\none two three four five six seven eight\nshort\n")
-    (tmp_path / "b.txt").write_text("para one line one\ncontinues here and again\n\n"
-                                    "para two line one\nand goes on further\n")
-    (tmp_path / "c.jsonl").write_text(json.dumps({"body": "nine words in a json row for the pool"})
-                                      + "\n")
-    config = SelectConfig(pool=[str(tmp_path / n) for n in ("a.txt", "b.txt", "c.jsonl")],
-                          pool_column="body", clusters=2, min_words=8)
+    (tmp_path / "b.txt").write_text(
+        "para one line one\ncontinues here and again\n\npara two line one\nand goes on further\n"
+    )
+    (tmp_path / "c.jsonl").write_text(
+        json.dumps({"body": "nine words in a json row for the pool"}) + "\n"
+    )
+    config = SelectConfig(
+        pool=[str(tmp_path / n) for n in ("a.txt", "b.txt", "c.jsonl")],
+        pool_column="body",
+        clusters=2,
+        min_words=8,
+    )
     texts = read_pool(config)
-    assert texts == ["one two three four five six seven eight",
-                     "para one line one continues here and again",
-                     "para two line one and goes on further",
-                     "nine words in a json row for the pool"]
+    assert texts == [
+        "one two three four five six seven eight",
+        "para one line one continues here and again",
+        "para two line one and goes on further",
+        "nine words in a json row for the pool",
+    ]
     with pytest.raises(SaladError, match="fewer than select.clusters"):
         read_pool(SelectConfig(pool=config.pool, pool_column="body", clusters=10))
     with pytest.raises(SaladError, match="no 'text' field"):
@@ -160,17 +178,26 @@ def test_select_real_run(tmp_path):
     from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
     from salad_train.select import Selected, _synthesize, run_select
 
-    model = SpeechLMConfig(encoder="whisper-tiny.en", stack=8, adapter_layers=1, adapter_width=64,
-                           adapter_heads=2)
+    model = SpeechLMConfig(
+        encoder="whisper-tiny.en", stack=8, adapter_layers=1, adapter_width=64, adapter_heads=2
+    )
     SpeechLM.from_config(model, seed=0).save(tmp_path / "stage1" / "model")
     pool = Path(__file__).parents[1] / "salad_train" / "corpus" / "pool.txt"
     lines = [ln for ln in pool.read_text().splitlines() if not ln.startswith("#")]
     (tmp_path / "pool.txt").write_text("\n".join(lines[::4]) + "\n")  # 24 texts in all topics
-    config = load_config("tiny", [
-        f"select.pool=[{tmp_path / 'pool.txt'}]", f"select.checkpoint={tmp_path / 'stage1/model'}",
-        f"select.out_dir={tmp_path / 'select'}", "select.clusters=3", "select.probe_texts=1",
-        "select.budget_hours=0.004", "select.max_cer=0.5", "data.voices=[piper/joe]",
-    ])
+    config = load_config(
+        "tiny",
+        [
+            f"select.pool=[{tmp_path / 'pool.txt'}]",
+            f"select.checkpoint={tmp_path / 'stage1/model'}",
+            f"select.out_dir={tmp_path / 'select'}",
+            "select.clusters=3",
+            "select.probe_texts=1",
+            "select.budget_hours=0.004",
+            "select.max_cer=0.5",
+            "data.voices=[piper/joe]",
+        ],
+    )
     out = run_select(config)
     report = json.loads((out / "report.json").read_text())
     rows = [json.loads(ln) for ln in (out / "selected.jsonl").read_text().splitlines()]
@@ -187,6 +214,15 @@ def test_select_real_run(tmp_path):
     assert (out / "report.png").stat().st_size > 0 and "| c" in (out / "report.md").read_text()
     # the CER filter: a threshold below every clip's CER drops every text, and counts it
     strict = dataclasses.replace(config, select=dataclasses.replace(config.select, max_cer=-1.0))
-    chosen = [Selected(r["index"], r["text"], r["cluster"], r["voice"],
-                       tuple(tuple(s) for s in r["spans"]), r["est_seconds"]) for r in rows]
+    chosen = [
+        Selected(
+            r["index"],
+            r["text"],
+            r["cluster"],
+            r["voice"],
+            tuple(tuple(s) for s in r["spans"]),
+            r["est_seconds"],
+        )
+        for r in rows
+    ]
     assert all(s.dropped and "CER" in s.reason for s in _synthesize(chosen, strict, out))

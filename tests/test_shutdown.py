@@ -36,13 +36,26 @@ def test_sigterm_during_synthesis_leaves_no_process_and_a_consistent_store(tmp_p
     cache.mkdir()
     (cache / "assets").symlink_to(home() / "assets")
     log = tmp_path / "stderr.log"
-    env = {**os.environ, "SALAD_HOME": str(cache), "HF_HUB_OFFLINE": "1",
-           "SALAD_PROGRESS_SECONDS": "1"}  # fmt: skip
-    overrides = ["data.tasks=[]", "data.max_documents=null", "data.workers=2",
-                 "train.align_steps=0", f"train.out_dir={tmp_path / 'run'}"]  # fmt: skip
+    env = {
+        **os.environ,
+        "SALAD_HOME": str(cache),
+        "HF_HUB_OFFLINE": "1",
+        "SALAD_PROGRESS_SECONDS": "1",
+    }
+    overrides = [
+        "data.tasks=[]",
+        "data.max_documents=null",
+        "data.workers=2",
+        "train.align_steps=0",
+        f"train.out_dir={tmp_path / 'run'}",
+    ]
     with open(log, "w") as stderr:
-        parent = subprocess.Popen([BIN / "salad-train", "stage1", *overrides], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+        parent = subprocess.Popen(
+            [BIN / "salad-train", "stage1", *overrides],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
         run = psutil.Process(parent.pid)
         started = lambda: "synthesizing speech spans:" in log.read_text()  # noqa: E731

@@ -104,8 +104,12 @@ def test_a_clip_is_a_pure_function_of_text_voice_and_seed(voice: str) -> None:
     spec = parse_voice(voice)
     first, second = (tts.synthesize(SENTENCES, spec) for _ in range(2))
     np.testing.assert_array_equal(first, second)
-    fresh = subprocess.run([sys.executable, "-c", _DIGEST, SENTENCES, voice], check=True,
-                           capture_output=True, text=True)  # fmt: skip
+    fresh = subprocess.run(
+        [sys.executable, "-c", _DIGEST, SENTENCES, voice],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert fresh.stdout.strip() == _digest(first)
     if voice == "piper/joe":
         other = tts.synthesize(SENTENCES, spec, seed=1)
@@ -165,8 +169,10 @@ def test_bad_store_entries_are_counted_and_rebuilt(fresh_home: Path) -> None:
     first = synthesize(items, FAST, show_progress=False)
     clips = sorted({Path(clip.path) for row in first.rows for clip in row.clips})
     assert len(clips) >= 6
-    transcripts = [next((fresh_home / "audio" / "transcripts").rglob(f"{path.stem}.json"))
-                   for path in clips[3:6]]  # fmt: skip
+    transcripts = [
+        next((fresh_home / "audio" / "transcripts").rglob(f"{path.stem}.json"))
+        for path in clips[3:6]
+    ]
     for path, how in zip(clips[:3] + transcripts, ["truncate", "zero", "garbage"] * 2, strict=True):
         _corrupt(path, how)
     before = dict(REBUILT)
@@ -193,9 +199,13 @@ def test_default_voices_are_intelligible_on_demo(fresh_home: Path) -> None:
 def _cli(*args: str, env: dict) -> subprocess.Popen:
     command = [sys.executable, "-m", "salad_eval.cli", "synth", *args]
     return subprocess.Popen(
-        command, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        command,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
 
 
 def test_sigkill_midway_then_rerun_leaves_no_bad_clip(tmp_path: Path) -> None:

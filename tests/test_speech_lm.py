@@ -245,11 +245,21 @@ def test_mimi_encoder_feeds_a_speech_lm(clip, tmp_path):
     from transformers import MimiConfig, MimiModel
 
     config = MimiConfig(
-        hidden_size=32, num_filters=4, upsampling_ratios=[8, 6, 5, 4], codebook_size=16,
-        codebook_dim=32, num_quantizers=4, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, intermediate_size=64, head_dim=16, sliding_window=16,
-        upsample_groups=32, vector_quantization_hidden_dimension=32,
-    )  # fmt: skip
+        hidden_size=32,
+        num_filters=4,
+        upsampling_ratios=[8, 6, 5, 4],
+        codebook_size=16,
+        codebook_dim=32,
+        num_quantizers=4,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        head_dim=16,
+        sliding_window=16,
+        upsample_groups=32,
+        vector_quantization_hidden_dimension=32,
+    )
     torch.manual_seed(0)
     MimiModel(config).save_pretrained(tmp_path / "mimi")
     encoder = load_encoder(str(tmp_path / "mimi"), cache=False)

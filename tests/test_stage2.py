@@ -24,27 +24,51 @@ CORPUS = [
     "The cat sat on the warm mat near the door and watched the rain fall.",
     "Bread is baked in a hot oven until the crust turns brown and crisp.",
 ]
-SELECTED = [("Trains leave the station", "every hour on the hour"),
-            ("The river runs past", "old mills and quiet farms")]
+SELECTED = [
+    ("Trains leave the station", "every hour on the hour"),
+    ("The river runs past", "old mills and quiet farms"),
+]
 
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
     root = tmp_path_factory.mktemp("stage2")
     (root / "corpus.txt").write_text("\n".join(CORPUS) + "\n")
-    rows = [{"spans": [[text, False], [spoken, True]], "audio": [None, speak(spoken, "piper/joe")],
-             "dropped": False, "seconds": 1.5} for text, spoken in SELECTED]
+    rows = [
+        {
+            "spans": [[text, False], [spoken, True]],
+            "audio": [None, speak(spoken, "piper/joe")],
+            "dropped": False,
+            "seconds": 1.5,
+        }
+        for text, spoken in SELECTED
+    ]
     rows.append({"spans": [["dropped", True]], "audio": [None], "dropped": True, "seconds": 0})
     (root / "select").mkdir()
     (root / "select" / "selected.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return load_config("tiny", [
-        f"data.corpus={root / 'corpus.txt'}", "data.tasks=[]", "data.voices=[piper/joe]",
-        "data.replay_prob=0.3", "train.align_steps=2", "train.align_batch_size=4",
-        "model.adapter_layers=1", "model.adapter_width=32", "model.adapter_heads=2",
-        "optim.warmup_steps=1", "optim.decay_fraction=0.5", "train.steps=4", "train.batch_size=2",
-        "train.save_every=1", f"train.out_dir={root / 'stage1'}",
-        f"select.out_dir={root / 'select'}", "stage2.steps=3", f"stage2.out_dir={root / 's2'}",
-    ])
+    return load_config(
+        "tiny",
+        [
+            f"data.corpus={root / 'corpus.txt'}",
+            "data.tasks=[]",
+            "data.voices=[piper/joe]",
+            "data.replay_prob=0.3",
+            "train.align_steps=2",
+            "train.align_batch_size=4",
+            "model.adapter_layers=1",
+            "model.adapter_width=32",
+            "model.adapter_heads=2",
+            "optim.warmup_steps=1",
+            "optim.decay_fraction=0.5",
+            "train.steps=4",
+            "train.batch_size=2",
+            "train.save_every=1",
+            f"train.out_dir={root / 'stage1'}",
+            f"select.out_dir={root / 'select'}",
+            "stage2.steps=3",
+            f"stage2.out_dir={root / 's2'}",
+        ],
+    )
 
 
 def test_selected_documents_keep_clips_and_skip_dropped(config):
@@ -106,10 +130,13 @@ def test_stage2_teacher_is_the_base_llm_not_the_stage1_llm(config, tiny_qwen2, t
     from salad_eval.models.digest import weights_digest
     from salad_eval.models.text_lm import load_llm
 
-    full = replace(config, model=replace(config.model, llm=str(tiny_qwen2), llm_mode="full"),
-                   optim=replace(config.optim, llm_lr=1e-3),
-                   train=replace(config.train, out_dir=str(tmp_path / "stage1")),
-                   stage2=replace(config.stage2, out_dir=str(tmp_path / "stage2")))  # fmt: skip
+    full = replace(
+        config,
+        model=replace(config.model, llm=str(tiny_qwen2), llm_mode="full"),
+        optim=replace(config.optim, llm_lr=1e-3),
+        train=replace(config.train, out_dir=str(tmp_path / "stage1")),
+        stage2=replace(config.stage2, out_dir=str(tmp_path / "stage2")),
+    )
     run_stage1(full)
     trainer = Stage2Trainer(full)
     trainer.setup()

@@ -71,9 +71,20 @@ def _write_run(root: Path, name: str, alpha: float, steps: list[int]) -> list[di
         m = E + B * tokens**-BETA
         f = (1.2 - alpha) * 0.01 * np.log(step + 1)
         rows.append({"step": step, "loss": 1.0, "tokens_seen": tokens})
-        rows.append({"step": step, "tokens_seen": tokens, "probe": {
-            "M": m, "F": f, "speech_acc": A_SPEECH + B_SPEECH * np.log(m),
-            "text_acc": A_TEXT + B_TEXT * f, "answer_M": 0.0, "answer_F": 0.0}})
+        rows.append(
+            {
+                "step": step,
+                "tokens_seen": tokens,
+                "probe": {
+                    "M": m,
+                    "F": f,
+                    "speech_acc": A_SPEECH + B_SPEECH * np.log(m),
+                    "text_acc": A_TEXT + B_TEXT * f,
+                    "answer_M": 0.0,
+                    "answer_F": 0.0,
+                },
+            }
+        )
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
@@ -100,7 +111,8 @@ def test_report_fits_constructed_probe_rows(tmp_path):
     speech, text = summary["fig3"]["speech_acc_vs_log_M"], summary["fig3"]["text_acc_vs_F"]
     assert speech["n"] == text["n"] == len(summary["points"]) == 11
     assert speech["slope"] == pytest.approx(B_SPEECH) and speech["intercept"] == pytest.approx(
-        A_SPEECH)
+        A_SPEECH
+    )
     assert text["slope"] == pytest.approx(B_TEXT) and text["intercept"] == pytest.approx(A_TEXT)
     for fit in (speech, text):
         assert fit["r2"] == pytest.approx(1.0) and fit["loo_r2"] == pytest.approx(1.0)
@@ -122,12 +134,16 @@ def test_report_says_when_there_are_too_few_points(tmp_path):
 
 
 def test_variants_split_only_before_the_next_dotted_key():
-    v = parse_variant("narrow:data.max_documents=2,data.voices=[espeak/en-us,piper/joe:"
-                      "length_scale=1.2,noise_scale=0.8],train.seed=1")  # fmt: skip
+    v = parse_variant(
+        "narrow:data.max_documents=2,data.voices=[espeak/en-us,piper/joe:"
+        "length_scale=1.2,noise_scale=0.8],train.seed=1"
+    )
     assert v.name == "narrow"
-    assert v.overrides == ["data.max_documents=2",
-                           "data.voices=[espeak/en-us,piper/joe:length_scale=1.2,noise_scale=0.8]",
-                           "train.seed=1"]  # fmt: skip
+    assert v.overrides == [
+        "data.max_documents=2",
+        "data.voices=[espeak/en-us,piper/joe:length_scale=1.2,noise_scale=0.8]",
+        "train.seed=1",
+    ]
     for bad in ("narrow", "2x:data.seed=1", "narrow:"):
         with pytest.raises(SaladError):
             parse_variant(bad)
@@ -151,24 +167,50 @@ def toy_config(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("toy")
     tokenizer = AutoTokenizer.from_pretrained(llm_path())
     torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-    )).save_pretrained(root / "llm")  # fmt: skip
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+        )
+    ).save_pretrained(root / "llm")
     tokenizer.save_pretrained(root / "llm")
     (root / "corpus.txt").write_text("\n".join(CORPUS) + "\n")
     config = {
-        "model": {"encoder": "whisper-tiny.en", "stack": 4, "adapter_layers": 1,
-                  "adapter_width": 32, "adapter_heads": 2, "llm": str(root / "llm"),
-                  "llm_mode": "lora", "lora_r": 4},
-        "data": {"corpus": "corpus.txt", "voices": ["piper/joe"], "replay_prob": 0.4,
-                 "text_span_words": [3, 5], "speech_span_words": [2, 4], "max_tokens": 96},
+        "model": {
+            "encoder": "whisper-tiny.en",
+            "stack": 4,
+            "adapter_layers": 1,
+            "adapter_width": 32,
+            "adapter_heads": 2,
+            "llm": str(root / "llm"),
+            "llm_mode": "lora",
+            "lora_r": 4,
+        },
+        "data": {
+            "corpus": "corpus.txt",
+            "voices": ["piper/joe"],
+            "replay_prob": 0.4,
+            "text_span_words": [3, 5],
+            "speech_span_words": [2, 4],
+            "max_tokens": 96,
+        },
         "loss": {"chunk_size": 16},
         "optim": {"warmup_steps": 1},
-        "train": {"steps": 3, "batch_size": 1, "save_every": 3, "mixed_precision": "no",
-                  "probe_items": 2, "probe_docs": 1},
+        "train": {
+            "steps": 3,
+            "batch_size": 1,
+            "save_every": 3,
+            "mixed_precision": "no",
+            "probe_items": 2,
+            "probe_docs": 1,
+        },
         "sweep": {"alphas": [0.0, 0.5, 1.0], "probe_every": 1},
-    }  # fmt: skip
+    }
     path = root / "toy.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -178,8 +220,16 @@ def test_sweep_command_trains_each_alpha_once_and_reports(toy_config, tmp_path):
     from salad_train.cli import app
 
     out = tmp_path / "sweep"
-    args = ["sweep", "--config", str(toy_config), "--alphas", "0,1", "--steps", "3",
-            f"sweep.out_dir={out}"]  # fmt: skip
+    args = [
+        "sweep",
+        "--config",
+        str(toy_config),
+        "--alphas",
+        "0,1",
+        "--steps",
+        "3",
+        f"sweep.out_dir={out}",
+    ]
     result = CliRunner().invoke(app, args)
     if result.exception and not isinstance(result.exception, SystemExit):
         import traceback
@@ -212,8 +262,11 @@ def _model_files(run: Path) -> dict[str, bytes]:
 
 def _losses(run: Path) -> list[tuple]:
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r.get("align_step"), r.get("ctc_per_token"), r.get("loss"))
-            for r in rows if "probe" not in r]
+    return [
+        (r["step"], r.get("align_step"), r.get("ctc_per_token"), r.get("loss"))
+        for r in rows
+        if "probe" not in r
+    ]
 
 
 def test_later_alphas_share_the_first_warm_up_and_train_as_if_they_ran_it(toy_config, tmp_path):
@@ -221,15 +274,35 @@ def test_later_alphas_share_the_first_warm_up_and_train_as_if_they_ran_it(toy_co
 
     warmup = ["train.align_steps=3", "train.align_batch_size=2", "train.probe_every=0"]
     out = tmp_path / "sweep"
-    result = CliRunner().invoke(app, ["sweep", "--config", str(toy_config), "--alphas", "0,1",
-                                      *warmup, "sweep.probe_every=3", f"sweep.out_dir={out}"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            "--config",
+            str(toy_config),
+            "--alphas",
+            "0,1",
+            *warmup,
+            "sweep.probe_every=3",
+            f"sweep.out_dir={out}",
+        ],
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     assert "alpha-1: loss.alpha=1, warm-up shared from alpha-0" in result.output
     assert (out / "alpha-0" / "checkpoints" / "step-000000" / "state.pt").is_file()
     alone = tmp_path / "alone"  # the same alpha-1 run, warming up by itself
-    result = CliRunner().invoke(app, ["stage1", "--config", str(toy_config), *warmup,
-                                      "loss.alpha=1", "train.probe_every=3",
-                                      f"train.out_dir={alone}"])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "stage1",
+            "--config",
+            str(toy_config),
+            *warmup,
+            "loss.alpha=1",
+            "train.probe_every=3",
+            f"train.out_dir={alone}",
+        ],
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     assert not (alone / "checkpoints" / "step-000000").exists()  # kept only for a sweep
     assert _losses(out / "alpha-1") == _losses(alone)

@@ -109,8 +109,9 @@ def test_shot_budget_keeps_as_many_drawn_shots_as_fit():
         longer = load_items("demo", limit=6, shots=k + 1)[i]  # lm-eval's order: a prefix
         assert longer.spoken_texts[:k] == item.spoken_texts[:k]
         assert words(longer.text_context) > 40
-    assert {i.shots for i in load_items("demo", limit=6, shots=5, shot_budget=1,
-                                        length=words)} == {0}  # fmt: skip
+    assert {i.shots for i in load_items("demo", limit=6, shots=5, shot_budget=1, length=words)} == {
+        0
+    }
     assert load_items("demo", limit=6, shots=5, shot_budget=10**6, length=words) == full
     with pytest.raises(SaladError, match="--shots"):
         load_items("demo", limit=6, shot_budget=40, length=words)
@@ -130,8 +131,16 @@ def test_limit_takes_first_n_of_each_mmlu_subject(benchmarks_dir):
 
 def test_every_task_resolves_with_version_and_fingerprint():
     names = list_tasks()
-    assert {"mmlu", "arc_easy", "arc_challenge", "hellaswag", "openbookqa", "piqa", "storycloze",
-            "demo"} <= set(names)
+    assert {
+        "mmlu",
+        "arc_easy",
+        "arc_challenge",
+        "hellaswag",
+        "openbookqa",
+        "piqa",
+        "storycloze",
+        "demo",
+    } <= set(names)
     assert sum(name.startswith("mmlu_") for name in names) == 57
     specs = [get_task(name) for name in names]
     assert all(isinstance(spec.version, int) and spec.version >= 1 for spec in specs)

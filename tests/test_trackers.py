@@ -32,22 +32,46 @@ def config_file(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("toy")
     tokenizer = AutoTokenizer.from_pretrained(llm_path())
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
-                         tie_word_embeddings=True)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
     LlamaForCausalLM(config).save_pretrained(root / "llm")
     tokenizer.save_pretrained(root / "llm")
     (root / "corpus.txt").write_text("\n".join(CORPUS) + "\n")
     spec = {
-        "model": {"encoder": "whisper-tiny.en", "stack": 4, "adapter_layers": 1,
-                  "adapter_width": 32, "adapter_heads": 2, "llm": str(root / "llm")},
-        "data": {"corpus": "corpus.txt", "voices": ["espeak/en-us"], "replay_prob": 0.0,
-                 "text_span_words": [3, 5], "speech_span_words": [2, 4], "max_tokens": 64},
+        "model": {
+            "encoder": "whisper-tiny.en",
+            "stack": 4,
+            "adapter_layers": 1,
+            "adapter_width": 32,
+            "adapter_heads": 2,
+            "llm": str(root / "llm"),
+        },
+        "data": {
+            "corpus": "corpus.txt",
+            "voices": ["espeak/en-us"],
+            "replay_prob": 0.0,
+            "text_span_words": [3, 5],
+            "speech_span_words": [2, 4],
+            "max_tokens": 64,
+        },
         "loss": {"chunk_size": 16},
         "optim": {"warmup_steps": 1},
-        "train": {"steps": 3, "batch_size": 2, "save_every": 3, "mixed_precision": "no",
-                  "align_steps": 2, "align_batch_size": 2},
-    }  # fmt: skip
+        "train": {
+            "steps": 3,
+            "batch_size": 2,
+            "save_every": 3,
+            "mixed_precision": "no",
+            "align_steps": 2,
+            "align_batch_size": 2,
+        },
+    }
     path = root / "toy.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -67,12 +91,26 @@ def test_stage1_logs_its_metrics_to_tensorboard(config_file, tmp_path):
 
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "salad_train.cli", "stage1", "--config",
-                    str(config_file), f"train.out_dir={out}", "train.report_to=tensorboard"],
-                   env=env, check=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "salad_train.cli",
+            "stage1",
+            "--config",
+            str(config_file),
+            f"train.out_dir={out}",
+            "train.report_to=tensorboard",
+        ],
+        env=env,
+        check=True,
+    )
     rows = read_metrics(out / "metrics.jsonl")
-    (events,) = {p.parent for p in (out / "trackers").rglob("events.out.tfevents.*")
-                 if p.parent.name == out.name}  # fmt: skip
+    (events,) = {
+        p.parent
+        for p in (out / "trackers").rglob("events.out.tfevents.*")
+        if p.parent.name == out.name
+    }
     board = EventAccumulator(str(events))
     board.Reload()
     steps = [r for r in rows if "loss" in r]

@@ -38,8 +38,12 @@ def test_manifest_rows_without_a_document_are_refused_in_one_line(tmp_path):
 def test_each_sample_draws_heard_or_read_anew():
     doc = tuple(Span(f"u{i}", f"u{i}.wav", recorded=True) for i in range(4))
     fixed = (Span("synthetic text"), Span("synthetic speech", "s.wav"))
-    data = MixedData({"speech": [doc, fixed], "replay": [(Span("replay"),)]},
-                     {"speech": 2 / 3, "replay": 1 / 3}, seed=0, where="Stage I data")
+    data = MixedData(
+        {"speech": [doc, fixed], "replay": [(Span("replay"),)]},
+        {"speech": 2 / 3, "replay": 1 / 3},
+        seed=0,
+        where="Stage I data",
+    )
     heard, read = set(), set()
     for index in range(200):
         sample = data.sample(index)
@@ -66,8 +70,12 @@ def test_long_documents_are_windowed_so_all_their_text_is_used():
 
 
 def test_drawn_shares_count_what_the_run_sampled():
-    data = MixedData({"speech": [(Span("a", "a.wav"),)], "replay": [(Span("b"),)]},
-                     {"speech": 0.75, "replay": 0.25}, seed=1, where="Stage I data")
+    data = MixedData(
+        {"speech": [(Span("a", "a.wav"),)], "replay": [(Span("b"),)]},
+        {"speech": 0.75, "replay": 0.25},
+        seed=1,
+        where="Stage I data",
+    )
     drawn = data.drawn(4000)
     replay = sum(data.sample(i) == (Span("b"),) for i in range(4000)) / 4000
     assert drawn["replay"] == replay and abs(replay - 0.25) < 3 * (0.25 * 0.75 / 4000) ** 0.5

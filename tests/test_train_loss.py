@@ -14,8 +14,12 @@ from salad_train.loss import distillation_loss
 def setup():
     torch.manual_seed(0)
     cfg = LlamaConfig(
-        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
     )
     student, teacher = LlamaForCausalLM(cfg), LlamaForCausalLM(cfg)
     # student: [t t t A A A t t t A A t t]; positions whose next token is text are marked
@@ -44,8 +48,9 @@ def direct(student, teacher, s_hidden, t_hidden, s_mask, t_mask, targets, temper
 @pytest.mark.parametrize("chunk_size", [1, 3, 1024])
 def test_alpha_one_is_exactly_the_kl_on_text_positions(setup, chunk_size):
     student, teacher, s_h, t_h, s_m, t_m, y = setup
-    out = distillation_loss(s_h, t_h, s_m, t_m, y, student.lm_head, teacher.lm_head,
-                            alpha=1.0, chunk_size=chunk_size)
+    out = distillation_loss(
+        s_h, t_h, s_m, t_m, y, student.lm_head, teacher.lm_head, alpha=1.0, chunk_size=chunk_size
+    )
     kl, _ = direct(student, teacher, s_h, t_h, s_m, t_m, y)
     assert out.n_positions == 14
     torch.testing.assert_close(out.loss, kl)
@@ -54,16 +59,27 @@ def test_alpha_one_is_exactly_the_kl_on_text_positions(setup, chunk_size):
 
 def test_alpha_zero_is_exactly_the_nll(setup):
     student, teacher, s_h, t_h, s_m, t_m, y = setup
-    out = distillation_loss(s_h, t_h, s_m, t_m, y, student.lm_head, teacher.lm_head,
-                            alpha=0.0, chunk_size=4)
+    out = distillation_loss(
+        s_h, t_h, s_m, t_m, y, student.lm_head, teacher.lm_head, alpha=0.0, chunk_size=4
+    )
     _, nll = direct(student, teacher, s_h, t_h, s_m, t_m, y)
     torch.testing.assert_close(out.loss, nll)
 
 
 def test_mixture_and_temperature(setup):
     student, teacher, s_h, t_h, s_m, t_m, y = setup
-    out = distillation_loss(s_h, t_h, s_m, t_m, y, student.lm_head, teacher.lm_head,
-                            alpha=0.3, temperature=2.0, chunk_size=5)
+    out = distillation_loss(
+        s_h,
+        t_h,
+        s_m,
+        t_m,
+        y,
+        student.lm_head,
+        teacher.lm_head,
+        alpha=0.3,
+        temperature=2.0,
+        chunk_size=5,
+    )
     kl, nll = direct(student, teacher, s_h, t_h, s_m, t_m, y, temperature=2.0)
     torch.testing.assert_close(out.loss, 0.3 * kl + 0.7 * nll)
 
@@ -71,8 +87,9 @@ def test_mixture_and_temperature(setup):
 def test_audio_positions_carry_no_loss_and_gradients_match(setup):
     student, teacher, s_h, t_h, s_m, t_m, y = setup
     leaf = s_h.detach().clone().requires_grad_(True)
-    out = distillation_loss(leaf, t_h, s_m, t_m, y, student.lm_head, teacher.lm_head,
-                            alpha=0.5, chunk_size=3)
+    out = distillation_loss(
+        leaf, t_h, s_m, t_m, y, student.lm_head, teacher.lm_head, alpha=0.5, chunk_size=3
+    )
     out.loss.backward()
     assert leaf.grad[~s_m].abs().max() == 0  # audio positions: no gradient
     assert leaf.grad[s_m].abs().min() > 0

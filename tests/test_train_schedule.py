@@ -8,8 +8,9 @@ import pytest
 from salad_train.optim import decay_start, wsd_factor
 
 
-@pytest.mark.parametrize(("total", "warmup", "fraction"),
-                         [(100, 10, 0.2), (23000, 500, 0.2), (3, 0, 1.0)])
+@pytest.mark.parametrize(
+    ("total", "warmup", "fraction"), [(100, 10, 0.2), (23000, 500, 0.2), (3, 0, 1.0)]
+)
 def test_wsd_endpoints(total, warmup, fraction):
     factors = [wsd_factor(s, warmup, total, fraction) for s in range(total)]
     start = decay_start(total, fraction)

@@ -41,8 +41,13 @@ def tiny_llm(tmp_path_factory) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(llm_path())
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
     )
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -54,15 +59,36 @@ def config_file(tmp_path_factory, tiny_llm) -> Path:
     root = tmp_path_factory.mktemp("cfg")
     (root / "corpus.txt").write_text("\n".join(CORPUS) + "\n")
     config = {
-        "model": {"encoder": "whisper-tiny.en", "stack": 4, "adapter_layers": 1,
-                  "adapter_width": 32, "adapter_heads": 2, "llm": str(tiny_llm),
-                  "llm_mode": "lora", "lora_r": 4},
-        "data": {"corpus": "corpus.txt", "voices": ["piper/joe"], "replay_prob": 0.4,
-                 "text_span_words": [3, 5], "speech_span_words": [2, 4], "max_tokens": 96},
+        "model": {
+            "encoder": "whisper-tiny.en",
+            "stack": 4,
+            "adapter_layers": 1,
+            "adapter_width": 32,
+            "adapter_heads": 2,
+            "llm": str(tiny_llm),
+            "llm_mode": "lora",
+            "lora_r": 4,
+        },
+        "data": {
+            "corpus": "corpus.txt",
+            "voices": ["piper/joe"],
+            "replay_prob": 0.4,
+            "text_span_words": [3, 5],
+            "speech_span_words": [2, 4],
+            "max_tokens": 96,
+        },
         "loss": {"alpha": 0.7, "chunk_size": 16, "ctc_weight": 0.3},
         "optim": {"adapter_lr": 3e-3, "llm_lr": 1e-3, "warmup_steps": 2, "decay_fraction": 0.25},
-        "train": {"steps": 12, "batch_size": 2, "grad_accum": 2, "save_every": 2, "seed": 3,
-                  "mixed_precision": "no", "align_steps": 3, "align_batch_size": 3},
+        "train": {
+            "steps": 12,
+            "batch_size": 2,
+            "grad_accum": 2,
+            "save_every": 2,
+            "seed": 3,
+            "mixed_precision": "no",
+            "align_steps": 3,
+            "align_batch_size": 3,
+        },
     }
     path = root / "toy.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -70,8 +96,16 @@ def config_file(tmp_path_factory, tiny_llm) -> Path:
 
 
 def _command(config: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "salad_train.cli", "stage1", "--config", str(config),
-            f"train.out_dir={out}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "salad_train.cli",
+        "stage1",
+        "--config",
+        str(config),
+        f"train.out_dir={out}",
+        *extra,
+    ]
 
 
 def _final_state(out: Path) -> dict:
@@ -98,8 +132,10 @@ def _assert_same_run(a: Path, b: Path, rtol: float, atol: float) -> None:
             # attention is invariant to the key bias: its true gradient is 0, so Adam turns
             # rounding noise into lr-sized steps there; compare the query and value biases only
             third = len(tensor) // 3
-            tensor, other = torch.cat([tensor[:third], tensor[2 * third:]]), torch.cat(
-                [other[:third], other[2 * third:]])
+            tensor, other = (
+                torch.cat([tensor[:third], tensor[2 * third :]]),
+                torch.cat([other[:third], other[2 * third :]]),
+            )
         torch.testing.assert_close(tensor, other, rtol=rtol, atol=atol)
 
 
@@ -107,8 +143,9 @@ def _assert_same_run(a: Path, b: Path, rtol: float, atol: float) -> None:
 def test_sigkill_and_resume_matches_an_uninterrupted_run(config_file, tmp_path, output):
     output = f"model.adapter_output={output}"  # vocabulary: clip lengths follow the adapter
     straight = tmp_path / "straight"
-    subprocess.run(_command(config_file, straight, output), env=ENV, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        _command(config_file, straight, output), env=ENV, check=True, capture_output=True
+    )
     rows = read_metrics(straight / "metrics.jsonl")
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses[-1] < losses[0]  # it learns
@@ -119,8 +156,12 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(config_file, tmp_path, 
     assert (straight / "checkpoints" / "step-000009" / "state.pt").is_file()
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_command(config_file, killed, output), env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _command(config_file, killed, output),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while not (killed / "latest").is_file() and process.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -128,8 +169,7 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(config_file, tmp_path, 
     assert process.wait() == -signal.SIGKILL
     stopped_at = int((killed / "latest").read_text().split("-")[1])
     assert stopped_at < 12
-    subprocess.run(_command(config_file, killed, output), env=ENV, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(_command(config_file, killed, output), env=ENV, check=True, capture_output=True)
     _assert_same_run(straight, killed, rtol=1e-5, atol=1e-6)
 
 
@@ -137,13 +177,30 @@ def test_two_processes_match_one_with_the_same_global_batch(config_file, tmp_pat
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run(_command(config_file, one), env=ENV, check=True, capture_output=True)
     # --multi_gpu starts torchrun; ACCELERATE_USE_CPU makes it a gloo process group on CPU
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-              "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-              "--dynamo_backend", "no",
-              "-m", "salad_train.cli", "stage1", "--config", str(config_file),
-              f"train.out_dir={two}", "train.batch_size=1"]
-    result = subprocess.run(launch, env={**ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True,
-                            text=True)
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "salad_train.cli",
+        "stage1",
+        "--config",
+        str(config_file),
+        f"train.out_dir={two}",
+        "train.batch_size=1",
+    ]
+    result = subprocess.run(
+        launch, env={**ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert {r["processes"] for r in read_metrics(two / "metrics.jsonl") if "loss" in r} == {2}
     _assert_same_run(one, two, rtol=1e-4, atol=1e-5)
@@ -166,24 +223,31 @@ def test_config_errors_are_one_line_and_come_before_any_work(config_file, tmp_pa
     message = _one_line_error(lambda: load_config(str(config_file), ["modle.llm=x"]))
     assert "'modle'" in message
     message = _one_line_error(
-        lambda: load_config(str(config_file), [f"data.corpus={tmp_path / 'missing.txt'}"]))
+        lambda: load_config(str(config_file), [f"data.corpus={tmp_path / 'missing.txt'}"])
+    )
     assert "data.corpus" in message and "does not exist" in message
     message = _one_line_error(
-        lambda: load_config(str(config_file), [f"data.natural=[{tmp_path / 'nowhere'}]"]))
+        lambda: load_config(str(config_file), [f"data.natural=[{tmp_path / 'nowhere'}]"])
+    )
     assert "data.natural" in message
 
     # a warm start whose adapter was built for another encoder/LLM width
     checkpoint = tmp_path / "other"
     checkpoint.mkdir()
-    (checkpoint / "config.json").write_text(json.dumps(
-        {"salad_checkpoint": {"adapter": {"in_dim": 2048, "out_dim": 576}}}))
+    (checkpoint / "config.json").write_text(
+        json.dumps({"salad_checkpoint": {"adapter": {"in_dim": 2048, "out_dim": 576}}})
+    )
     config = load_config(str(config_file), [f"train.init_from={checkpoint}"])
     message = _one_line_error(lambda: check_dimensions(config))
     assert "dimension mismatch" in message and "1536" in message and "32" in message
 
     # and the CLI prints it as one line with exit status 2
-    result = subprocess.run(_command(config_file, tmp_path / "x", "loss.alpah=1"), env=ENV,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        _command(config_file, tmp_path / "x", "loss.alpah=1"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: ")
 
@@ -197,8 +261,9 @@ def test_a_batch_of_text_replay_under_a_frozen_llm_still_backpropagates(config_f
     from salad_train.data import Span
     from salad_train.stage1 import Stage1Module
 
-    config = load_config(str(config_file), ["model.llm_mode=frozen",
-                                            f"model.adapter_output={output}"])  # fmt: skip
+    config = load_config(
+        str(config_file), ["model.llm_mode=frozen", f"model.adapter_output={output}"]
+    )
     speech_lm = SpeechLM.from_config(config.model, seed=0)
     module = Stage1Module(speech_lm, features={}, config=config, clip_texts={})
     replay = [(Span(line),) for line in CORPUS[:2]]

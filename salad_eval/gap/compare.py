@@ -92,8 +92,11 @@ def probe_rows(run_dir: Path) -> list[dict]:
     if not path.is_file():
         return []
     try:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip()]  # fmt: skip
+        rows = [
+            json.loads(line)
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
     except ValueError:
         raise SaladError(f"{path} is not JSON lines; remove it or rerun the training") from None
     return sorted(
@@ -291,8 +294,10 @@ def compare_runs(run_dirs: list[Path], out: Path, n_boot: int = 1000, seed: int 
     if without and log_m is not None:
         notes.append(f"Left out of the log M fit (no corpus M): {', '.join(without)}.")
     if log_m is None:
-        notes.append("No run has a corpus misalignment M (rerun `salad-eval gap` with "
-                     "divergences on): no accuracy-vs-log-M plot.")  # fmt: skip
+        notes.append(
+            "No run has a corpus misalignment M (rerun `salad-eval gap` with "
+            "divergences on): no accuracy-vs-log-M plot."
+        )
     elif fit is None:
         notes.append("Fewer than two distinct values of M: no line fitted.")
     else:
@@ -314,7 +319,15 @@ def compare_runs(run_dirs: list[Path], out: Path, n_boot: int = 1000, seed: int 
         md += ["## Paired comparison", "", paired_note(), "", paired_table, "", *paired_notes, ""]
     md += [*(f"![{p}]({p})" for p in plots), ""]
     atomic_write_text(out / "comparison.md", "\n".join(md))
-    result = {"runs": list(runs), "rows": rows, "fit_log_m": fit, "plots": plots, "table": table,
-              "paired": paired, "paired_table": paired_table, "paired_notes": paired_notes}
+    result = {
+        "runs": list(runs),
+        "rows": rows,
+        "fit_log_m": fit,
+        "plots": plots,
+        "table": table,
+        "paired": paired,
+        "paired_table": paired_table,
+        "paired_notes": paired_notes,
+    }
     atomic_write_text(out / "comparison.json", json.dumps(result, indent=1) + "\n")
     return result

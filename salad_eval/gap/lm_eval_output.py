@@ -49,8 +49,16 @@ def _per_item(records: list[dict], task: str, condition: str, key: str) -> list[
 def lm_eval_results(results: dict, records: list[dict], model_name: str) -> dict:
     """The content of ``results_<date>.json`` for one gap run."""
     manifest, setup = results["manifest"], results["manifest"]["setup"]
-    out: dict = {"results": {}, "groups": {}, "group_subtasks": {}, "configs": {}, "versions": {},
-                 "n-shot": {}, "higher_is_better": {}, "n-samples": {}}  # fmt: skip
+    out: dict = {
+        "results": {},
+        "groups": {},
+        "group_subtasks": {},
+        "configs": {},
+        "versions": {},
+        "n-shot": {},
+        "higher_is_better": {},
+        "n-samples": {},
+    }
     for task in results["tasks"]:
         table = results["metrics"][results["metric"]]["tasks"][task]
         group = {"alias": task}
@@ -112,8 +120,13 @@ def _sha(value: object) -> str:
 
 
 def _sample(index: int, item: Item, record: dict, clips: list[str]) -> dict:
-    doc = {"id": item.id, "domain": item.domain, "context": item.text_context,
-           "spoken": list(item.spoken_texts), "choices": list(item.choices)}  # fmt: skip
+    doc = {
+        "id": item.id,
+        "domain": item.domain,
+        "context": item.text_context,
+        "spoken": list(item.spoken_texts),
+        "choices": list(item.choices),
+    }
     responses = [[lp, g] for lp, g in zip(record["logprobs"], record["greedy"], strict=True)]
     sample = {
         "doc_id": index,
@@ -166,8 +179,9 @@ def write_lm_eval(
                 continue
             key = (task, rec["item"])
             voice_clips = (clips or {}).get((task, rec["item"], rec["voice"]), [])
-            lines.append(json.dumps(_sample(order[key], items[key], rec, voice_clips),
-                                    ensure_ascii=False))  # fmt: skip
+            lines.append(
+                json.dumps(_sample(order[key], items[key], rec, voice_clips), ensure_ascii=False)
+            )
         path = run_dir / f"samples_{task}_{stamp}.jsonl"
         atomic_write_text(path, "".join(line + "\n" for line in lines))
         written.append(path)

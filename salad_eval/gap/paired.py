@@ -48,8 +48,11 @@ def load_items(run_dir: Path) -> list[dict] | None:
     if not path.is_file():
         return None
     try:
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-                   if line.strip()]  # fmt: skip
+        records = [
+            json.loads(line)
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
     except (UnicodeDecodeError, ValueError):
         raise SaladError(f"{path} is not JSON lines; rerun the gap run that wrote it") from None
     if not all(isinstance(r, dict) for r in records):
@@ -128,8 +131,7 @@ def _strata(common: list, out_a: dict, out_b: dict) -> tuple[list[Stratum], dict
     return strata, pairs
 
 
-def sign_flip_p(strata: list[Stratum], name: str, flips: int = SIGN_FLIPS, seed: int = 0
-                ) -> float:  # fmt: skip
+def sign_flip_p(strata: list[Stratum], name: str, flips: int = SIGN_FLIPS, seed: int = 0) -> float:
     """Two-sided paired sign-flip p of ``b <name>`` - ``a <name>`` over the strata's items."""
     diffs = []
     for s in strata:
@@ -158,16 +160,29 @@ def _rows(strata, idxs, pairs, label: str, seed: int) -> list[dict]:
         if diff is None:
             continue
         fig_a, fig_b = (rate_figure(strata, idxs, f"{run} {cond}")[0] for run in "ab")
-        row = {"task": label, "condition": cond, "n_items": diff[0].n, "a_value": fig_a.value,
-               "b_value": fig_b.value, "diff": diff[0].to_dict(), "n_pairs": None,
-               "b_right_a_wrong": None, "a_right_b_wrong": None, "p_value": None,
-               "p_items": sign_flip_p(strata, cond, seed=seed)}  # fmt: skip
+        row = {
+            "task": label,
+            "condition": cond,
+            "n_items": diff[0].n,
+            "a_value": fig_a.value,
+            "b_value": fig_b.value,
+            "diff": diff[0].to_dict(),
+            "n_pairs": None,
+            "b_right_a_wrong": None,
+            "a_right_b_wrong": None,
+            "p_value": None,
+            "p_items": sign_flip_p(strata, cond, seed=seed),
+        }
         if cond != GAP:
             found = [p for s in strata for p in pairs.get((s.task, cond), ())]
             b01 = sum(b and not a for a, b in found)
             b10 = sum(a and not b for a, b in found)
-            row |= {"n_pairs": len(found), "b_right_a_wrong": b01, "a_right_b_wrong": b10,
-                    "p_value": mcnemar_exact(b01, b10)}  # fmt: skip
+            row |= {
+                "n_pairs": len(found),
+                "b_right_a_wrong": b01,
+                "a_right_b_wrong": b10,
+                "p_value": mcnemar_exact(b01, b10),
+            }
         rows.append(row)
     return rows
 
@@ -223,7 +238,9 @@ def paired_comparison(
     missing = [name for name, (_, records) in runs.items() if records is None]
     if missing and any(a in missing or b in missing for a, b in pairs):
         notes.append(
-            "No `items.jsonl` in " + ", ".join(missing) + ": no paired comparison with "
+            "No `items.jsonl` in "
+            + ", ".join(missing)
+            + ": no paired comparison with "
             + ("it." if len(missing) == 1 else "them.")
         )
     for a, b in pairs:
@@ -248,18 +265,40 @@ def paired_markdown(rows: list[dict]) -> str:
     """The "Paired comparison" table (empty string when there are no rows)."""
     if not rows:
         return ""
-    head = ["a", "b", "task", "condition", "items in common", "a acc", "b acc",
-            "b - a [95% CI]", "b right / a wrong", "a right / b wrong", "McNemar p",
-            "sign-flip p (items)"]  # fmt: skip
+    head = [
+        "a",
+        "b",
+        "task",
+        "condition",
+        "items in common",
+        "a acc",
+        "b acc",
+        "b - a [95% CI]",
+        "b right / a wrong",
+        "a right / b wrong",
+        "McNemar p",
+        "sign-flip p (items)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         d = r["diff"]
-        mcnemar = (["–"] * 3 if r["p_value"] is None else
-                   [str(r["b_right_a_wrong"]), str(r["a_right_b_wrong"]), f"{r['p_value']:.3g}"])
-        cells = [r["a"], r["b"], r["task"], r["condition"], str(r["n_items"]),
-                 _value(r, "a_value"), _value(r, "b_value"),
-                 f"{100 * d['value']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]",
-                 *mcnemar, f"{r['p_items']:.3g}"]  # fmt: skip
+        mcnemar = (
+            ["–"] * 3
+            if r["p_value"] is None
+            else [str(r["b_right_a_wrong"]), str(r["a_right_b_wrong"]), f"{r['p_value']:.3g}"]
+        )
+        cells = [
+            r["a"],
+            r["b"],
+            r["task"],
+            r["condition"],
+            str(r["n_items"]),
+            _value(r, "a_value"),
+            _value(r, "b_value"),
+            f"{100 * d['value']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]",
+            *mcnemar,
+            f"{r['p_items']:.3g}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

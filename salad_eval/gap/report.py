@@ -77,7 +77,11 @@ def _exposure(voices: list[str], training: dict | None) -> dict[str, str] | None
 
 
 def analyse(
-    records: list[dict], manifest: dict, metric: str = "acc", n_boot: int = 1000, seed: int = 0,
+    records: list[dict],
+    manifest: dict,
+    metric: str = "acc",
+    n_boot: int = 1000,
+    seed: int = 0,
     corpus_divergence: dict | None = None,
 ) -> dict:
     """The content of results.json: every figure for both metrics; ``metric`` leads the report.
@@ -108,8 +112,8 @@ def analyse(
         "metrics": metrics,
         "controls": metrics[metric]["controls"],
         "robustness": robustness_rows(metrics[metric]["voices"], metrics[metric]["controls"]),
-        "corpus_divergence": {k: v for k, v in (corpus_divergence or {}).items()
-                              if k in ("F", "M")} or None,  # fmt: skip
+        "corpus_divergence": {k: v for k, v in (corpus_divergence or {}).items() if k in ("F", "M")}
+        or None,
         "manifest": manifest,
     }
 

@@ -45,13 +45,21 @@ def robustness_rows(voice_tables: dict[str, dict], controls: dict) -> list[dict]
     rows = []
     for voice, t in voice_tables.items():
         acc = t["accuracy"]
-        rows.append({
-            "voice": voice, **condition(voice), "n_items": t["n_items"],
-            "speech@speech": acc.get("speech@speech"), "speech@cascade": acc.get("speech@cascade"),
-            "text@speech": acc.get("text@speech"), "gap": t["gap"],
-            "misalignment": t["misalignment"], "cascade_gap": t.get("cascade_gap"),
-            "cascade_wer": t.get("divergence", {}).get("wer"), "listens": listens.get(voice),
-        })  # fmt: skip
+        rows.append(
+            {
+                "voice": voice,
+                **condition(voice),
+                "n_items": t["n_items"],
+                "speech@speech": acc.get("speech@speech"),
+                "speech@cascade": acc.get("speech@cascade"),
+                "text@speech": acc.get("text@speech"),
+                "gap": t["gap"],
+                "misalignment": t["misalignment"],
+                "cascade_gap": t.get("cascade_gap"),
+                "cascade_wer": t.get("divergence", {}).get("wer"),
+                "listens": listens.get(voice),
+            }
+        )
 
     def order(r: dict) -> tuple:  # clean, the noise ladders from quiet to loud, rooms, the rest
         ladder = r["snr"] is None, r["noise"] or "", -(r["snr"] or 0), r["rt60"] is None
@@ -62,19 +70,35 @@ def robustness_rows(voice_tables: dict[str, dict], controls: dict) -> list[dict]
 
 def table_lines(rows: list[dict], pct) -> list[str]:
     """The robustness table of summary.md."""
-    head = ["speaker", "acoustics", "SNR dB", "RT60 s", "items", "speech@speech",
-            "speech@cascade", "gap", "misalignment", "cascade WER", "listens?"]  # fmt: skip
+    head = [
+        "speaker",
+        "acoustics",
+        "SNR dB",
+        "RT60 s",
+        "items",
+        "speech@speech",
+        "speech@cascade",
+        "gap",
+        "misalignment",
+        "cascade WER",
+        "listens?",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         wer = r["cascade_wer"]
         cells = [
-            f"`{r['speaker']}`", f"`{r['acoustics']}`",
+            f"`{r['speaker']}`",
+            f"`{r['acoustics']}`",
             "–" if r["snr"] is None else f"{r['snr']:g}",
-            "–" if r["rt60"] is None else f"{r['rt60']:g}", str(r["n_items"]),
-            pct(r["speech@speech"]), pct(r["speech@cascade"]), pct(r["gap"]),
-            pct(r["misalignment"]), "–" if wer is None else f"{100 * wer['value']:.1f}%",
+            "–" if r["rt60"] is None else f"{r['rt60']:g}",
+            str(r["n_items"]),
+            pct(r["speech@speech"]),
+            pct(r["speech@cascade"]),
+            pct(r["gap"]),
+            pct(r["misalignment"]),
+            "–" if wer is None else f"{100 * wer['value']:.1f}%",
             {None: "–", True: "yes", False: "no"}[r["listens"]],
-        ]  # fmt: skip
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -99,8 +123,10 @@ def plot_robustness(rows: list[dict], metric: str, run_dir: Path) -> list[str]:
     from salad_eval.gap.plots import _err, plt, save
 
     plots = []
-    for axis, label, name in (("snr", "SNR (dB)", "accuracy_vs_snr.png"),
-                              ("rt60", "RT60 (s)", "accuracy_vs_rt60.png")):  # fmt: skip
+    for axis, label, name in (
+        ("snr", "SNR (dB)", "accuracy_vs_snr.png"),
+        ("rt60", "RT60 (s)", "accuracy_vs_rt60.png"),
+    ):
         series = _series(rows, axis)
         if not series:
             continue
@@ -110,14 +136,22 @@ def plot_robustness(rows: list[dict], metric: str, run_dir: Path) -> list[str]:
         for (speaker, kind), points in series.items():
             xs = [clean_x if not np.isfinite(x) else x for x, _ in points]
             step = 0.012 * (max(xs) - min(xs))  # the two conditions side by side, bars apart
-            for cond, style, shift in (("speech@speech", "-o", -step),
-                                       ("speech@cascade", "--s", step)):  # fmt: skip
+            for cond, style, shift in (
+                ("speech@speech", "-o", -step),
+                ("speech@cascade", "--s", step),
+            ):
                 figs = [r[cond] for _, r in points]
                 if any(f is None for f in figs):
                     continue
                 at = [x + shift for x in xs]
-                ax.errorbar(at, [100 * f["value"] for f in figs], yerr=_err(figs), fmt=style,
-                            capsize=3, label=f"{cond} {speaker} ({kind})")  # fmt: skip
+                ax.errorbar(
+                    at,
+                    [100 * f["value"] for f in figs],
+                    yerr=_err(figs),
+                    fmt=style,
+                    capsize=3,
+                    label=f"{cond} {speaker} ({kind})",
+                )
             text = points[0][1]["text@speech"]
             if text:
                 ax.axhline(100 * text["value"], color="black", ls=":", lw=1, label="text@speech")

@@ -113,8 +113,13 @@ class _Shard:
 
 def _cached_value(kind: str, key: str, compute: Callable[[], float]) -> float:
     """A KL value cached on disk by content key (per-item divergences), sealed and validated."""
-    return cached_entry(home() / kind / key[:2] / f"{key}.json", "divergence", compute, json_bytes,
-                        lambda data: checked_float(json.loads(data), low=-1e-4))  # fmt: skip
+    return cached_entry(
+        home() / kind / key[:2] / f"{key}.json",
+        "divergence",
+        compute,
+        json_bytes,
+        lambda data: checked_float(json.loads(data), low=-1e-4),
+    )
 
 
 def _key(*parts: object) -> str:
@@ -149,8 +154,10 @@ def _score_all(
 ) -> list[list[ChoiceScore]]:
     """Every process fills the cache for its shard; then all scores are read back in order."""
     if shard.size > 1:
-        console.log(f"{label}: scoring every {shard.size}th call of {len(requests)} requests "
-                    f"(rank {shard.rank})")  # fmt: skip
+        console.log(
+            f"{label}: scoring every {shard.size}th call of {len(requests)} requests "
+            f"(rank {shard.rank})"
+        )
         fill_shard(model, requests, setup.batch_size, shard.rank, shard.size)
         shard.wait()
     else:
@@ -185,8 +192,10 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
 
     dtypes = {m.dtype for m in (models.speech, models.text, models.cascade) if m is not None}
     if dtypes != {setup.dtype}:  # a precision difference would read as forgetting
-        raise SaladError(f"the models' weights are {', '.join(sorted(dtypes))} but the run is "
-                         f"{setup.dtype}; load every model with one dtype (--dtype)")
+        raise SaladError(
+            f"the models' weights are {', '.join(sorted(dtypes))} but the run is "
+            f"{setup.dtype}; load every model with one dtype (--dtype)"
+        )
     started = time.time()
     shard = _Shard()
     voices = [str(v) for v in resolve_voices(setup.voices)]
@@ -197,27 +206,54 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     voice_clips: dict[str, list[tuple[str, str]]] = {}  # per voice: its diversity
     # load every task first: a missing dataset fails in seconds, not after an hour of scoring
     length = None if setup.shot_budget is None else text_length(models.text)
-    loaded = {t: tasks.load_items(t, setup.limit, setup.shots, setup.seed, setup.data_dir,
-                                  shot_budget=setup.shot_budget, length=length)
-              for t in setup.tasks}  # fmt: skip
+    loaded = {
+        t: tasks.load_items(
+            t,
+            setup.limit,
+            setup.shots,
+            setup.seed,
+            setup.data_dir,
+            shot_budget=setup.shot_budget,
+            length=length,
+        )
+        for t in setup.tasks
+    }
     dropped = read_exclusions(setup.exclude_items) if setup.exclude_items else {}
     for task, items in loaded.items():
         spec = tasks.get_task(task)
         fingerprint = spec.fingerprint  # a chat-templated run scores other prompts: marked
         if setup.prompt_format != "raw":
             fingerprint += f"+{setup.prompt_format}"
-        task_info[task] = {"version": spec.version, "fingerprint": fingerprint,
-                           "prompt_format": setup.prompt_format}  # fmt: skip
+        task_info[task] = {
+            "version": spec.version,
+            "fingerprint": fingerprint,
+            "prompt_format": setup.prompt_format,
+        }
         listed = dropped.get(task, set())
-        excluded_all += [{"task": task, "item": item.id, "reason": f"listed in --exclude-items "
-                          f"{setup.exclude_items}"} for item in items if item.id in listed]
+        excluded_all += [
+            {
+                "task": task,
+                "item": item.id,
+                "reason": f"listed in --exclude-items {setup.exclude_items}",
+            }
+            for item in items
+            if item.id in listed
+        ]
         items = [item for item in items if item.id not in listed]
         if setup.shots and items:  # how many examples the items kept (--shot-budget)
             counts = [item.shots for item in items]
-            task_info[task]["shots"] = {"mean": round(sum(counts) / len(counts), 3),
-                                        "min": min(counts), "max": max(counts)}  # fmt: skip
-        manifest = synthesize(items, setup.voices, workers=setup.workers, show_progress=shard.main,
-                              seed=setup.synth_seed)  # fmt: skip
+            task_info[task]["shots"] = {
+                "mean": round(sum(counts) / len(counts), 3),
+                "min": min(counts),
+                "max": max(counts),
+            }
+        manifest = synthesize(
+            items,
+            setup.voices,
+            workers=setup.workers,
+            show_progress=shard.main,
+            seed=setup.synth_seed,
+        )
         synth_info[task] = {v: _clip_quality(s) for v, s in manifest.voices.items()}
         items, excluded = _speech_items(items, manifest, voices)
         excluded_all += excluded
@@ -251,16 +287,24 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
     manifest["clips"] = dict(sorted(clips.items()))
     manifest["acoustics"] = {  # every setting of each acoustic condition (clips: sidecars)
         str(v): [{"name": p.name, "kind": p.kind, **p.settings} for p in v.acoustics]
-        for v in resolve_voices(setup.voices) if v.acoustics
-    }  # fmt: skip
+        for v in resolve_voices(setup.voices)
+        if v.acoustics
+    }
     if len(voices) > 1:
         manifest["voice_diversity"] = diversity.voice_diversity(voice_clips)
     if corpus is not None:
         manifest["corpus_divergence"] = corpus["setup"]
-    results = write_report(run_dir, records, manifest, setup.metric, setup.n_boot, setup.seed,
-                           corpus)  # fmt: skip
-    write_lm_eval(run_dir, results, records, setup.names.get("speech") or "model",
-                  scored if setup.log_samples else None, heard)  # fmt: skip
+    results = write_report(
+        run_dir, records, manifest, setup.metric, setup.n_boot, setup.seed, corpus
+    )
+    write_lm_eval(
+        run_dir,
+        results,
+        records,
+        setup.names.get("speech") or "model",
+        scored if setup.log_samples else None,
+        heard,
+    )
     return results
 
 
@@ -268,8 +312,10 @@ def text_length(model: Model) -> Callable[[str], int]:
     """Tokens of a text as the text LLM reads it (``--shot-budget``'s estimate; no model pass)."""
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:
-        raise SaladError("--shot-budget counts tokens with the text LLM's tokenizer, and this text "
-                         "model has none; run without --shot-budget")  # fmt: skip
+        raise SaladError(
+            "--shot-budget counts tokens with the text LLM's tokenizer, and this text "
+            "model has none; run without --shot-budget"
+        )
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
 
 
@@ -282,9 +328,11 @@ def read_exclusions(path: str) -> dict[str, set[str]]:
             raise TypeError
         return {str(task): {str(item) for item in ids} for task, ids in listed.items()}
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-        raise SaladError(f"--exclude-items {path} is not a JSON file holding "
-                         '{"exclude": {"<task>": ["<item id>", ...]}}; pass the file '
-                         "`salad-train decontam` writes") from None
+        raise SaladError(
+            f"--exclude-items {path} is not a JSON file holding "
+            '{"exclude": {"<task>": ["<item id>", ...]}}; pass the file '
+            "`salad-train decontam` writes"
+        ) from None
 
 
 def _task_records(
@@ -348,17 +396,30 @@ def _task_records(
 
 
 def _divergences(
-    name: str, items: list[Item], shard: _Shard, compute: Callable[[Item], float], ids: list,
+    name: str,
+    items: list[Item],
+    shard: _Shard,
+    compute: Callable[[Item], float],
+    ids: list,
     spoken: dict[str, Prompt] | None = None,
 ) -> list[float]:
     """Per-item KL values, cached on disk (and sharded like the scores), keyed by the bytes of
     each item's clips in ``spoken``: a new TTS or normalizer never reuses a stale M."""
 
     def one(item: Item) -> float:
-        clips = [file_hash(seg.path) for seg in (spoken or {}).get(item.id, ())
-                 if isinstance(seg, Audio)]  # fmt: skip
-        key = _key(name, divergence.VERSION, ids, item.task, item.id, item.text_context,
-                   item.choices[item.target], clips)
+        clips = [
+            file_hash(seg.path) for seg in (spoken or {}).get(item.id, ()) if isinstance(seg, Audio)
+        ]
+        key = _key(
+            name,
+            divergence.VERSION,
+            ids,
+            item.task,
+            item.id,
+            item.text_context,
+            item.choices[item.target],
+            clips,
+        )
         return _cached_value("divergences", key, lambda: compute(item))
 
     if shard.size > 1:
@@ -378,9 +439,9 @@ def _document_kl(data: bytes) -> corpus_divergence.DocumentKL:
         if isinstance(entry[key], bool) or not isinstance(entry[key], int) or entry[key] < 0:
             raise BadEntry(f"{key} is not a count: {entry[key]!r}")
     f_sum = None if entry["f_sum"] is None else checked_float(entry["f_sum"], low=-1e-4)
-    return corpus_divergence.DocumentKL(f_sum, entry["f_tokens"],
-                                        checked_float(entry["m_sum"], low=-1e-4),
-                                        entry["m_tokens"])  # fmt: skip
+    return corpus_divergence.DocumentKL(
+        f_sum, entry["f_tokens"], checked_float(entry["m_sum"], low=-1e-4), entry["m_tokens"]
+    )
 
 
 def _corpus_divergences(setup: GapSetup, models: Models, shard: _Shard) -> dict:
@@ -397,8 +458,14 @@ def _corpus_divergences(setup: GapSetup, models: Models, shard: _Shard) -> dict:
     span_words = tuple(setup.divergence_span_words)
 
     def speak() -> list:
-        return cd.speak_documents(texts, setup.divergence_voice, span_words, cd.CUT_SEED,
-                                  setup.synth_seed, show_progress=shard.main)  # fmt: skip
+        return cd.speak_documents(
+            texts,
+            setup.divergence_voice,
+            span_words,
+            cd.CUT_SEED,
+            setup.synth_seed,
+            show_progress=shard.main,
+        )
 
     docs = speak() if shard.main else None  # the main process synthesizes, the others reuse
     shard.wait()
@@ -410,16 +477,19 @@ def _corpus_divergences(setup: GapSetup, models: Models, shard: _Shard) -> dict:
     def one(doc) -> corpus_divergence.DocumentKL:
         spans = [(s.text, file_hash(s.audio) if s.audio else None) for s in doc]
         key = _key("corpus", cd.VERSION, ids, spans, cd.MAX_TOKENS)
-        return cached_entry(home() / "divergences" / key[:2] / f"{key}.json", "divergence",
-                            lambda: cd.document_kl(models.speech, doc, base),
-                            lambda row: json_bytes(row.to_dict()), _document_kl)  # fmt: skip
+        return cached_entry(
+            home() / "divergences" / key[:2] / f"{key}.json",
+            "divergence",
+            lambda: cd.document_kl(models.speech, doc, base),
+            lambda row: json_bytes(row.to_dict()),
+            _document_kl,
+        )
 
     if shard.size > 1:
         for index in shard.take(len(docs)):
             one(docs[index])
         shard.wait()
-    console.log(f"corpus F and M: {len(docs)} documents of {path.name}, "
-                f"{setup.divergence_voice}")  # fmt: skip
+    console.log(f"corpus F and M: {len(docs)} documents of {path.name}, {setup.divergence_voice}")
     rows = []
     with progress_bar(transient=True, disable=not shard.main) as progress:
         bar = progress.add_task("corpus divergences", total=len(docs))
@@ -430,12 +500,18 @@ def _corpus_divergences(setup: GapSetup, models: Models, shard: _Shard) -> dict:
     spoken = [Path(span.audio).stem for doc in docs for span in doc if span.audio]
     figures["clips"] = {key: store.sidecar(key)["sha256"] for key in spoken}
     figures["setup"] = {
-        "corpus": str(path), "corpus_hash": file_hash(path),
-        "held_out": path.resolve() == cd.DEFAULT_CORPUS.resolve(), "documents": len(docs),
-        "voice": setup.divergence_voice, "span_words": list(span_words), "cut_seed": cd.CUT_SEED,
-        "synth_seed": setup.synth_seed, "max_tokens": cd.MAX_TOKENS, "version": cd.VERSION,
+        "corpus": str(path),
+        "corpus_hash": file_hash(path),
+        "held_out": path.resolve() == cd.DEFAULT_CORPUS.resolve(),
+        "documents": len(docs),
+        "voice": setup.divergence_voice,
+        "span_words": list(span_words),
+        "cut_seed": cd.CUT_SEED,
+        "synth_seed": setup.synth_seed,
+        "max_tokens": cd.MAX_TOKENS,
+        "version": cd.VERSION,
         "forgetting": base is not None,
-    }  # fmt: skip
+    }
     return figures
 
 

@@ -102,8 +102,10 @@ def _answer_kl(tables: dict[str, dict]) -> list[str]:
     ]
     for name, t in tables.items():
         d = t.get("divergence", {})
-        lines.append(f"| `{name}` | {_num(d.get('answer_F'))} | {_num(d.get('answer_M'))} "
-                     f"| {_num(d.get('wer'))} |")  # fmt: skip
+        lines.append(
+            f"| `{name}` | {_num(d.get('answer_F'))} | {_num(d.get('answer_M'))} "
+            f"| {_num(d.get('wer'))} |"
+        )
     return lines + [""]
 
 
@@ -139,8 +141,12 @@ def _exposure(exposure: dict[str, str] | None) -> list[str]:
     """Which evaluation voices training heard: listening to an unseen voice is the real test."""
     if exposure is None:
         return ["The training voices of this model are not recorded (no `training.json`).", ""]
-    return ["Evaluation voices: " + ", ".join(f"`{v}` ({e} in training)"
-                                              for v, e in exposure.items()) + ".", ""]
+    return [
+        "Evaluation voices: "
+        + ", ".join(f"`{v}` ({e} in training)" for v, e in exposure.items())
+        + ".",
+        "",
+    ]
 
 
 def render_summary(results: dict, plots: list[str]) -> str:
@@ -182,11 +188,15 @@ def render_summary(results: dict, plots: list[str]) -> str:
     if results.get("robustness"):
         from salad_eval.gap.robustness import table_lines
 
-        lines += ["## Robustness: the acoustic conditions", "",
-                  "One row per voice and acoustic condition (`+...` in the voice name; every "
-                  "figure above exists per condition under *By voice*). Cascade WER is Whisper's "
-                  "on the perturbed clips; *listens?*: speech@speech significantly above a "
-                  "silent or shuffled-audio control.", ""]  # fmt: skip
+        lines += [
+            "## Robustness: the acoustic conditions",
+            "",
+            "One row per voice and acoustic condition (`+...` in the voice name; every "
+            "figure above exists per condition under *By voice*). Cascade WER is Whisper's "
+            "on the perturbed clips; *listens?*: speech@speech significantly above a "
+            "silent or shuffled-audio control.",
+            "",
+        ]
         lines += table_lines(results["robustness"], pct)
     if diversity := results["manifest"].get("voice_diversity"):
         from salad_eval.speech.diversity import summary_lines
@@ -197,8 +207,9 @@ def render_summary(results: dict, plots: list[str]) -> str:
     )
     if results.get("corpus_divergence"):
         lines += ["## Divergences: forgetting F and misalignment M", ""]
-        lines += _corpus_divergences(results["corpus_divergence"],
-                                     results["manifest"].get("corpus_divergence") or {})
+        lines += _corpus_divergences(
+            results["corpus_divergence"], results["manifest"].get("corpus_divergence") or {}
+        )
     if "divergence" in overall:
         lines += [
             "## Per-item answer KL (diagnostic) and ASR WER",

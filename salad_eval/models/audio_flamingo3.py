@@ -30,9 +30,12 @@ class AudioFlamingo3(HFAudioLM):
         for wave in waves:
             chunks = [wave[start : start + window] for start in range(0, max(len(wave), 1), window)]
             inputs = self.feature_extractor(
-                chunks, sampling_rate=SAMPLE_RATE, return_attention_mask=True,
-                padding="max_length", return_tensors="pt",
-            )  # fmt: skip
+                chunks,
+                sampling_rate=SAMPLE_RATE,
+                return_attention_mask=True,
+                padding="max_length",
+                return_tensors="pt",
+            )
             features = inputs["input_features"].to(self.model.device, self.model.dtype)
             mask = inputs["attention_mask"].to(self.model.device)
             out.append(self.model.get_audio_features(features, mask).pooler_output)

@@ -124,11 +124,15 @@ class Cascade:
 
     def auto_batch_size(self, requests: Sequence[ScoringRequest]) -> int:
         """``--batch-size auto`` on the transcripts (each clip is transcribed once, cached)."""
-        return self.text.auto_batch_size_of([self.transcribed(r.prompt) for r in requests],
-                                            [r.choices for r in requests])  # fmt: skip
+        return self.text.auto_batch_size_of(
+            [self.transcribed(r.prompt) for r in requests], [r.choices for r in requests]
+        )
 
     def score(
         self, requests: Sequence[ScoringRequest], batch_size: int = 8
     ) -> list[list[ChoiceScore]]:
-        return self.text.score_texts([self.transcribed(r.prompt) for r in requests],
-                                     [r.choices for r in requests], batch_size)  # fmt: skip
+        return self.text.score_texts(
+            [self.transcribed(r.prompt) for r in requests],
+            [r.choices for r in requests],
+            batch_size,
+        )

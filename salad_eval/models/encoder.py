@@ -76,8 +76,16 @@ class WhisperEncoder:
         lengths = [max(1, math.ceil(len(chunk) / samples_per_frame)) for chunk in chunks]
         with torch.no_grad():  # not inference_mode: training backprops past these
             if self.context == "clip":
-                return torch.cat([self._clip_forward(self._clip_mel(chunk, n).to(param))[0]
-                                  for chunk, n in zip(chunks, lengths, strict=True)]).float().cpu()
+                return (
+                    torch.cat(
+                        [
+                            self._clip_forward(self._clip_mel(chunk, n).to(param))[0]
+                            for chunk, n in zip(chunks, lengths, strict=True)
+                        ]
+                    )
+                    .float()
+                    .cpu()
+                )
             features = self.extractor(chunks, sampling_rate=SAMPLE_RATE, return_tensors="pt")
             hidden = self.model(features.input_features.to(param)).last_hidden_state
         return torch.cat([h[:n] for h, n in zip(hidden, lengths, strict=True)]).float().cpu()
@@ -113,8 +121,12 @@ class WhisperEncoder:
         log-mel floor) is the clip's.
         A 30 s STFT per 2 s clip was half of the clip's encoding time."""
         tail = np.zeros(self.extractor.n_fft * 3, dtype=np.float32)
-        mel = self.extractor([np.concatenate([chunk, tail])], sampling_rate=SAMPLE_RATE,
-                             padding="longest", return_tensors="pt").input_features  # fmt: skip
+        mel = self.extractor(
+            [np.concatenate([chunk, tail])],
+            sampling_rate=SAMPLE_RATE,
+            padding="longest",
+            return_tensors="pt",
+        ).input_features
         return mel[:, :, : 2 * frames]
 
     def _clip_forward(self, mel: torch.Tensor) -> torch.Tensor:

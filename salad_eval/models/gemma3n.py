@@ -58,8 +58,9 @@ class AudioGemma3n(Gemma3nForConditionalGeneration):
     def __init__(self, config) -> None:
         Gemma3nPreTrainedModel.__init__(self, config)
         self.model = _AudioGemma3nModel(config)
-        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size,
-                                 bias=False)  # fmt: skip
+        self.lm_head = nn.Linear(
+            config.text_config.hidden_size, config.text_config.vocab_size, bias=False
+        )
         self.post_init()
 
 
@@ -160,15 +161,17 @@ class Gemma3n(HFAudioLM):
 
     def audio_features(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
         config = self.model.config
-        span = torch.full((1, config.audio_soft_tokens_per_image), config.audio_token_id,
-                          device=self.model.device)  # fmt: skip
+        span = torch.full(
+            (1, config.audio_soft_tokens_per_image), config.audio_token_id, device=self.model.device
+        )
         out = []
         for wave in waves:
             inputs = self.feature_extractor(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt")
             packed = decoder_inputs(
-                self.model, input_ids=span,
+                self.model,
+                input_ids=span,
                 input_features=inputs["input_features"].to(self.model.device, self.model.dtype),
                 input_features_mask=inputs["input_features_mask"].to(self.model.device),
-            )  # fmt: skip
+            )
             out.append(packed[0])
         return out

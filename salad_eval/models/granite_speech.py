@@ -35,19 +35,29 @@ from salad_eval.models.speech_lora import NO_ADAPTER, SpeechLoRA, load_lora
 class LogMel:
     """``GraniteSpeechFeatureExtractor`` for one clip, without torchaudio."""
 
-    def __init__(self, melspec_kwargs: dict, projector_window_size: int = 15,
-                 projector_downsample_rate: int = 5) -> None:  # fmt: skip
+    def __init__(
+        self,
+        melspec_kwargs: dict,
+        projector_window_size: int = 15,
+        projector_downsample_rate: int = 5,
+    ) -> None:
         from transformers.audio_utils import mel_filter_bank
 
         self.melspec_kwargs = dict(melspec_kwargs)
         self.projector_window_size = projector_window_size
         self.projector_downsample_rate = projector_downsample_rate
         rate, n_fft = melspec_kwargs["sample_rate"], melspec_kwargs["n_fft"]
-        self.mel_bank = torch.from_numpy(mel_filter_bank(
-            num_frequency_bins=n_fft // 2 + 1, num_mel_filters=melspec_kwargs["n_mels"],
-            min_frequency=0.0, max_frequency=rate / 2, sampling_rate=rate, norm=None,
-            mel_scale="htk",
-        )).float()  # fmt: skip
+        self.mel_bank = torch.from_numpy(
+            mel_filter_bank(
+                num_frequency_bins=n_fft // 2 + 1,
+                num_mel_filters=melspec_kwargs["n_mels"],
+                min_frequency=0.0,
+                max_frequency=rate / 2,
+                sampling_rate=rate,
+                norm=None,
+                mel_scale="htk",
+            )
+        ).float()
 
     @classmethod
     def from_pretrained(cls, path: str) -> LogMel:
@@ -56,25 +66,44 @@ class LogMel:
         local = Path(path) / "preprocessor_config.json"
         file = local if local.is_file() else hf_hub_download(path, "preprocessor_config.json")
         config = json.loads(Path(file).read_text())
-        melspec = {"sample_rate": 16000, "n_fft": 512, "win_length": 400, "hop_length": 160,
-                   "n_mels": 80, **config.get("melspec_kwargs", {})}  # fmt: skip
-        return cls(melspec, config.get("projector_window_size", 15),
-                   config.get("projector_downsample_rate", 5))  # fmt: skip
+        melspec = {
+            "sample_rate": 16000,
+            "n_fft": 512,
+            "win_length": 400,
+            "hop_length": 160,
+            "n_mels": 80,
+            **config.get("melspec_kwargs", {}),
+        }
+        return cls(
+            melspec,
+            config.get("projector_window_size", 15),
+            config.get("projector_downsample_rate", 5),
+        )
 
     def to_dict(self) -> dict:
-        return {"melspec_kwargs": self.melspec_kwargs,
-                "projector_window_size": self.projector_window_size,
-                "projector_downsample_rate": self.projector_downsample_rate}  # fmt: skip
+        return {
+            "melspec_kwargs": self.melspec_kwargs,
+            "projector_window_size": self.projector_window_size,
+            "projector_downsample_rate": self.projector_downsample_rate,
+        }
 
     def __call__(self, wave: np.ndarray) -> tuple[torch.Tensor, int]:
         """(1, frames, 2 * n_mels) features of one clip and its number of projector outputs."""
         kw = self.melspec_kwargs
         audio = torch.as_tensor(wave, dtype=torch.float32)
-        spec = torch.stft(
-            audio, n_fft=kw["n_fft"], hop_length=kw["hop_length"], win_length=kw["win_length"],
-            window=torch.hann_window(kw["win_length"]), center=True, pad_mode="reflect",
-            return_complex=True,
-        ).abs() ** 2  # fmt: skip
+        spec = (
+            torch.stft(
+                audio,
+                n_fft=kw["n_fft"],
+                hop_length=kw["hop_length"],
+                win_length=kw["win_length"],
+                window=torch.hann_window(kw["win_length"]),
+                center=True,
+                pad_mode="reflect",
+                return_complex=True,
+            ).abs()
+            ** 2
+        )
         logmel = (spec.T @ self.mel_bank).clip_(min=1e-10).log10_()
         logmel = torch.maximum(logmel, logmel.max() - 8.0).div_(4).add_(1)
         if logmel.shape[0] % 2 == 1:

@@ -219,8 +219,10 @@ class HFAudioLM:
         parts = []
         for piece in pieces:
             if isinstance(piece, Audio):
-                opening, closing = (torch.tensor(ids, dtype=torch.long, device=device)
-                                    for ids in (self._open, self._close))  # fmt: skip
+                opening, closing = (
+                    torch.tensor(ids, dtype=torch.long, device=device)
+                    for ids in (self._open, self._close)
+                )
                 audio = next(features).to(device, table.weight.dtype)
                 parts += [table(opening), audio, table(closing)]
             elif piece:
@@ -234,8 +236,10 @@ class HFAudioLM:
         (``lm_scoring.score_contexts``); the same path keeps ``text@speech == text@base`` bit
         for bit in bf16."""
         if not self.shares_context:
-            return [_separate_scores(self.decoder, ctx, conts, choices)
-                    for ctx, conts, choices in prepared]  # fmt: skip
+            return [
+                _separate_scores(self.decoder, ctx, conts, choices)
+                for ctx, conts, choices in prepared
+            ]
         contexts, continuations, choices = zip(*prepared, strict=True) if prepared else ((), (), ())
         return score_contexts(self.decoder, contexts, continuations, choices, batch_size)
 
@@ -261,15 +265,19 @@ class HFAudioLM:
         if missing:
             from salad_eval.errors import SaladError
 
-            raise SaladError(f"{self.name}: its tokenizer lacks the audio tokens {missing}; "
-                             f"is it a {self.family} checkpoint? (--model-type)")  # fmt: skip
+            raise SaladError(
+                f"{self.name}: its tokenizer lacks the audio tokens {missing}; "
+                f"is it a {self.family} checkpoint? (--model-type)"
+            )
         return ids
 
 
 def _separate_scores(decoder, context, conts, choices) -> list[ChoiceScore]:
     scored = score_separately(decoder, context, conts)
-    return [ChoiceScore(logprob=lp, n_tokens=len(c), n_chars=len(ch), is_greedy=g)
-            for (lp, g), c, ch in zip(scored, conts, choices, strict=True)]  # fmt: skip
+    return [
+        ChoiceScore(logprob=lp, n_tokens=len(c), n_chars=len(ch), is_greedy=g)
+        for (lp, g), c, ch in zip(scored, conts, choices, strict=True)
+    ]
 
 
 def _tokenizer_text(tokenizer) -> str:

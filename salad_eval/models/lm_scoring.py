@@ -102,15 +102,18 @@ def score_contexts(
         choice_lengths = [max(map(len, conts), default=0) for conts in continuations]
         window = sliding_window(llm)
         for batch in _batches(order, lengths, choice_lengths, batch_size, window):
-            scored = _score_batch(llm, [contexts[i] for i in batch],
-                                  [continuations[i] for i in batch], batch_size)  # fmt: skip
+            scored = _score_batch(
+                llm, [contexts[i] for i in batch], [continuations[i] for i in batch], batch_size
+            )
             for i, rows in zip(batch, scored, strict=True):
                 results[i] = [
-                    ChoiceScore(logprob=lp, n_tokens=len(cont), n_chars=len(choice),
-                                is_greedy=greedy)
-                    for (lp, greedy), cont, choice in zip(rows, continuations[i], choices[i],
-                                                          strict=True)
-                ]  # fmt: skip
+                    ChoiceScore(
+                        logprob=lp, n_tokens=len(cont), n_chars=len(choice), is_greedy=greedy
+                    )
+                    for (lp, greedy), cont, choice in zip(
+                        rows, continuations[i], choices[i], strict=True
+                    )
+                ]
     return results
 
 
@@ -227,17 +230,31 @@ def _score_batch(
         mask[row, : n - 1] = 1
         mask[row, -1] = 1
         positions[row, -1] = n - 1
-    out = llm(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
-              logits_to_keep=1)  # fmt: skip
+    out = llm(
+        inputs_embeds=inputs,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+    )
     firsts = out.logits[:, -1].float().log_softmax(-1)
     # (context row, choice index, tokens) of every choice needing a continuation pass, longest
     # first: a pass pads its rows to its longest choice
-    later = sorted(((row, k, tokens) for row, conts in enumerate(continuations)
-                    for k, tokens in enumerate(conts) if len(tokens) > 1),
-                   key=lambda case: -len(case[2]))  # fmt: skip
-    scored = {(row, k): _score_one(firsts[row], None, tokens)
-              for row, conts in enumerate(continuations)
-              for k, tokens in enumerate(conts) if len(tokens) <= 1}  # fmt: skip
+    later = sorted(
+        (
+            (row, k, tokens)
+            for row, conts in enumerate(continuations)
+            for k, tokens in enumerate(conts)
+            if len(tokens) > 1
+        ),
+        key=lambda case: -len(case[2]),
+    )
+    scored = {
+        (row, k): _score_one(firsts[row], None, tokens)
+        for row, conts in enumerate(continuations)
+        for k, tokens in enumerate(conts)
+        if len(tokens) <= 1
+    }
     for start in range(0, len(later), rows_per_pass):
         chunk = later[start : start + rows_per_pass]
         steps = _rest_on_rows(llm, out.cache, mask, lengths, chunk, device)

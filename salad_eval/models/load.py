@@ -91,8 +91,10 @@ def load_speech_model(
             raise
         # a forced family that the checkpoint is not: say so in one line, not a traceback
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise SaladError(f"--model-type {model_type}: {name_or_path} does not load as "
-                         f"{family.name} ({reason[:200]})") from None  # fmt: skip
+        raise SaladError(
+            f"--model-type {model_type}: {name_or_path} does not load as "
+            f"{family.name} ({reason[:200]})"
+        ) from None
 
 
 def default_text_model(speech_model, given: str | None) -> str:
@@ -115,6 +117,8 @@ def default_text_model(speech_model, given: str | None) -> str:
         if backbone is not None and backbone.text_model is not None:
             return backbone.text_model
         if backbone is not None:
-            raise SaladError(f"{speech_model.name}: its text backbone is not published "
-                             f"({backbone.source}); pass --text-model")  # fmt: skip
+            raise SaladError(
+                f"{speech_model.name}: its text backbone is not published "
+                f"({backbone.source}); pass --text-model"
+            )
     raise SaladError("this speech model does not name its text backbone; pass --text-model")

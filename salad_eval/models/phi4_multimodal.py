@@ -42,8 +42,10 @@ class Phi4Multimodal(SpeechLoRA, HFAudioLM):
         try:
             load_lora(model, path, SPEECH_LORA)
         except (OSError, ValueError) as error:
-            raise SaladError(f"{path}: no speech LoRA in {SPEECH_LORA}/ ({error}); a native "
-                             "Phi-4-multimodal checkpoint carries one") from None  # fmt: skip
+            raise SaladError(
+                f"{path}: no speech LoRA in {SPEECH_LORA}/ ({error}); a native "
+                "Phi-4-multimodal checkpoint carries one"
+            ) from None
         return model
 
     def decoder_parts(self) -> tuple[nn.Module, nn.Module]:
@@ -57,11 +59,18 @@ class Phi4Multimodal(SpeechLoRA, HFAudioLM):
             inputs = self.feature_extractor(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt")
             size = int(inputs["audio_embed_sizes"][0])
             ids = torch.full((1, size), audio_token, device=self.model.device)
-            blank = torch.zeros(1, size, self.model.config.hidden_size, device=self.model.device,
-                                dtype=self.model.dtype)  # fmt: skip
+            blank = torch.zeros(
+                1,
+                size,
+                self.model.config.hidden_size,
+                device=self.model.device,
+                dtype=self.model.dtype,
+            )
             merged = merge(  # one clip: no padding, so the extractor gives no attention mask
-                ids, blank, audio_input_features=inputs["audio_input_features"],
+                ids,
+                blank,
+                audio_input_features=inputs["audio_input_features"],
                 audio_embed_sizes=inputs["audio_embed_sizes"],
-            )  # fmt: skip
+            )
             out.append(merged[0])
         return out

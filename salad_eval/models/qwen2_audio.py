@@ -39,9 +39,12 @@ class Qwen2Audio(HFAudioLM):
         from transformers.masking_utils import create_bidirectional_mask
 
         inputs = self.feature_extractor(
-            list(waves), sampling_rate=SAMPLE_RATE, return_attention_mask=True,
-            padding="max_length", return_tensors="pt",
-        )  # fmt: skip
+            list(waves),
+            sampling_rate=SAMPLE_RATE,
+            return_attention_mask=True,
+            padding="max_length",
+            return_tensors="pt",
+        )
         tower = self.model.model.audio_tower
         features = inputs["input_features"].to(tower.device, tower.dtype)
         mask = inputs["attention_mask"]

@@ -49,8 +49,10 @@ class Family:
         for backbone in self.backbones:
             if backbone.speech_model.lower() == name_or_path.rstrip("/").lower():
                 return backbone
-        shape = (getattr(text_config, "hidden_size", None),
-                 getattr(text_config, "num_hidden_layers", None))  # fmt: skip
+        shape = (
+            getattr(text_config, "hidden_size", None),
+            getattr(text_config, "num_hidden_layers", None),
+        )
         for backbone in self.backbones:
             if (backbone.hidden_size, backbone.num_layers) == shape:
                 return backbone
@@ -60,82 +62,144 @@ class Family:
 _QWEN2_AUDIO = "Qwen2-Audio technical report, arXiv 2407.10759, (its LLM is Qwen-7B)"
 _QWEN25_OMNI = "Qwen2.5-Omni technical report, arXiv 2503.20215 (Thinker initialised from Qwen2.5)"
 _QWEN3_OMNI = "Qwen3-Omni technical report, arXiv 2509.17765 (Thinker initialised from Qwen3)"
-_VOXTRAL = ("Voxtral technical report, arXiv 2507.13264 (Voxtral Mini is built on Ministral 3B, "
-            "whose weights are not published)")  # fmt: skip
+_VOXTRAL = (
+    "Voxtral technical report, arXiv 2507.13264 (Voxtral Mini is built on Ministral 3B, "
+    "whose weights are not published)"
+)
 _VOXTRAL_SMALL = (
     "Voxtral technical report, arXiv 2507.13264 (Voxtral Small is built on Mistral Small 3.1 "
     "24B; its language model extends Mistral Small 3 2501, the nearest one published as a text "
     "LLM: 3.1 ships only as a vision-language model)"
 )
-_GRANITE_SPEECH = ("Granite-Speech report, arXiv 2505.08699 (3.3-2b/8b: granite-3.3-2b/8b-instruct "
-                   "aligned to speech)")  # fmt: skip
-_PHI4_MM = ("Phi-4-Mini technical report, arXiv 2503.01743 (Phi-4-multimodal keeps Phi-4-Mini's "
-            "language model frozen and adds modality LoRAs)")  # fmt: skip
-_GEMMA3N = ("Gemma 3n model card, ai.google.dev/gemma/docs/gemma-3n (one model trained with its "
-            "audio and vision encoders; no text-only release)")  # fmt: skip
+_GRANITE_SPEECH = (
+    "Granite-Speech report, arXiv 2505.08699 (3.3-2b/8b: granite-3.3-2b/8b-instruct "
+    "aligned to speech)"
+)
+_PHI4_MM = (
+    "Phi-4-Mini technical report, arXiv 2503.01743 (Phi-4-multimodal keeps Phi-4-Mini's "
+    "language model frozen and adds modality LoRAs)"
+)
+_GEMMA3N = (
+    "Gemma 3n model card, ai.google.dev/gemma/docs/gemma-3n (one model trained with its "
+    "audio and vision encoders; no text-only release)"
+)
 _AUDIO_FLAMINGO3 = "Audio Flamingo 3 paper, arXiv 2507.08128 (its LLM is Qwen2.5-7B)"
 
 FAMILIES: tuple[Family, ...] = (
     Family(
-        "Qwen2-Audio", ("qwen2_audio",), "salad_eval.models.qwen2_audio:Qwen2Audio",
-        (Backbone("Qwen/Qwen2-Audio-7B", "Qwen/Qwen-7B", _QWEN2_AUDIO, 4096, 32),
-         Backbone("Qwen/Qwen2-Audio-7B-Instruct", "Qwen/Qwen-7B", _QWEN2_AUDIO, 4096, 32)),
+        "Qwen2-Audio",
+        ("qwen2_audio",),
+        "salad_eval.models.qwen2_audio:Qwen2Audio",
+        (
+            Backbone("Qwen/Qwen2-Audio-7B", "Qwen/Qwen-7B", _QWEN2_AUDIO, 4096, 32),
+            Backbone("Qwen/Qwen2-Audio-7B-Instruct", "Qwen/Qwen-7B", _QWEN2_AUDIO, 4096, 32),
+        ),
         tested=True,
     ),
     Family(
-        "Qwen2.5-Omni", ("qwen2_5_omni", "qwen2_5_omni_thinker"),
+        "Qwen2.5-Omni",
+        ("qwen2_5_omni", "qwen2_5_omni_thinker"),
         "salad_eval.models.qwen2_5_omni:Qwen25Omni",
-        (Backbone("Qwen/Qwen2.5-Omni-7B", "Qwen/Qwen2.5-7B", _QWEN25_OMNI, 3584, 28),
-         Backbone("Qwen/Qwen2.5-Omni-3B", "Qwen/Qwen2.5-3B", _QWEN25_OMNI, 2048, 36)),
+        (
+            Backbone("Qwen/Qwen2.5-Omni-7B", "Qwen/Qwen2.5-7B", _QWEN25_OMNI, 3584, 28),
+            Backbone("Qwen/Qwen2.5-Omni-3B", "Qwen/Qwen2.5-3B", _QWEN25_OMNI, 2048, 36),
+        ),
         tested=True,
     ),
     Family(
-        "Qwen3-Omni", ("qwen3_omni_moe", "qwen3_omni_moe_thinker"),
+        "Qwen3-Omni",
+        ("qwen3_omni_moe", "qwen3_omni_moe_thinker"),
         "salad_eval.models.qwen3_omni:Qwen3Omni",
-        (Backbone("Qwen/Qwen3-Omni-30B-A3B-Instruct", "Qwen/Qwen3-30B-A3B-Base", _QWEN3_OMNI,
-                  2048, 48),
-         Backbone("Qwen/Qwen3-Omni-30B-A3B-Thinking", "Qwen/Qwen3-30B-A3B-Base", _QWEN3_OMNI,
-                  2048, 48),
-         Backbone("Qwen/Qwen3-Omni-30B-A3B-Captioner", "Qwen/Qwen3-30B-A3B-Base", _QWEN3_OMNI,
-                  2048, 48)),
+        (
+            Backbone(
+                "Qwen/Qwen3-Omni-30B-A3B-Instruct", "Qwen/Qwen3-30B-A3B-Base", _QWEN3_OMNI, 2048, 48
+            ),
+            Backbone(
+                "Qwen/Qwen3-Omni-30B-A3B-Thinking", "Qwen/Qwen3-30B-A3B-Base", _QWEN3_OMNI, 2048, 48
+            ),
+            Backbone(
+                "Qwen/Qwen3-Omni-30B-A3B-Captioner",
+                "Qwen/Qwen3-30B-A3B-Base",
+                _QWEN3_OMNI,
+                2048,
+                48,
+            ),
+        ),
         tested=True,
     ),
     Family(
-        "Voxtral", ("voxtral",), "salad_eval.models.voxtral:Voxtral",
-        (Backbone("mistralai/Voxtral-Mini-3B-2507", None, _VOXTRAL, 3072, 30),
-         Backbone("mistralai/Voxtral-Small-24B-2507", "mistralai/Mistral-Small-24B-Base-2501",
-                  _VOXTRAL_SMALL, 5120, 40)),
+        "Voxtral",
+        ("voxtral",),
+        "salad_eval.models.voxtral:Voxtral",
+        (
+            Backbone("mistralai/Voxtral-Mini-3B-2507", None, _VOXTRAL, 3072, 30),
+            Backbone(
+                "mistralai/Voxtral-Small-24B-2507",
+                "mistralai/Mistral-Small-24B-Base-2501",
+                _VOXTRAL_SMALL,
+                5120,
+                40,
+            ),
+        ),
         tested=True,
     ),
     Family(
-        "Granite-Speech", ("granite_speech",), "salad_eval.models.granite_speech:GraniteSpeech",
-        (Backbone("ibm-granite/granite-speech-3.3-2b", "ibm-granite/granite-3.3-2b-instruct",
-                  _GRANITE_SPEECH, 2048, 40),
-         Backbone("ibm-granite/granite-speech-3.3-8b", "ibm-granite/granite-3.3-8b-instruct",
-                  _GRANITE_SPEECH, 4096, 40)),
+        "Granite-Speech",
+        ("granite_speech",),
+        "salad_eval.models.granite_speech:GraniteSpeech",
+        (
+            Backbone(
+                "ibm-granite/granite-speech-3.3-2b",
+                "ibm-granite/granite-3.3-2b-instruct",
+                _GRANITE_SPEECH,
+                2048,
+                40,
+            ),
+            Backbone(
+                "ibm-granite/granite-speech-3.3-8b",
+                "ibm-granite/granite-3.3-8b-instruct",
+                _GRANITE_SPEECH,
+                4096,
+                40,
+            ),
+        ),
         tested=True,
     ),
     Family(
-        "Phi-4-multimodal", ("phi4_multimodal",),
+        "Phi-4-multimodal",
+        ("phi4_multimodal",),
         "salad_eval.models.phi4_multimodal:Phi4Multimodal",
-        (Backbone("microsoft/Phi-4-multimodal-instruct", "microsoft/Phi-4-mini-instruct",
-                  _PHI4_MM, 3072, 32),),
+        (
+            Backbone(
+                "microsoft/Phi-4-multimodal-instruct",
+                "microsoft/Phi-4-mini-instruct",
+                _PHI4_MM,
+                3072,
+                32,
+            ),
+        ),
         tested=True,
     ),
     Family(
-        "Gemma-3n", ("gemma3n",), "salad_eval.models.gemma3n:Gemma3n",
-        (Backbone("google/gemma-3n-E4B-it", None, _GEMMA3N, 2048, 35),
-         Backbone("google/gemma-3n-E4B", None, _GEMMA3N, 2048, 35),
-         Backbone("google/gemma-3n-E2B-it", None, _GEMMA3N, 2048, 30),
-         Backbone("google/gemma-3n-E2B", None, _GEMMA3N, 2048, 30)),
+        "Gemma-3n",
+        ("gemma3n",),
+        "salad_eval.models.gemma3n:Gemma3n",
+        (
+            Backbone("google/gemma-3n-E4B-it", None, _GEMMA3N, 2048, 35),
+            Backbone("google/gemma-3n-E4B", None, _GEMMA3N, 2048, 35),
+            Backbone("google/gemma-3n-E2B-it", None, _GEMMA3N, 2048, 30),
+            Backbone("google/gemma-3n-E2B", None, _GEMMA3N, 2048, 30),
+        ),
         tested=True,
     ),
     Family(
-        "Audio Flamingo 3", ("audioflamingo3",), "salad_eval.models.audio_flamingo3:AudioFlamingo3",
+        "Audio Flamingo 3",
+        ("audioflamingo3",),
+        "salad_eval.models.audio_flamingo3:AudioFlamingo3",
         (Backbone("nvidia/audio-flamingo-3-hf", "Qwen/Qwen2.5-7B", _AUDIO_FLAMINGO3, 3584, 28),),
         tested=True,
     ),
-)  # fmt: skip
+)
 
 
 def families() -> list[Family]:
@@ -145,11 +209,15 @@ def families() -> list[Family]:
         try:
             family = entry.load()
         except Exception as error:  # a broken plugin must not hide the others
-            raise SaladError(f"model plugin {entry.name!r} ({entry.value}) does not load: "
-                             f"{error}; fix or uninstall its package") from None  # fmt: skip
+            raise SaladError(
+                f"model plugin {entry.name!r} ({entry.value}) does not load: "
+                f"{error}; fix or uninstall its package"
+            ) from None
         if not isinstance(family, Family):
-            raise SaladError(f"model plugin {entry.name!r} ({entry.value}) is not a "
-                             "salad_eval.models.registry.Family")  # fmt: skip
+            raise SaladError(
+                f"model plugin {entry.name!r} ({entry.value}) is not a "
+                "salad_eval.models.registry.Family"
+            )
         found.append(family)
     return found
 
@@ -159,8 +227,10 @@ def family_for(model_type: str) -> Family:
     for family in reversed(families()):  # a plugin may take over a built-in model_type
         if model_type in family.model_types:
             return family
-    raise SaladError(f"model type {model_type!r} is not supported; supported families: "
-                     f"{supported()} (or install an adapter plugin, see the README)")  # fmt: skip
+    raise SaladError(
+        f"model type {model_type!r} is not supported; supported families: "
+        f"{supported()} (or install an adapter plugin, see the README)"
+    )
 
 
 def supported() -> str:
@@ -176,13 +246,30 @@ def show_families(console=None) -> None:
 
     console = console or Console()
     table = Table(title="speech LLM families (--model finds them by config.json model_type)")
-    for column in ("family", "model_type", "checkpoint -> text backbone", "source", "tested",
-                   "adapter"):  # fmt: skip
+    for column in (
+        "family",
+        "model_type",
+        "checkpoint -> text backbone",
+        "source",
+        "tested",
+        "adapter",
+    ):
         table.add_column(column, overflow="fold")
     for family in families():
-        pairs = "\n".join(f"{b.speech_model} -> {b.text_model or 'not published: --text-model'}"
-                          for b in family.backbones) or "-"  # fmt: skip
+        pairs = (
+            "\n".join(
+                f"{b.speech_model} -> {b.text_model or 'not published: --text-model'}"
+                for b in family.backbones
+            )
+            or "-"
+        )
         sources = "\n".join(dict.fromkeys(b.source for b in family.backbones)) or "-"
-        table.add_row(family.name, ", ".join(family.model_types), pairs, sources,
-                      "yes" if family.tested else "no", family.adapter)  # fmt: skip
+        table.add_row(
+            family.name,
+            ", ".join(family.model_types),
+            pairs,
+            sources,
+            "yes" if family.tested else "no",
+            family.adapter,
+        )
     console.print(table)

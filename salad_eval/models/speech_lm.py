@@ -200,8 +200,9 @@ class SpeechLM(nn.Module):
         """Encoder features of one clip -> the adapter's unit direction per stacked frame (what
         the CTC alignment loss reads)."""
         weight = self.adapter.proj_in.weight
-        return self.adapter(stack_frames(features.to(weight.device, weight.dtype),
-                                         self.config.stack))  # fmt: skip
+        return self.adapter(
+            stack_frames(features.to(weight.device, weight.dtype), self.config.stack)
+        )
 
     def adapt(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder features of one clip -> (LLM inputs, boundaries included; its directions)."""
@@ -317,8 +318,9 @@ class SpeechLM(nn.Module):
                 pieces, conts = self.tokenize(request.prompt, request.choices)
                 contexts.append(self.embed_segments(pieces, audio).embeds)
                 continuations.append(conts)
-            return score_contexts(self.llm, contexts, continuations,
-                                  [r.choices for r in requests], batch_size)  # fmt: skip
+            return score_contexts(
+                self.llm, contexts, continuations, [r.choices for r in requests], batch_size
+            )
 
     def auto_batch_size(self, requests: Sequence[ScoringRequest]) -> int:
         """``--batch-size auto``: the largest batch of the longest of ``requests`` that fits

@@ -40,8 +40,10 @@ def load_lora(model: nn.Module, path: str, subfolder: str = "") -> None:
     inject_adapter_in_model(config, model)
     loaded = set_peft_model_state_dict(model, weights)
     if loaded.unexpected_keys:  # else the LoRA would stay at its no-op initialisation
-        raise SaladError(f"{path}: LoRA weights such as {loaded.unexpected_keys[0]!r} match no "
-                         "module of the model; is it this family's checkpoint?")  # fmt: skip
+        raise SaladError(
+            f"{path}: LoRA weights such as {loaded.unexpected_keys[0]!r} match no "
+            "module of the model; is it this family's checkpoint?"
+        )
 
 
 def set_lora(model: nn.Module, on: bool) -> None:

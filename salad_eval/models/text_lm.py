@@ -136,17 +136,17 @@ class TextLM:
     def score(
         self, requests: Sequence[ScoringRequest], batch_size: int = 8
     ) -> list[list[ChoiceScore]]:
-        return self.score_texts([_text_of(r) for r in requests], [r.choices for r in requests],
-                                batch_size)  # fmt: skip
+        return self.score_texts(
+            [_text_of(r) for r in requests], [r.choices for r in requests], batch_size
+        )
 
     def auto_batch_size(self, requests: Sequence[ScoringRequest]) -> int:
         """``--batch-size auto``: the largest batch of the longest of ``requests`` that fits."""
-        return self.auto_batch_size_of([_text_of(r) for r in requests],
-                                       [r.choices for r in requests])  # fmt: skip
+        return self.auto_batch_size_of(
+            [_text_of(r) for r in requests], [r.choices for r in requests]
+        )
 
-    def auto_batch_size_of(
-        self, contexts: Sequence[str], choices: Sequence[Sequence[str]]
-    ) -> int:
+    def auto_batch_size_of(self, contexts: Sequence[str], choices: Sequence[Sequence[str]]) -> int:
         pairs, _ = self._encoded(contexts, choices)
         return find_batch_size(
             self.llm,

@@ -27,9 +27,10 @@ def tiny_bpe_tokenizer(specials: list[str], appended: tuple[str, ...] = (), **na
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<unk>", *specials],
+        vocab_size=300,
+        special_tokens=["<unk>", *specials],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )  # fmt: skip
+    )
     bpe.train_from_iterator([CORPUS] * 10, trainer)
     bpe.add_special_tokens([AddedToken(token, special=True) for token in appended])
     return PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", **named)
@@ -38,9 +39,14 @@ def tiny_bpe_tokenizer(specials: list[str], appended: tuple[str, ...] = (), **na
 def _lm(vocab_size: int, **extra) -> dict:
     """A 2-layer decoder of width 32: the text config every tiny family shares."""
     return dict(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, **extra,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        **extra,
+    )
 
 
 def _save_random_lora(model, out: Path, targets: str) -> None:
@@ -70,12 +76,15 @@ def save_tiny_audio_flamingo3(out: Path) -> Path:
     )
     config = AudioFlamingo3Config(
         audio_config=dict(
-            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
             num_mel_bins=128,
         ),
         text_config=dict(model_type="qwen2", **_lm(len(tokenizer))),
         audio_token_id=tokenizer.convert_tokens_to_ids("<sound>"),
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     AudioFlamingo3ForConditionalGeneration(config).save_pretrained(out)
     AudioFlamingo3Processor(WhisperFeatureExtractor(feature_size=128), tokenizer).save_pretrained(
@@ -93,39 +102,65 @@ def save_tiny_granite_speech(out: Path) -> Path:
     from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration
 
     tokenizer = tiny_bpe_tokenizer(
-        ["<|end_of_text|>", "<|audio|>"], eos_token="<|end_of_text|>",
-        pad_token="<|end_of_text|>", extra_special_tokens={"audio_token": "<|audio|>"},
-    )  # fmt: skip
+        ["<|end_of_text|>", "<|audio|>"],
+        eos_token="<|end_of_text|>",
+        pad_token="<|end_of_text|>",
+        extra_special_tokens={"audio_token": "<|audio|>"},
+    )
     config = GraniteSpeechConfig(
         encoder_config=dict(
-            input_dim=160, num_layers=2, hidden_dim=32, feedforward_mult=2, num_heads=2,
-            output_dim=8, context_size=20, max_pos_emb=32, conv_kernel_size=3,
+            input_dim=160,
+            num_layers=2,
+            hidden_dim=32,
+            feedforward_mult=2,
+            num_heads=2,
+            output_dim=8,
+            context_size=20,
+            max_pos_emb=32,
+            conv_kernel_size=3,
         ),
         projector_config=dict(
-            model_type="blip_2_qformer", hidden_size=32, num_hidden_layers=1,
-            num_attention_heads=2, intermediate_size=64, encoder_hidden_size=32,
+            model_type="blip_2_qformer",
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            encoder_hidden_size=32,
             cross_attention_frequency=1,
         ),
         text_config=dict(
-            model_type="granite", **_lm(len(tokenizer)), tie_word_embeddings=True,
+            model_type="granite",
+            **_lm(len(tokenizer)),
+            tie_word_embeddings=True,
             logits_scaling=4.0,  # not 1, as in Granite text configs
         ),
         audio_token_index=tokenizer.convert_tokens_to_ids("<|audio|>"),
         has_lora_adapter=True,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     model = GraniteSpeechForConditionalGeneration(config)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     _save_random_lora(model, out, r"model\.language_model\.layers\.\d+\.self_attn\.(q|v)_proj")
-    (out / "preprocessor_config.json").write_text(json.dumps({
-        "feature_extractor_type": "GraniteSpeechFeatureExtractor",
-        "processor_class": "GraniteSpeechProcessor",
-        "melspec_kwargs": {
-            "sample_rate": 16000, "n_fft": 512, "win_length": 400, "hop_length": 160, "n_mels": 80,
-        },
-        "projector_window_size": 15, "projector_downsample_rate": 5, "sampling_rate": 16000,
-    }, indent=2))  # fmt: skip
+    (out / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "feature_extractor_type": "GraniteSpeechFeatureExtractor",
+                "processor_class": "GraniteSpeechProcessor",
+                "melspec_kwargs": {
+                    "sample_rate": 16000,
+                    "n_fft": 512,
+                    "win_length": 400,
+                    "hop_length": 160,
+                    "n_mels": 80,
+                },
+                "projector_window_size": 15,
+                "projector_downsample_rate": 5,
+                "sampling_rate": 16000,
+            },
+            indent=2,
+        )
+    )
     return out
 
 
@@ -140,23 +175,39 @@ def save_tiny_phi4_multimodal(out: Path) -> Path:
 
     image, audio = "<|endoftext10|>", "<|endoftext11|>"
     tokenizer = tiny_bpe_tokenizer(
-        ["<|endoftext|>", image, audio], eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        ["<|endoftext|>", image, audio],
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
         extra_special_tokens={"image_token": image, "audio_token": audio},
-    )  # fmt: skip
+    )
     eos = tokenizer.eos_token_id
     config = Phi4MultimodalConfig(
-        **_lm(len(tokenizer)), bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+        **_lm(len(tokenizer)),
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
         vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-            image_size=28, patch_size=14, crop_size=28,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+            crop_size=28,
             image_token_id=tokenizer.convert_tokens_to_ids(image),
         ),
         audio_config=dict(
-            hidden_size=32, intermediate_size=64, num_blocks=1, num_attention_heads=2,
-            ext_pw_out_channel=32, depthwise_separable_out_channel=32, nemo_conv_channels=32,
-            bias_max_distance=50, audio_token_id=tokenizer.convert_tokens_to_ids(audio),
+            hidden_size=32,
+            intermediate_size=64,
+            num_blocks=1,
+            num_attention_heads=2,
+            ext_pw_out_channel=32,
+            depthwise_separable_out_channel=32,
+            nemo_conv_channels=32,
+            bias_max_distance=50,
+            audio_token_id=tokenizer.convert_tokens_to_ids(audio),
         ),
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     model = Phi4MultimodalForCausalLM(config)
     model.save_pretrained(out)
@@ -177,34 +228,54 @@ def save_tiny_gemma3n(out: Path) -> Path:
     vision = ["<end_of_image>", "<image_soft_token>", *(f"<vision_{i}>" for i in range(6))]
     audio = ["<end_of_audio>", "<audio_soft_token>", *(f"<audio_{i}>" for i in range(6))]
     tokenizer = tiny_bpe_tokenizer(
-        ["<pad>", "<eos>", "<bos>", "<start_of_image>", "<start_of_audio>"], (*vision, *audio),
-        pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+        ["<pad>", "<eos>", "<bos>", "<start_of_image>", "<start_of_audio>"],
+        (*vision, *audio),
+        pad_token="<pad>",
+        eos_token="<eos>",
+        bos_token="<bos>",
         extra_special_tokens={
-            "image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
-            "eoi_token": "<end_of_image>", "audio_token": "<audio_soft_token>",
-            "boa_token": "<start_of_audio>", "eoa_token": "<end_of_audio>",
+            "image_token": "<image_soft_token>",
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+            "audio_token": "<audio_soft_token>",
+            "boa_token": "<start_of_audio>",
+            "eoa_token": "<end_of_audio>",
         },
-    )  # fmt: skip
+    )
     ids = tokenizer.convert_tokens_to_ids
     n_text = ids(vision[0])
     config = Gemma3nConfig(
         text_config=dict(
-            **_lm(len(tokenizer)) | dict(num_hidden_layers=4), head_dim=16,
-            vocab_size_per_layer_input=n_text, hidden_size_per_layer_input=8, altup_num_inputs=2,
-            laurel_rank=4, num_kv_shared_layers=2, sliding_window=64,
+            **_lm(len(tokenizer)) | dict(num_hidden_layers=4),
+            head_dim=16,
+            vocab_size_per_layer_input=n_text,
+            hidden_size_per_layer_input=8,
+            altup_num_inputs=2,
+            laurel_rank=4,
+            num_kv_shared_layers=2,
+            sliding_window=64,
             layer_types=["sliding_attention", "full_attention"] * 2,
             activation_sparsity_pattern=[0.95, 0.0, 0.0, 0.0],
-            pad_token_id=ids("<pad>"), eos_token_id=ids("<eos>"), bos_token_id=ids("<bos>"),
+            pad_token_id=ids("<pad>"),
+            eos_token_id=ids("<eos>"),
+            bos_token_id=ids("<bos>"),
         ),
         vision_config=dict(hidden_size=16, vocab_size=8, vocab_offset=n_text),
         audio_config=dict(
-            hidden_size=32, vocab_size=8, vocab_offset=n_text + 8, conf_num_attention_heads=2,
-            conf_num_hidden_layers=1, sscp_conv_channel_size=(8, 4),
+            hidden_size=32,
+            vocab_size=8,
+            vocab_offset=n_text + 8,
+            conf_num_attention_heads=2,
+            conf_num_hidden_layers=1,
+            sscp_conv_channel_size=(8, 4),
         ),
-        boi_token_id=ids("<start_of_image>"), eoi_token_id=ids(vision[0]),
-        image_token_id=ids(vision[1]), boa_token_id=ids("<start_of_audio>"),
-        eoa_token_id=ids(audio[0]), audio_token_id=ids(audio[1]),
-    )  # fmt: skip
+        boi_token_id=ids("<start_of_image>"),
+        eoi_token_id=ids(vision[0]),
+        image_token_id=ids(vision[1]),
+        boa_token_id=ids("<start_of_audio>"),
+        eoa_token_id=ids(audio[0]),
+        audio_token_id=ids(audio[1]),
+    )
     torch.manual_seed(0)
     model = AudioGemma3n(config)
     with torch.no_grad():  # constant-initialised scales drawn as a trained model has them:

@@ -21,10 +21,14 @@ def save_tiny_qwen2(
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
         tie_word_embeddings=True,
-    )  # fmt: skip
+    )
     Qwen2ForCausalLM(config).to(dtype).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
@@ -35,9 +39,20 @@ def save_tiny_mimi(out: Path) -> Path:
     from transformers import MimiConfig, MimiModel
 
     torch.manual_seed(0)
-    MimiModel(MimiConfig(
-        hidden_size=32, num_filters=4, codebook_size=64, codebook_dim=32, num_quantizers=2,
-        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, head_dim=16,
-        intermediate_size=64, upsample_groups=32, vector_quantization_hidden_dimension=32,
-    )).save_pretrained(out)  # fmt: skip
+    MimiModel(
+        MimiConfig(
+            hidden_size=32,
+            num_filters=4,
+            codebook_size=64,
+            codebook_dim=32,
+            num_quantizers=2,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=16,
+            intermediate_size=64,
+            upsample_groups=32,
+            vector_quantization_hidden_dimension=32,
+        )
+    ).save_pretrained(out)
     return out

@@ -42,9 +42,10 @@ class Voxtral(HFAudioLM):
         if bos is not None and tokenizer.encode("a")[:1] != [bos]:
             backend = tokenizer.backend_tokenizer
             first = processors.TemplateProcessing(
-                single=f"{tokenizer.bos_token} $A", pair=f"{tokenizer.bos_token} $A $B",
+                single=f"{tokenizer.bos_token} $A",
+                pair=f"{tokenizer.bos_token} $A $B",
                 special_tokens=[(tokenizer.bos_token, bos)],
-            )  # fmt: skip
+            )
             steps = [backend.post_processor] if backend.post_processor is not None else []
             backend.post_processor = processors.Sequence([*steps, first])
         return tokenizer
@@ -56,9 +57,13 @@ class Voxtral(HFAudioLM):
         out = []
         for wave in waves:
             mel = self.feature_extractor(
-                wave, sampling_rate=SAMPLE_RATE, padding=True, truncation=False,
-                pad_to_multiple_of=WINDOW_SAMPLES, return_tensors="pt",
-            )["input_features"]  # fmt: skip
+                wave,
+                sampling_rate=SAMPLE_RATE,
+                padding=True,
+                truncation=False,
+                pad_to_multiple_of=WINDOW_SAMPLES,
+                return_tensors="pt",
+            )["input_features"]
             windows = mel.reshape(mel.shape[1], -1, window).transpose(0, 1)
             windows = windows.to(self.model.device, self.model.dtype)
             out.append(self.model.get_audio_features(windows).pooler_output)

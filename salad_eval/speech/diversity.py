@@ -25,8 +25,10 @@ def _unavailable() -> str | None:
     try:
         import resemblyzer  # noqa: F401
     except ImportError as err:
-        return (f"resemblyzer is not installed ({err}); pip install 'salad[diversity]' "
-                "for the voice-diversity figure")  # fmt: skip
+        return (
+            f"resemblyzer is not installed ({err}); pip install 'salad[diversity]' "
+            "for the voice-diversity figure"
+        )
     return None
 
 
@@ -122,8 +124,9 @@ def summary_lines(diversity: dict) -> list[str]:
     for i, voice in enumerate(voices):
         others = [j for j in range(len(voices)) if j != i]
         j = min(others, key=lambda k: d[i, k])
-        lines.append(f"| `{voice}` | {diversity['spread'][voice]:.3f} | `{voices[j]}` "
-                     f"| {d[i, j]:.3f} |")  # fmt: skip
+        lines.append(
+            f"| `{voice}` | {diversity['spread'][voice]:.3f} | `{voices[j]}` | {d[i, j]:.3f} |"
+        )
     return lines + [""]
 
 

@@ -52,9 +52,14 @@ def run_clips(run_dir: Path) -> dict[str, str]:
 
 
 def task_clips(
-    tasks: Sequence[str], voices: str, limit: int | None = None, shots: int = 0,
-    seed: int = 1234, data_dir: str | None = None, synth_seed: int = 0,
-) -> dict[str, str]:  # fmt: skip
+    tasks: Sequence[str],
+    voices: str,
+    limit: int | None = None,
+    shots: int = 0,
+    seed: int = 1234,
+    data_dir: str | None = None,
+    synth_seed: int = 0,
+) -> dict[str, str]:
     """{key: sha256} of every clip of the tasks' items in ``voices`` (synthesized if missing)."""
     from salad_eval.speech.synth import synthesize
     from salad_eval.speech.voices import resolve_voices
@@ -77,14 +82,23 @@ def export_clips(clips: dict[str, str], out: Path) -> Exchanged:
         stored = store.stored_clip(key, problems)
         if stored is None or stored.sha256 != sha256:
             why = problems[0] if problems else "missing" if stored is None else "other bytes"
-            raise SaladError(f"clip {key} is not in this store as it was scored ({why}); "
-                             "export where the run was made (its machine and SALAD_HOME)")
+            raise SaladError(
+                f"clip {key} is not in this store as it was scored ({why}); "
+                "export where the run was made (its machine and SALAD_HOME)"
+            )
         file_name = f"clips/{key}.flac"
         (out / "clips").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(store.clip_path(key), out / file_name)
         fields = store.sidecar(key)["clip"]
-        rows.append({"file_name": file_name, "key": key, "sha256": sha256,
-                     "frames": stored.frames, **fields})  # fmt: skip
+        rows.append(
+            {
+                "file_name": file_name,
+                "key": key,
+                "sha256": sha256,
+                "frames": stored.frames,
+                **fields,
+            }
+        )
         seconds += stored.seconds
     if not rows:
         raise SaladError("no clips to export")
@@ -95,8 +109,17 @@ def export_clips(clips: dict[str, str], out: Path) -> Exchanged:
 _FIELDS = ("text", "engine", "engine_version", "voice", "params", "normalization", "seed")
 _RECORDED_FIELDS = ("engine", "source_sha256", "conversion")  # recorded.clip_fields
 # a perturbed clip (``perturb.clip_fields``): made from a clean clip, keyed by these
-_PERTURBED = ("text", "base", "base_sha256", "voice", "acoustics", "donors", "seed",
-              "perturbation", "libraries")  # fmt: skip
+_PERTURBED = (
+    "text",
+    "base",
+    "base_sha256",
+    "voice",
+    "acoustics",
+    "donors",
+    "seed",
+    "perturbation",
+    "libraries",
+)
 
 
 def _sources(clips: dict[str, str]) -> dict[str, str]:
@@ -125,8 +148,13 @@ def _read_index(directory: Path) -> list[tuple[dict, dict, bytes]]:
     checked = []
     for number, row in enumerate(rows, 1):
         try:
-            names = (_RECORDED_FIELDS if row.get("engine") == recorded.VOICE
-                     else _PERTURBED if "acoustics" in row else _FIELDS)  # fmt: skip
+            names = (
+                _RECORDED_FIELDS
+                if row.get("engine") == recorded.VOICE
+                else _PERTURBED
+                if "acoustics" in row
+                else _FIELDS
+            )
             fields = {name: row[name] for name in names}
             data = (directory / row["file_name"]).read_bytes()
             sha256, key = row["sha256"], row["key"]

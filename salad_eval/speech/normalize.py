@@ -35,32 +35,78 @@ import re
 VERSION = "1"
 
 _ONES = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
     "nineteen",
-)  # fmt: skip
+)
 _TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
 _SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (1000, "thousand"))
 _ORDINAL_WORDS = {
-    "one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
-    "nine": "ninth", "twelve": "twelfth",
-}  # fmt: skip
+    "one": "first",
+    "two": "second",
+    "three": "third",
+    "five": "fifth",
+    "eight": "eighth",
+    "nine": "ninth",
+    "twelve": "twelfth",
+}
 _ABBREVIATIONS = {
-    r"\be\.g\.": "for example", r"\bi\.e\.": "that is", r"\betc\.": "et cetera",
-    r"\bvs\.": "versus", r"\bMr\.": "mister", r"\bMrs\.": "missus", r"\bDr\.": "doctor",
-}  # fmt: skip
+    r"\be\.g\.": "for example",
+    r"\bi\.e\.": "that is",
+    r"\betc\.": "et cetera",
+    r"\bvs\.": "versus",
+    r"\bMr\.": "mister",
+    r"\bMrs\.": "missus",
+    r"\bDr\.": "doctor",
+}
 _CURRENCIES = {"$": ("dollar", "cent"), "£": ("pound", "penny"), "€": ("euro", "cent")}
 _SYMBOLS = {
-    "≤": " less than or equal to ", "≥": " greater than or equal to ", "≠": " not equal to ",
-    "≈": " approximately ", "×": " times ", "÷": " divided by ", "√": " square root of ",
-    "π": " pi ", "+": " plus ", "=": " equals ", "<": " less than ", ">": " greater than ",
-    "&": " and ", "@": " at ", "#": " number ", "−": " minus ", "°": " degrees ",
-}  # fmt: skip
+    "≤": " less than or equal to ",
+    "≥": " greater than or equal to ",
+    "≠": " not equal to ",
+    "≈": " approximately ",
+    "×": " times ",
+    "÷": " divided by ",
+    "√": " square root of ",
+    "π": " pi ",
+    "+": " plus ",
+    "=": " equals ",
+    "<": " less than ",
+    ">": " greater than ",
+    "&": " and ",
+    "@": " at ",
+    "#": " number ",
+    "−": " minus ",
+    "°": " degrees ",
+}
 _UNITS = {
-    "km/h": "kilometers per hour", "m/s": "meters per second", "mph": "miles per hour",
-    "km": "kilometers", "kg": "kilograms", "cm": "centimeters", "mm": "millimeters",
-    "ml": "milliliters", "mg": "milligrams",
-}  # fmt: skip
+    "km/h": "kilometers per hour",
+    "m/s": "meters per second",
+    "mph": "miles per hour",
+    "km": "kilometers",
+    "kg": "kilograms",
+    "cm": "centimeters",
+    "mm": "millimeters",
+    "ml": "milliliters",
+    "mg": "milligrams",
+}
 _OPERAND = r"(?:\d|\b[A-Za-z]\b|[)\]])"
 
 

@@ -109,8 +109,13 @@ def impulse_response(rt60: float, room: float, seed: int) -> np.ndarray:
 
     def build(target: float) -> np.ndarray:
         absorption, order = pra.inverse_sabine(target, dims)
-        shoebox = pra.ShoeBox(dims, fs=SAMPLE_RATE, materials=pra.Material(absorption),
-                              max_order=order, air_absorption=False)  # fmt: skip
+        shoebox = pra.ShoeBox(
+            dims,
+            fs=SAMPLE_RATE,
+            materials=pra.Material(absorption),
+            max_order=order,
+            air_absorption=False,
+        )
         shoebox.add_source(source)
         shoebox.add_microphone(mic)
         shoebox.compute_rir()
@@ -179,8 +184,15 @@ def codec(audio: np.ndarray, kind: str, level: float, bits: float) -> np.ndarray
         scale = np.max(np.abs(audio)) or 1.0
         return np.round(audio / scale * steps) / steps * scale
     buffer = io.BytesIO()
-    sf.write(buffer, np.clip(audio, -1, 1), SAMPLE_RATE, format="MP3", subtype="MPEG_LAYER_III",
-             compression_level=level, bitrate_mode="CONSTANT")  # fmt: skip
+    sf.write(
+        buffer,
+        np.clip(audio, -1, 1),
+        SAMPLE_RATE,
+        format="MP3",
+        subtype="MPEG_LAYER_III",
+        compression_level=level,
+        bitrate_mode="CONSTANT",
+    )
     buffer.seek(0)
     decoded, _ = sf.read(buffer, dtype="float64")
     return decoded[: len(audio)]
@@ -248,8 +260,9 @@ def _one(x: np.ndarray, p: Perturbation, rng, room: int, donors) -> np.ndarray:
 
 def talkers(voice: Voice) -> int:
     """How many babble talkers ``voice`` needs (0: no babble)."""
-    return max((int(p.settings["talkers"]) for p in voice.acoustics if p.kind == "babble"),
-               default=0)  # fmt: skip
+    return max(
+        (int(p.settings["talkers"]) for p in voice.acoustics if p.kind == "babble"), default=0
+    )
 
 
 @functools.cache
@@ -332,8 +345,11 @@ def perturb_rows(items, clean_rows: dict, voices: Sequence[Voice], seed: int):
             donors = choose_donors(own, pools.get(item.task, []), item.id, need, seed)
             if need and not donors:
                 reason = "babble needs other items' clips of this task and voice (raise --limit)"
-                rows.append(ManifestRow(row.task, row.item_id, row.voice, "failed", row.clips,
-                                        reason=reason))  # fmt: skip
+                rows.append(
+                    ManifestRow(
+                        row.task, row.item_id, row.voice, "failed", row.clips, reason=reason
+                    )
+                )
                 continue
             clips = []
             for c in row.clips:
@@ -352,8 +368,9 @@ def perturb_rows(items, clean_rows: dict, voices: Sequence[Voice], seed: int):
                 seconds = round(sum(c.seconds for c in clips), 4)
                 rows.append(replace(row, clips=tuple(clips), seconds=seconds))
                 continue
-            rows.append(ManifestRow(row.task, row.item_id, row.voice, "failed", row.clips,
-                                    reason=reason))  # fmt: skip
+            rows.append(
+                ManifestRow(row.task, row.item_id, row.voice, "failed", row.clips, reason=reason)
+            )
         counts[str(voice)] = (made, cached, failed)
     for problem in problems[:1]:
         more = f"; and {len(problems) - 1} more" if len(problems) > 1 else ""

@@ -56,8 +56,13 @@ def source(value: object, base: Path | None) -> str | None:
             return _kept(bytes(value["bytes"]), Path(value.get("path") or "").suffix or ".wav")
         if value.get("array") is not None and value.get("sampling_rate"):
             buffer = io.BytesIO()
-            sf.write(buffer, np.asarray(value["array"], dtype=np.float32),
-                     int(value["sampling_rate"]), format="WAV", subtype="FLOAT")  # fmt: skip
+            sf.write(
+                buffer,
+                np.asarray(value["array"], dtype=np.float32),
+                int(value["sampling_rate"]),
+                format="WAV",
+                subtype="FLOAT",
+            )
             return _kept(buffer.getvalue(), ".wav")
         if value.get("path"):
             return source(value["path"], base)

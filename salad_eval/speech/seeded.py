@@ -59,8 +59,11 @@ def _rewrite(model):
             raise ValueError(f"{node.name} draws dtype {attrs['dtype']}; only float is seeded")
         noise, p = f"{_PREFIX}_{count}_{kind}", f"{_PREFIX}_{count}/"
         scale, offset = _affine(kind, attrs)
-        constants = {"zero": np.array([0], np.int64), "scale": np.float32(scale),
-                     "offset": np.float32(offset)}  # fmt: skip
+        constants = {
+            "zero": np.array([0], np.int64),
+            "scale": np.float32(scale),
+            "offset": np.float32(offset),
+        }
         if node.op_type.endswith("Like"):
             nodes.append(helper.make_node("Shape", [node.input[0]], [p + "shape"]))
         else:
@@ -145,8 +148,9 @@ class SeededSession:
         names = list(output_names or self._outputs)
         call, self._calls = self._calls, self._calls + 1
         while True:
-            results = self._session.run([*names, *self._sizes], {**feed, **self._draw(call)},
-                                        run_options)  # fmt: skip
+            results = self._session.run(
+                [*names, *self._sizes], {**feed, **self._draw(call)}, run_options
+            )
             needed = max((int(size[0]) for size in results[len(names) :]), default=0)
             if needed <= self._length:
                 return results[: len(names)]

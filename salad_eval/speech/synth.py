@@ -185,8 +185,11 @@ def stored_or_made(job: _Job, problems: list[str]) -> tuple[StoredClip, bool]:
         return stored, False
     audio = _audio(job)
     if audio.size < store.MIN_FRAMES:
-        raise ValueError("the recording is shorter than 50 ms" if job.recording
-                         else "the engine returned no audio")  # fmt: skip
+        raise ValueError(
+            "the recording is shorter than 50 ms"
+            if job.recording
+            else "the engine returned no audio"
+        )
     return store.write_clip(job.fields, audio), True
 
 
@@ -227,8 +230,16 @@ def _run(job: _Job) -> _Done:
     try:
         stored, made = stored_or_made(job, problems)
         checked = quality.check_clip(job.key, job.text, stored.sha256, problems)
-        return _Done(job.key, made, stored.seconds, stored.sha256, checked.transcript,
-                     checked.wer, checked.cer, problems=tuple(problems))  # fmt: skip
+        return _Done(
+            job.key,
+            made,
+            stored.seconds,
+            stored.sha256,
+            checked.transcript,
+            checked.wer,
+            checked.cer,
+            problems=tuple(problems),
+        )
     except Exception as err:  # an engine failure fails its items, never the whole run
         error = f"{type(err).__name__}: {err}".splitlines()[0]
         return _Done(job.key, False, error=error, problems=tuple(problems))
@@ -318,10 +329,18 @@ def _row(item: Item, voice: Voice, plans: list, done: dict[str, _Done], threshol
             reason = f"{making} failed: {done[key].error}"
             return ManifestRow(**base, status="failed", clips=tuple(clips), reason=reason)
     clips = [
-        Clip(c.text, c.normalized, str(store.clip_path(k)), done[k].sha256, done[k].seconds,
-             done[k].transcript, done[k].wer, done[k].cer)
+        Clip(
+            c.text,
+            c.normalized,
+            str(store.clip_path(k)),
+            done[k].sha256,
+            done[k].seconds,
+            done[k].transcript,
+            done[k].wer,
+            done[k].cer,
+        )
         for c, k in zip(clips, keys, strict=True)
-    ]  # fmt: skip
+    ]
     words = [max(1, len(c.normalized.split())) for c in clips]
     return ManifestRow(
         **base,
@@ -373,8 +392,12 @@ def synthesize(
     repaired += [problem for result in done.values() for problem in result.problems]
     if repaired:
         more = f"; and {len(repaired) - 1} more" if len(repaired) > 1 else ""
-        console.print(f"audio store: made again: {repaired[0]}{more}", markup=False,
-                      highlight=False, soft_wrap=True)  # fmt: skip
+        console.print(
+            f"audio store: made again: {repaired[0]}{more}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     rows = [
         _row(item, voice, plans[(index, voice)], done, wer_threshold)
         for voice in speakers
@@ -428,12 +451,17 @@ def _perturbed_summaries(counts: dict[str, tuple[int, int, int]], rows) -> dict:
         ok = [row for row in own if row.status == "ok"]
         seconds = round(sum(row.seconds for row in ok), 2)
         summaries[voice] = VoiceSummary(
-            made=made, cached=cached, failed_clips=failed, rows=len(own),
-            failed_rows=len(own) - len(ok), flagged_rows=sum(row.flagged for row in ok),
-            seconds=seconds, made_seconds=0.0,
+            made=made,
+            cached=cached,
+            failed_clips=failed,
+            rows=len(own),
+            failed_rows=len(own) - len(ok),
+            flagged_rows=sum(row.flagged for row in ok),
+            seconds=seconds,
+            made_seconds=0.0,
             mean_wer=sum(row.wer for row in ok) / len(ok) if ok else None,
             mean_cer=sum(row.cer for row in ok) / len(ok) if ok else None,
-        )  # fmt: skip
+        )
     return summaries
 
 
@@ -446,16 +474,32 @@ def summary_table(manifest: SynthManifest) -> Table:
         f"RTF {rtf:.2f} (wall / audio made); clips made, cached, failed; rows failed, flagged; "
         "mean WER/CER of the rows"
     )
-    for column in ("voice", "made", "cached", "failed", "rows", "failed rows", "flagged",
-                   "audio s", "WER", "CER"):  # fmt: skip
+    for column in (
+        "voice",
+        "made",
+        "cached",
+        "failed",
+        "rows",
+        "failed rows",
+        "flagged",
+        "audio s",
+        "WER",
+        "CER",
+    ):
         table.add_column(column, justify="left" if column == "voice" else "right")
     for name, s in manifest.voices.items():
         table.add_row(
-            name, str(s.made), str(s.cached), str(s.failed_clips), str(s.rows), str(s.failed_rows),
-            str(s.flagged_rows), f"{s.seconds:.1f}",
+            name,
+            str(s.made),
+            str(s.cached),
+            str(s.failed_clips),
+            str(s.rows),
+            str(s.failed_rows),
+            str(s.flagged_rows),
+            f"{s.seconds:.1f}",
             "-" if s.mean_wer is None else f"{s.mean_wer:.1%}",
             "-" if s.mean_cer is None else f"{s.mean_cer:.1%}",
-        )  # fmt: skip
+        )
     failed = [row for row in manifest.rows if row.status != "ok"]
     table.caption = "\n".join(
         f"failed {row.task}/{row.item_id} [{row.voice}]: {row.reason}" for row in failed[:10]

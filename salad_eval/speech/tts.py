@@ -148,8 +148,12 @@ def kokoro_voice_file(name: str) -> tuple[str, str]:
     if where:
         found = Path(where)
         if found.is_dir():
-            for candidate in (found / f"{name}.bin", found / f"{name}.npy", found / f"{name}.pt",
-                              found / "voices-v1.0.bin"):  # fmt: skip
+            for candidate in (
+                found / f"{name}.bin",
+                found / f"{name}.npy",
+                found / f"{name}.pt",
+                found / "voices-v1.0.bin",
+            ):
                 if candidate.is_file():
                     found = candidate
                     break
@@ -182,8 +186,10 @@ def kokoro_style(name: str) -> np.ndarray:
     else:
         with np.load(path) as voices:
             if entry not in voices:
-                raise SaladError(f"{path} holds no Kokoro voice {entry}; it has "
-                                 + ", ".join(sorted(voices.keys())[:8]))  # fmt: skip
+                raise SaladError(
+                    f"{path} holds no Kokoro voice {entry}; it has "
+                    + ", ".join(sorted(voices.keys())[:8])
+                )
             style = voices[entry]
     style = np.asarray(style, dtype=np.float32)
     if style.size % 256:

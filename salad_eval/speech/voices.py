@@ -23,11 +23,35 @@ KOKORO_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_ku
 # Kokoro-82M v1.0's English voices (the SALAD paper's TTS; ``af_heart`` is its best). No wheel
 # ships them: they work where their voice file is found (``tts.kokoro_style``), else one-line error.
 KOKORO_ENGLISH = (
-    "af_heart", "af_alloy", "af_aoede", "af_bella", "af_jessica", "af_kore", "af_nicole",
-    "af_nova", "af_river", "af_sarah", "af_sky", "am_adam", "am_echo", "am_eric", "am_fenrir",
-    "am_liam", "am_michael", "am_onyx", "am_puck", "am_santa", "bf_alice", "bf_emma",
-    "bf_isabella", "bf_lily", "bm_daniel", "bm_fable", "bm_george", "bm_lewis",
-)  # fmt: skip
+    "af_heart",
+    "af_alloy",
+    "af_aoede",
+    "af_bella",
+    "af_jessica",
+    "af_kore",
+    "af_nicole",
+    "af_nova",
+    "af_river",
+    "af_sarah",
+    "af_sky",
+    "am_adam",
+    "am_echo",
+    "am_eric",
+    "am_fenrir",
+    "am_liam",
+    "am_michael",
+    "am_onyx",
+    "am_puck",
+    "am_santa",
+    "bf_alice",
+    "bf_emma",
+    "bf_isabella",
+    "bf_lily",
+    "bm_daniel",
+    "bm_fable",
+    "bm_george",
+    "bm_lewis",
+)
 PIPER_VOICES = ("joe",)
 ESPEAK_LANGUAGES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc")
 RECORDED = "recorded"  # the data's own recordings: a voice with no engine, name or parameters
@@ -50,11 +74,23 @@ ENGINES: dict[str, tuple[tuple[str, ...], dict[str, tuple[float, float]]]] = {
 SNR_LADDER = (20, 10, 5, 0)
 # noise of every colour, rooms, rate, channel, distortion and loss, and two compositions
 ROBUSTNESS_GRID = (
-    "noise=white:snr=5", "noise=pink:snr=5", "noise=brown:snr=5", "noise=babble:snr=5",
-    "reverb:rt60=0.3", "reverb:rt60=0.6", "reverb:rt60=1.2", "speed:rate=0.8", "speed:rate=1.25",
-    "tempo:rate=1.25", "telephone", "codec=mp3:level=0.9", "clip:percent=10",
-    "packetloss:rate=0.1", "reverb:rt60=0.6+noise=babble:snr=5", "telephone+packetloss:rate=0.05",
-)  # fmt: skip
+    "noise=white:snr=5",
+    "noise=pink:snr=5",
+    "noise=brown:snr=5",
+    "noise=babble:snr=5",
+    "reverb:rt60=0.3",
+    "reverb:rt60=0.6",
+    "reverb:rt60=1.2",
+    "speed:rate=0.8",
+    "speed:rate=1.25",
+    "tempo:rate=1.25",
+    "telephone",
+    "codec=mp3:level=0.9",
+    "clip:percent=10",
+    "packetloss:rate=0.1",
+    "reverb:rt60=0.6+noise=babble:snr=5",
+    "telephone+packetloss:rate=0.05",
+)
 
 VOICE_SETS: dict[str, tuple[str, ...]] = {
     # the clearest Kokoro voice (Whisper WER 0.6% vs 5.7% for jf_alpha on 40 demo items) and Piper
@@ -84,18 +120,22 @@ VOICE_SETS: dict[str, tuple[str, ...]] = {
 
 # perturbation -> (kinds, the first the default; parameters with (low, high, default))
 PERTURBATIONS: dict[str, tuple[tuple[str, ...], dict[str, tuple[float, float, float]]]] = {
-    "noise": (("white", "pink", "brown", "babble"),
-              {"snr": (-20.0, 60.0, 10.0), "talkers": (1.0, 8.0, 4.0)}),
+    "noise": (
+        ("white", "pink", "brown", "babble"),
+        {"snr": (-20.0, 60.0, 10.0), "talkers": (1.0, 8.0, 4.0)},
+    ),
     "reverb": ((), {"rt60": (0.1, 1.5, 0.5), "room": (3.0, 12.0, 5.0)}),  # room: length, m
     "speed": ((), {"rate": (0.5, 2.0, 1.0)}),  # resampled: tempo and pitch together
     "tempo": ((), {"rate": (0.5, 2.0, 1.0)}),  # time-stretched: the pitch stays
-    "telephone": (("mulaw", "alaw"), {"low": (50.0, 1000.0, 300.0),
-                                      "high": (1000.0, 3900.0, 3400.0)}),
+    "telephone": (
+        ("mulaw", "alaw"),
+        {"low": (50.0, 1000.0, 300.0), "high": (1000.0, 3900.0, 3400.0)},
+    ),
     # mp3: libsndfile's compression level (0.9 ~ 24 kbit/s at 16 kHz); pcm: fewer bits a sample
     "codec": (("mp3", "pcm"), {"level": (0.0, 0.95, 0.75), "bits": (2.0, 16.0, 8.0)}),
     "clip": ((), {"percent": (0.1, 50.0, 5.0)}),  # of the samples, clipped at their level
     "packetloss": ((), {"rate": (0.0, 0.9, 0.1), "ms": (5.0, 200.0, 20.0)}),
-}  # fmt: skip
+}
 
 
 def perturbation_help() -> str:
@@ -134,8 +174,9 @@ def parse_perturbation(spec: str, voice: str) -> Perturbation:
     if name not in PERTURBATIONS:
         close = difflib.get_close_matches(name, list(PERTURBATIONS), n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise SaladError(f"unknown perturbation {name!r} in voice {voice!r}{hint}; known: "
-                         + perturbation_help())  # fmt: skip
+        raise SaladError(
+            f"unknown perturbation {name!r} in voice {voice!r}{hint}; known: " + perturbation_help()
+        )
     kinds, allowed = PERTURBATIONS[name]
     listing = f"{name} takes " + perturbation_help().split("; ")[list(PERTURBATIONS).index(name)]
     if kind and kind not in kinds or not kinds and kind:
@@ -148,12 +189,14 @@ def parse_perturbation(spec: str, voice: str) -> Perturbation:
         try:
             number = float(value)
         except ValueError:
-            raise SaladError(f"parameter {key} of {name} in voice {voice!r} must be a number; "
-                             + listing) from None  # fmt: skip
+            raise SaladError(
+                f"parameter {key} of {name} in voice {voice!r} must be a number; " + listing
+            ) from None
         lo, hi, _ = allowed[key.strip()]
         if not lo <= number <= hi:
-            raise SaladError(f"parameter {key}={value} of {name} in voice {voice!r} is outside "
-                             f"{lo:g}..{hi:g}")  # fmt: skip
+            raise SaladError(
+                f"parameter {key}={value} of {name} in voice {voice!r} is outside {lo:g}..{hi:g}"
+            )
         params[key.strip()] = number
     return Perturbation(name, kind or (kinds[0] if kinds else ""), tuple(sorted(params.items())))
 
