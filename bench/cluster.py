@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from salad_train.cluster import balanced_kmeans
+from salad_train.selection.cluster import balanced_kmeans
 
 DIM = 384
 

@@ -82,7 +82,7 @@ def manifest(clips: Path, root: Path) -> str:
 
 def train(root: Path, encoder: str, llm: str, natural: str, mode: str, context: str) -> dict:
     from salad_train.config import load_config
-    from salad_train.stage1 import run_stage1
+    from salad_train.recipe.stage1 import run_stage1
 
     out = root / f"run-{mode}"
     config = load_config(
@@ -140,8 +140,8 @@ def paper_shape(root: Path, tokenizer_dir: str, clips: Path) -> dict:
     from salad_eval.models.digest import weights_digest
     from salad_eval.models.text_lm import load_llm
     from salad_train.config import load_config
-    from salad_train.stage1 import Stage1Trainer
-    from salad_train.stage2 import Stage2Trainer
+    from salad_train.recipe.stage1 import Stage1Trainer
+    from salad_train.recipe.stage2 import Stage2Trainer
 
     root = root / "paper"
     root.mkdir()

@@ -17,12 +17,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from salad_eval.models.speech_lm import SpeechLM, load_waveform  # noqa: E402
-from salad_train.align import align_adapter  # noqa: E402
-from salad_train.batch import plan_batch, student_inputs  # noqa: E402
 from salad_train.config import load_config  # noqa: E402
-from salad_train.data import build_data  # noqa: E402
-from salad_train.loss import distillation_loss  # noqa: E402
-from salad_train.stage1 import Stage1Module, decoder_and_head, encode_clips  # noqa: E402
+from salad_train.recipe.align import align_adapter  # noqa: E402
+from salad_train.recipe.batch import plan_batch, student_inputs  # noqa: E402
+from salad_train.recipe.data import build_data  # noqa: E402
+from salad_train.recipe.loss import distillation_loss  # noqa: E402
+from salad_train.recipe.stage1 import Stage1Module, decoder_and_head, encode_clips  # noqa: E402
 
 
 def main() -> None:

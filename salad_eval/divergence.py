@@ -136,7 +136,7 @@ def corpus_divergences(
     """Per document: misalignment M (mean over the voices) and, given the base LLM, forgetting F,
     both per token over the first ``continuation_tokens`` tokens after the spoken words.
 
-    This is what Stage II measures per cluster (``salad_train.select``). A clip
+    This is what Stage II measures per cluster (``salad_train.selection.select``). A clip
     whose ASR character error rate is above ``max_cer`` does not say its text, so M would measure
     the TTS: that voice is left out of the document's M (``voices`` counts those measured,
     ``unreadable`` those left out; M is None when none is left).

@@ -30,7 +30,7 @@ def stage1(
 ) -> None:
     """Stage I: distil the text LLM into the speech LLM on interleaved speech/text (resumable)."""
     from salad_train.config import load_config
-    from salad_train.stage1 import run_stage1
+    from salad_train.recipe.stage1 import run_stage1
 
     final = run_stage1(load_config(config, overrides or []))
     print(f"model: {final}")
@@ -43,7 +43,7 @@ def select(
 ) -> None:
     """Stage II selection: cluster a text pool, weight clusters by misalignment, synthesize."""
     from salad_train.config import load_config
-    from salad_train.select import run_select
+    from salad_train.selection.select import run_select
 
     out = run_select(load_config(config, overrides or []))
     print(f"selection: {out / 'selected.jsonl'}\nreport: {out / 'report.md'}")
@@ -56,7 +56,7 @@ def stage2(
 ) -> None:
     """Stage II: from Stage I's pre-decay checkpoint, train on natural, selected, replay data."""
     from salad_train.config import load_config
-    from salad_train.stage2 import run_stage2
+    from salad_train.recipe.stage2 import run_stage2
 
     final = run_stage2(load_config(config, overrides or []))
     print(f"model: {final}")
@@ -76,8 +76,8 @@ def run_loop(
 ) -> None:
     """The loop: Stage I -> gap -> select -> Stage II -> gap -> report (current steps skipped)."""
     from salad_train.config import load_config
-    from salad_train.pipeline import parse_seeds, run_seeds
-    from salad_train.pipeline import run_loop as loop
+    from salad_train.loop.loop import parse_seeds, run_seeds
+    from salad_train.loop.loop import run_loop as loop
 
     if seeds is not None:
         out = run_seeds(config, overrides or [], parse_seeds(seeds), ablate_random)
@@ -101,7 +101,7 @@ def sweep(
     ),
 ) -> None:
     """Stage I per alpha (x variant), then Fig. 3 / Fig. 4 fits from the probes (resumable)."""
-    from salad_train.sweep import parse_variant, run_sweep
+    from salad_train.sweep.sweep import parse_variant, run_sweep
 
     extra = list(overrides or [])
     if alphas is not None:

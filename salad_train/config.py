@@ -20,7 +20,7 @@ import yaml
 from salad_eval.checks import json_lines, text_lines
 from salad_eval.errors import SaladError
 from salad_eval.models.speech_lm import SpeechLMConfig
-from salad_train.trackers import check_trackers
+from salad_train.recipe.trackers import check_trackers
 
 PRESETS = Path(str(importlib.resources.files("salad_train") / "configs"))  # package data
 
@@ -79,7 +79,7 @@ class TrainConfig:
     probe_corpus: str | None = None  # their corpus; None: salad_eval's embedded held-out prose
     mixed_precision: str = "auto"  # auto (bf16 on GPU) | no | bf16
     init_from: str | None = None  # a SALAD checkpoint whose adapter (and LLM weights) to start from
-    align_steps: int = 0  # CTC-only adapter warm-up before distillation (salad_train/align.py)
+    align_steps: int = 0  # CTC-only adapter warm-up before distillation (recipe/align.py)
     align_batch_size: int = 32  # clips per warm-up step
     align_lr: float | None = None  # the warm-up's peak adapter LR; None: optim.adapter_lr
     align_masking: float = 0.0  # SpecAugment on the warm-up's features: the masked share

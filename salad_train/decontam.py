@@ -84,8 +84,8 @@ def check_items(seen: dict[int, str], items: Sequence[Item], n: int = N) -> dict
 
 def training_texts(config: Config) -> dict[str, list[str]]:
     """The config's training texts by source (see the module docstring)."""
-    from salad_train.data import read_corpus, synthetic_texts
-    from salad_train.pool import read_source
+    from salad_train.recipe.data import read_corpus, synthetic_texts
+    from salad_train.selection.pool import read_source
 
     data = config.data
     corpus = set(read_corpus(data.corpus)) if data.corpus else set()

@@ -1,6 +1,7 @@
 """Scoring tokenizes text around audio exactly as training lays the same spans out.
 
-Training (``salad_train.batch``) tokenizes each span on its own, a leading space after the first,
+Training (``salad_train.recipe.batch``) tokenizes each span on its own, a leading space after
+the first,
 so a text span before speech never ends in a space token; scoring used to tokenize
 ``"Question: "`` as ``[Question, :, ' ']`` before the audio, a layout training never shows.
 """
@@ -11,8 +12,8 @@ import pytest
 
 from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
 from salad_eval.prompt import Audio, Text
-from salad_train.batch import AUDIO, plan_batch
-from salad_train.data import Span
+from salad_train.recipe.batch import AUDIO, plan_batch
+from salad_train.recipe.data import Span
 
 CLIPS = ("first.wav", "second.wav")  # never read: tokenizing needs no audio
 LAYOUTS = [

@@ -147,7 +147,7 @@ def test_every_kind_of_corrupted_entry_is_repaired_and_the_rerun_matches(gap_hom
 
 def test_a_bad_embedding_chunk_is_re_embedded(tmp_path, monkeypatch):
     """Stage II's sentence embeddings, with the real embedded MiniLM."""
-    from salad_train.cluster import embed
+    from salad_train.selection.cluster import embed
 
     (tmp_path / "assets").symlink_to(home.home() / "assets")
     monkeypatch.setenv("SALAD_HOME", str(tmp_path))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import salad_train.cluster as cluster
-from salad_train.cluster import balanced_assign, balanced_kmeans
+import salad_train.selection.cluster as cluster
+from salad_train.selection.cluster import balanced_assign, balanced_kmeans
 
 
 def blobs(n: int, groups: int, dim: int = 8, seed: int = 0) -> np.ndarray:

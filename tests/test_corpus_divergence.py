@@ -193,8 +193,8 @@ def _ngrams(text: str, n: int = 8) -> set[tuple[str, ...]]:
 def test_the_held_out_corpus_is_disjoint_from_what_the_tiny_preset_trains_on(benchmarks_dir):
     """Stage I (data.corpus, data.tasks, replay) and Stage II (select.pool) never read it."""
     from salad_train.config import PRESETS, load_config
-    from salad_train.data import read_corpus, task_documents
-    from salad_train.pool import read_source
+    from salad_train.recipe.data import read_corpus, task_documents
+    from salad_train.selection.pool import read_source
 
     config = load_config("tiny")
     named = [config.data.corpus, config.data.replay, *config.select.pool, config.train.probe_corpus]
@@ -214,7 +214,7 @@ def test_the_held_out_corpus_is_disjoint_from_what_the_tiny_preset_trains_on(ben
 def test_training_probes_report_corpus_f_and_m(tiny_qwen2):
     """The periodic probe reads the same corpus divergences (a few documents) as a gap report,
     beside the answer-KL diagnostics and the accuracies of a few task items."""
-    from salad_train.probe import probe
+    from salad_train.recipe.probe import probe
 
     speech = _speech_lm(tiny_qwen2).train()
     row = probe(speech, "demo", n_items=2, n_docs=2)

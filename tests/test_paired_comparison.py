@@ -13,7 +13,7 @@ from salad_eval.cli import app
 from salad_eval.errors import SaladError
 from salad_eval.gap import compare_runs, write_report
 from salad_eval.gap.paired import load_items, paired_rows
-from salad_train.loop_report import write_loop_report
+from salad_train.loop.report import write_loop_report
 
 JOE, HEART, AMY = "piper/joe", "kokoro/af_heart", "piper/amy"
 

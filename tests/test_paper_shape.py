@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from salad_train.config import load_config
-from salad_train.data import speak
+from salad_train.recipe.data import speak
 
 SENTENCES = [
     "The kettle sang on the stove.",
@@ -99,11 +99,11 @@ def natural(tmp_path_factory) -> list[Path]:
 def test_paper_shape_stage1_select_stage2(models, natural, tmp_path, fresh_accelerator_state):
     from salad_eval.models.digest import weights_digest
     from salad_eval.models.text_lm import load_llm
-    from salad_train.batch import plan_batch
-    from salad_train.data import draw
-    from salad_train.select import run_select
-    from salad_train.stage1 import Stage1Trainer
-    from salad_train.stage2 import Stage2Trainer
+    from salad_train.recipe.batch import plan_batch
+    from salad_train.recipe.data import draw
+    from salad_train.recipe.stage1 import Stage1Trainer
+    from salad_train.recipe.stage2 import Stage2Trainer
+    from salad_train.selection.select import run_select
 
     (tmp_path / "pool.txt").write_text("\n".join(POOL) + "\n")
     (tmp_path / "replay.txt").write_text("\n".join(REPLAY) + "\n")

@@ -17,7 +17,7 @@ import pytest
 
 from salad_eval.errors import SaladError
 from salad_train.config import load_config
-from salad_train.pipeline import (
+from salad_train.loop.loop import (
     Step,
     _gap_step,
     check_stage1_dir,
@@ -110,7 +110,7 @@ def test_loop_report_warns_when_an_evaluation_voice_was_trained_on(tmp_path):
     from test_gap_report import MANIFEST, run_records
 
     from salad_eval.gap import write_report
-    from salad_train.loop_report import write_loop_report
+    from salad_train.loop.report import write_loop_report
 
     runs = {}  # both evaluate on kokoro/af_heart and piper/joe; stage I trained on piper/joe
     for name, voices in (("stage I", ["piper/joe", "espeak/en-us"]), ("stage II", ["espeak/en"])):

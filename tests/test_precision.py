@@ -14,11 +14,11 @@ from salad_eval.models.cascade import Cascade
 from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig, load_speech_lm
 from salad_eval.models.text_lm import TextLM
 from salad_eval.prompt import ScoringRequest, Text
-from salad_train.batch import plan_batch
 from salad_train.config import PRESETS, load_config
-from salad_train.data import Span
-from salad_train.optim import build_optimizer
-from salad_train.stage1 import Stage1Module, student_lm
+from salad_train.recipe.batch import plan_batch
+from salad_train.recipe.data import Span
+from salad_train.recipe.optim import build_optimizer
+from salad_train.recipe.stage1 import Stage1Module, student_lm
 
 REQUESTS = [
     ScoringRequest((Text("Question: What color is the sky? Answer:"),), (" blue", " green")),

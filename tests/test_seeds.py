@@ -13,9 +13,9 @@ from test_pipeline import ENV, _command
 
 from salad_eval.errors import SaladError
 from salad_train.config import load_config
-from salad_train.loop_report import write_loop_report
-from salad_train.pipeline import parse_seeds, seed_overrides
-from salad_train.seeds_report import write_seeds_report
+from salad_train.loop.loop import parse_seeds, seed_overrides
+from salad_train.loop.report import write_loop_report
+from salad_train.loop.seeds import write_seeds_report
 
 # Stage II against Stage I (right on items 0-9 of 20): seed 0 right on 1-15 (6 gained, 1 lost),
 # seed 1 right on 0-13 (4 gained, none lost)

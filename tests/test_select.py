@@ -12,10 +12,10 @@ import pytest
 from scipy import stats
 
 from salad_eval.errors import SaladError
-from salad_train.cluster import balanced_kmeans
 from salad_train.config import SelectConfig, load_config
-from salad_train.pool import read_pool
-from salad_train.select import Selected, cluster_weights, fill_budget, sample_order
+from salad_train.selection.cluster import balanced_kmeans
+from salad_train.selection.pool import read_pool
+from salad_train.selection.select import Selected, cluster_weights, fill_budget, sample_order
 
 
 @pytest.mark.parametrize(("n", "k"), [(200, 8), (203, 8), (97, 10), (50, 50)])
@@ -176,7 +176,7 @@ def test_select_config_keys_are_checked():
 def test_select_real_run(tmp_path):
     """The whole selection with real embedder, TTS, ASR and a random-adapter speech LLM."""
     from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
-    from salad_train.select import Selected, _synthesize, run_select
+    from salad_train.selection.select import Selected, _synthesize, run_select
 
     model = SpeechLMConfig(
         encoder="whisper-tiny.en", stack=8, adapter_layers=1, adapter_width=64, adapter_heads=2

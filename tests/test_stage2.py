@@ -13,12 +13,12 @@ import torch
 from scipy import stats
 
 from salad_eval.errors import SaladError
-from salad_train.checkpoint import load_state
 from salad_train.config import load_config
-from salad_train.data import speak
-from salad_train.metrics import read_metrics
-from salad_train.stage1 import run_stage1
-from salad_train.stage2 import Stage2Trainer, selected_documents
+from salad_train.recipe.checkpoint import load_state
+from salad_train.recipe.data import speak
+from salad_train.recipe.metrics import read_metrics
+from salad_train.recipe.stage1 import run_stage1
+from salad_train.recipe.stage2 import Stage2Trainer, selected_documents
 
 CORPUS = [
     "The cat sat on the warm mat near the door and watched the rain fall.",

@@ -17,8 +17,8 @@ import yaml
 from typer.testing import CliRunner
 
 from salad_eval.errors import SaladError
-from salad_train import fits
-from salad_train.sweep import parse_variant, write_report
+from salad_train.sweep import fits
+from salad_train.sweep.sweep import parse_variant, write_report
 
 # -- fits -----------------------------------------------------------------------------------------
 

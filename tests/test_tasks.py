@@ -203,7 +203,7 @@ def test_tasks_command_lists_versions_and_local_counts(benchmarks_dir):
 
 
 def test_training_split_documents_are_solved_items_never_the_evaluation_split(benchmarks_dir):
-    from salad_train.data import task_documents
+    from salad_train.recipe.data import task_documents
 
     docs = task_documents(["arc_easy:train"], data_dir=str(benchmarks_dir))
     train = load_items("arc_easy", split="train", data_dir=str(benchmarks_dir))

@@ -15,7 +15,7 @@ import yaml
 
 from salad_eval.errors import SaladError
 from salad_train.config import load_config
-from salad_train.metrics import read_metrics
+from salad_train.recipe.metrics import read_metrics
 
 CORPUS = [
     "The cat sat on the warm mat near the door and watched the rain fall.",

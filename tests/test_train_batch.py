@@ -6,8 +6,8 @@ import torch
 from transformers import AutoTokenizer
 
 from salad_eval.assets.resolve import resolve
-from salad_train.batch import AUDIO, plan_batch, student_inputs
-from salad_train.data import Span
+from salad_train.recipe.batch import AUDIO, plan_batch, student_inputs
+from salad_train.recipe.data import Span
 
 PLANNED = 6  # audio positions planned per clip, boundaries included
 

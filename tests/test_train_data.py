@@ -9,7 +9,7 @@ import pytest
 
 from salad_eval.errors import SaladError
 from salad_train.config import DataConfig, load_config
-from salad_train.data import MixedData, Span, natural_documents, windows
+from salad_train.recipe.data import MixedData, Span, natural_documents, windows
 
 
 def _manifest(tmp_path, rows: list[dict]) -> str:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from salad_train.loss import distillation_loss
+from salad_train.recipe.loss import distillation_loss
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_audio_positions_carry_no_loss_and_gradients_match(setup):
 
 def test_alignment_ctc_is_the_token_log_prob_for_one_frame_one_token():
     """T = L = 1: CTC's only path emits the token at the frame, so the loss is -log p(token)."""
-    from salad_train.loss import alignment_ctc_loss
+    from salad_train.recipe.loss import alignment_ctc_loss
 
     torch.manual_seed(0)
     table = torch.randn(50, 16)
@@ -117,7 +117,7 @@ def test_alignment_ctc_is_the_token_log_prob_for_one_frame_one_token():
 
 
 def test_alignment_ctc_prefers_frames_on_the_spoken_tokens_embeddings():
-    from salad_train.loss import alignment_ctc_loss
+    from salad_train.recipe.loss import alignment_ctc_loss
 
     torch.manual_seed(0)
     table = torch.randn(50, 16)
@@ -133,7 +133,7 @@ def test_alignment_ctc_prefers_frames_on_the_spoken_tokens_embeddings():
 
 
 def test_alignment_ctc_on_a_vocabulary_subset_is_the_subset_softmax():
-    from salad_train.loss import alignment_ctc_loss
+    from salad_train.recipe.loss import alignment_ctc_loss
 
     torch.manual_seed(0)
     table = torch.randn(50, 16)
@@ -149,7 +149,7 @@ def test_warmup_masking_is_seeded_and_bounded():
     most its share of an axis, and share 0 leaves the features untouched."""
     import random
 
-    from salad_train.align import masked
+    from salad_train.recipe.align import masked
 
     features = torch.randn(100, 40) + 5  # no zero entries of its own
     first = masked(features, 0.1, random.Random("0:align:3"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from salad_train.optim import decay_start, wsd_factor
+from salad_train.recipe.optim import decay_start, wsd_factor
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ import yaml
 
 from salad_eval.errors import SaladError
 from salad_train.config import check_dimensions, load_config
-from salad_train.metrics import read_metrics
+from salad_train.recipe.metrics import read_metrics
 
 CORPUS = [
     "The cat sat on the warm mat near the door and watched the rain fall.",
@@ -257,9 +257,9 @@ def test_a_batch_of_text_replay_under_a_frozen_llm_still_backpropagates(config_f
     """The tiny loop's Stage II met a step whose documents were all text replay: with the LLM
     frozen nothing trainable was in the graph and backward failed; every rank must run it."""
     from salad_eval.models.speech_lm import SpeechLM
-    from salad_train.batch import plan_batch
-    from salad_train.data import Span
-    from salad_train.stage1 import Stage1Module
+    from salad_train.recipe.batch import plan_batch
+    from salad_train.recipe.data import Span
+    from salad_train.recipe.stage1 import Stage1Module
 
     config = load_config(
         str(config_file), ["model.llm_mode=frozen", f"model.adapter_output={output}"]

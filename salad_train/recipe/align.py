@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import torch
 
-from salad_train.loss import alignment_ctc_loss
-from salad_train.optim import wsd_factor
+from salad_train.recipe.loss import alignment_ctc_loss
+from salad_train.recipe.optim import wsd_factor
 
 
 def masked(features: torch.Tensor, share: float, rng: random.Random) -> torch.Tensor:

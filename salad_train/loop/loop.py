@@ -13,7 +13,7 @@ Stage II models with Stage I per task, from the gap runs' own ``results.json``.
 With ``--seeds`` the loop runs once per seed (``train.seed`` and ``select.seed`` set to it) in
 ``<run.out_dir>/seed-<s>/``, Stage I in ``<train.out_dir>-seed<s>`` (``train.out_dir`` itself for
 seed 0, as ``make demo SEED=<s>`` names it, so a demo's Stage I is reused), and
-``seeds.{md,json,png}`` put the seeds side by side (``salad_train.seeds_report``).
+``seeds.{md,json,png}`` put the seeds side by side (``salad_train.loop.seeds``).
 """
 
 from __future__ import annotations
@@ -206,8 +206,8 @@ def _gap_step(name: str, model: Path, model_key: str, config: Config, out: Path)
 
 def _branch(config: Config, root: Path, stage1_key: str, gamma: float, suffix: str) -> list[Step]:
     """select (gamma) -> Stage II -> gap, in ``select{suffix}``, ``stage2{suffix}``, ..."""
-    from salad_train.select import run_select
-    from salad_train.stage2 import run_stage2
+    from salad_train.recipe.stage2 import run_stage2
+    from salad_train.selection.select import run_select
 
     stage1 = Path(config.train.out_dir)
     select = dataclasses.replace(
@@ -252,7 +252,7 @@ def _branch(config: Config, root: Path, stage1_key: str, gamma: float, suffix: s
 
 def plan_steps(config: Config, ablate_random: bool) -> tuple[list[Step], dict[str, Step]]:
     """Every step of the loop in order, and the gap step of each compared model by name."""
-    from salad_train.stage1 import run_stage1
+    from salad_train.recipe.stage1 import run_stage1
 
     root = Path(config.run.out_dir)
     stage1 = Path(config.train.out_dir)
@@ -277,7 +277,7 @@ def plan_steps(config: Config, ablate_random: bool) -> tuple[list[Step], dict[st
 
 def run_loop(config: Config, ablate_random: bool = False) -> Path:
     """``salad-train run``: every step (skipped when current), then the report; returns its dir."""
-    from salad_train.loop_report import write_loop_report
+    from salad_train.loop.report import write_loop_report
 
     check_tasks(config.run)
     check_replay(config, stage2=True)
@@ -325,7 +325,7 @@ def run_seeds(
 ) -> Path:
     """``salad-train run --seeds``: the loop once per seed, then the report across seeds."""
     from salad_train.config import load_config
-    from salad_train.seeds_report import write_seeds_report
+    from salad_train.loop.seeds import write_seeds_report
 
     base = load_config(config_name, overrides)
     configs = {

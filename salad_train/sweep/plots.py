@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from salad_eval.gap.plots import save  # noqa: E402
-from salad_train.fits import power_law  # noqa: E402
+from salad_train.sweep.fits import power_law  # noqa: E402
 
 
 def _colors(names: list[str]) -> dict[str, tuple]:

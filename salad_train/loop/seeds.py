@@ -31,7 +31,7 @@ from salad_eval.gap.compare import load_run  # noqa: E402
 from salad_eval.gap.paired import load_items, paired_rows  # noqa: E402
 from salad_eval.gap.plots import save  # noqa: E402
 from salad_eval.home import atomic_write_text  # noqa: E402
-from salad_train.loop_report import ALL, FIGURES  # noqa: E402
+from salad_train.loop.report import ALL, FIGURES  # noqa: E402
 
 SHOWN = ("speech@speech", "text@speech", "gap")  # the conditions training moves
 

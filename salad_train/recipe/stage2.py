@@ -11,7 +11,7 @@ Stage II changes three things through its hooks:
   else the text of its synthetic documents), drawn as a pure function of (seed, global index)
   so a resume is exact;
 - the learning rate goes linearly from the plateau to zero over ``stage2.steps`` (its first step
-  is already below the plateau, its last at zero; ``salad_train/optim.py``).
+  is already below the plateau, its last at zero; ``salad_train/recipe/optim.py``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from salad_eval.errors import SaladError
-from salad_train.checkpoint import load_state
 from salad_train.config import Config, check_replay
-from salad_train.data import Document, MixedData, Span, build_data, natural_documents
-from salad_train.stage1 import Stage1Trainer
+from salad_train.recipe.checkpoint import load_state
+from salad_train.recipe.data import Document, MixedData, Span, build_data, natural_documents
+from salad_train.recipe.stage1 import Stage1Trainer
 
 SOURCES = ("natural", "selected", "replay")
 

@@ -27,10 +27,10 @@ import numpy as np
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_text
 from salad_eval.prompt import Item, Speak, Text
-from salad_train.cluster import balanced_kmeans, embed, embedder_fingerprint
 from salad_train.config import Config
-from salad_train.data import split_spans
-from salad_train.pool import read_pool
+from salad_train.recipe.data import split_spans
+from salad_train.selection.cluster import balanced_kmeans, embed, embedder_fingerprint
+from salad_train.selection.pool import read_pool
 
 WORDS_PER_SECOND = 2.5  # speech rate used to estimate clip length before synthesis
 
@@ -232,7 +232,7 @@ def select_key(config: Config, pool: Sequence[str], checkpoint: Path) -> str:
 
 def run_select(config: Config) -> Path:
     """``salad-train select``: the whole selection; returns the output directory."""
-    from salad_train.select_report import write_report
+    from salad_train.selection.report import write_report
 
     s = config.select
     out = Path(s.out_dir)

@@ -1,7 +1,7 @@
 """`salad-train sweep`: Stage I once per alpha (and data variant), then the paper's Fig. 3 and 4.
 
 Each run trains into ``<sweep.out_dir>/alpha-<a>[-<variant>]/`` with ``loss.alpha=<a>`` and probes
-every ``train.probe_every`` steps (``salad_train/probe.py``: corpus M and F, text and speech
+every ``train.probe_every`` steps (``salad_train/recipe/probe.py``: corpus M and F, text and speech
 accuracy, against tokens seen). A run whose ``model/training.json`` exists is skipped, and a killed
 one resumes from its last checkpoint, so rerunning the command continues the sweep. The CTC
 warm-up (``train.align_steps``) does not depend on alpha, so it runs once per variant: the other
@@ -32,7 +32,7 @@ import numpy as np
 
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_text
-from salad_train import fits
+from salad_train.sweep import fits
 
 RUN_DIR = re.compile(r"^alpha-(?P<alpha>\d+(?:\.\d+)?)(?:-(?P<variant>[A-Za-z]\w*))?$")
 VARIANT_NAME = re.compile(r"^[A-Za-z]\w*$")
@@ -108,8 +108,8 @@ def share_warmup(source: Path, run: Path) -> bool:
     """Start ``run`` from ``source``'s warm-up checkpoint and its warm-up metrics rows, unless
     ``run`` has a checkpoint of its own or ``source`` kept none. The warm-up does not read
     ``loss.alpha`` and a resume is exact, so the run trains as if it had warmed up itself."""
-    from salad_train.checkpoint import latest_checkpoint
-    from salad_train.stage1 import WARMUP
+    from salad_train.recipe.checkpoint import latest_checkpoint
+    from salad_train.recipe.stage1 import WARMUP
 
     warmup = source / "checkpoints" / WARMUP
     if latest_checkpoint(run) is not None or not (warmup / "state.pt").is_file():
@@ -132,7 +132,7 @@ def run_sweep(config_name: str, overrides: list[str], variants: list[Variant] = 
     """Train every run not yet done (Stage I, as ``salad-train stage1``), then write the report.
     The runs of one variant differ only in ``loss.alpha``, so the first one's warm-up (if the
     config has one) is run once and shared with the others."""
-    from salad_train.stage1 import run_stage1
+    from salad_train.recipe.stage1 import run_stage1
 
     root, planned = plan_runs(config_name, list(overrides), list(variants))
     first: dict[str | None, Path] = {}  # variant -> its first run, whose warm-up the others share
@@ -164,7 +164,7 @@ def discover_runs(root: Path) -> list[SweepRun]:
 
 def probe_points(run: SweepRun) -> list[dict]:
     """The run's probe rows as flat points (step, tokens, M, F, accuracies), in step order."""
-    from salad_train.metrics import read_metrics
+    from salad_train.recipe.metrics import read_metrics
 
     path = run.path / "metrics.jsonl"
     rows = read_metrics(path) if path.is_file() else []
@@ -274,7 +274,7 @@ def write_report(root: Path, runs: list[SweepRun] | None = None) -> dict:
     summary = _nan_to_none(summary)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "sweep.json", json.dumps(summary, indent=1))
-    from salad_train.sweep_plots import fig3, fig4
+    from salad_train.sweep.sweep.plots import fig3, fig4
 
     fig3(points, summary["fig3"], root / "fig3.png")
     fig4(runs, per_run, {r["name"]: r["m_power_law"] for r in summary["runs"]}, root / "fig4.png")

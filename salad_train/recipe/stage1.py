@@ -26,20 +26,20 @@ from torch import nn
 from salad_eval.home import atomic_write_text
 from salad_eval.models.speech_lm import SpeechLM, load_speech_lm, load_waveform
 from salad_eval.models.text_lm import load_llm
-from salad_train.batch import Plan, plan_batch, span_length, student_inputs
-from salad_train.checkpoint import (
+from salad_train.config import Config, check_dimensions
+from salad_train.recipe.batch import Plan, plan_batch, span_length, student_inputs
+from salad_train.recipe.checkpoint import (
     latest_checkpoint,
     load_state,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from salad_train.config import Config, check_dimensions
-from salad_train.data import MixedData, build_data
-from salad_train.loss import alignment_ctc_loss, distillation_loss
-from salad_train.metrics import MetricsLog
-from salad_train.optim import build_optimizer, build_scheduler, decay_start
-from salad_train.trackers import flat_config
+from salad_train.recipe.data import MixedData, build_data
+from salad_train.recipe.loss import alignment_ctc_loss, distillation_loss
+from salad_train.recipe.metrics import MetricsLog
+from salad_train.recipe.optim import build_optimizer, build_scheduler, decay_start
+from salad_train.recipe.trackers import flat_config
 
 
 def decoder_and_head(llm: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -263,7 +263,7 @@ class Stage1Trainer:
         t = self.config.train
         if not t.align_steps:
             return
-        from salad_train.align import align_adapter
+        from salad_train.recipe.align import align_adapter
 
         with self.accelerator.no_sync(self.module):  # every rank runs the same warm-up alone
             align_adapter(
@@ -459,7 +459,7 @@ class Stage1Trainer:
 def run_stage1(config: Config, keep_warmup: bool = False) -> Path:
     """Load, set up, train, save; returns the trained model directory. ``keep_warmup`` keeps
     the warm-up's checkpoint (``checkpoints/step-000000``), which a sweep's other runs share."""
-    from salad_train.probe import demo_probe
+    from salad_train.recipe.probe import demo_probe
 
     trainer = Stage1Trainer(config, keep_warmup=keep_warmup)
     m = config.model

@@ -18,7 +18,7 @@ from salad_eval.interleave import (
     span_tokens,
     student_inputs,
 )
-from salad_train.data import Span
+from salad_train.recipe.data import Span
 
 __all__ = [
     "AUDIO",
