@@ -72,10 +72,11 @@ def evaluate(
     """
     from salad_eval import corpus_divergence
     from salad_eval.gap.records import METRICS
-    from salad_eval.gap.run import GapSetup, Models, default_run_dir, read_exclusions, run_gap
     from salad_eval.models.cascade import Cascade
     from salad_eval.models.load import default_text_model, load_speech_model
     from salad_eval.models.text_lm import TextLM, default_dtype
+    from salad_eval.run.runner import Models, default_run_dir, read_exclusions, run_gap
+    from salad_eval.run.spec import GapSetup
     from salad_eval.tasks import include_paths
 
     include_paths(list(include_path))

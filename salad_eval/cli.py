@@ -284,7 +284,7 @@ def gap(
 ) -> None:
     """Measure the gap: text@base, text@speech, speech@speech, speech@cascade and controls."""
     from salad_eval.api import evaluate
-    from salad_eval.gap.run import default_run_dir
+    from salad_eval.run.runner import default_run_dir
 
     results = evaluate(
         model,

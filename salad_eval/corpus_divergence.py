@@ -31,6 +31,7 @@ accuracy against, are these.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -38,9 +39,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
 
+from salad_eval.checks import text_lines
+from salad_eval.divergence import supports_divergence
+from salad_eval.home import BadEntry, cached_entry, checked_float, home, json_bytes, parts_key
 from salad_eval.interleave import AUDIO, Document, Span, plan_batch, span_tokens, student_inputs
-from salad_eval.prompt import Audio
+from salad_eval.progress import progress_bar
+from salad_eval.prompt import Audio, Model
+from salad_eval.scoring import Shard, file_hash
+from salad_eval.speech import store
+from salad_eval.speech.normalize import normalize
+from salad_eval.speech.synth import ensure_clip
+from salad_eval.speech.voices import parse_voice
+from salad_eval.stats import interval, resample_indices
+
+console = Console(stderr=True)
 
 DEFAULT_CORPUS = Path(__file__).parent / "corpus" / "heldout.txt"
 DEFAULT_DOCS = 32
@@ -69,8 +83,6 @@ class DocumentKL:
 def read_documents(path: str | Path | None = None, n: int | None = DEFAULT_DOCS) -> list[str]:
     """The first ``n`` documents (all when None) of a corpus, one per non-empty line (``#`` lines
     are comments); the embedded held-out prose when ``path`` is None."""
-    from salad_eval.checks import text_lines
-
     where = str(DEFAULT_CORPUS if path is None else path)
     docs = [
         line
@@ -107,10 +119,6 @@ def speak_document(
 ) -> Document:
     """The document cut (``cut``) with each speech span synthesized on its own in ``voice`` (made
     once in the audio store, verified), as Stage I synthesizes its speech spans."""
-    from salad_eval.speech.normalize import normalize
-    from salad_eval.speech.synth import ensure_clip
-    from salad_eval.speech.voices import parse_voice
-
     spec = parse_voice(voice)
     return tuple(
         Span(words, str(ensure_clip(normalize(words), spec, synth_seed)) if speech else None)
@@ -126,8 +134,6 @@ def speak_documents(
     synth_seed: int = 0,
     show_progress: bool = True,
 ) -> list[Document]:
-    from salad_eval.progress import progress_bar
-
     docs = []
     with progress_bar(transient=True, disable=not show_progress) as progress:
         bar = progress.add_task("synthesizing divergence corpus", total=len(texts))
@@ -206,8 +212,6 @@ def measure(
     show_progress: bool = True,
 ) -> list[DocumentKL]:
     """``document_kl`` of every document (``base`` left out if its vocabulary differs)."""
-    from salad_eval.progress import progress_bar
-
     base = base if base is not None and same_vocabulary(base, speech) else None
     rows = []
     with progress_bar(transient=True, disable=not show_progress) as progress:
@@ -222,8 +226,6 @@ def summarize(rows: Sequence[DocumentKL], n_boot: int = 1000, seed: int = 0) -> 
     """``{"F": figure, "M": figure}``: per-token means pooled over documents (sum / tokens), each
     with a bootstrap interval over documents, ``n`` documents and ``tokens``; a divergence with
     no token to read is left out."""
-    from salad_eval.gap.stats import interval, resample_indices
-
     out = {}
     for name, sums, counts in (
         ("F", [r.f_sum for r in rows], [r.f_tokens for r in rows]),
@@ -263,3 +265,91 @@ def corpus_fm(
     texts = read_documents() if texts is None else texts
     docs = speak_documents(texts, voice, span_words, CUT_SEED, synth_seed, show_progress)
     return summarize(measure(speech, docs, base, max_tokens, show_progress), n_boot, seed)
+
+
+def _parsed_document_kl(data: bytes) -> DocumentKL:
+    """A cached document's KL sums and token counts, checked (``BadEntry`` if unusable)."""
+    entry = json.loads(data)
+    if not isinstance(entry, dict) or set(entry) != {"f_sum", "f_tokens", "m_sum", "m_tokens"}:
+        raise BadEntry(f"not a document's divergences: {entry!r}")
+    for key in ("f_tokens", "m_tokens"):
+        if isinstance(entry[key], bool) or not isinstance(entry[key], int) or entry[key] < 0:
+            raise BadEntry(f"{key} is not a count: {entry[key]!r}")
+    f_sum = None if entry["f_sum"] is None else checked_float(entry["f_sum"], low=-1e-4)
+    return DocumentKL(
+        f_sum, entry["f_tokens"], checked_float(entry["m_sum"], low=-1e-4), entry["m_tokens"]
+    )
+
+
+def gap_figures(
+    speech: Model,
+    text: Model,
+    *,
+    corpus: str | None,
+    documents: int,
+    voice: str,
+    span_words: Sequence[int],
+    synth_seed: int,
+    n_boot: int,
+    seed: int,
+    shard: Shard,
+) -> dict:
+    """Corpus F and M of a gap run: ``{"F", "M"}`` figures and the ``setup`` the
+    manifest records. Per-document values are cached (and sharded like the scores), keyed by
+    both models' fingerprints, the spans and the bytes of their clips. ``clips``: {key: sha256}
+    of the spans' audio, which the run's manifest lists with the items' (``salad-eval audio``)."""
+    path = Path(corpus) if corpus else DEFAULT_CORPUS
+    texts = read_documents(path, documents)
+    span_words = tuple(span_words)
+
+    def speak() -> list:
+        return speak_documents(
+            texts, voice, span_words, CUT_SEED, synth_seed, show_progress=shard.main
+        )
+
+    docs = speak() if shard.main else None  # the main process synthesizes, the others reuse
+    shard.wait()
+    docs = docs or speak()
+    readable = supports_divergence(text)  # F: one vocabulary, both LLMs
+    base = text if readable and same_vocabulary(text, speech) else None
+    ids = [speech.fingerprint, base.fingerprint if base is not None else None]
+
+    def one(doc) -> DocumentKL:
+        spans = [(s.text, file_hash(s.audio) if s.audio else None) for s in doc]
+        key = parts_key("corpus", VERSION, ids, spans, MAX_TOKENS)
+        return cached_entry(
+            home() / "divergences" / key[:2] / f"{key}.json",
+            "divergence",
+            lambda: document_kl(speech, doc, base),
+            lambda row: json_bytes(row.to_dict()),
+            _parsed_document_kl,
+        )
+
+    if shard.size > 1:
+        for index in shard.take(len(docs)):
+            one(docs[index])
+        shard.wait()
+    console.log(f"corpus F and M: {len(docs)} documents of {path.name}, {voice}")
+    rows = []
+    with progress_bar(transient=True, disable=not shard.main) as progress:
+        bar = progress.add_task("corpus divergences", total=len(docs))
+        for doc in docs:
+            rows.append(one(doc))
+            progress.advance(bar)
+    figures = summarize(rows, n_boot, seed)
+    spoken = [Path(span.audio).stem for doc in docs for span in doc if span.audio]
+    figures["clips"] = {key: store.sidecar(key)["sha256"] for key in spoken}
+    figures["setup"] = {
+        "corpus": str(path),
+        "corpus_hash": file_hash(path),
+        "held_out": path.resolve() == DEFAULT_CORPUS.resolve(),
+        "documents": len(docs),
+        "voice": voice,
+        "span_words": list(span_words),
+        "cut_seed": CUT_SEED,
+        "synth_seed": synth_seed,
+        "max_tokens": MAX_TOKENS,
+        "version": VERSION,
+        "forgetting": base is not None,
+    }
+    return figures

@@ -16,21 +16,28 @@ over a whole held-out document with interleaved spoken spans: ``salad_eval.corpu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 
 import torch
+from rich.console import Console
 
-from salad_eval.prompt import Item, Prompt, Speak, Text, prompt_text
+from salad_eval.home import cached_entry, checked_float, home, json_bytes, parts_key
+from salad_eval.models.speech_lm import SpeechLM
+from salad_eval.models.text_lm import TextLM
+from salad_eval.progress import progress_bar
+from salad_eval.prompt import Audio, Item, Prompt, Speak, Text, prompt_text
+from salad_eval.scoring import Shard, file_hash
+from salad_eval.speech.synth import synthesize
+from salad_eval.speech.voices import resolve_voices
 
 CONTINUATION_TOKENS = 32  # tokens of a corpus text's continuation that a divergence reads
+console = Console(stderr=True)
 VERSION = 2  # bumped when a value changes meaning (2: per-token means; 1 summed), keys caches
 
 
 def supports_divergence(model: object) -> bool:
     """TextLM and SpeechLM (an HF LLM with salad's tokenization) expose their distributions."""
-    from salad_eval.models.speech_lm import SpeechLM
-    from salad_eval.models.text_lm import TextLM
-
     return isinstance(model, TextLM | SpeechLM)
 
 
@@ -141,10 +148,6 @@ def corpus_divergences(
     the TTS: that voice is left out of the document's M (``voices`` counts those measured,
     ``unreadable`` those left out; M is None when none is left).
     """
-    from salad_eval.progress import progress_bar
-    from salad_eval.speech.synth import synthesize
-    from salad_eval.speech.voices import resolve_voices
-
     spec = voices if isinstance(voices, str) else ",".join(str(v) for v in voices)
     names = [str(v) for v in resolve_voices(spec)]
     items = corpus_items(texts, "corpus", span_words)
@@ -170,3 +173,49 @@ def corpus_divergences(
             rows.append(row)
             progress.advance(bar)
     return rows
+
+
+def _cached_kl(kind: str, key: str, compute: Callable[[], float]) -> float:
+    """A KL value cached on disk by content key (per-item divergences), sealed and validated."""
+    return cached_entry(
+        home() / kind / key[:2] / f"{key}.json",
+        "divergence",
+        compute,
+        json_bytes,
+        lambda data: checked_float(json.loads(data), low=-1e-4),
+    )
+
+
+def answer_kls(
+    name: str,
+    items: list[Item],
+    shard: Shard,
+    compute: Callable[[Item], float],
+    ids: list,
+    spoken: dict[str, Prompt] | None = None,
+) -> list[float]:
+    """Per-item KL values, cached on disk (and sharded like the scores), keyed by the bytes of
+    each item's clips in ``spoken``: a new TTS or normalizer never reuses a stale M."""
+
+    def one(item: Item) -> float:
+        clips = [
+            file_hash(seg.path) for seg in (spoken or {}).get(item.id, ()) if isinstance(seg, Audio)
+        ]
+        key = parts_key(
+            name,
+            VERSION,
+            ids,
+            item.task,
+            item.id,
+            item.text_context,
+            item.choices[item.target],
+            clips,
+        )
+        return _cached_kl("divergences", key, lambda: compute(item))
+
+    if shard.size > 1:
+        for index in shard.take(len(items)):
+            one(items[index])
+        shard.wait()
+    console.log(f"{items[0].task} answer KL {name} (diagnostic): per item, per answer token")
+    return [one(item) for item in items]

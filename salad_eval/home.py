@@ -220,3 +220,9 @@ def checked_array(data: bytes, columns: int | None = None, rows: int | None = No
     if not np.isfinite(array).all():
         raise BadEntry("non-finite values")
     return array
+
+
+def parts_key(*parts: object) -> str:
+    """A content key of JSON-able parts (blake2b, 160 bits): the cache key of a computed value."""
+    payload = json.dumps(parts, default=str, ensure_ascii=False)
+    return hashlib.blake2b(payload.encode(), digest_size=20).hexdigest()

@@ -214,3 +214,29 @@ def item_metrics(
         "acc": float(np.argmax(lls) == target),
         "acc_norm": float(np.argmax(lls / lengths) == target),
     }
+
+
+class Shard:
+    """Which requests this process scores (all of them without ``accelerate launch``)."""
+
+    def __init__(self) -> None:
+        self.rank, self.size, self._state = 0, 1, None
+        try:
+            from accelerate import PartialState  # deferred: heavy library, only when sharding
+
+            state = PartialState(cpu=True)
+            if state.num_processes > 1:
+                self.rank, self.size, self._state = state.process_index, state.num_processes, state
+        except (ImportError, RuntimeError, ValueError):
+            pass
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def take(self, n: int) -> list[int]:
+        return list(range(self.rank, n, self.size))
+
+    def wait(self) -> None:
+        if self._state is not None:
+            self._state.wait_for_everyone()

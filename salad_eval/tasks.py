@@ -46,7 +46,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from salad_eval import task_hooks
+from salad_eval import recordings, task_hooks
 from salad_eval.errors import SaladError
 from salad_eval.home import project_root
 from salad_eval.prompt import Item, Part, Speak, Text
@@ -418,11 +418,9 @@ def _turn(spec: TaskSpec, doc: dict, base: Path | None) -> list[Part]:
 
 def _recording(spec: TaskSpec, expression: str, doc: dict, base: Path | None) -> str | None:
     """The recording file that ``expression`` finds in ``doc``; None if the data has none."""
-    from salad_eval.speech import recorded
-
     value = _env.compile_expression(expression, undefined_to_none=True)(**doc)
     try:
-        return recorded.source(value, base)
+        return recordings.source(value, base)
     except SaladError as err:
         raise SaladError(f"task {spec.name} item {doc['_split']}-{doc['_index']}: {err}") from None
 

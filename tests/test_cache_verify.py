@@ -86,10 +86,11 @@ def test_a_truncation_that_still_parses_is_caught(tmp_path):
 @pytest.fixture(scope="module")
 def gap_home(tmp_path_factory):
     """An empty cache home (assets shared) and the models of a small gap run, loaded in it."""
-    from salad_eval.gap.run import GapSetup, Models
     from salad_eval.models.cascade import Cascade
     from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
     from salad_eval.models.text_lm import TextLM
+    from salad_eval.run.runner import Models
+    from salad_eval.run.spec import GapSetup
 
     root = tmp_path_factory.mktemp("verify")
     (root / "home").mkdir()
@@ -107,7 +108,7 @@ def gap_home(tmp_path_factory):
 
 
 def _run(gap_home, name: str) -> tuple[str, dict]:
-    from salad_eval.gap.run import run_gap
+    from salad_eval.run.runner import run_gap
 
     root, setup, models = gap_home
     with pytest.MonkeyPatch.context() as patch:

@@ -149,16 +149,18 @@ def test_f_and_m_are_per_token_means_over_the_text_positions(tiny_qwen2, base, d
 
 
 def test_a_gap_run_records_and_caches_corpus_f_and_m(tiny_qwen2, base, tmp_path, monkeypatch):
-    from salad_eval.gap import run
     from salad_eval.home import home
+    from salad_eval.scoring import Shard
 
     (tmp_path / "assets").symlink_to(home() / "assets")
     (tmp_path / "audio").symlink_to(home() / "audio")
     monkeypatch.setenv("SALAD_HOME", str(tmp_path))
     speech = _speech_lm(tiny_qwen2)
-    setup = run.GapSetup(tasks=["demo"], divergence_docs=2, n_boot=50)
-    models = run.Models(speech=speech, text=base)
-    first = run._corpus_divergences(setup, models, run._Shard())
+    figure_options = dict(
+        corpus=None, documents=2, voice=cd.DEFAULT_VOICE, span_words=cd.SPAN_WORDS
+    )
+    figure_options |= dict(synth_seed=0, n_boot=50, seed=1234, shard=Shard())
+    first = cd.gap_figures(speech, base, **figure_options)
     assert first["F"]["value"] == 0.0 and first["M"]["value"] > 0.0
     assert first["setup"] | {"corpus_hash": None} == {
         "corpus": str(cd.DEFAULT_CORPUS),
@@ -175,7 +177,7 @@ def test_a_gap_run_records_and_caches_corpus_f_and_m(tiny_qwen2, base, tmp_path,
     }
     assert len(list((tmp_path / "divergences").rglob("*.json"))) == 2
     monkeypatch.setattr(cd, "document_kl", lambda *a, **k: pytest.fail("not cached"))
-    assert run._corpus_divergences(setup, models, run._Shard()) == first
+    assert cd.gap_figures(speech, base, **figure_options) == first
     import inspect
 
     from salad_eval.cli import gap  # the command line states the same defaults

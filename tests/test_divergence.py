@@ -66,7 +66,8 @@ def test_divergence_is_a_per_token_mean_over_the_first_tokens(two_llms):
 
 
 def test_the_misalignment_cache_is_keyed_by_the_clip_bytes(tmp_path, monkeypatch):
-    from salad_eval.gap import run
+    from salad_eval import divergence as kl
+    from salad_eval.scoring import Shard
 
     monkeypatch.setenv("SALAD_HOME", str(tmp_path / "home"))
     clip = tmp_path / "a.flac"
@@ -80,7 +81,7 @@ def test_the_misalignment_cache_is_keyed_by_the_clip_bytes(tmp_path, monkeypatch
         return float(len(calls))
 
     def m() -> float:
-        return run._divergences("M", [item], run._Shard(), compute, ["model", "voice"], spoken)[0]
+        return kl.answer_kls("M", [item], Shard(), compute, ["model", "voice"], spoken)[0]
 
     assert m() == 1.0 and m() == 1.0  # cached
     shutil.copy(clip, tmp_path / "b.flac")

@@ -13,7 +13,7 @@ from scipy.stats import binomtest
 from salad_eval.errors import SaladError
 from salad_eval.gap import analyse
 from salad_eval.gap.records import CORE
-from salad_eval.gap.stats import mcnemar_exact
+from salad_eval.stats import mcnemar_exact
 
 SPEECH = ("speech@speech", "speech@cascade", "speech@speech:silent", "speech@speech:shuffled")
 

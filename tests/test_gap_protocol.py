@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from salad_eval.errors import SaladError
-from salad_eval.gap.run import GapSetup, Models, read_exclusions, run_gap
 from salad_eval.home import home
 from salad_eval.prompt import ChoiceScore
+from salad_eval.run.runner import Models, read_exclusions, run_gap
+from salad_eval.run.spec import GapSetup
 from salad_eval.tasks import load_items
 
 

@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 
 from salad_eval.errors import SaladError
-from salad_eval.gap.run import GapSetup, Models, run_gap
 from salad_eval.home import home
 from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
 from salad_eval.models.text_lm import TextLM
 from salad_eval.prompt import ScoringRequest, Text, prompt_text
+from salad_eval.run.runner import Models, run_gap
+from salad_eval.run.spec import GapSetup
 
 VOICE = "piper/joe"
 LIMIT = 6

@@ -22,6 +22,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from salad_eval import recordings
 from salad_eval.errors import SaladError
 from salad_eval.home import home
 from salad_eval.prompt import Speak
@@ -261,7 +262,7 @@ def test_audio_values_as_the_hub_gives_them(mirror, monkeypatch, tmp_path):
     kept = Path(item.context[1].recording)
     assert kept.read_bytes() == data and kept.stem == hashlib.sha256(data).hexdigest()
     decoded = {"array": sf.read(wav, dtype="float32")[0], "sampling_rate": 16000}
-    again = recorded.source(decoded, None)  # a decoded value: kept as a WAV of its samples
+    again = recordings.source(decoded, None)  # a decoded value: kept as a WAV of its samples
     assert np.allclose(
         recorded.convert(again, recorded.clip_fields(again)),
         recorded.convert(str(kept), recorded.clip_fields(str(kept))),
@@ -274,7 +275,7 @@ def test_bad_recorded_inputs_are_one_line_errors(mirror, tmp_path):
         resolve_voices("recorded:speed=2")
     assert [str(v) for v in resolve_voices("recorded,espeak/en-us")] == ["recorded", "espeak/en-us"]
     with pytest.raises(SaladError, match="does not exist"):
-        recorded.source("clips/missing.wav", mirror / MMSU)
+        recordings.source("clips/missing.wav", mirror / MMSU)
     from salad_eval import checks
 
     with pytest.raises(SaladError, match="task demo has no recordings"):

@@ -23,7 +23,8 @@ from salad_eval.errors import SaladError
 from salad_eval.home import REBUILT, home
 from salad_eval.prompt import Audio, Item, Speak, Text
 from salad_eval.speech import store, tts
-from salad_eval.speech.synth import SynthManifest, synthesize
+from salad_eval.speech.manifest import SynthManifest
+from salad_eval.speech.synth import synthesize
 from salad_eval.speech.voices import Voice, exposure, parse_voice, resolve_voices
 from salad_eval.tasks import load_items
 

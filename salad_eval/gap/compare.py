@@ -14,22 +14,18 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from salad_eval.errors import SaladError  # noqa: E402
-from salad_eval.gap.paired import (  # noqa: E402
+from salad_eval.errors import SaladError
+from salad_eval.figures import plt, save
+from salad_eval.gap.paired import (
     load_items,
     paired_comparison,
     paired_markdown,
     paired_note,
 )
-from salad_eval.gap.plots import save  # noqa: E402
-from salad_eval.gap.summary import pct  # noqa: E402
-from salad_eval.home import atomic_write_text  # noqa: E402
+from salad_eval.gap.summary import pct
+from salad_eval.home import atomic_write_text
 
 _COLUMNS = ("speech acc", "gap", "forgetting", "misalignment")
 

@@ -18,7 +18,7 @@ from math import lcm
 import numpy as np
 
 from salad_eval.gap.records import ALL_CONDITIONS, CONTROLS, VALUES, Stratum
-from salad_eval.gap.stats import Figure, interval, resample_indices
+from salad_eval.stats import Figure, interval, resample_indices
 
 
 def _rates(strata: list[Stratum], idxs: list[np.ndarray], a: str, b: str | None):

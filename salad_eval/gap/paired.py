@@ -34,7 +34,7 @@ import numpy as np
 from salad_eval.errors import SaladError
 from salad_eval.gap.decompose import indices, rate_figure
 from salad_eval.gap.records import METRICS, Stratum, check_records
-from salad_eval.gap.stats import mcnemar_exact
+from salad_eval.stats import mcnemar_exact
 
 CONDITIONS = ("text@base", "text@speech", "speech@speech", "speech@cascade")
 SIGN_FLIPS = 10_000  # p resolves to 1e-4

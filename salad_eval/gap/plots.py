@@ -4,29 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-
-def _err(figs: list[dict]) -> np.ndarray:
-    """Asymmetric error bars (percentage points) from figures' intervals."""
-    return np.array(
-        [
-            [100 * (f["value"] - f["ci_low"]) for f in figs],
-            [100 * (f["ci_high"] - f["value"]) for f in figs],
-        ]
-    ).clip(min=0)
-
-
-def save(fig, path: Path) -> str:
-    """Write a figure as PNG and return its file name (plots are linked by name)."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path.name
+from salad_eval.figures import error_bars, plt, save
+from salad_eval.gap.robustness import plot_robustness
+from salad_eval.speech.diversity import plot_diversity
 
 
 def gap_decomposition(tables: dict[str, dict], metric: str, path: Path) -> str:
@@ -45,7 +27,7 @@ def gap_decomposition(tables: dict[str, dict], metric: str, path: Path) -> str:
     ax.errorbar(
         x,
         [100 * g["value"] for g in gaps],
-        yerr=_err(gaps),
+        yerr=error_bars(gaps),
         fmt="o",
         color="black",
         capsize=4,
@@ -82,7 +64,7 @@ def misalignment_by_domain(tables: dict[str, dict], metric: str, path: Path) -> 
     figs = [tables[n]["misalignment"] for n in names]
     fig, ax = plt.subplots(figsize=(6.5, max(2.5, 0.32 * len(names) + 1.5)))
     y = np.arange(len(names))
-    ax.barh(y, [100 * f["value"] for f in figs], color="#dd8452", xerr=_err(figs), capsize=3)
+    ax.barh(y, [100 * f["value"] for f in figs], color="#dd8452", xerr=error_bars(figs), capsize=3)
     ax.set_yticks(y, [f"{n} (n={tables[n]['n_items']})" for n in names], fontsize=8)
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_xlabel(f"misalignment: text@speech - speech@speech (points of {metric})")
@@ -113,7 +95,7 @@ def accuracy_by_voice(tables: dict[str, dict], metric: str, path: Path) -> str:
             x[have] + (k - (len(conds) - 1) / 2) * width,
             [100 * figs[i]["value"] for i in have],
             width,
-            yerr=_err([figs[i] for i in have]),
+            yerr=error_bars([figs[i] for i in have]),
             capsize=3,
             label=cond,
         )
@@ -141,11 +123,7 @@ def plot_run(results: dict, run_dir: Path) -> list[str]:
     if m["voices"]:
         plots.append(accuracy_by_voice(m["voices"], metric, run_dir / "accuracy_by_voice.png"))
     if results.get("robustness"):
-        from salad_eval.gap.robustness import plot_robustness
-
         plots += plot_robustness(results["robustness"], metric, run_dir)
     if (results["manifest"].get("voice_diversity") or {}).get("distances"):
-        from salad_eval.speech.diversity import plot_diversity
-
         plots.append(plot_diversity(results["manifest"]["voice_diversity"], run_dir))
     return plots

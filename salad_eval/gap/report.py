@@ -16,10 +16,10 @@ from salad_eval.gap.plots import plot_run
 from salad_eval.gap.records import METRICS, build_strata, check_records, select
 from salad_eval.gap.robustness import robustness_rows
 from salad_eval.gap.significance import mcnemar_tests
-from salad_eval.gap.stats import CI_LEVEL
 from salad_eval.gap.summary import render_summary
 from salad_eval.home import atomic_write_text
 from salad_eval.speech.voices import exposure
+from salad_eval.stats import CI_LEVEL
 
 CONDITION_MEANINGS = {
     "text@base": "the original text LLM reads the question as text",

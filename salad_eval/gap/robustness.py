@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from salad_eval.errors import SaladError
+from salad_eval.figures import error_bars, plt, save
 from salad_eval.speech.voices import parse_voice
 
 
@@ -120,8 +121,6 @@ def _series(rows: list[dict], axis: str) -> dict[tuple[str, str], list[tuple[flo
 
 def plot_robustness(rows: list[dict], metric: str, run_dir: Path) -> list[str]:
     """accuracy_vs_snr.png and accuracy_vs_rt60.png (where the run has such ladders)."""
-    from salad_eval.gap.plots import _err, plt, save
-
     plots = []
     for axis, label, name in (
         ("snr", "SNR (dB)", "accuracy_vs_snr.png"),
@@ -147,7 +146,7 @@ def plot_robustness(rows: list[dict], metric: str, run_dir: Path) -> list[str]:
                 ax.errorbar(
                     at,
                     [100 * f["value"] for f in figs],
-                    yerr=_err(figs),
+                    yerr=error_bars(figs),
                     fmt=style,
                     capsize=3,
                     label=f"{cond} {speaker} ({kind})",

@@ -7,7 +7,7 @@ voice, so speech conditions are compared voice by voice (the text conditions nee
 from __future__ import annotations
 
 from salad_eval.gap.records import METRICS, TEXT_ONLY
-from salad_eval.gap.stats import mcnemar_exact
+from salad_eval.stats import mcnemar_exact
 
 PAIRS = (
     ("text@base", "speech@speech"),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from salad_eval.figures import plt, save
 from salad_eval.home import BadEntry, cached_entry, home
 
 PER_VOICE = 12  # clips embedded per voice: enough for a stable mean, cheap on a CPU
@@ -132,8 +133,6 @@ def summary_lines(diversity: dict) -> list[str]:
 
 def plot_diversity(diversity: dict, run_dir: Path) -> str:
     """voice_diversity.png: the distance matrix as a heat map."""
-    from salad_eval.gap.plots import plt, save
-
     voices, d = diversity["voices"], np.array(diversity["distances"])
     fig, ax = plt.subplots(figsize=(1.0 * len(voices) + 3.5, 0.8 * len(voices) + 2.5))
     image = ax.imshow(d, cmap="viridis", vmin=0)

@@ -33,6 +33,7 @@ import soundfile as sf
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
 from salad_eval.speech import store
+from salad_eval.speech.manifest import ManifestRow
 from salad_eval.speech.store import SAMPLE_RATE, StoredClip
 from salad_eval.speech.voices import Perturbation, Voice
 
@@ -323,8 +324,6 @@ def perturb_rows(items, clean_rows: dict, voices: Sequence[Voice], seed: int):
 
     A row keeps its clean row's clip check (did the voice say the words?): how well the words
     survive the acoustics is what the cascade's WER measures, on these very clips."""
-    from salad_eval.speech.synth import ManifestRow
-
     rows, counts, problems = [], {}, []
     for voice in voices:
         made = cached = failed = 0

@@ -9,9 +9,8 @@ condition, control, decomposition and report works on it unchanged, beside any T
 
 Recordings enter the same verified store as synthesized clips (16 kHz mono FLAC, sha256 sidecar),
 keyed by the source bytes and how they are converted: a rerun reuses them, and a changed
-recording never reuses a stale clip, transcript or score. Bytes that the data carries inline (an
-``Audio`` value with ``bytes``, or a decoded ``array``) are first kept as a file under the store's
-``recordings/``, named by their sha256, so every item refers to a file it can be rebuilt from.
+recording never reuses a stale clip, transcript or score. Finding each item's recording in the
+data is task data (``salad_eval/recordings.py``).
 """
 
 from __future__ import annotations
@@ -19,66 +18,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from salad_eval.errors import SaladError
-from salad_eval.home import atomic_write_bytes
-from salad_eval.speech import store
 from salad_eval.speech.tts import to_16k
 
 VOICE = "recorded"
 CONVERSION = 1  # how a recording becomes a clip: decoded, channels averaged, resampled to 16 kHz
-
-
-def source(value: object, base: Path | None) -> str | None:
-    """The recording file of one data value; None when the data has none for this document.
-
-    ``value``: a path (relative to ``base``, the data file's folder), or an ``Audio`` value:
-    ``{"bytes", "path"}`` (undecoded) or ``{"array", "sampling_rate"}`` (decoded).
-    """
-    if value is None or value == "":
-        return None
-    if isinstance(value, str | os.PathLike):
-        path = Path(value)
-        if not path.is_absolute():
-            if base is None:
-                raise SaladError(f"recording {value} is a relative path but the data is not local")
-            path = base / path
-        if not path.is_file():
-            raise SaladError(f"recording {path} does not exist; fix the audio column or the files")
-        return str(path)
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return _kept(bytes(value["bytes"]), Path(value.get("path") or "").suffix or ".wav")
-        if value.get("array") is not None and value.get("sampling_rate"):
-            buffer = io.BytesIO()
-            sf.write(
-                buffer,
-                np.asarray(value["array"], dtype=np.float32),
-                int(value["sampling_rate"]),
-                format="WAV",
-                subtype="FLOAT",
-            )
-            return _kept(buffer.getvalue(), ".wav")
-        if value.get("path"):
-            return source(value["path"], base)
-    raise SaladError(
-        f"cannot read a recording from a {type(value).__name__} value; give a file path or an "
-        "Audio value (bytes/path or array/sampling_rate)"
-    )
-
-
-def _kept(data: bytes, suffix: str) -> str:
-    """Inline bytes as a content-addressed file under the store (written once, checked after)."""
-    sha256 = hashlib.sha256(data).hexdigest()
-    path = store.root() / "recordings" / sha256[:2] / f"{sha256}{suffix}"
-    if not path.is_file() or _sha256(path) != sha256:
-        atomic_write_bytes(path, data)
-    return str(path)
 
 
 def _sha256(path: Path) -> str:

@@ -33,7 +33,7 @@ from salad_eval.home import atomic_write_text
 from salad_train.config import Config, RunConfig, check_replay
 
 if TYPE_CHECKING:
-    from salad_eval.gap.run import GapSetup
+    from salad_eval.run.spec import GapSetup
 
 STAGE1_SECTIONS = ("model", "data", "loss", "optim", "train")
 
@@ -153,7 +153,7 @@ GAP_SETTINGS = (
 
 def gap_setup(run: RunConfig, names: dict[str, str], dtype: str) -> GapSetup:
     """The ``salad-eval gap`` setup of every gap report of the loop."""
-    from salad_eval.gap.run import GapSetup
+    from salad_eval.run.spec import GapSetup
 
     return GapSetup(
         tasks=list(run.tasks),
@@ -175,10 +175,10 @@ def gap_report(model: Path, run: RunConfig, out: Path) -> dict:
     """``salad-eval gap`` on ``model`` with the run's tasks, voices, limit and protocol."""
     import torch
 
-    from salad_eval.gap.run import Models, run_gap
     from salad_eval.models.cascade import Cascade
     from salad_eval.models.load import default_text_model, load_speech_model
     from salad_eval.models.text_lm import TextLM, default_dtype
+    from salad_eval.run.runner import Models, run_gap
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = default_dtype(device)

@@ -13,22 +13,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from salad_eval.gap.compare import load_run  # noqa: E402
-from salad_eval.gap.paired import (  # noqa: E402
+from salad_eval.figures import plt, save
+from salad_eval.gap.compare import load_run
+from salad_eval.gap.paired import (
     load_items,
     paired_comparison,
     paired_markdown,
     paired_note,
 )
-from salad_eval.gap.plots import save  # noqa: E402
-from salad_eval.gap.summary import pct  # noqa: E402
-from salad_eval.home import atomic_write_text  # noqa: E402
+from salad_eval.gap.summary import pct
+from salad_eval.home import atomic_write_text
 
 FIGURES = {  # name in the report -> how to find it in a decomposition table
     "speech@speech acc": ("accuracy", "speech@speech"),

@@ -20,18 +20,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from salad_eval.errors import SaladError  # noqa: E402
-from salad_eval.gap.compare import load_run  # noqa: E402
-from salad_eval.gap.paired import load_items, paired_rows  # noqa: E402
-from salad_eval.gap.plots import save  # noqa: E402
-from salad_eval.home import atomic_write_text  # noqa: E402
-from salad_train.loop.report import ALL, FIGURES  # noqa: E402
+from salad_eval.errors import SaladError
+from salad_eval.figures import plt, save
+from salad_eval.gap.compare import load_run
+from salad_eval.gap.paired import load_items, paired_rows
+from salad_eval.home import atomic_write_text
+from salad_train.loop.report import ALL, FIGURES
 
 SHOWN = ("speech@speech", "text@speech", "gap")  # the conditions training moves
 

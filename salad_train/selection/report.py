@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from salad_eval.divergence import CONTINUATION_TOKENS
+from salad_eval.figures import plt
 from salad_eval.home import atomic_write_text
 from salad_train.config import Config
 
@@ -51,11 +52,6 @@ def top_words(texts_by_cluster: Sequence[Sequence[str]], n: int = 6) -> list[lis
 
 
 def _plot(path: Path, rows: list[dict], gamma: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [f"c{r['cluster']}\n{r['top_words'][0] if r['top_words'] else ''}" for r in rows]
     x = np.arange(len(rows))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6, 0.35 * len(rows) + 2), 6), sharex=True)

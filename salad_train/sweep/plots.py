@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from salad_eval.gap.plots import save  # noqa: E402
-from salad_train.sweep.fits import power_law  # noqa: E402
+from salad_eval.figures import plt, save
+from salad_train.sweep.fits import power_law
 
 
 def _colors(names: list[str]) -> dict[str, tuple]:

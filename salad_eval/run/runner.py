@@ -11,19 +11,13 @@ shared cache; then the main process assembles every record from the cache. The r
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from rich.console import Console
 
 from salad_eval import corpus_divergence, divergence, tasks
@@ -31,51 +25,16 @@ from salad_eval.conditions import shuffled_prompts, silent_prompt
 from salad_eval.errors import SaladError
 from salad_eval.gap.lm_eval_output import write_lm_eval
 from salad_eval.gap.report import write_report
-from salad_eval.home import (
-    BadEntry,
-    atomic_write_text,
-    cached_entry,
-    checked_float,
-    home,
-    in_checkout,
-    json_bytes,
-    project_root,
-)
-from salad_eval.prompt import Audio, ChoiceScore, Item, Model, Prompt, ScoringRequest, text_prompt
-from salad_eval.scoring import file_hash, fill_shard, item_metrics, score
+from salad_eval.home import atomic_write_text, in_checkout, project_root
+from salad_eval.prompt import ChoiceScore, Item, Model, Prompt, ScoringRequest, text_prompt
+from salad_eval.run import provenance
+from salad_eval.run.spec import GapSetup
+from salad_eval.scoring import Shard, fill_shard, item_metrics, score
+from salad_eval.speech import diversity
+from salad_eval.speech.synth import synthesize
+from salad_eval.speech.voices import resolve_voices
 
 console = Console(stderr=True)
-
-
-@dataclass
-class GapSetup:
-    """Everything that defines a gap run (recorded verbatim in the manifest)."""
-
-    tasks: list[str]
-    voices: str = "default"
-    limit: int | None = None
-    shots: int = 0  # spoken few-shot examples per item (with shot_budget: at most this many)
-    shot_budget: int | None = None  # tokens of text the context may take (tasks.load_items)
-    seed: int = 1234
-    synth_seed: int = 0  # the audio: the same seed, the same clips
-    batch_size: int | str = 8  # rows per forward pass, or "auto"
-    workers: int = 1
-    n_boot: int = 1000
-    metric: str = "acc"  # the headline of summary, plots and verdict; results.json has both
-    data_dir: str | None = None
-    exclude_items: str | None = None  # a JSON file {"exclude": {task: [item ids]}} (decontam)
-    controls: bool = True
-    divergences: bool = True  # corpus F and M, and the per-item answer KL diagnostic
-    divergence_corpus: str | None = None  # None: the embedded held-out prose (corpus_divergence)
-    divergence_docs: int = corpus_divergence.DEFAULT_DOCS
-    divergence_voice: str = corpus_divergence.DEFAULT_VOICE
-    divergence_span_words: list[int] = field(
-        default_factory=lambda: list(corpus_divergence.SPAN_WORDS)
-    )  # (text, speech) words per span
-    dtype: str = "float32"  # the weights of every model (checked in run_gap)
-    prompt_format: str = "raw"  # or "chat": every model's chat template (salad_eval.chat)
-    log_samples: bool = False  # also lm-eval style samples_<task>_<date>.jsonl
-    names: dict[str, str] = field(default_factory=dict)  # model names as the user gave them
 
 
 @dataclass
@@ -83,48 +42,6 @@ class Models:
     speech: Model
     text: Model
     cascade: Model | None = None
-
-
-class _Shard:
-    """Which requests this process scores (all of them without ``accelerate launch``)."""
-
-    def __init__(self) -> None:
-        self.rank, self.size, self._state = 0, 1, None
-        try:
-            from accelerate import PartialState
-
-            state = PartialState(cpu=True)
-            if state.num_processes > 1:
-                self.rank, self.size, self._state = state.process_index, state.num_processes, state
-        except (ImportError, RuntimeError, ValueError):
-            pass
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def take(self, n: int) -> list[int]:
-        return list(range(self.rank, n, self.size))
-
-    def wait(self) -> None:
-        if self._state is not None:
-            self._state.wait_for_everyone()
-
-
-def _cached_value(kind: str, key: str, compute: Callable[[], float]) -> float:
-    """A KL value cached on disk by content key (per-item divergences), sealed and validated."""
-    return cached_entry(
-        home() / kind / key[:2] / f"{key}.json",
-        "divergence",
-        compute,
-        json_bytes,
-        lambda data: checked_float(json.loads(data), low=-1e-4),
-    )
-
-
-def _key(*parts: object) -> str:
-    payload = json.dumps(parts, default=str, ensure_ascii=False)
-    return hashlib.blake2b(payload.encode(), digest_size=20).hexdigest()
 
 
 def _record(item: Item, condition: str, voice: str | None, scores: list[ChoiceScore]) -> dict:
@@ -150,7 +67,7 @@ def _record(item: Item, condition: str, voice: str | None, scores: list[ChoiceSc
 
 
 def _score_all(
-    model: Model, requests: list[ScoringRequest], shard: _Shard, setup: GapSetup, label: str
+    model: Model, requests: list[ScoringRequest], shard: Shard, setup: GapSetup, label: str
 ) -> list[list[ChoiceScore]]:
     """Every process fills the cache for its shard; then all scores are read back in order."""
     if shard.size > 1:
@@ -186,10 +103,6 @@ def _speech_items(items: list[Item], manifest, voices) -> tuple[list[Item], list
 
 def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | None = None) -> dict:
     """Score every condition on the same items and write the report; returns results.json."""
-    from salad_eval.speech import diversity
-    from salad_eval.speech.synth import synthesize
-    from salad_eval.speech.voices import resolve_voices
-
     dtypes = {m.dtype for m in (models.speech, models.text, models.cascade) if m is not None}
     if dtypes != {setup.dtype}:  # a precision difference would read as forgetting
         raise SaladError(
@@ -197,7 +110,7 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
             f"{setup.dtype}; load every model with one dtype (--dtype)"
         )
     started = time.time()
-    shard = _Shard()
+    shard = Shard()
     voices = [str(v) for v in resolve_voices(setup.voices)]
     records: list[dict] = []
     task_info, excluded_all, synth_info, clips = {}, [], {}, {}
@@ -273,7 +186,18 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
                 heard[(task, item.id, voice)] = [Path(c.path).stem for c in row.clips if c.path]
     corpus = None
     if setup.divergences and divergence.supports_divergence(models.speech):
-        corpus = _corpus_divergences(setup, models, shard)
+        corpus = corpus_divergence.gap_figures(
+            models.speech,
+            models.text,
+            corpus=setup.divergence_corpus,
+            documents=setup.divergence_docs,
+            voice=setup.divergence_voice,
+            span_words=setup.divergence_span_words,
+            synth_seed=setup.synth_seed,
+            n_boot=setup.n_boot,
+            seed=setup.seed,
+            shard=shard,
+        )
         clips.update(corpus.pop("clips"))  # the spans' audio travels with the run's
     if not shard.main:
         return {}
@@ -282,7 +206,9 @@ def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | Non
         run_dir / "items.jsonl",
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
     )
-    manifest = _manifest(setup, models, task_info, voices, synth_info, excluded_all, training)
+    manifest = provenance.manifest(
+        setup, models, task_info, voices, synth_info, excluded_all, training
+    )
     manifest["seconds"] = round(time.time() - started, 1)
     manifest["clips"] = dict(sorted(clips.items()))
     manifest["acoustics"] = {  # every setting of each acoustic condition (clips: sidecars)
@@ -336,7 +262,7 @@ def read_exclusions(path: str) -> dict[str, set[str]]:
 
 
 def _task_records(
-    task: str, items: list[Item], manifest, voices, models: Models, setup: GapSetup, shard: _Shard
+    task: str, items: list[Item], manifest, voices, models: Models, setup: GapSetup, shard: Shard
 ) -> list[dict]:
     text = [ScoringRequest(text_prompt(i), i.choices) for i in items]
     records = []
@@ -344,7 +270,7 @@ def _task_records(
         scores = _score_all(model, text, shard, setup, f"{task} {condition}")
         records += [_record(i, condition, None, s) for i, s in zip(items, scores, strict=True)]
     if setup.divergences and divergence.supports_divergence(models.speech):
-        forgetting = _divergences(
+        forgetting = divergence.answer_kls(
             "F",
             items,
             shard,
@@ -376,7 +302,7 @@ def _task_records(
                 and divergence.supports_divergence(models.speech)
             ):
                 pairs = dict(zip((i.id for i in items), spoken, strict=True))
-                values = _divergences(
+                values = divergence.answer_kls(
                     "M",
                     items,
                     shard,
@@ -393,191 +319,6 @@ def _task_records(
                     row["wer"] = model.transcript_wer(prompt)
             records += rows
     return records
-
-
-def _divergences(
-    name: str,
-    items: list[Item],
-    shard: _Shard,
-    compute: Callable[[Item], float],
-    ids: list,
-    spoken: dict[str, Prompt] | None = None,
-) -> list[float]:
-    """Per-item KL values, cached on disk (and sharded like the scores), keyed by the bytes of
-    each item's clips in ``spoken``: a new TTS or normalizer never reuses a stale M."""
-
-    def one(item: Item) -> float:
-        clips = [
-            file_hash(seg.path) for seg in (spoken or {}).get(item.id, ()) if isinstance(seg, Audio)
-        ]
-        key = _key(
-            name,
-            divergence.VERSION,
-            ids,
-            item.task,
-            item.id,
-            item.text_context,
-            item.choices[item.target],
-            clips,
-        )
-        return _cached_value("divergences", key, lambda: compute(item))
-
-    if shard.size > 1:
-        for index in shard.take(len(items)):
-            one(items[index])
-        shard.wait()
-    console.log(f"{items[0].task} answer KL {name} (diagnostic): per item, per answer token")
-    return [one(item) for item in items]
-
-
-def _document_kl(data: bytes) -> corpus_divergence.DocumentKL:
-    """A cached document's KL sums and token counts, checked (``BadEntry`` if unusable)."""
-    entry = json.loads(data)
-    if not isinstance(entry, dict) or set(entry) != {"f_sum", "f_tokens", "m_sum", "m_tokens"}:
-        raise BadEntry(f"not a document's divergences: {entry!r}")
-    for key in ("f_tokens", "m_tokens"):
-        if isinstance(entry[key], bool) or not isinstance(entry[key], int) or entry[key] < 0:
-            raise BadEntry(f"{key} is not a count: {entry[key]!r}")
-    f_sum = None if entry["f_sum"] is None else checked_float(entry["f_sum"], low=-1e-4)
-    return corpus_divergence.DocumentKL(
-        f_sum, entry["f_tokens"], checked_float(entry["m_sum"], low=-1e-4), entry["m_tokens"]
-    )
-
-
-def _corpus_divergences(setup: GapSetup, models: Models, shard: _Shard) -> dict:
-    """Corpus F and M (``corpus_divergence``): ``{"F", "M"}`` figures and the ``setup`` the
-    manifest records. Per-document values are cached (and sharded like the scores), keyed by
-    both models' fingerprints, the spans and the bytes of their clips. ``clips``: {key: sha256}
-    of the spans' audio, which the run's manifest lists with the items' (``salad-eval audio``)."""
-    from salad_eval.progress import progress_bar
-    from salad_eval.speech import store
-
-    cd = corpus_divergence
-    path = Path(setup.divergence_corpus) if setup.divergence_corpus else cd.DEFAULT_CORPUS
-    texts = cd.read_documents(path, setup.divergence_docs)
-    span_words = tuple(setup.divergence_span_words)
-
-    def speak() -> list:
-        return cd.speak_documents(
-            texts,
-            setup.divergence_voice,
-            span_words,
-            cd.CUT_SEED,
-            setup.synth_seed,
-            show_progress=shard.main,
-        )
-
-    docs = speak() if shard.main else None  # the main process synthesizes, the others reuse
-    shard.wait()
-    docs = docs or speak()
-    readable = divergence.supports_divergence(models.text)  # F: one vocabulary, both LLMs
-    base = models.text if readable and cd.same_vocabulary(models.text, models.speech) else None
-    ids = [models.speech.fingerprint, base.fingerprint if base is not None else None]
-
-    def one(doc) -> corpus_divergence.DocumentKL:
-        spans = [(s.text, file_hash(s.audio) if s.audio else None) for s in doc]
-        key = _key("corpus", cd.VERSION, ids, spans, cd.MAX_TOKENS)
-        return cached_entry(
-            home() / "divergences" / key[:2] / f"{key}.json",
-            "divergence",
-            lambda: cd.document_kl(models.speech, doc, base),
-            lambda row: json_bytes(row.to_dict()),
-            _document_kl,
-        )
-
-    if shard.size > 1:
-        for index in shard.take(len(docs)):
-            one(docs[index])
-        shard.wait()
-    console.log(f"corpus F and M: {len(docs)} documents of {path.name}, {setup.divergence_voice}")
-    rows = []
-    with progress_bar(transient=True, disable=not shard.main) as progress:
-        bar = progress.add_task("corpus divergences", total=len(docs))
-        for doc in docs:
-            rows.append(one(doc))
-            progress.advance(bar)
-    figures = cd.summarize(rows, setup.n_boot, setup.seed)
-    spoken = [Path(span.audio).stem for doc in docs for span in doc if span.audio]
-    figures["clips"] = {key: store.sidecar(key)["sha256"] for key in spoken}
-    figures["setup"] = {
-        "corpus": str(path),
-        "corpus_hash": file_hash(path),
-        "held_out": path.resolve() == cd.DEFAULT_CORPUS.resolve(),
-        "documents": len(docs),
-        "voice": setup.divergence_voice,
-        "span_words": list(span_words),
-        "cut_seed": cd.CUT_SEED,
-        "synth_seed": setup.synth_seed,
-        "max_tokens": cd.MAX_TOKENS,
-        "version": cd.VERSION,
-        "forgetting": base is not None,
-    }
-    return figures
-
-
-def _git_commit() -> str | None:
-    if not in_checkout():  # an installed wheel: its version is in `versions`
-        return None
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=project_root(),
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
-    except OSError:
-        return None
-
-
-def _versions() -> dict[str, str]:
-    packages = [
-        "salad",
-        "torch",
-        "transformers",
-        "peft",
-        "lm_eval",
-        "numpy",
-        "kokoro-onnx",
-        "piper-tts",
-        "faster-whisper",
-    ]
-    found = {"python": platform.python_version()}
-    for package in packages:
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-def _manifest(setup, models, task_info, voices, synth_info, excluded, training) -> dict:
-    def entry(name: str | None, model) -> dict:
-        return {"name": name, "fingerprint": model.fingerprint, "dtype": model.dtype}
-
-    return {
-        "command": " ".join(sys.argv),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "git_commit": _git_commit(),
-        "versions": _versions(),
-        "torch_threads": torch.get_num_threads(),  # CPU kernels round differently per count
-        "setup": asdict(setup),
-        "tasks": task_info,
-        "voices": voices,
-        "synthesis": synth_info,
-        "models": {
-            "speech": entry(setup.names.get("speech"), models.speech),
-            "text": entry(setup.names.get("text"), models.text),
-            "cascade": None
-            if models.cascade is None
-            else entry(setup.names.get("asr"), models.cascade),
-        },
-        "excluded_items": excluded,
-        "training": training,
-    }
 
 
 def default_run_dir(model: str, task_names: Sequence[str]) -> Path:

@@ -1,0 +1,1 @@
+"""A gap run: its options (``spec``), the run itself (``runner``) and its provenance."""
