@@ -10,13 +10,17 @@ import json
 import os
 from pathlib import Path
 
+from salad_eval.assets.resolve import resolve
 from salad_eval.errors import SaladError
+from salad_eval.models.load import speech_model_kind
+from salad_eval.speech import perturb
+from salad_eval.speech.tts import kokoro_voice_file
+from salad_eval.speech.voices import KOKORO_ENGLISH, RECORDED, parse_voice, resolve_voices
+from salad_eval.tasks import get_task, load_items
 
 
 def task_names(spec: str) -> list[str]:
     """The tasks of ``--tasks a,b``, each a known task."""
-    from salad_eval.tasks import get_task
-
     names = [name.strip() for name in spec.split(",") if name.strip()]
     if not names:
         raise SaladError(f"--tasks {spec!r} names no task; see `salad-eval tasks`")
@@ -93,24 +97,17 @@ def inputs(
             "(<org>/<name>/<config>/<split>.jsonl)"
         )
     if voices is not None:
-        from salad_eval.speech.tts import kokoro_voice_file
-        from salad_eval.speech.voices import KOKORO_ENGLISH, resolve_voices
-
         for voice in resolve_voices(voices):
             if voice.engine == "kokoro" and voice.name in KOKORO_ENGLISH:
                 kokoro_voice_file(voice.name)  # a paper voice whose file is nowhere: say so now
     if device is not None:
         _device(device)
     if dtype is not None:
-        from salad_eval.models.text_lm import torch_dtype
+        from salad_eval.models.text_lm import torch_dtype  # noqa: PLC0415 - deferred: loads torch
 
         torch_dtype(dtype)
     if speech_model is not None:
-        from salad_eval.models.load import speech_model_kind
-
         speech_model_kind(speech_model, model_type)
-    from salad_eval.assets.resolve import resolve
-
     for name, kind in ((text_model, "llm"), (asr, "asr")):
         if name is not None:
             resolve(name, kind=kind, build=False)
@@ -119,8 +116,6 @@ def inputs(
     if out_file is not None:
         _writable(Path(out_file), "--out", directory=False)
     for name in tasks or []:  # last: it reads the task data (a mirror file, an embedded set)
-        from salad_eval.tasks import get_task, load_items
-
         load_items(name, limit=1, shots=shots, data_dir=data_dir)
         if voices is not None and not get_task(name).recordings and _recorded(voices):
             raise SaladError(
@@ -135,9 +130,6 @@ def divergence_inputs(
 ) -> None:
     """``--divergence-corpus`` (None: the embedded held-out prose) is text with documents, and
     ``voice_option`` is one TTS voice that can speak any span (no babble, no recording)."""
-    from salad_eval.speech import perturb
-    from salad_eval.speech.voices import RECORDED, parse_voice
-
     if corpus is not None:
         text_lines(corpus, "--divergence-corpus")
     parsed = parse_voice(voice)
@@ -150,13 +142,11 @@ def divergence_inputs(
 
 
 def _recorded(voices: str) -> bool:
-    from salad_eval.speech.voices import RECORDED, resolve_voices
-
     return any(voice.engine == RECORDED for voice in resolve_voices(voices))
 
 
 def _device(name: str) -> None:
-    import torch
+    import torch  # noqa: PLC0415 - deferred: heavy torch, loaded on this path only
 
     try:
         device = torch.device(name)

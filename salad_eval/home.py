@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -24,6 +25,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+
+import numpy as np
 
 COMPLETE = ".complete"
 SEAL = b"\n#salad-blake2b:"  # starts the checksum line after a sealed entry's bytes
@@ -195,9 +198,6 @@ def rebuilt_report() -> list[str]:
 
 
 def npy_bytes(array) -> bytes:
-    import io
-
-    import numpy as np
 
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(array, dtype=np.float32), allow_pickle=False)
@@ -206,9 +206,6 @@ def npy_bytes(array) -> bytes:
 
 def checked_array(data: bytes, columns: int | None = None, rows: int | None = None):
     """A float32 (rows, columns) array of finite values from ``npy_bytes``; ``BadEntry`` else."""
-    import io
-
-    import numpy as np
 
     array = np.load(io.BytesIO(data), allow_pickle=False)
     if array.dtype != np.float32 or array.ndim != 2 or not array.shape[0] or not array.shape[1]:

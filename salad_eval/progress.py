@@ -32,7 +32,7 @@ def quiet_third_party() -> None:
     for pattern in _NOISE:
         warnings.filterwarnings("ignore", message=pattern)
     if "transformers" in sys.modules:  # imported already: tell it directly
-        from transformers.utils import logging
+        from transformers.utils import logging  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
         logging.set_verbosity_error()
         logging.disable_progress_bar()

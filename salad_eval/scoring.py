@@ -222,7 +222,7 @@ class Shard:
     def __init__(self) -> None:
         self.rank, self.size, self._state = 0, 1, None
         try:
-            from accelerate import PartialState  # deferred: heavy library, only when sharding
+            from accelerate import PartialState  # noqa: PLC0415 - deferred: heavy library, only when sharding
 
             state = PartialState(cpu=True)
             if state.num_processes > 1:

@@ -364,7 +364,7 @@ def _rows(spec: TaskSpec, config: str | None, split: str, data_dir: str | None) 
 
 
 def _hub_rows(spec: TaskSpec, config: str | None, split: str, note: str) -> tuple[dict, ...]:
-    import datasets
+    import datasets  # noqa: PLC0415 - deferred: heavy datasets, loaded on this path only
 
     try:
         rows = datasets.load_dataset(spec.dataset_path, config, split=split)

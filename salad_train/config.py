@@ -17,9 +17,12 @@ from typing import Any
 
 import yaml
 
+from salad_eval.assets.resolve import resolve
 from salad_eval.checks import json_lines, text_lines
 from salad_eval.errors import SaladError
 from salad_eval.models.speech_lm import SpeechLMConfig
+from salad_eval.speech.voices import resolve_voices
+from salad_eval.tasks import get_task
 from salad_train.recipe.trackers import check_trackers
 
 PRESETS = Path(str(importlib.resources.files("salad_train") / "configs"))  # package data
@@ -402,10 +405,6 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> Config:
 
 def check_names(config: Config) -> None:
     """Tasks, voices and model names resolve (no model is loaded, no asset prepared)."""
-    from salad_eval.assets.resolve import resolve
-    from salad_eval.speech.voices import resolve_voices
-    from salad_eval.tasks import get_task
-
     for spec in config.data.tasks:
         name, _, split = spec.partition(":")
         if not split or split == get_task(name).test_split:
@@ -471,9 +470,7 @@ def check_replay(config: Config, stage2: bool = False) -> None:
 
 def model_dimensions(model: SpeechLMConfig) -> tuple[int, int]:
     """(encoder feature dim, LLM hidden size), read from the model configs, no weights loaded."""
-    from transformers import AutoConfig
-
-    from salad_eval.assets import resolve
+    from transformers import AutoConfig  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
     encoder = AutoConfig.from_pretrained(resolve(model.encoder))
     llm = AutoConfig.from_pretrained(resolve(model.llm, kind="llm"))

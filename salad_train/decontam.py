@@ -28,7 +28,10 @@ from pathlib import Path
 
 from salad_eval.home import atomic_write_text
 from salad_eval.prompt import Item
+from salad_eval.tasks import load_items
 from salad_train.config import Config
+from salad_train.recipe.data import read_corpus, synthetic_texts
+from salad_train.selection.pool import read_source
 
 N = 8
 _WORD = re.compile(r"[^\W_]+")
@@ -84,9 +87,6 @@ def check_items(seen: dict[int, str], items: Sequence[Item], n: int = N) -> dict
 
 def training_texts(config: Config) -> dict[str, list[str]]:
     """The config's training texts by source (see the module docstring)."""
-    from salad_train.recipe.data import read_corpus, synthetic_texts
-    from salad_train.selection.pool import read_source
-
     data = config.data
     corpus = set(read_corpus(data.corpus)) if data.corpus else set()
     sample = synthetic_texts(data, config.train.seed) if data.corpus or data.tasks else []
@@ -113,8 +113,6 @@ def decontaminate(
 ) -> dict:
     """The report: per task, the items of its evaluation split checked against the training
     texts (``limit``: the first N of each, as a gap run's ``--limit``)."""
-    from salad_eval.tasks import load_items
-
     items = {task: load_items(task, limit, data_dir=data_dir) for task in tasks}  # fails early
     texts = training_texts(config)
     seen = index(texts, n)

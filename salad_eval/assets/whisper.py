@@ -114,8 +114,8 @@ def _state_dict(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _convert(ct2_dir: Path, out: Path) -> dict:
     """Write an HF Whisper dir (weights, tokenizer, feature extractor, generation config)."""
-    import torch
-    from transformers import (
+    import torch  # noqa: PLC0415 - deferred: heavy torch, loaded on this path only
+    from transformers import (  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
         GenerationConfig,
         WhisperConfig,
         WhisperFeatureExtractor,

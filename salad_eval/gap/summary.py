@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from salad_eval.gap.records import METRICS
+from salad_eval.gap.robustness import table_lines
+from salad_eval.speech.diversity import summary_lines
 
 _MAIN = ("text@base", "text@speech", "speech@speech", "speech@cascade")
 _PARTS = ("gap", "forgetting", "misalignment", "cascade_gap")
@@ -186,8 +188,6 @@ def render_summary(results: dict, plots: list[str]) -> str:
         if m[key]:
             lines += [f"### By {title}", ""] + _decomposition(title, m[key])
     if results.get("robustness"):
-        from salad_eval.gap.robustness import table_lines
-
         lines += [
             "## Robustness: the acoustic conditions",
             "",
@@ -199,8 +199,6 @@ def render_summary(results: dict, plots: list[str]) -> str:
         ]
         lines += table_lines(results["robustness"], pct)
     if diversity := results["manifest"].get("voice_diversity"):
-        from salad_eval.speech.diversity import summary_lines
-
         lines += summary_lines(diversity)
     lines += ["## Paired significance tests", ""] + _tests(
         [t for t in m["mcnemar"] if t["scope"] == "all"]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from salad_eval.assets.resolve import resolve
 from salad_eval.errors import SaladError
 from salad_eval.home import checked_array, home, npy_bytes, read_entry, write_entry
 from salad_eval.models.digest import weights_digest
@@ -51,7 +52,7 @@ class WhisperEncoder:
     frame_rate = 50.0
 
     def __init__(self, path: str, device: str = "cpu", context: str = "window") -> None:
-        from transformers import WhisperFeatureExtractor, WhisperModel
+        from transformers import WhisperFeatureExtractor, WhisperModel  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
         if context not in ("window", "clip"):
             raise SaladError(f"unknown encoder context {context!r}; use window or clip")
@@ -144,7 +145,7 @@ class MimiEncoder:
     """Mimi's quantized latents (``hidden_size`` dims at 12.5 Hz); audio is resampled to 24 kHz."""
 
     def __init__(self, path: str, device: str = "cpu") -> None:
-        from transformers import MimiModel
+        from transformers import MimiModel  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
         self.model = MimiModel.from_pretrained(path).to(device).eval().requires_grad_(False)
         self.frame_rate = float(self.model.config.frame_rate)
@@ -152,7 +153,7 @@ class MimiEncoder:
         self.fingerprint = weights_digest(self.model, extra="mimi")
 
     def encode(self, waveform_16k: np.ndarray) -> torch.Tensor:
-        from scipy.signal import resample_poly
+        from scipy.signal import resample_poly  # noqa: PLC0415 - deferred: heavy scipy, loaded on this path only
 
         rate = self.model.config.sampling_rate
         wave = resample_poly(np.asarray(waveform_16k, dtype=np.float32), rate, SAMPLE_RATE)
@@ -221,8 +222,6 @@ def load_encoder(
     name: str = DEFAULT_ENCODER, cache: bool = True, device: str = "cpu", context: str = "window"
 ):
     """An encoder by embedded name, hub id or path; its family is read from its config."""
-    from salad_eval.assets.resolve import resolve
-
     path = resolve(name)
     family = _model_type(path)
     if family == "whisper":
@@ -240,6 +239,6 @@ def _model_type(path: str) -> str:
     config = Path(path) / "config.json"
     if config.is_file():
         return json.loads(config.read_text()).get("model_type", "unknown")
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
     return AutoConfig.from_pretrained(path).model_type

@@ -41,7 +41,7 @@ class LogMel:
         projector_window_size: int = 15,
         projector_downsample_rate: int = 5,
     ) -> None:
-        from transformers.audio_utils import mel_filter_bank
+        from transformers.audio_utils import mel_filter_bank  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
         self.melspec_kwargs = dict(melspec_kwargs)
         self.projector_window_size = projector_window_size
@@ -61,7 +61,7 @@ class LogMel:
 
     @classmethod
     def from_pretrained(cls, path: str) -> LogMel:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_download  # noqa: PLC0415 - deferred: heavy huggingface_hub, loaded on this path only
 
         local = Path(path) / "preprocessor_config.json"
         file = local if local.is_file() else hf_hub_download(path, "preprocessor_config.json")
@@ -121,7 +121,7 @@ class GraniteSpeech(SpeechLoRA, HFAudioLM):
     model_class = "GraniteSpeechForConditionalGeneration"
 
     def load_model(self, path: str, dtype: torch.dtype) -> nn.Module:
-        from transformers import GraniteSpeechForConditionalGeneration
+        from transformers import GraniteSpeechForConditionalGeneration  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
         model = GraniteSpeechForConditionalGeneration.from_pretrained(
             path, dtype=dtype, **NO_ADAPTER

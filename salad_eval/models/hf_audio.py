@@ -44,6 +44,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from salad_eval.assets.resolve import resolve
+from salad_eval.chat import ChatFormat
+from salad_eval.errors import SaladError
 from salad_eval.models.digest import weights_digest
 from salad_eval.models.encoder import SAMPLE_RATE
 from salad_eval.models.lm_scoring import score_contexts, score_separately
@@ -92,8 +95,6 @@ class HFAudioLM:
         dtype: str = "float32",
         chat_template: bool = False,
     ):
-        from salad_eval.assets.resolve import resolve
-
         self.name = name_or_path
         path = resolve(name_or_path)
         model = own_memory(self.load_model(path, torch_dtype(dtype)))
@@ -111,24 +112,22 @@ class HFAudioLM:
         self._close = self._token_ids(self.audio_close)
         self.chat = None
         if chat_template:
-            from salad_eval.chat import ChatFormat
-
             self.chat = ChatFormat.of(self.tokenizer, self.name, self._template_processor(path))
 
     # -- what a family may override ------------------------------------------------------------
 
     def load_model(self, path: str, dtype: torch.dtype) -> nn.Module:
-        import transformers
+        import transformers  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
         return getattr(transformers, self.model_class).from_pretrained(path, dtype=dtype)
 
     def load_tokenizer(self, path: str):
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
         return AutoTokenizer.from_pretrained(path)
 
     def load_feature_extractor(self, path: str):
-        from transformers import AutoFeatureExtractor
+        from transformers import AutoFeatureExtractor  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
         return AutoFeatureExtractor.from_pretrained(path)
 
@@ -248,7 +247,7 @@ class HFAudioLM:
         (some audio checkpoints keep it in the processor's files); None when none loads."""
         if getattr(self.tokenizer, "chat_template", None):
             return None
-        from transformers import AutoProcessor
+        from transformers import AutoProcessor  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
         try:
             return AutoProcessor.from_pretrained(path)
@@ -263,8 +262,6 @@ class HFAudioLM:
         unknown = self.tokenizer.unk_token_id
         missing = [t for t, i in zip(tokens, ids, strict=True) if i is None or i == unknown]
         if missing:
-            from salad_eval.errors import SaladError
-
             raise SaladError(
                 f"{self.name}: its tokenizer lacks the audio tokens {missing}; "
                 f"is it a {self.family} checkpoint? (--model-type)"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from salad_eval.assets.resolve import resolve
 from salad_eval.errors import SaladError
+from salad_eval.models.registry import families, family_for, supported
 
 
 def _model_type(path: Path) -> str | None:
@@ -17,7 +19,7 @@ def _model_type(path: Path) -> str | None:
 
 def _hub_model_type(repo_id: str) -> str | None:
     """``model_type`` of a hub repo's ``config.json`` (downloaded, or from the local HF cache)."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download  # noqa: PLC0415 - deferred: heavy huggingface_hub, loaded on this path only
 
     try:
         return _model_type(Path(hf_hub_download(repo_id, "config.json")).parent)
@@ -29,15 +31,12 @@ def speech_model_kind(name_or_path: str, model_type: str | None = None) -> str:
     """``salad`` or the ``model_type`` of a registered family: what ``--model`` names, from
     config files alone (no weights read), so a wrong path fails before any model loads.
     ``model_type`` (``--model-type``) forces a family."""
-    from salad_eval.models.registry import family_for, supported
-    from salad_eval.models.speech_lm import is_speech_lm_checkpoint, load_speech_lm
+    from salad_eval.models.speech_lm import is_speech_lm_checkpoint, load_speech_lm  # noqa: PLC0415 - deferred: speech_lm loads torch; a command checks names before models load
 
     path = Path(name_or_path)
     if model_type is not None:
         family_for(model_type)  # an unknown one is a one-line error listing the families
         if not path.is_dir():
-            from salad_eval.assets.resolve import resolve
-
             resolve(name_or_path, build=False)
         return model_type
     if path.is_dir() and is_speech_lm_checkpoint(path):
@@ -48,8 +47,6 @@ def speech_model_kind(name_or_path: str, model_type: str | None = None) -> str:
     if path.is_dir():
         load_speech_lm(path)  # raises the one-line "not a SALAD checkpoint" error
     if not path.exists() and "/" in name_or_path:
-        from salad_eval.assets.resolve import resolve
-
         resolve(name_or_path, build=False)  # a hub id must be reachable (or cached offline)
         if (found := _hub_model_type(name_or_path)) is not None:
             family_for(found)
@@ -68,18 +65,16 @@ def load_speech_model(
     chat_template: bool = False,
 ):
     """A SALAD checkpoint directory, or any registered family by hub id or local path."""
+    from salad_eval.models.speech_lm import load_speech_lm  # noqa: PLC0415 - deferred: speech_lm loads torch; a command checks names before models load
+
     kind = speech_model_kind(name_or_path, model_type)
     if kind == "salad":
-        from salad_eval.models.speech_lm import load_speech_lm
-
         if chat_template:
             raise SaladError(
                 "--chat-template applies to external speech LLMs; a SALAD checkpoint is scored "
                 "in the raw format it was trained on"
             )
         return load_speech_lm(Path(name_or_path), device=device, dtype=dtype)
-    from salad_eval.models.registry import family_for
-
     family = family_for(kind)
     adapter = family.load_adapter()
     try:
@@ -106,8 +101,6 @@ def default_text_model(speech_model, given: str | None) -> str:
     base = getattr(config, "llm", None)
     if isinstance(base, str):
         return base
-    from salad_eval.models.registry import families
-
     adapter = f"{type(speech_model).__module__}:{type(speech_model).__qualname__}"
     for family in families():
         if family.adapter != adapter:

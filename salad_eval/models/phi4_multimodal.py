@@ -36,7 +36,7 @@ class Phi4Multimodal(SpeechLoRA, HFAudioLM):
     model_class = "Phi4MultimodalForCausalLM"
 
     def load_model(self, path: str, dtype: torch.dtype) -> nn.Module:
-        from transformers import Phi4MultimodalForCausalLM
+        from transformers import Phi4MultimodalForCausalLM  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
         model = Phi4MultimodalForCausalLM.from_pretrained(path, dtype=dtype, **NO_ADAPTER)
         try:

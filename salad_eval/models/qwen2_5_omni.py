@@ -28,7 +28,7 @@ class Qwen25Omni(HFAudioLM):
     audio_close = ("<|audio_eos|>",)
 
     def load_model(self, path: str, dtype: torch.dtype) -> nn.Module:
-        import transformers
+        import transformers  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
         if transformers.AutoConfig.from_pretrained(path).model_type == self.full_model_type:
             full = getattr(transformers, self.full_class).from_pretrained(

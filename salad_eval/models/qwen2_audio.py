@@ -36,7 +36,7 @@ class Qwen2Audio(HFAudioLM):
     def audio_features(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Valid projected frames per clip: the model's own merge path (``padding="max_length"``
         as its processor pads, the encoder masked to the clip's frames)."""
-        from transformers.masking_utils import create_bidirectional_mask
+        from transformers.masking_utils import create_bidirectional_mask  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
         inputs = self.feature_extractor(
             list(waves),

@@ -14,6 +14,9 @@ import importlib
 from dataclasses import dataclass
 from importlib import metadata
 
+from rich.console import Console
+from rich.table import Table
+
 from salad_eval.errors import SaladError
 
 ENTRY_POINT_GROUP = "salad_eval.models"
@@ -241,8 +244,6 @@ def supported() -> str:
 def show_families(console=None) -> None:
     """``salad-eval models``: every family, its model types, published checkpoints with their
     text backbones (and where each pairing is stated), whether it is tested, where it comes from."""
-    from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
     table = Table(title="speech LLM families (--model finds them by config.json model_type)")

@@ -29,6 +29,7 @@ from salad_eval.models.encoder import DEFAULT_ENCODER, SAMPLE_RATE, encode_batch
 from salad_eval.models.lm_scoring import find_batch_size, score_contexts
 from salad_eval.models.text_lm import LMEvalEncoder, load_llm
 from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest, Text
+from salad_eval.scoring import request_size
 
 CHECKPOINT_KEY = "salad_checkpoint"
 CHECKPOINT_FORMAT = 2  # 2: the adapter's output norm
@@ -168,7 +169,7 @@ class SpeechLM(nn.Module):
         encoder = load_encoder(config.encoder, device=device, context=config.encoder_context)
         llm, tokenizer = load_llm(config.llm, dtype)
         if config.llm_mode == "lora":
-            from peft import LoraConfig, get_peft_model
+            from peft import LoraConfig, get_peft_model  # noqa: PLC0415 - deferred: heavy peft, loaded on this path only
 
             lora = LoraConfig(
                 r=config.lora_r,
@@ -325,8 +326,6 @@ class SpeechLM(nn.Module):
     def auto_batch_size(self, requests: Sequence[ScoringRequest]) -> int:
         """``--batch-size auto``: the largest batch of the longest of ``requests`` that fits
         (longest by ``request_size``; only its clips are encoded to measure it)."""
-        from salad_eval.scoring import request_size
-
         longest = max(requests, key=request_size)
         with torch.inference_mode():
             context = self.embed_segments(self.tokenize(longest.prompt, ())[0]).embeds
@@ -361,7 +360,7 @@ class SpeechLM(nn.Module):
 
     def save(self, directory: str | Path) -> Path:
         """A directory that ``load_speech_lm`` loads with nothing else (config.json says what)."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # noqa: PLC0415 - deferred: heavy safetensors, loaded on this path only
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
@@ -413,14 +412,14 @@ def load_speech_lm(directory: str | Path, device: str = "cpu", dtype: str = "flo
     weights = str(path / section["llm"]["weights"]) if mode == "full" else section["llm"]["base"]
     llm, tokenizer = load_llm(weights, dtype)
     if mode == "lora":
-        from peft import PeftModel
+        from peft import PeftModel  # noqa: PLC0415 - deferred: heavy peft, loaded on this path only
 
         llm = PeftModel.from_pretrained(llm, path / section["llm"]["weights"], is_trainable=True)
     encoder = load_encoder(config.encoder, device=device, context=config.encoder_context)
     adapter = _build_adapter(
         config, section["adapter"]["in_dim"] // config.stack, section["adapter"]["out_dim"]
     )
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # noqa: PLC0415 - deferred: heavy safetensors, loaded on this path only
 
     adapter.load_state_dict(load_file(path / section["adapter"]["weights"]))
     return SpeechLM._assemble(config, encoder, adapter, llm, tokenizer, device)

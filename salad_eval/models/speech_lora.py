@@ -27,13 +27,13 @@ NO_ADAPTER = {"adapter_kwargs": {"subfolder": "no-adapter-here"}}  # from_pretra
 def load_lora(model: nn.Module, path: str, subfolder: str = "") -> None:
     """Add the LoRA saved in ``path`` (/``subfolder``: adapter_config.json and
     adapter_model.safetensors, a local directory or a hub id) to ``model``'s modules."""
-    from peft import PeftConfig, inject_adapter_in_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
+    from peft import PeftConfig, inject_adapter_in_model, set_peft_model_state_dict  # noqa: PLC0415 - deferred: heavy peft, loaded on this path only
+    from safetensors.torch import load_file  # noqa: PLC0415 - deferred: heavy safetensors, loaded on this path only
 
     config = PeftConfig.from_pretrained(path, subfolder=subfolder or None)
     local = Path(path, subfolder, "adapter_model.safetensors")
     if not local.is_file():
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_download  # noqa: PLC0415 - deferred: heavy huggingface_hub, loaded on this path only
 
         local = hf_hub_download(path, "adapter_model.safetensors", subfolder=subfolder or None)
     weights = {k.removeprefix("base_model.model."): v for k, v in load_file(str(local)).items()}
@@ -47,7 +47,7 @@ def load_lora(model: nn.Module, path: str, subfolder: str = "") -> None:
 
 
 def set_lora(model: nn.Module, on: bool) -> None:
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.tuners.tuners_utils import BaseTunerLayer  # noqa: PLC0415 - deferred: heavy peft, loaded on this path only
 
     for module in model.modules():
         if isinstance(module, BaseTunerLayer):

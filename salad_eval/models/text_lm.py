@@ -15,6 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from salad_eval.assets.resolve import resolve
+from salad_eval.chat import ChatFormat
 from salad_eval.errors import SaladError
 from salad_eval.models.digest import weights_digest
 from salad_eval.models.lm_scoring import find_batch_size, score_contexts
@@ -106,8 +107,6 @@ class TextLM:
         self.encoder = LMEvalEncoder(self.tokenizer)
         self.chat = None  # raw prompts; else the tokenizer's chat template (salad_eval.chat)
         if chat_template:
-            from salad_eval.chat import ChatFormat
-
             self.chat = ChatFormat.of(self.tokenizer, name_or_path)
 
     @property

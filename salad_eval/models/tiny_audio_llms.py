@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from salad_eval.models.gemma3n import AudioGemma3n
+
 CORPUS = "The quick brown fox jumps over the lazy dog. Question: what is it? Answer: yes no maybe"
 
 
@@ -20,8 +22,8 @@ def tiny_bpe_tokenizer(specials: list[str], appended: tuple[str, ...] = (), **na
     """A byte-level BPE tokenizer trained on ``CORPUS``; ``specials`` get the first ids and
     ``appended`` the last ones, in order (for families whose audio token ids lie past the text
     vocabulary). ``named`` goes to ``PreTrainedTokenizerFast`` (eos, pad, extra special tokens)."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415 - deferred: heavy tokenizers, loaded on this path only
+    from transformers import PreTrainedTokenizerFast  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -52,8 +54,8 @@ def _lm(vocab_size: int, **extra) -> dict:
 def _save_random_lora(model, out: Path, targets: str) -> None:
     """A random LoRA (B not zero, so it moves the scores) on the modules ``targets`` matches,
     added to ``model`` and saved as peft saves one."""
-    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
-    from safetensors.torch import save_file
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model  # noqa: PLC0415 - deferred: heavy peft, loaded on this path only
+    from safetensors.torch import save_file  # noqa: PLC0415 - deferred: heavy safetensors, loaded on this path only
 
     config = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False)
     inject_adapter_in_model(config, model)
@@ -64,7 +66,7 @@ def _save_random_lora(model, out: Path, targets: str) -> None:
 
 def save_tiny_audio_flamingo3(out: Path) -> Path:
     """Audio Flamingo 3: Whisper-style encoder (128 mels), MLP projector, Qwen2 decoder."""
-    from transformers import (
+    from transformers import (  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
         AudioFlamingo3Config,
         AudioFlamingo3ForConditionalGeneration,
         AudioFlamingo3Processor,
@@ -99,7 +101,7 @@ def save_tiny_granite_speech(out: Path) -> Path:
 
     ``GraniteSpeechFeatureExtractor`` needs torchaudio to exist (which does not load beside CPU
     torch here), so its config is written as the hub's checkpoints carry it."""
-    from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration
+    from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
     tokenizer = tiny_bpe_tokenizer(
         ["<|end_of_text|>", "<|audio|>"],
@@ -167,7 +169,7 @@ def save_tiny_granite_speech(out: Path) -> Path:
 def save_tiny_phi4_multimodal(out: Path) -> Path:
     """Phi-4-multimodal: conformer audio encoder, speech projector, Phi-3-style decoder, and
     its speech LoRA in ``speech-lora/`` (loaded as the native checkpoints are)."""
-    from transformers import (
+    from transformers import (  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
         Phi4MultimodalConfig,
         Phi4MultimodalFeatureExtractor,
         Phi4MultimodalForCausalLM,
@@ -220,9 +222,7 @@ def save_tiny_phi4_multimodal(out: Path) -> Path:
 def save_tiny_gemma3n(out: Path) -> Path:
     """Gemma-3n: USM-style conformer audio encoder, per-layer inputs, AltUp, LAuReL, KV sharing
     and sliding-window layers, at 4 layers (a 64-token window, so contexts outrun it)."""
-    from transformers import Gemma3nAudioFeatureExtractor, Gemma3nConfig
-
-    from salad_eval.models.gemma3n import AudioGemma3n
+    from transformers import Gemma3nAudioFeatureExtractor, Gemma3nConfig  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
     # Gemma-3n's id layout: text, then 128 vision ids, then 128 audio ids (here 8 and 8)
     vision = ["<end_of_image>", "<image_soft_token>", *(f"<vision_{i}>" for i in range(6))]

@@ -16,7 +16,7 @@ def save_tiny_qwen2(
     out: Path, tokenizer_dir: str | Path, hidden_size: int = 32, dtype: torch.dtype = torch.bfloat16
 ) -> Path:
     """A 2-layer random Qwen2 saved in ``dtype`` (bf16, as Qwen2.5 checkpoints ship) to ``out``."""
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
@@ -36,7 +36,7 @@ def save_tiny_qwen2(
 
 def save_tiny_mimi(out: Path) -> Path:
     """A 1-layer random Mimi (the paper's 12.5 Hz speech tokenizer) saved to ``out``."""
-    from transformers import MimiConfig, MimiModel
+    from transformers import MimiConfig, MimiModel  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
     torch.manual_seed(0)
     MimiModel(

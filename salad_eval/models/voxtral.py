@@ -33,7 +33,7 @@ class Voxtral(HFAudioLM):
     audio_close = ()
 
     def load_tokenizer(self, path: str):
-        from tokenizers import processors
+        from tokenizers import processors  # noqa: PLC0415 - deferred: heavy tokenizers, loaded on this path only
 
         tokenizer = super().load_tokenizer(path)
         if tokenizer.bos_token is None and tokenizer.convert_tokens_to_ids("<s>") == 1:

@@ -15,6 +15,7 @@ import importlib.metadata
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from salad_eval.figures import plt, save
 from salad_eval.home import BadEntry, cached_entry, home
@@ -24,7 +25,7 @@ PER_VOICE = 12  # clips embedded per voice: enough for a stable mean, cheap on a
 
 def _unavailable() -> str | None:
     try:
-        import resemblyzer  # noqa: F401
+        import resemblyzer  # noqa: F401, PLC0415 - deferred: optional resemblyzer, a probe
     except ImportError as err:
         return (
             f"resemblyzer is not installed ({err}); pip install 'salad[diversity]' "
@@ -35,7 +36,7 @@ def _unavailable() -> str | None:
 
 @functools.cache
 def _encoder():
-    from resemblyzer import VoiceEncoder
+    from resemblyzer import VoiceEncoder  # noqa: PLC0415 - deferred: optional resemblyzer, loaded on this path only
 
     return VoiceEncoder("cpu", verbose=False)
 
@@ -55,8 +56,7 @@ def embed(path: str, sha256: str) -> np.ndarray:
     entry = home() / "speaker-embeddings" / f"resemblyzer-{version}" / sha256[:2] / f"{sha256}.f32"
 
     def build() -> np.ndarray:
-        import soundfile as sf
-        from resemblyzer import preprocess_wav
+        from resemblyzer import preprocess_wav  # noqa: PLC0415 - deferred: optional resemblyzer, loaded on this path only
 
         audio, rate = sf.read(path, dtype="float32")
         vector = _encoder().embed_utterance(preprocess_wav(audio, source_sr=rate))

@@ -24,7 +24,10 @@ from pathlib import Path
 
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_text
-from salad_eval.speech import recorded, store
+from salad_eval.speech import recorded, store, tts
+from salad_eval.speech.synth import synthesize
+from salad_eval.speech.voices import resolve_voices
+from salad_eval.tasks import load_items
 
 INDEX = "metadata.jsonl"
 
@@ -61,10 +64,6 @@ def task_clips(
     synth_seed: int = 0,
 ) -> dict[str, str]:
     """{key: sha256} of every clip of the tasks' items in ``voices`` (synthesized if missing)."""
-    from salad_eval.speech.synth import synthesize
-    from salad_eval.speech.voices import resolve_voices
-    from salad_eval.tasks import load_items
-
     spoken = resolve_voices(voices)
     items = [item for name in tasks for item in load_items(name, limit, shots, seed, data_dir)]
     manifest = synthesize(items, voices, seed=synth_seed)
@@ -176,8 +175,6 @@ def _read_index(directory: Path) -> list[tuple[dict, dict, bytes]]:
 
 def import_clips(directory: Path) -> Exchanged:
     """Verify every clip of an export, then put each one into the store under its key."""
-    from salad_eval.speech import tts
-
     checked = _read_index(Path(directory))
     engines = {fields["engine"] for _, fields, _ in checked if "engine" in fields} - {
         recorded.VOICE

@@ -27,10 +27,11 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import butter, resample_poly, sosfiltfilt
+from scipy.signal import butter, fftconvolve, resample_poly, sosfiltfilt
 
 from salad_eval.speech import store
 from salad_eval.speech.manifest import ManifestRow
@@ -101,7 +102,7 @@ def impulse_response(rt60: float, room: float, seed: int) -> np.ndarray:
 
     Sabine's formula overestimates the absorption an image-source room needs, so the target is
     corrected once by the RT60 the first response measures (T30, extrapolated to 60 dB)."""
-    import pyroomacoustics as pra
+    import pyroomacoustics as pra  # noqa: PLC0415 - deferred: optional pyroomacoustics, loaded on this path only
 
     rng = np.random.default_rng(seed)
     dims = np.array([room, 0.75 * room, 3.0])
@@ -128,14 +129,13 @@ def impulse_response(rt60: float, room: float, seed: int) -> np.ndarray:
 
 def measured_rt60(ir: np.ndarray) -> float:
     """RT60 in s of an impulse response (Schroeder decay, T30 extrapolated: pyroomacoustics)."""
-    import pyroomacoustics as pra
+    import pyroomacoustics as pra  # noqa: PLC0415 - deferred: optional pyroomacoustics, loaded on this path only
 
     return float(pra.experimental.measure_rt60(ir, fs=SAMPLE_RATE, decay_db=30))
 
 
 def reverberate(audio: np.ndarray, ir: np.ndarray) -> np.ndarray:
     """``audio`` in the room of ``ir``, as loud as before, with its reverberant tail."""
-    from scipy.signal import fftconvolve
 
     ir = ir[int(np.argmax(np.abs(ir))) :]  # from the direct path: no delay before the speech
     wet = fftconvolve(audio.astype(np.float64), ir)
@@ -153,7 +153,7 @@ def speed(audio: np.ndarray, rate: float) -> np.ndarray:
 
 def tempo(audio: np.ndarray, rate: float) -> np.ndarray:
     """``rate`` times faster at the same pitch (librosa's phase-vocoder time stretch)."""
-    import librosa
+    import librosa  # noqa: PLC0415 - deferred: optional librosa, loaded on this path only
 
     return librosa.effects.time_stretch(audio.astype(np.float32), rate=rate).astype(np.float64)
 
@@ -379,6 +379,5 @@ def perturb_rows(items, clean_rows: dict, voices: Sequence[Voice], seed: int):
 
 def _key_of(clip) -> str:
     """A manifest clip's store key (its file is ``<key>.flac``)."""
-    from pathlib import Path
 
     return Path(clip.path).stem

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import jiwer
 import numpy as np
 
+from salad_eval.assets import ct2_whisper_dir
 from salad_eval.speech import store
 from salad_eval.speech.normalize import normalize
 
@@ -56,9 +57,7 @@ def error_rates(reference: str, hypothesis: str) -> tuple[float, float]:
 
 @functools.cache
 def _model():
-    from faster_whisper import WhisperModel
-
-    from salad_eval.assets import ct2_whisper_dir
+    from faster_whisper import WhisperModel  # noqa: PLC0415 - deferred: heavy faster_whisper, loaded on this path only
 
     directory = str(ct2_whisper_dir(ASR_MODEL))
     return WhisperModel(directory, device="cpu", compute_type="int8", cpu_threads=_threads)

@@ -42,7 +42,7 @@ def _affine(kind: str, attrs: dict) -> tuple[float, float]:
 
 def _rewrite(model):
     """Replace every random op by a noise input; returns the number of ops replaced."""
-    from onnx import helper, numpy_helper
+    from onnx import helper, numpy_helper  # noqa: PLC0415 - deferred: optional onnx, loaded on this path only
 
     graph, nodes, count = model.graph, [], 0
     for node in graph.node:
@@ -91,7 +91,7 @@ def seeded_model(path: str, digest: str) -> str:
     """The model at ``path`` with its random ops as noise inputs (itself if it has none)."""
 
     def build(tmp: Path) -> dict:
-        import onnx
+        import onnx  # noqa: PLC0415 - deferred: optional onnx, loaded on this path only
 
         model = onnx.load(path)
         count = _rewrite(model)

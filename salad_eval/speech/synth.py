@@ -44,6 +44,7 @@ from salad_eval.speech.manifest import Clip, ManifestRow, SynthManifest, VoiceSu
 from salad_eval.speech.normalize import normalize, speakable
 from salad_eval.speech.store import StoredClip
 from salad_eval.speech.voices import VOICE_SETS, Voice, resolve_voices
+from salad_eval.tasks import load_items
 from salad_eval.workers import worker_pool
 
 
@@ -421,8 +422,6 @@ def synthesize_tasks(
     seed: int = 0,
 ) -> SynthManifest:
     """``salad-eval synth``: load the tasks' items, synthesize them, print the summary."""
-    from salad_eval.tasks import load_items
-
     resolve_voices(voices)  # a bad voice fails before any task data is read
     items = [
         item

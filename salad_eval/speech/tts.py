@@ -19,6 +19,7 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -31,8 +32,10 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from scipy.signal import resample_poly
 
+from salad_eval.assets import espeak_paths, kokoro_files, piper_voice
 from salad_eval.errors import SaladError
 from salad_eval.speech import seeded
+from salad_eval.speech.voices import KOKORO_ENGLISH, PIPER_VOICES
 
 if TYPE_CHECKING:
     from salad_eval.speech.voices import Voice
@@ -83,7 +86,7 @@ def _version(package: str, *files: Path | str) -> str:
 
 def _onnx_session(model: str) -> seeded.SeededSession:
     """A session of ``model`` with its random ops fed from a seed (``seeded.py``)."""
-    import onnxruntime
+    import onnxruntime  # noqa: PLC0415 - deferred: optional onnxruntime, loaded on this path only
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = _threads or 0
@@ -110,8 +113,6 @@ class Kokoro:
     name = "kokoro"
 
     def __init__(self) -> None:
-        from salad_eval.assets import kokoro_files
-
         self.model_path, self.voices_path = (str(p) for p in kokoro_files())
 
     @functools.cached_property
@@ -120,7 +121,7 @@ class Kokoro:
 
     @functools.cached_property
     def _tts(self):
-        from kokoro_onnx import Kokoro as KokoroOnnx
+        from kokoro_onnx import Kokoro as KokoroOnnx  # noqa: PLC0415 - deferred: optional kokoro_onnx, loaded on this path only
 
         return KokoroOnnx.from_session(_onnx_session(self.model_path), self.voices_path)
 
@@ -142,7 +143,6 @@ def kokoro_voice_file(name: str) -> tuple[str, str]:
     """(file, entry) of a Kokoro voice no wheel ships (``af_heart``...): ``$SALAD_KOKORO_VOICES``
     (kokoro-onnx's ``voices-v1.0.bin``, or a folder of ``<name>.bin``/``.npy``/``.pt`` or that
     file), else the hub; a one-line SaladError saying where to put it."""
-    import os
 
     where = os.environ.get("SALAD_KOKORO_VOICES")
     if where:
@@ -160,7 +160,7 @@ def kokoro_voice_file(name: str) -> tuple[str, str]:
         if found.is_file():
             return str(found), name
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_download  # noqa: PLC0415 - deferred: heavy huggingface_hub, loaded on this path only
 
         return hf_hub_download(KOKORO_HUB, f"voices/{name}.bin"), name
     except Exception as err:  # offline, no such file, no network: all say the same to a user
@@ -176,7 +176,7 @@ def kokoro_style(name: str) -> np.ndarray:
     """The (510, 1, 256) float32 style of a Kokoro voice from its file (``kokoro_voice_file``)."""
     path, entry = kokoro_voice_file(name)
     if path.endswith(".pt"):
-        import torch
+        import torch  # noqa: PLC0415 - deferred: heavy torch, loaded on this path only
 
         style = torch.load(path, map_location="cpu", weights_only=True).numpy()
     elif path.endswith(".bin") and Path(path).name != "voices-v1.0.bin":
@@ -200,8 +200,6 @@ def kokoro_style(name: str) -> np.ndarray:
 def voice_version(voice: Voice) -> str:
     """The engine version a clip of ``voice`` is keyed by: a voice read from its own file (a
     Kokoro English voice) adds that file's hash, so another file never reuses a stale clip."""
-    from salad_eval.speech.voices import KOKORO_ENGLISH
-
     version = engine(voice.engine).version
     if voice.engine == "kokoro" and voice.name in KOKORO_ENGLISH:
         version += ";voice=" + _file_hash(kokoro_voice_file(voice.name)[0])
@@ -223,28 +221,24 @@ class Piper:
 
     def _files(self, speaker: str) -> tuple[str, str]:
         if speaker not in self._paths:
-            from salad_eval.assets import piper_voice
-
             model = str(piper_voice(speaker))
             self._paths[speaker] = (model, model + ".json")
         return self._paths[speaker]
 
     @functools.cached_property
     def version(self) -> str:
-        from salad_eval.speech.voices import PIPER_VOICES
-
         return _version("piper-tts", *(f for v in PIPER_VOICES for f in self._files(v)))
 
     @functools.cache  # noqa: B019 - one engine per process, so the cache lives as long as it
     def _voice(self, speaker: str):
-        from piper import PiperConfig, PiperVoice
+        from piper import PiperConfig, PiperVoice  # noqa: PLC0415 - deferred: optional piper, loaded on this path only
 
         model, config = self._files(speaker)
         config_dict = json.loads(Path(config).read_text())
         return PiperVoice(config=PiperConfig.from_dict(config_dict), session=_onnx_session(model))
 
     def synthesize(self, text: str, voice: Voice, seed: int) -> np.ndarray:
-        from piper import SynthesisConfig
+        from piper import SynthesisConfig  # noqa: PLC0415 - deferred: optional piper, loaded on this path only
 
         params = dict(voice.params)
         config = SynthesisConfig(
@@ -277,8 +271,6 @@ class Espeak:
     name = "espeak"
 
     def __init__(self) -> None:
-        from salad_eval.assets import espeak_paths
-
         self.library, self.data = (str(p) for p in espeak_paths())
         private = tempfile.mkdtemp(prefix="salad-espeak-")
         weakref.finalize(self, shutil.rmtree, private, True)
@@ -350,7 +342,7 @@ class Coqui:
     @functools.cache  # noqa: B019 - one engine per process
     def _model(self, name: str):
         try:
-            from TTS.api import TTS
+            from TTS.api import TTS  # noqa: PLC0415 - deferred: optional TTS, loaded on this path only
         except ImportError:
             raise SaladError(self._HINT) from None
         if Path(name).is_dir():
@@ -358,7 +350,7 @@ class Coqui:
         return TTS(model_name=name)
 
     def synthesize(self, text: str, voice: Voice, seed: int) -> np.ndarray:
-        import torch
+        import torch  # noqa: PLC0415 - deferred: heavy torch, loaded on this path only
 
         self.version  # noqa: B018 - fails fast with the install hint
         model = self._model(voice.name)

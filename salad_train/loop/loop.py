@@ -28,9 +28,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from salad_eval import tasks
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_text
-from salad_train.config import Config, RunConfig, check_replay
+from salad_eval.models.cascade import Cascade
+from salad_eval.models.load import default_text_model, load_speech_model
+from salad_eval.models.text_lm import TextLM, default_dtype
+from salad_eval.run.runner import Models, run_gap
+from salad_eval.run.spec import GapSetup
+from salad_train.config import Config, RunConfig, check_replay, load_config
+from salad_train.loop.report import write_loop_report
+from salad_train.loop.seeds import write_seeds_report
+from salad_train.recipe.stage1 import run_stage1
+from salad_train.recipe.stage2 import run_stage2
+from salad_train.selection.select import run_select
 
 if TYPE_CHECKING:
     from salad_eval.run.spec import GapSetup
@@ -130,8 +141,6 @@ def check_stage1_dir(config: Config) -> None:
 
 def check_tasks(run: RunConfig) -> None:
     """Every task loads (a missing benchmark mirror fails now, not after Stage I)."""
-    from salad_eval import tasks
-
     for task in run.tasks:
         tasks.load_items(task, run.limit)
 
@@ -153,8 +162,6 @@ GAP_SETTINGS = (
 
 def gap_setup(run: RunConfig, names: dict[str, str], dtype: str) -> GapSetup:
     """The ``salad-eval gap`` setup of every gap report of the loop."""
-    from salad_eval.run.spec import GapSetup
-
     return GapSetup(
         tasks=list(run.tasks),
         voices=run.voices,
@@ -173,12 +180,7 @@ def gap_setup(run: RunConfig, names: dict[str, str], dtype: str) -> GapSetup:
 
 def gap_report(model: Path, run: RunConfig, out: Path) -> dict:
     """``salad-eval gap`` on ``model`` with the run's tasks, voices, limit and protocol."""
-    import torch
-
-    from salad_eval.models.cascade import Cascade
-    from salad_eval.models.load import default_text_model, load_speech_model
-    from salad_eval.models.text_lm import TextLM, default_dtype
-    from salad_eval.run.runner import Models, run_gap
+    import torch  # noqa: PLC0415 - deferred: heavy torch, loaded on this path only
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = default_dtype(device)
@@ -206,9 +208,6 @@ def _gap_step(name: str, model: Path, model_key: str, config: Config, out: Path)
 
 def _branch(config: Config, root: Path, stage1_key: str, gamma: float, suffix: str) -> list[Step]:
     """select (gamma) -> Stage II -> gap, in ``select{suffix}``, ``stage2{suffix}``, ..."""
-    from salad_train.recipe.stage2 import run_stage2
-    from salad_train.selection.select import run_select
-
     stage1 = Path(config.train.out_dir)
     select = dataclasses.replace(
         config.select,
@@ -252,8 +251,6 @@ def _branch(config: Config, root: Path, stage1_key: str, gamma: float, suffix: s
 
 def plan_steps(config: Config, ablate_random: bool) -> tuple[list[Step], dict[str, Step]]:
     """Every step of the loop in order, and the gap step of each compared model by name."""
-    from salad_train.recipe.stage1 import run_stage1
-
     root = Path(config.run.out_dir)
     stage1 = Path(config.train.out_dir)
     data = config.data
@@ -277,8 +274,6 @@ def plan_steps(config: Config, ablate_random: bool) -> tuple[list[Step], dict[st
 
 def run_loop(config: Config, ablate_random: bool = False) -> Path:
     """``salad-train run``: every step (skipped when current), then the report; returns its dir."""
-    from salad_train.loop.report import write_loop_report
-
     check_tasks(config.run)
     check_replay(config, stage2=True)
     check_stage1_dir(config)
@@ -324,9 +319,6 @@ def run_seeds(
     config_name: str, overrides: list[str], seeds: list[int], ablate_random: bool = False
 ) -> Path:
     """``salad-train run --seeds``: the loop once per seed, then the report across seeds."""
-    from salad_train.config import load_config
-    from salad_train.loop.seeds import write_seeds_report
-
     base = load_config(config_name, overrides)
     configs = {
         seed: load_config(config_name, [*overrides, *seed_overrides(base, seed)]) for seed in seeds

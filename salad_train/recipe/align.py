@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 
+from salad_eval.progress import progress_bar
 from salad_train.recipe.loss import alignment_ctc_loss
 from salad_train.recipe.optim import wsd_factor
 
@@ -54,8 +55,6 @@ def align_adapter(
 
     ``module`` is a ``Stage1Module`` (its ``features``, ``clip_tokens``, ``ctc_vocab``).
     """
-    from salad_eval.progress import progress_bar
-
     adapter = module.speech_lm.adapter
     params = [p for p in adapter.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.1, betas=(0.9, 0.95))

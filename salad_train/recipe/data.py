@@ -35,13 +35,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from salad_eval.errors import SaladError
+from salad_eval.home import atomic_write_bytes, home
 from salad_eval.interleave import Document, Span
 from salad_eval.progress import progress_bar
+from salad_eval.speech import tts
+from salad_eval.speech.normalize import normalize
+from salad_eval.speech.synth import ensure_clip
+from salad_eval.speech.voices import parse_voice
+from salad_eval.tasks import get_task, load_items
+from salad_eval.workers import worker_pool
 from salad_train.config import DataConfig
 
 
@@ -59,8 +67,6 @@ def task_documents(specs: Sequence[str], data_dir: str | None = None) -> list[st
 
     Training on a task's training split is fair; its evaluation split is never read here.
     """
-    from salad_eval.tasks import get_task, load_items
-
     docs = []
     for spec in specs:
         name, _, split = spec.partition(":")
@@ -92,10 +98,6 @@ def split_spans(
 def speak(text: str, voice: str, seed: int = 0) -> str:
     """A 16 kHz clip of ``text`` in ``voice`` (synthesis ``seed``) from the audio store (made
     once, verified)."""
-    from salad_eval.speech.normalize import normalize
-    from salad_eval.speech.synth import ensure_clip
-    from salad_eval.speech.voices import parse_voice
-
     return str(ensure_clip(normalize(text), parse_voice(voice), seed))
 
 
@@ -104,16 +106,11 @@ def _speak_job(job: tuple[str, str, int]) -> str:
 
 
 def _init_speaker(threads: int) -> None:
-    from salad_eval.speech import tts
-
     tts.set_threads(threads)
 
 
 def speak_all(jobs: list[tuple[str, str, int]], workers: int = 1) -> list[str]:
     """Clips of many (text, voice, seed) jobs, in order, made by ``workers`` processes."""
-    import os
-
-    from salad_eval.workers import worker_pool
 
     with progress_bar(transient=True) as progress:
         bar = progress.add_task("synthesizing speech spans", total=len(jobs))
@@ -206,8 +203,6 @@ def _audio_file(audio: str | dict, root: Path) -> str:
     holds the bytes (``save_to_disk`` embeds them), a copy in the cache home named by content."""
     if isinstance(audio, str) or not audio.get("bytes"):
         return str(root / (audio if isinstance(audio, str) else audio["path"]))
-    from salad_eval.home import atomic_write_bytes, home
-
     data = audio["bytes"]
     suffix = Path(audio.get("path") or "clip.wav").suffix or ".wav"
     digest = hashlib.sha256(data).hexdigest()
@@ -222,7 +217,7 @@ def _natural_groups(path: Path) -> list[list[tuple[str, str]]]:
         rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
         return _grouped(rows, path.parent)
     if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
-        import datasets
+        import datasets  # noqa: PLC0415 - deferred: heavy datasets, loaded on this path only
 
         dataset = datasets.load_from_disk(str(path))
         if isinstance(dataset, datasets.DatasetDict):

@@ -18,8 +18,11 @@ import torch
 
 from salad_eval import corpus_divergence
 from salad_eval.divergence import forgetting_kl, misalignment_kl
+from salad_eval.models.text_lm import TextLM
 from salad_eval.prompt import ScoringRequest, text_prompt
 from salad_eval.scoring import item_metrics, score
+from salad_eval.speech.synth import synthesize
+from salad_eval.tasks import load_items
 
 PROBE_VOICE = "piper/joe"
 
@@ -27,9 +30,6 @@ PROBE_VOICE = "piper/joe"
 @functools.cache
 def _probe_set(task: str, n_items: int) -> tuple[list, list]:
     """The first ``n_items`` items and their spoken prompts (synthesized once, then cached)."""
-    from salad_eval.speech.synth import synthesize
-    from salad_eval.tasks import load_items
-
     items = load_items(task, limit=n_items)[:n_items]
     manifest = synthesize(items, PROBE_VOICE, show_progress=False)
     return items, [manifest.speech_prompt(item, PROBE_VOICE) for item in items]
@@ -44,8 +44,6 @@ def _probe_docs(corpus: str | None, n_docs: int) -> tuple:
 
 @functools.cache
 def _base_model(llm: str):
-    from salad_eval.models.text_lm import TextLM
-
     return TextLM(llm)
 
 

@@ -21,12 +21,15 @@ import time
 from pathlib import Path
 
 import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from salad_eval.home import atomic_write_text
 from salad_eval.models.speech_lm import SpeechLM, load_speech_lm, load_waveform
 from salad_eval.models.text_lm import load_llm
+from salad_eval.progress import progress_bar
 from salad_train.config import Config, check_dimensions
+from salad_train.recipe.align import align_adapter
 from salad_train.recipe.batch import Plan, plan_batch, span_length, student_inputs
 from salad_train.recipe.checkpoint import (
     latest_checkpoint,
@@ -39,6 +42,7 @@ from salad_train.recipe.data import MixedData, build_data
 from salad_train.recipe.loss import alignment_ctc_loss, distillation_loss
 from salad_train.recipe.metrics import MetricsLog
 from salad_train.recipe.optim import build_optimizer, build_scheduler, decay_start
+from salad_train.recipe.probe import demo_probe
 from salad_train.recipe.trackers import flat_config
 
 
@@ -168,8 +172,6 @@ class Stage1Module(nn.Module):
 
 def encode_clips(speech_lm: SpeechLM, clips: list[str]) -> tuple[dict, dict]:
     """Encoder features of every clip (from the on-disk cache when present) and its seconds."""
-    from salad_eval.progress import progress_bar
-
     features, seconds = {}, {}
     with progress_bar(transient=True) as progress:
         bar = progress.add_task("encoding speech (cached on disk)", total=len(clips))
@@ -194,8 +196,8 @@ class Stage1Trainer:
     stage = "I"
 
     def __init__(self, config: Config, accelerator=None, keep_warmup: bool = False):
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs
+        from accelerate import Accelerator  # noqa: PLC0415 - deferred: heavy accelerate, loaded on this path only
+        from accelerate.utils import DistributedDataParallelKwargs  # noqa: PLC0415 - deferred: heavy accelerate, loaded on this path only
 
         self.config = config
         self.keep_warmup = keep_warmup  # keep checkpoint 0 (the warm-up) for others to start from
@@ -263,8 +265,6 @@ class Stage1Trainer:
         t = self.config.train
         if not t.align_steps:
             return
-        from salad_train.recipe.align import align_adapter
-
         with self.accelerator.no_sync(self.module):  # every rank runs the same warm-up alone
             align_adapter(
                 self.accelerator.unwrap_model(self.module),
@@ -418,9 +418,6 @@ class Stage1Trainer:
 
     def run(self, probe=None) -> Path:
         """Train to ``train.steps``; returns the final model directory (``<out>/model``)."""
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from salad_eval.progress import progress_bar
 
         t, acc = self.config.train, self.accelerator
         pre_decay = decay_start(t.steps, self.config.optim.decay_fraction)
@@ -459,8 +456,6 @@ class Stage1Trainer:
 def run_stage1(config: Config, keep_warmup: bool = False) -> Path:
     """Load, set up, train, save; returns the trained model directory. ``keep_warmup`` keeps
     the warm-up's checkpoint (``checkpoints/step-000000``), which a sweep's other runs share."""
-    from salad_train.recipe.probe import demo_probe
-
     trainer = Stage1Trainer(config, keep_warmup=keep_warmup)
     m = config.model
     return trainer.fit(

@@ -20,7 +20,7 @@ TRACKERS = {  # name -> (accelerate's availability check, the extra that install
 
 def check_trackers(report_to: list[str]) -> None:
     """Each named tracker is known and installed (a one-line error before any work)."""
-    import accelerate.utils as utils
+    import accelerate.utils as utils  # noqa: PLC0415 - deferred: heavy accelerate, loaded on this path only
 
     for name in report_to:
         if name not in TRACKERS:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from salad_eval import home
+from salad_eval.assets import resolve
 from salad_eval.errors import SaladError
 
 CHUNK = 1024  # texts per cache file: a changed text re-embeds its chunk only
@@ -29,7 +30,7 @@ ROWS = 1 << 15  # points per block of the distance matrix
 
 @functools.cache
 def _embedder(path: str):
-    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SentenceTransformer  # noqa: PLC0415 - deferred: heavy sentence_transformers, loaded on this path only
 
     return SentenceTransformer(path, device="cpu")
 
@@ -37,8 +38,6 @@ def _embedder(path: str):
 @functools.cache
 def embedder_fingerprint(name: str) -> str:
     """sha256 over the model files (a local dir) or the hub id, plus the library version."""
-    from salad_eval.assets import resolve
-
     path = Path(resolve(name, kind="embedder"))
     digest = hashlib.sha256(importlib.metadata.version("sentence-transformers").encode())
     if path.is_dir():
@@ -53,8 +52,6 @@ def embedder_fingerprint(name: str) -> str:
 def embed(texts: Sequence[str], embedder: str = "all-minilm-l6-v2") -> np.ndarray:
     """L2-normalized embeddings (N, d), cached by (embedder fingerprint, hash of each chunk);
     each cached chunk is sealed and checked (shape, unit rows) when read, re-embedded when bad."""
-    from salad_eval.assets import resolve
-
     path = resolve(embedder, kind="embedder")
     root = home.home() / "embeddings" / embedder_fingerprint(embedder)
     parts = []
@@ -171,7 +168,7 @@ def balanced_assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 def _means(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Per-cluster means, as one sparse (K x N) @ (N x d) product."""
-    from scipy.sparse import csr_matrix
+    from scipy.sparse import csr_matrix  # noqa: PLC0415 - deferred: heavy scipy, loaded on this path only
 
     counts = np.bincount(labels, minlength=k).astype(x.dtype)
     member = csr_matrix((np.ones(len(x), x.dtype), (labels, np.arange(len(x)))), shape=(k, len(x)))

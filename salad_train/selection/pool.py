@@ -40,7 +40,7 @@ def _jsonl(path: Path, column: str) -> list[str]:
 
 
 def _hf_dataset(source: str, column: str, split: str) -> list[str]:
-    import datasets
+    import datasets  # noqa: PLC0415 - deferred: heavy datasets, loaded on this path only
 
     try:
         if source.startswith(HUB_PREFIX):

@@ -27,7 +27,7 @@ _WORD = re.compile(r"[a-z][a-z']+")
 
 def top_words(texts_by_cluster: Sequence[Sequence[str]], n: int = 6) -> list[list[str]]:
     """Per cluster the words with the highest TF-IDF (term count x log(K / clusters using it))."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # noqa: PLC0415 - deferred: optional sklearn, loaded on this path only
 
     counts = [
         Counter(

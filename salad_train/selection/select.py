@@ -24,13 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
+from salad_eval.divergence import corpus_divergences
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_text
+from salad_eval.models.speech_lm import load_speech_lm
 from salad_eval.prompt import Item, Speak, Text
+from salad_eval.speech.synth import synthesize
 from salad_train.config import Config
 from salad_train.recipe.data import split_spans
 from salad_train.selection.cluster import balanced_kmeans, embed, embedder_fingerprint
 from salad_train.selection.pool import read_pool
+from salad_train.selection.report import write_report
 
 WORDS_PER_SECOND = 2.5  # speech rate used to estimate clip length before synthesis
 
@@ -136,9 +140,6 @@ def probe_misalignment(
 ) -> list[float]:
     """Per-token misalignment KL of each probe text over the voices whose clip ASR reads back
     within ``select.max_cer`` (``salad-eval gap``'s M); NaN where no clip is readable."""
-    from salad_eval.divergence import corpus_divergences
-    from salad_eval.models.speech_lm import load_speech_lm
-
     speech_lm = load_speech_lm(checkpoint)
     speech_lm.eval()
     rows = corpus_divergences(
@@ -157,8 +158,6 @@ def probe_misalignment(
 
 def _synthesize(chosen: list[Selected], config: Config, out: Path) -> list[Selected]:
     """Synthesize each text's speech spans in its voice; drop failed or unreadable ones."""
-    from salad_eval.speech.synth import synthesize
-
     done = {}
     for voice in dict.fromkeys(s.voice for s in chosen):
         own = [s for s in chosen if s.voice == voice]
@@ -232,8 +231,6 @@ def select_key(config: Config, pool: Sequence[str], checkpoint: Path) -> str:
 
 def run_select(config: Config) -> Path:
     """``salad-train select``: the whole selection; returns the output directory."""
-    from salad_train.selection.report import write_report
-
     s = config.select
     out = Path(s.out_dir)
     checkpoint = _checkpoint(config)

@@ -32,7 +32,12 @@ import numpy as np
 
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_text
+from salad_train.config import load_config
+from salad_train.recipe.checkpoint import latest_checkpoint
+from salad_train.recipe.metrics import read_metrics
+from salad_train.recipe.stage1 import WARMUP, run_stage1
 from salad_train.sweep import fits
+from salad_train.sweep.plots import fig3, fig4
 
 RUN_DIR = re.compile(r"^alpha-(?P<alpha>\d+(?:\.\d+)?)(?:-(?P<variant>[A-Za-z]\w*))?$")
 VARIANT_NAME = re.compile(r"^[A-Za-z]\w*$")
@@ -74,8 +79,6 @@ def run_dir(root: Path, alpha: float, variant: str | None) -> Path:
 
 def plan_runs(config_name: str, overrides: list[str], variants: list[Variant]):
     """The sweep's runs with each one's validated config, before anything trains."""
-    from salad_train.config import load_config
-
     base = load_config(config_name, overrides)
     alphas = base.sweep.alphas
     if not alphas:
@@ -108,9 +111,6 @@ def share_warmup(source: Path, run: Path) -> bool:
     """Start ``run`` from ``source``'s warm-up checkpoint and its warm-up metrics rows, unless
     ``run`` has a checkpoint of its own or ``source`` kept none. The warm-up does not read
     ``loss.alpha`` and a resume is exact, so the run trains as if it had warmed up itself."""
-    from salad_train.recipe.checkpoint import latest_checkpoint
-    from salad_train.recipe.stage1 import WARMUP
-
     warmup = source / "checkpoints" / WARMUP
     if latest_checkpoint(run) is not None or not (warmup / "state.pt").is_file():
         return False
@@ -132,8 +132,6 @@ def run_sweep(config_name: str, overrides: list[str], variants: list[Variant] = 
     """Train every run not yet done (Stage I, as ``salad-train stage1``), then write the report.
     The runs of one variant differ only in ``loss.alpha``, so the first one's warm-up (if the
     config has one) is run once and shared with the others."""
-    from salad_train.recipe.stage1 import run_stage1
-
     root, planned = plan_runs(config_name, list(overrides), list(variants))
     first: dict[str | None, Path] = {}  # variant -> its first run, whose warm-up the others share
     for number, (run, config) in enumerate(planned, 1):
@@ -164,8 +162,6 @@ def discover_runs(root: Path) -> list[SweepRun]:
 
 def probe_points(run: SweepRun) -> list[dict]:
     """The run's probe rows as flat points (step, tokens, M, F, accuracies), in step order."""
-    from salad_train.recipe.metrics import read_metrics
-
     path = run.path / "metrics.jsonl"
     rows = read_metrics(path) if path.is_file() else []
     points = []
@@ -274,8 +270,6 @@ def write_report(root: Path, runs: list[SweepRun] | None = None) -> dict:
     summary = _nan_to_none(summary)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "sweep.json", json.dumps(summary, indent=1))
-    from salad_train.sweep.sweep.plots import fig3, fig4
-
     fig3(points, summary["fig3"], root / "fig3.png")
     fig4(runs, per_run, {r["name"]: r["m_power_law"] for r in summary["runs"]}, root / "fig4.png")
     atomic_write_text(root / "sweep.md", markdown(summary))
