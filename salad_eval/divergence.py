@@ -8,8 +8,8 @@ Both are measured on the same continuation tokens under two prompts and reported
 the paper does: a sum would grow with the continuation's length, and Stage II raises M(c) to
 gamma = 5, so a cluster of longer texts would outweigh one of equal per-token misalignment. On a
 benchmark item the continuation is the correct answer (``answer_F``/``answer_M`` in a gap
-report, a diagnostic); on a selection pool's probe text it is the first ``CONTINUATION_TOKENS``
-tokens after a spoken prefix (``corpus_divergences``, what Stage II ranks clusters by). The F
+report, a diagnostic); on a selection pool's text it is the first ``CONTINUATION_TOKENS``
+tokens after a spoken prefix (``text_misalignments``, what Stage II ranks clusters by). The F
 and M a gap report, ``salad-eval divergence`` and the training probes lead with are the paper's,
 over a whole held-out document with interleaved spoken spans: ``salad_eval.corpus_divergence``.
 """
@@ -104,7 +104,9 @@ def misalignment_kl(
     return divergence(speech, text, speech, speech_prompt, item.choices[item.target], max_tokens)
 
 
-def corpus_items(texts: Sequence[str], name: str = "corpus", span_words: int = 12) -> list[Item]:
+def spoken_prefix_items(
+    texts: Sequence[str], name: str = "corpus", span_words: int = 12
+) -> list[Item]:
     """Each document as an item whose first words are spoken and whose rest is the continuation.
 
     The divergence is then measured on the text that follows the spoken span, as in the paper's
@@ -129,7 +131,7 @@ def corpus_items(texts: Sequence[str], name: str = "corpus", span_words: int = 1
     return items
 
 
-def corpus_divergences(
+def text_misalignments(
     speech,
     texts: Sequence[str],
     voices: str | Sequence,
@@ -150,7 +152,7 @@ def corpus_divergences(
     """
     spec = voices if isinstance(voices, str) else ",".join(str(v) for v in voices)
     names = [str(v) for v in resolve_voices(spec)]
-    items = corpus_items(texts, "corpus", span_words)
+    items = spoken_prefix_items(texts, "corpus", span_words)
     manifest = synthesize(items, spec, workers=workers, out_dir=out_dir)
     rows = []
     with progress_bar(transient=True) as progress:

@@ -25,7 +25,7 @@ PER_VOICE = 12  # clips embedded per voice: enough for a stable mean, cheap on a
 
 def _unavailable() -> str | None:
     try:
-        import resemblyzer  # noqa: F401, PLC0415 - deferred: optional resemblyzer, a probe
+        import resemblyzer  # noqa: F401, PLC0415 - deferred: optional resemblyzer, an availability check
     except ImportError as err:
         return (
             f"resemblyzer is not installed ({err}); pip install 'salad[diversity]' "

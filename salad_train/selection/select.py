@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from salad_eval.divergence import corpus_divergences
+from salad_eval.divergence import text_misalignments
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_text
 from salad_eval.models.speech_lm import load_speech_lm
@@ -142,7 +142,7 @@ def probe_misalignment(
     within ``select.max_cer`` (``salad-eval gap``'s M); NaN where no clip is readable."""
     speech_lm = load_speech_lm(checkpoint)
     speech_lm.eval()
-    rows = corpus_divergences(
+    rows = text_misalignments(
         speech_lm,
         texts,
         config.data.voices,
