@@ -23,7 +23,7 @@ from salad_eval.errors import SaladError
 from salad_eval.models.speech_lm import SpeechLMConfig
 from salad_eval.speech.voices import resolve_voices
 from salad_eval.tasks import get_task
-from salad_train.recipe.trackers import check_trackers
+from salad_train.trackers import check_trackers
 
 PRESETS = Path(str(importlib.resources.files("salad_train") / "configs"))  # package data
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from salad_eval.home import atomic_write_text
-from salad_train.recipe.trackers import tracker_row
+from salad_train.trackers import tracker_row
 
 
 class MetricsLog:

@@ -43,7 +43,7 @@ from salad_train.recipe.loss import alignment_ctc_loss, distillation_loss
 from salad_train.recipe.metrics import MetricsLog
 from salad_train.recipe.optim import build_optimizer, build_scheduler, decay_start
 from salad_train.recipe.probe import demo_probe
-from salad_train.recipe.trackers import flat_config
+from salad_train.trackers import flat_config
 
 
 def decoder_and_head(llm: nn.Module) -> tuple[nn.Module, nn.Module]:
