@@ -8,6 +8,12 @@ a call and a command line with the same arguments give the same run directory an
     results = salad_eval.evaluate(model="runs/tiny/model", tasks=["demo"], voices="heldout",
                                   limit=20, out="reports/api-demo")
     print(results["metrics"]["acc"]["overall"]["gap"]["value"])
+
+``evaluate()`` logs through ``logging`` under the ``salad_eval`` logger and adds no handler (the
+CLIs add theirs, ``salad_eval.logs``): a caller sees its messages once it configures logging
+(``logging.basicConfig(level=logging.INFO)``), and
+``logging.getLogger("salad_eval").setLevel(logging.WARNING)`` silences them. Progress bars are
+not log messages: they are drawn on stderr as for the command.
 """
 
 from __future__ import annotations

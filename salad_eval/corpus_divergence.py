@@ -32,6 +32,7 @@ accuracy against, are these.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -39,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 
 from salad_eval.checks import text_lines
 from salad_eval.divergence import supports_divergence
@@ -54,7 +54,7 @@ from salad_eval.speech.synth import ensure_clip
 from salad_eval.speech.voices import parse_voice
 from salad_eval.stats import interval, resample_indices
 
-console = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 DEFAULT_CORPUS = Path(__file__).parent / "corpus" / "heldout.txt"
 DEFAULT_DOCS = 32
@@ -329,7 +329,7 @@ def gap_figures(
         for index in shard.take(len(docs)):
             one(docs[index])
         shard.wait()
-    console.log(f"corpus F and M: {len(docs)} documents of {path.name}, {voice}")
+    log.info("corpus F and M: %s documents of %s, %s", len(docs), path.name, voice)
     rows = []
     with progress_bar(transient=True, disable=not shard.main) as progress:
         bar = progress.add_task("corpus divergences", total=len(docs))

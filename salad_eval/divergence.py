@@ -17,10 +17,10 @@ over a whole held-out document with interleaved spoken spans: ``salad_eval.corpu
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 
 import torch
-from rich.console import Console
 
 from salad_eval.home import cached_entry, checked_float, home, json_bytes, parts_key
 from salad_eval.models.speech_lm import SpeechLM
@@ -31,8 +31,8 @@ from salad_eval.scoring import Shard, file_hash
 from salad_eval.speech.synth import synthesize
 from salad_eval.speech.voices import resolve_voices
 
+log = logging.getLogger(__name__)
 CONTINUATION_TOKENS = 32  # tokens of a corpus text's continuation that a divergence reads
-console = Console(stderr=True)
 VERSION = 2  # bumped when a value changes meaning (2: per-token means; 1 summed), keys caches
 
 
@@ -219,5 +219,5 @@ def answer_kls(
         for index in shard.take(len(items)):
             one(items[index])
         shard.wait()
-    console.log(f"{items[0].task} answer KL {name} (diagnostic): per item, per answer token")
+    log.info("%s answer KL %s (diagnostic): per item, per answer token", items[0].task, name)
     return [one(item) for item in items]

@@ -1,6 +1,7 @@
 """How a salad command line starts and ends (``salad-eval`` and ``salad-train`` alike).
 
-Start: third-party output quieted, SIGTERM made to unwind like Ctrl-C (worker pools stopped).
+Start: salad's log messages shown on stderr (``salad_eval.logs``), third-party output quieted,
+SIGTERM made to unwind like Ctrl-C (worker pools stopped).
 End: a mistake the user can fix, whether salad's (``SaladError``) or the command line's (a bad
 option value, a missing option), is one line ``error: ...`` and exit status 2, never a traceback;
 the bad cache entries the run rebuilt are counted in one plain line per kind.
@@ -15,6 +16,7 @@ from typer._click import exceptions as click  # typer's own click (vendored sinc
 
 from salad_eval.errors import SaladError
 from salad_eval.home import rebuilt_report
+from salad_eval.logs import log_to_stderr
 from salad_eval.progress import quiet_third_party
 from salad_eval.workers import stop_on_signals
 
@@ -27,6 +29,7 @@ def _usage_line(err: click.UsageError) -> str:
 
 def run_cli(app: typer.Typer) -> None:
     """Run ``app`` on ``sys.argv`` and exit with its status."""
+    log_to_stderr()
     quiet_third_party()
     stop_on_signals()
     status = 0

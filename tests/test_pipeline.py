@@ -5,6 +5,7 @@ the end without redoing finished steps, and a third run skips everything."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -45,11 +46,12 @@ STEPS = [
 ]
 
 
-def test_run_step_skips_current_and_restarts_stale(tmp_path, capsys):
+def test_run_step_skips_current_and_restarts_stale(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="salad_train")
     calls = []
     step = Step("toy", tmp_path / "toy" / "done.json", step_key("a"), lambda: calls.append(1))
     assert run_step(step, 1, 2) and not run_step(step, 1, 2)
-    assert calls == [1] and "[1/2] toy ... skipped (current)" in capsys.readouterr().out
+    assert calls == [1] and "[1/2] toy ... skipped (current)" in caplog.messages
     (tmp_path / "toy" / "partial").write_text("old work")
     changed = Step("toy", step.done, step_key("b"), lambda: calls.append(2))
     assert run_step(changed, 1, 2) and calls == [1, 2]
@@ -176,9 +178,10 @@ def _command(root: Path) -> list[str]:
 
 
 def _lines(output: str) -> dict[str, str]:
-    """{step label: what its final line says} from the run's stdout."""
+    """{step label: what its final line says} from the run's log lines (stderr)."""
     found = {}
-    for match in re.finditer(r"^\[\d+/(\d+)\] (.+?) \.\.\.(.*)$", output, re.MULTILINE):
+    step = r"^\d\d:\d\d:\d\d INFO \[\d+/(\d+)\] (.+?) \.\.\.(.*)$"
+    for match in re.finditer(step, output, re.MULTILINE):
         assert match[1] == str(len(STEPS))
         found[match[2]] = match[3].strip()
     return found
@@ -205,7 +208,7 @@ def test_run_is_resumable_and_skips_current_steps(tmp_path):
 
     second = subprocess.run(command, env=ENV, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr[-2000:]
-    lines = _lines(second.stdout)
+    lines = _lines(second.stderr)
     assert list(lines) == STEPS
     for label, mtime in finished.items():  # completed steps were not redone
         assert lines[label] == "skipped (current)"
@@ -229,5 +232,5 @@ def test_run_is_resumable_and_skips_current_steps(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in (*loop.rglob("done.json"), loop / "report.json")}
     third = subprocess.run(command, env=ENV, capture_output=True, text=True)
     assert third.returncode == 0, third.stderr[-2000:]
-    assert set(_lines(third.stdout).values()) == {"skipped (current)"}
+    assert set(_lines(third.stderr).values()) == {"skipped (current)"}
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps

@@ -97,7 +97,7 @@ def test_two_seeds_of_the_toy_loop_train_apart_and_are_reported_together(tmp_pat
     first = subprocess.run(command, env=ENV, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-2000:]
     loop = tmp_path / "loop"
-    assert "== seed 1 (2/2) ==" in first.stdout and str(loop / "seeds.md") in first.stdout
+    assert "== seed 1 (2/2) ==" in first.stderr and str(loop / "seeds.md") in first.stdout
     for seed, stage1 in ((0, tmp_path / "stage1"), (1, tmp_path / "stage1-seed1")):
         assert json.loads((stage1 / "config.json").read_text())["train"]["seed"] == seed
         assert (loop / f"seed-{seed}" / "report.json").is_file()
@@ -122,4 +122,4 @@ def test_two_seeds_of_the_toy_loop_train_apart_and_are_reported_together(tmp_pat
     )
     again = subprocess.run(command, env=ENV, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout.count("skipped (current)") == 2 * 6  # both loops, every step and report
+    assert again.stderr.count("skipped (current)") == 2 * 6  # both loops, every step and report

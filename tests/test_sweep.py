@@ -8,6 +8,7 @@ SmolLM2's tokenizer; the real Whisper tiny.en, Piper and probes) for two steps p
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -216,7 +217,7 @@ def toy_config(tmp_path_factory) -> Path:
     return path
 
 
-def test_sweep_command_trains_each_alpha_once_and_reports(toy_config, tmp_path):
+def test_sweep_command_trains_each_alpha_once_and_reports(toy_config, tmp_path, caplog):
     from salad_train.cli import app
 
     out = tmp_path / "sweep"
@@ -249,9 +250,11 @@ def test_sweep_command_trains_each_alpha_once_and_reports(toy_config, tmp_path):
     assert {r["m_power_law"]["fit"] for r in summary["runs"]} == {"power_law"}
     assert (out / "fig3.png").is_file() and (out / "fig4.png").is_file()
     assert "R^2" in (out / "sweep.md").read_text()
+    caplog.set_level(logging.INFO, logger="salad_train")
+    caplog.clear()
     again = CliRunner().invoke(app, args)  # resumable: finished runs are skipped
     assert again.exit_code == 0, again.output
-    assert again.output.count("done, skipped") == 2
+    assert sum("done, skipped" in m for m in caplog.messages) == 2
 
 
 def _model_files(run: Path) -> dict[str, bytes]:

@@ -12,6 +12,7 @@ import contextlib
 import difflib
 import importlib.metadata
 import importlib.util
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,8 @@ from salad_eval.errors import SaladError
 from salad_eval.home import cached_dir, home, is_complete
 
 KINDS = ("llm", "asr", "tts", "embedder")
-_console = Console(stderr=True)
+_console = Console(stderr=True)  # the live status line of a build
+log = logging.getLogger(__name__)
 _status: Status | None = None
 
 
@@ -106,7 +108,8 @@ def _with_status(spec: Asset) -> Callable[[Path], dict | None]:
 
 @contextlib.contextmanager
 def building(message: str) -> Iterator[None]:
-    """Show a live status line on stderr while an entry builds (nested calls share one line)."""
+    """Show a live status line on stderr while an entry builds (nested calls share one line),
+    then log it done."""
     global _status
     if _status is not None:
         _status.update(message)
@@ -118,7 +121,7 @@ def building(message: str) -> Iterator[None]:
             yield
         finally:
             _status = None
-    _console.print(f"[green]done[/]: {message}")
+    log.info("done: %s", message)
 
 
 def step(message: str) -> None:

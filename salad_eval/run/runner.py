@@ -12,13 +12,13 @@ shared cache; then the main process assembles every record from the cache. The r
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 from salad_eval import corpus_divergence, divergence, tasks
 from salad_eval.conditions import shuffled_prompts, silent_prompt
@@ -34,7 +34,7 @@ from salad_eval.speech import diversity
 from salad_eval.speech.synth import synthesize
 from salad_eval.speech.voices import resolve_voices
 
-console = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,14 +71,17 @@ def _score_all(
 ) -> list[list[ChoiceScore]]:
     """Every process fills the cache for its shard; then all scores are read back in order."""
     if shard.size > 1:
-        console.log(
-            f"{label}: scoring every {shard.size}th call of {len(requests)} requests "
-            f"(rank {shard.rank})"
+        log.info(
+            "%s: scoring every %sth call of %s requests (rank %s)",
+            label,
+            shard.size,
+            len(requests),
+            shard.rank,
         )
         fill_shard(model, requests, setup.batch_size, shard.rank, shard.size)
         shard.wait()
     else:
-        console.log(f"{label}: {len(requests)} requests")
+        log.info("%s: %s requests", label, len(requests))
     return score(model, requests, batch_size=setup.batch_size)
 
 

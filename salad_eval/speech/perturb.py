@@ -24,7 +24,7 @@ import hashlib
 import importlib.metadata
 import io
 import json
-import sys
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +37,8 @@ from salad_eval.speech import store
 from salad_eval.speech.manifest import ManifestRow
 from salad_eval.speech.store import SAMPLE_RATE, StoredClip
 from salad_eval.speech.voices import Perturbation, Voice
+
+log = logging.getLogger(__name__)
 
 VERSION = 1  # how perturbations are made; part of every perturbed clip's key
 _PEAK = 0.99  # a mixture louder than this is scaled down whole (its SNR unchanged), not clipped
@@ -373,7 +375,7 @@ def perturb_rows(items, clean_rows: dict, voices: Sequence[Voice], seed: int):
         counts[str(voice)] = (made, cached, failed)
     for problem in problems[:1]:
         more = f"; and {len(problems) - 1} more" if len(problems) > 1 else ""
-        print(f"audio store: made again: {problem}{more}", file=sys.stderr)
+        log.info("audio store: made again: %s%s", problem, more)
     return rows, counts
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import as_completed
@@ -46,6 +46,8 @@ from salad_eval.speech.store import StoredClip
 from salad_eval.speech.voices import VOICE_SETS, Voice, resolve_voices
 from salad_eval.tasks import load_items
 from salad_eval.workers import worker_pool
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ def ensure_clip(normalized: str, voice: Voice, seed: int = 0) -> Path:
         fields = perturb.clip_fields(fields, job.key, stored.sha256, voice, seed, [])
         perturb.perturbed_clip(fields, voice, problems)
     for problem in problems:
-        print(f"audio store: made again: {problem}", file=sys.stderr)
+        log.info("audio store: made again: %s", problem)
     return store.clip_path(store.key_of(fields))
 
 
@@ -166,7 +168,7 @@ def manifest_dir() -> Path:
     return store.root() / "manifests"
 
 
-def _progress(console: Console, show: bool):
+def _progress(show: bool):
     return progress_bar(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -175,15 +177,14 @@ def _progress(console: Console, show: bool):
         TextColumn("ETA"),
         TimeRemainingColumn(),
         TextColumn("{task.fields[audio]:.0f}s audio, RTF {task.fields[rtf]:.2f}"),
-        console=console,
         disable=not show,
     )
 
 
-def _execute(jobs: list[_Job], workers: int, console: Console, show: bool) -> dict[str, _Done]:
+def _execute(jobs: list[_Job], workers: int, show: bool) -> dict[str, _Done]:
     done: dict[str, _Done] = {}
     started = time.perf_counter()
-    with _progress(console, show) as bar:
+    with _progress(show) as bar:
         task = bar.add_task("synthesizing", total=len(jobs), audio=0.0, rtf=0.0)
         audio = 0.0
 
@@ -288,20 +289,14 @@ def synthesize(
                     jobs.setdefault(plan.key, plan)
     repaired: list[str] = []
     done = {key: result for key, job in jobs.items() if (result := _cached(job, repaired))}
-    console = Console(stderr=True)
     todo = [job for key, job in jobs.items() if key not in done]
     job_started = time.perf_counter()
-    done.update(_execute(todo, workers, console, show_progress and bool(todo)))
+    done.update(_execute(todo, workers, show_progress and bool(todo)))
     synth_seconds = time.perf_counter() - job_started
     repaired += [problem for result in done.values() for problem in result.problems]
     if repaired:
         more = f"; and {len(repaired) - 1} more" if len(repaired) > 1 else ""
-        console.print(
-            f"audio store: made again: {repaired[0]}{more}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+        log.info("audio store: made again: %s%s", repaired[0], more)
     rows = [
         _row(item, voice, plans[(index, voice)], done, wer_threshold)
         for voice in speakers

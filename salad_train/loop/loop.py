@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from salad_train.selection.select import run_select
 if TYPE_CHECKING:
     from salad_eval.run.spec import GapSetup
 
+log = logging.getLogger(__name__)
 STAGE1_SECTIONS = ("model", "data", "loss", "optim", "train")
 
 
@@ -93,7 +95,7 @@ def run_step(step: Step, number: int, total: int) -> bool:
     """Run ``step`` unless its done.json holds its key; returns whether it ran."""
     head = f"[{number}/{total}] {step.label} ..."
     if _recorded_key(step.done) == step.key:
-        print(f"{head} skipped (current)", flush=True)
+        log.info("%s skipped (current)", head)
         return False
     out = step.done.parent
     if step.owned:  # the key of the work in progress, so a rerun knows whether to resume it
@@ -103,7 +105,7 @@ def run_step(step: Step, number: int, total: int) -> bool:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(attempt, json.dumps({"key": step.key}))
     step.done.unlink(missing_ok=True)
-    print(head, flush=True)
+    log.info(head)
     started = time.monotonic()
     step.action()
     seconds = time.monotonic() - started
@@ -117,7 +119,7 @@ def run_step(step: Step, number: int, total: int) -> bool:
             }
         ),
     )
-    print(f"{head} done in {_duration(seconds)}", flush=True)
+    log.info("%s done in %s", head, _duration(seconds))
     return True
 
 
@@ -327,7 +329,7 @@ def run_seeds(
         check_stage1_dir(config)
     roots = {}
     for number, (seed, config) in enumerate(configs.items(), 1):
-        print(f"== seed {seed} ({number}/{len(seeds)}) ==", flush=True)
+        log.info("== seed %s (%s/%s) ==", seed, number, len(seeds))
         roots[seed] = run_loop(config, ablate_random)
     out = Path(base.run.out_dir)
     write_seeds_report(roots, out, base.run.n_boot)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -183,6 +184,7 @@ def encode_clips(speech_lm: SpeechLM, clips: list[str]) -> tuple[dict, dict]:
     return features, seconds
 
 
+log = logging.getLogger(__name__)
 WARMUP = "step-000000"  # the checkpoint the alignment warm-up is saved as
 
 
@@ -386,7 +388,7 @@ class Stage1Trainer:
     def fit(self, headline: str, probe=None) -> Path:
         """Say what trains, set up, train to the end, save; returns the model directory."""
         if self.accelerator.is_main_process:
-            print(headline, flush=True)
+            log.info(headline)
         self.setup()
         final = self.run(probe)
         self.accelerator.end_training()

@@ -23,6 +23,7 @@ log (R^2 does not depend on the base); points with M <= 0 are left out of the lo
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from salad_train.recipe.stage1 import WARMUP, run_stage1
 from salad_train.sweep import fits
 from salad_train.sweep.plots import fig3, fig4
 
+log = logging.getLogger(__name__)
 RUN_DIR = re.compile(r"^alpha-(?P<alpha>\d+(?:\.\d+)?)(?:-(?P<variant>[A-Za-z]\w*))?$")
 VARIANT_NAME = re.compile(r"^[A-Za-z]\w*$")
 _OVERRIDE_START = re.compile(r",(?=[A-Za-z_]\w*\.[\w.]+=)")  # a comma before the next section.key=
@@ -137,13 +139,16 @@ def run_sweep(config_name: str, overrides: list[str], variants: list[Variant] = 
     for number, (run, config) in enumerate(planned, 1):
         source = first.setdefault(run.variant, run.path)
         if (run.path / "model" / "training.json").is_file():
-            print(f"[{number}/{len(planned)}] {run.name}: done, skipped", flush=True)
+            log.info("[%s/%s] %s: done, skipped", number, len(planned), run.name)
             continue
         shared = source != run.path and share_warmup(source, run.path)
-        print(
-            f"[{number}/{len(planned)}] {run.name}: loss.alpha={run.alpha:g}"
-            + (f", warm-up shared from {source.name}" if shared else ""),
-            flush=True,
+        log.info(
+            "[%s/%s] %s: loss.alpha=%g%s",
+            number,
+            len(planned),
+            run.name,
+            run.alpha,
+            f", warm-up shared from {source.name}" if shared else "",
         )
         run_stage1(config, keep_warmup=source == run.path)
     write_report(root, [run for run, _ in planned])
