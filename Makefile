@@ -1,12 +1,13 @@
 # The two commands of the README. Each sets up what it needs on a fresh clone and is idempotent.
 #   make demo   run the main job on the embedded default models
-#   make test   run the test suite
+#   make test   run the test suite (what CI runs)
+#   make test-fast  the unit tier, for the inner loop: no embedded models, no training
 PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export SALAD_BENCHMARKS ?= $(abspath ../shared/benchmarks)
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test test-fast lint bench
 
 setup: .venv/.installed
 
@@ -38,6 +39,10 @@ test: setup
 	.venv/bin/ruff format --check salad_eval salad_train tests bench
 	.venv/bin/ruff check salad_eval salad_train tests bench
 	$(PY) -m pytest -q -x --durations=15
+
+# The unit tier: every test not marked integration or slow (pyproject.toml), in under 3 minutes.
+test-fast: setup
+	$(PY) -m pytest -q -x -m "not integration and not slow"
 
 bench: setup
 	$(PY) bench/run.py

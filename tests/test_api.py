@@ -161,6 +161,7 @@ def _figures(results: dict) -> dict:
     return results
 
 
+@pytest.mark.integration
 def test_own_task_runs_to_a_complete_report(cli_run):
     results = json.loads((cli_run / "results.json").read_text())
     assert results["tasks"] == ["capitals"] and results["voices"] == ["espeak/en-us"]
@@ -174,6 +175,7 @@ def test_own_task_runs_to_a_complete_report(cli_run):
     assert {r["item"] for r in rows} == {name for name, *_ in ITEMS[:LIMIT]}
 
 
+@pytest.mark.integration
 def test_lm_eval_style_results_and_samples(cli_run):
     results = json.loads((cli_run / "results.json").read_text())
     table = results["metrics"]["acc"]["tasks"]["capitals"]
@@ -204,6 +206,7 @@ def test_lm_eval_style_results_and_samples(cli_run):
     assert {s["doc_id"] for s in lines} == set(range(LIMIT))
 
 
+@pytest.mark.integration
 def test_evaluate_returns_the_cli_figures(
     cli_run, checkpoint, task_dir, salad_home, tmp_path, monkeypatch
 ):

@@ -33,6 +33,7 @@ def kokoro_sentence() -> np.ndarray:
     return synthesize(SENTENCE, parse_voice("kokoro/jf_alpha"))
 
 
+@pytest.mark.integration
 def test_smollm2_completes_a_fact_greedily():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -56,6 +57,7 @@ def _features(name: str, audio: np.ndarray) -> tuple[torch.Tensor, object]:
     return features, (model, processor)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["whisper-tiny.en", "whisper-base"])
 def test_converted_whisper_encoder_matches_ctranslate2(name, kokoro_sentence):
     """Tolerance: max abs diff < 2e-3 and cosine > 0.9999 per frame (CT2 in float32)."""
@@ -92,6 +94,7 @@ def kokoro_passage() -> list[np.ndarray]:
     return [synthesize(text, parse_voice("kokoro/jm_kumo")) for text in PASSAGE]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["whisper-tiny.en", "whisper-base"])
 def test_converted_whisper_transcribes_kokoro_speech(name, kokoro_passage):
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
@@ -115,6 +118,7 @@ def test_converted_whisper_transcribes_kokoro_speech(name, kokoro_passage):
     assert wer < 0.25, heard
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("voice", ["kokoro/jf_alpha", "piper/joe", "espeak/en-us"])
 def test_each_tts_engine_speaks_a_sentence_of_plausible_length(voice):
     audio = synthesize(SENTENCE, parse_voice(voice))
@@ -123,6 +127,7 @@ def test_each_tts_engine_speaks_a_sentence_of_plausible_length(voice):
     assert np.sqrt(np.mean(audio**2)) > 0.01  # not silence
 
 
+@pytest.mark.integration
 def test_embedder_ranks_a_paraphrase_above_an_unrelated_sentence():
     from sentence_transformers import SentenceTransformer
 

@@ -23,6 +23,8 @@ from salad_eval.home import home
 from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
 from salad_eval.speech import exchange
 
+pytestmark = pytest.mark.integration
+
 SALAD_EVAL = str(Path(sys.executable).parent / "salad-eval")
 VOICES = "kokoro/jm_kumo,piper/joe"
 LIMIT = 3

@@ -62,6 +62,7 @@ def text_cases(text_lm: TextLM):
     return contexts, continuations, choices, alone
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("batch_size", [2, 8])
 def test_score_contexts_equals_per_request(text_lm: TextLM, text_cases, batch_size: int) -> None:
     contexts, continuations, choices, alone = text_cases
@@ -70,6 +71,7 @@ def test_score_contexts_equals_per_request(text_lm: TextLM, text_cases, batch_si
     assert_same(batched, alone)
 
 
+@pytest.mark.integration
 def test_text_lm_scores_batched_in_order(text_lm: TextLM) -> None:
     requests = [ScoringRequest((Text(context),), choices) for context, choices in ITEMS]
     one_by_one = [text_lm.score([r], batch_size=1)[0] for r in requests]
@@ -116,6 +118,7 @@ def speech_lm(tmp_path_factory) -> SpeechLM:
     return model
 
 
+@pytest.mark.integration
 def test_clips_encode_in_batches_as_alone(speech_lm: SpeechLM, speech_requests) -> None:
     whisper = speech_lm.encoder.encoder  # under the on-disk cache
     waves = [
@@ -132,6 +135,7 @@ def test_clips_encode_in_batches_as_alone(speech_lm: SpeechLM, speech_requests) 
         assert torch.allclose(features, alone, atol=1e-4)
 
 
+@pytest.mark.integration
 def test_speech_lm_batched_equals_per_request(speech_lm: SpeechLM, speech_requests) -> None:
     alone = []
     with torch.inference_mode():
@@ -175,6 +179,7 @@ def many_requests() -> list[ScoringRequest]:
     ]
 
 
+@pytest.mark.integration
 def test_many_requests_per_call_same_cache_keys(text_lm: TextLM, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SALAD_HOME", str(tmp_path))
     requests = many_requests()
@@ -188,6 +193,7 @@ def test_many_requests_per_call_same_cache_keys(text_lm: TextLM, tmp_path, monke
     assert model.calls == [len(requests)]
 
 
+@pytest.mark.integration
 def test_killed_batched_run_resumes_identically(text_lm: TextLM, tmp_path, monkeypatch) -> None:
     import salad_eval.scoring as scoring
 
@@ -206,6 +212,7 @@ def test_killed_batched_run_resumes_identically(text_lm: TextLM, tmp_path, monke
     assert resumed.calls == [2, 2, 2, 2]  # the part-written call and the three never made
 
 
+@pytest.mark.integration
 def test_batch_size_auto_and_bad_values(text_lm: TextLM) -> None:
     import typer
 
@@ -236,6 +243,7 @@ def test_largest_batch_halves_until_it_fits() -> None:
     assert largest_batch(lambda size: False) == 0
 
 
+@pytest.mark.integration
 def test_shards_score_whole_calls_as_one_process(text_lm: TextLM, tmp_path, monkeypatch) -> None:
     import salad_eval.scoring as scoring
 

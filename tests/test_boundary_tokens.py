@@ -15,6 +15,8 @@ from salad_eval.prompt import Audio, Text
 from salad_train.recipe.batch import AUDIO, plan_batch
 from salad_train.recipe.data import Span
 
+pytestmark = pytest.mark.integration
+
 CLIPS = ("first.wav", "second.wav")  # never read: tokenizing needs no audio
 LAYOUTS = [
     # (training document, the same layout as a scored prompt and its choice)

@@ -121,6 +121,7 @@ def _run(gap_home, name: str) -> tuple[str, dict]:
     return (root / name / "items.jsonl").read_text(), results
 
 
+@pytest.mark.integration
 def test_every_kind_of_corrupted_entry_is_repaired_and_the_rerun_matches(gap_home):
     items, results = _run(gap_home, "clean")
     cache = gap_home[0] / "home"
@@ -146,6 +147,7 @@ def test_every_kind_of_corrupted_entry_is_repaired_and_the_rerun_matches(gap_hom
     assert {kind: home.REBUILT[kind] - before.get(kind, 0) for kind in kinds} == rebuilt
 
 
+@pytest.mark.integration
 def test_a_bad_embedding_chunk_is_re_embedded(tmp_path, monkeypatch):
     """Stage II's sentence embeddings, with the real embedded MiniLM."""
     from salad_train.selection.cluster import embed

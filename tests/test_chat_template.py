@@ -30,6 +30,7 @@ def lm_eval_chat(benchmarks_dir):
     return instances, hf.loglikelihood(instances, disable_tqdm=True)
 
 
+@pytest.mark.integration
 def test_text_prompts_render_and_score_as_lm_eval(lm_eval_chat):
     instances, responses = lm_eval_chat
     model = TextLM("smollm2-135m", chat_template=True)

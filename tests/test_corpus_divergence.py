@@ -61,6 +61,7 @@ def test_documents_are_cut_into_fixed_spans_with_a_seeded_phase():
     assert len(phases) > 3  # documents start their spoken spans at different places
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mode", ["frozen", "lora"])
 def test_f_is_exactly_zero_for_an_untouched_llm(tiny_qwen2, base, docs, mode):
     speech = _speech_lm(tiny_qwen2, mode)
@@ -73,11 +74,13 @@ def test_f_is_exactly_zero_for_an_untouched_llm(tiny_qwen2, base, docs, mode):
     assert figures["F"]["n"] == figures["M"]["n"] == 2
 
 
+@pytest.mark.integration
 def test_f_is_positive_after_perturbing_one_llm_weight(tiny_qwen2, base, docs):
     figures = cd.summarize(cd.measure(_perturbed(tiny_qwen2), docs, base, show_progress=False))
     assert figures["F"]["value"] > 0.0
 
 
+@pytest.mark.integration
 def test_a_document_longer_than_max_tokens_is_cut_at_a_span(tiny_qwen2, base, docs):
     """F reads the first ``max_tokens`` text tokens whatever the clips' lengths; the student is
     cut at the last span that fits, and M reads its text positions only."""
@@ -130,6 +133,7 @@ def _direct(speech: SpeechLM, base: TextLM, doc) -> tuple[torch.Tensor, torch.Te
     return f, m
 
 
+@pytest.mark.integration
 def test_f_and_m_are_per_token_means_over_the_text_positions(tiny_qwen2, base, docs):
     speech = _perturbed(tiny_qwen2)
     rows = cd.measure(speech, docs, base, show_progress=False)
@@ -148,6 +152,7 @@ def test_f_and_m_are_per_token_means_over_the_text_positions(tiny_qwen2, base, d
     assert figures["M"]["ci_low"] <= figures["M"]["value"] <= figures["M"]["ci_high"]
 
 
+@pytest.mark.integration
 def test_a_gap_run_records_and_caches_corpus_f_and_m(tiny_qwen2, base, tmp_path, monkeypatch):
     from salad_eval.home import home
     from salad_eval.scoring import Shard
@@ -213,6 +218,7 @@ def test_the_held_out_corpus_is_disjoint_from_what_the_tiny_preset_trains_on(ben
         assert not _ngrams(doc) & seen, doc[:60]
 
 
+@pytest.mark.integration
 def test_training_probes_report_corpus_f_and_m(tiny_qwen2):
     """The periodic probe reads the same corpus divergences (a few documents) as a gap report,
     beside the answer-KL diagnostics and the accuracies of a few task items."""

@@ -8,8 +8,11 @@ from pathlib import Path
 import family_checks as checks
 import pytest
 import torch
+from family_conformance import FamilyConformance
 
 from salad_eval.models.qwen2_5_omni import Qwen25Omni
+
+pytestmark = pytest.mark.integration
 
 SPECIALS = [
     "<unk>",
@@ -62,8 +65,8 @@ def tiny_thinker(tokenizer) -> dict:
     )
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
+def save_tiny_qwen2_5_omni(path: Path) -> Path:
+    """A tiny Qwen2.5-Omni, its Talker's voices beside it."""
     from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
 
     tokenizer = checks.bpe_tokenizer(
@@ -75,61 +78,32 @@ def model_dir(tmp_path_factory) -> Path:
         audio_eos_token="<|audio_eos|>",
     )
     config = Qwen2_5OmniConfig(thinker_config=tiny_thinker(tokenizer), enable_audio_output=False)
-    path = tmp_path_factory.mktemp("qwen2.5-omni") / "model"
     checks.save_omni(Qwen2_5OmniForConditionalGeneration, config, tokenizer, path)
     torch.save({}, path / "spk_dict.pt")  # the Talker's voices: loaded, unused by the Thinker
     return path
 
 
-@pytest.fixture(scope="module")
-def model(model_dir) -> Qwen25Omni:
-    return Qwen25Omni(str(model_dir))
+class TestQwen25Omni(FamilyConformance):
+    adapter = Qwen25Omni
+    build = staticmethod(save_tiny_qwen2_5_omni)
 
-
-def test_loads_the_thinker_alone(model):
-    assert type(model.model).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration"
-
-
-def test_shared_context_equals_per_choice(model, clips):
-    checks.check_shared_equals_separate(model, checks.mixed_requests(clips))
-
-
-def test_batch_sizes_agree(model, clips):
-    checks.check_batch_sizes(model, checks.mixed_requests(clips))
-
-
-def test_audio_moves_scores(model, clips):
-    checks.check_audio_moves_scores(model, clips)
-
-
-def test_audio_path_is_the_models_own(model, clips):
-    def own_inputs(waves):
+    def own_audio_inputs(self, model, waves):
         features, mask = checks.whisper_features(model.feature_extractor, waves)
         counts = model.model.model.audio_tower._get_feat_extract_output_lengths(mask.sum(-1))[1]
         return {"input_features": features, "feature_attention_mask": mask}, counts
 
-    checks.check_own_audio_path(model, clips, own_inputs)
+    def test_loads_the_thinker_alone(self, model):
+        assert type(model.model).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration"
 
+    def test_text_model_defaults_to_the_published_backbone(self, model):
+        import copy
 
-@pytest.fixture(scope="module")
-def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("qwen2.5-omni-gap") / "report"
-    return out, checks.gap_report(model_dir, tiny_qwen2, out)
+        from salad_eval.errors import SaladError
+        from salad_eval.models.load import default_text_model
 
-
-def test_gap_report_is_complete(gap_run):
-    checks.check_gap_report(*gap_run)
-
-
-def test_text_model_defaults_to_the_published_backbone(model):
-    import copy
-
-    from salad_eval.errors import SaladError
-    from salad_eval.models.load import default_text_model
-
-    published = copy.copy(model)
-    published.name = "Qwen/Qwen2.5-Omni-7B"
-    assert default_text_model(published, None) == "Qwen/Qwen2.5-7B"
-    assert default_text_model(published, "my/llm") == "my/llm"
-    with pytest.raises(SaladError, match="pass --text-model"):
-        default_text_model(model, None)  # a tiny local model: no published backbone
+        published = copy.copy(model)
+        published.name = "Qwen/Qwen2.5-Omni-7B"
+        assert default_text_model(published, None) == "Qwen/Qwen2.5-7B"
+        assert default_text_model(published, "my/llm") == "my/llm"
+        with pytest.raises(SaladError, match="pass --text-model"):
+            default_text_model(model, None)  # a tiny local model: no published backbone

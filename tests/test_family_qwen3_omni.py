@@ -7,8 +7,11 @@ from pathlib import Path
 
 import family_checks as checks
 import pytest
+from family_conformance import FamilyConformance
 
 from salad_eval.models.qwen3_omni import Qwen3Omni
+
+pytestmark = pytest.mark.integration
 
 SPECIALS = [
     "<unk>",
@@ -22,8 +25,8 @@ SPECIALS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
+def save_tiny_qwen3_omni(path: Path) -> Path:
+    """A tiny Qwen3-Omni: 1-layer audio and vision encoders, a 2-layer decoder of 4 experts."""
     from transformers import Qwen3OmniMoeConfig, Qwen3OmniMoeForConditionalGeneration
 
     tokenizer = checks.bpe_tokenizer(
@@ -79,50 +82,22 @@ def model_dir(tmp_path_factory) -> Path:
         vision_start_token_id=ids["<|vision_start|>"],
     )
     config = Qwen3OmniMoeConfig(thinker_config=thinker, enable_audio_output=False)
-    path = tmp_path_factory.mktemp("qwen3-omni") / "model"
     return checks.save_omni(Qwen3OmniMoeForConditionalGeneration, config, tokenizer, path)
 
 
-@pytest.fixture(scope="module")
-def model(model_dir) -> Qwen3Omni:
-    return Qwen3Omni(str(model_dir))
+class TestQwen3Omni(FamilyConformance):
+    adapter = Qwen3Omni
+    build = staticmethod(save_tiny_qwen3_omni)
 
+    def own_audio_inputs(self, model, waves):
+        from transformers.models.qwen3_omni_moe.processing_qwen3_omni_moe import (
+            _get_feat_extract_output_lengths,
+        )
 
-def test_loads_the_moe_thinker_alone(model):
-    assert type(model.model).__name__ == "Qwen3OmniMoeThinkerForConditionalGeneration"
-    assert model.model.config.text_config.num_experts == 4
-
-
-def test_shared_context_equals_per_choice(model, clips):
-    checks.check_shared_equals_separate(model, checks.mixed_requests(clips))
-
-
-def test_batch_sizes_agree(model, clips):
-    checks.check_batch_sizes(model, checks.mixed_requests(clips))
-
-
-def test_audio_moves_scores(model, clips):
-    checks.check_audio_moves_scores(model, clips)
-
-
-def test_audio_path_is_the_models_own(model, clips):
-    from transformers.models.qwen3_omni_moe.processing_qwen3_omni_moe import (
-        _get_feat_extract_output_lengths,
-    )
-
-    def own_inputs(waves):
         features, mask = checks.whisper_features(model.feature_extractor, waves)
         inputs = {"input_features": features, "feature_attention_mask": mask}
         return inputs, _get_feat_extract_output_lengths(mask.sum(-1))  # the processor's count
 
-    checks.check_own_audio_path(model, clips, own_inputs)
-
-
-@pytest.fixture(scope="module")
-def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("qwen3-omni-gap") / "report"
-    return out, checks.gap_report(model_dir, tiny_qwen2, out)
-
-
-def test_gap_report_is_complete(gap_run):
-    checks.check_gap_report(*gap_run)
+    def test_loads_the_moe_thinker_alone(self, model):
+        assert type(model.model).__name__ == "Qwen3OmniMoeThinkerForConditionalGeneration"
+        assert model.model.config.text_config.num_experts == 4

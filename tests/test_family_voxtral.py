@@ -11,8 +11,11 @@ from pathlib import Path
 import family_checks as checks
 import pytest
 import torch
+from family_conformance import FamilyConformance
 
 from salad_eval.models.voxtral import Voxtral
+
+pytestmark = pytest.mark.integration
 
 NAMED = {
     0: "<unk>",
@@ -50,11 +53,10 @@ def write_tekken(directory: Path, n_special: int = 32) -> int:
     return size
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
+def save_tiny_voxtral(path: Path) -> Path:
+    """A tiny Voxtral: a 1-layer Whisper-style encoder, a 2-layer Llama decoder, its tekken.json."""
     from transformers import VoxtralConfig, VoxtralForConditionalGeneration, WhisperFeatureExtractor
 
-    path = tmp_path_factory.mktemp("voxtral") / "model"
     path.mkdir()
     vocab_size = write_tekken(path)
     config = VoxtralConfig(
@@ -84,38 +86,12 @@ def model_dir(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def model(model_dir) -> Voxtral:
-    return Voxtral(str(model_dir))
+class TestVoxtral(FamilyConformance):
+    adapter = Voxtral
+    build = staticmethod(save_tiny_voxtral)
+    clips_grow = False  # 30 s windows: 375 positions each
 
-
-def test_the_tekken_tokenizer_and_its_bos(model, clips):
-    """tekken.json read without mistral-common; every encoding starts with <s>, as mistral-common
-    encodes a prompt: spoken (before the first clip) and text-only alike."""
-    tokenizer = model.tokenizer
-    assert tokenizer.convert_tokens_to_ids(["<s>", "[AUDIO]", "[BEGIN_AUDIO]"]) == [1, 24, 25]
-    pieces, _ = model.tokenize(checks.mixed_requests(clips)[1].prompt, checks.CHOICES)
-    assert pieces[0] == [1] and model.audio_open == ("[BEGIN_AUDIO]",)
-    (context,), _ = model.tokenize(checks.mixed_requests(clips)[0].prompt, checks.CHOICES)
-    assert context[0] == 1 and context[1:] == tokenizer.encode(
-        "Question: what is the fox? Answer:", add_special_tokens=False
-    )
-
-
-def test_shared_context_equals_per_choice(model, clips):
-    checks.check_shared_equals_separate(model, checks.mixed_requests(clips))
-
-
-def test_batch_sizes_agree(model, clips):
-    checks.check_batch_sizes(model, checks.mixed_requests(clips))
-
-
-def test_audio_moves_scores(model, clips):
-    checks.check_audio_moves_scores(model, clips, grows=False)  # 30 s windows: 375 each
-
-
-def test_audio_path_is_the_models_own(model, clips):
-    def own_inputs(waves):
+    def own_audio_inputs(self, model, waves):
         """``VoxtralProcessor._retrieve_input_features``: 30 s windows stacked on the batch."""
         windows = []
         for wave in waves:
@@ -131,26 +107,25 @@ def test_audio_path_is_the_models_own(model, clips):
         counts = [len(w) * 375 for w in windows]  # 1500 encoder frames / 4 stacked per window
         return {"input_features": torch.cat(windows)}, counts
 
-    checks.check_own_audio_path(model, clips, own_inputs)
+    def test_the_tekken_tokenizer_and_its_bos(self, model, clips):
+        """tekken.json read without mistral-common; every encoding starts with <s>, as
+        mistral-common encodes a prompt: spoken (before the first clip) and text-only alike."""
+        tokenizer = model.tokenizer
+        assert tokenizer.convert_tokens_to_ids(["<s>", "[AUDIO]", "[BEGIN_AUDIO]"]) == [1, 24, 25]
+        pieces, _ = model.tokenize(checks.mixed_requests(clips)[1].prompt, checks.CHOICES)
+        assert pieces[0] == [1] and model.audio_open == ("[BEGIN_AUDIO]",)
+        (context,), _ = model.tokenize(checks.mixed_requests(clips)[0].prompt, checks.CHOICES)
+        assert context[0] == 1 and context[1:] == tokenizer.encode(
+            "Question: what is the fox? Answer:", add_special_tokens=False
+        )
 
+    def test_an_unpublished_backbone_asks_for_text_model(self, model):
+        import copy
 
-@pytest.fixture(scope="module")
-def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("voxtral-gap") / "report"
-    return out, checks.gap_report(model_dir, tiny_qwen2, out)
+        from salad_eval.errors import SaladError
+        from salad_eval.models.load import default_text_model
 
-
-def test_gap_report_is_complete(gap_run):
-    checks.check_gap_report(*gap_run)
-
-
-def test_an_unpublished_backbone_asks_for_text_model(model):
-    import copy
-
-    from salad_eval.errors import SaladError
-    from salad_eval.models.load import default_text_model
-
-    mini = copy.copy(model)
-    mini.name = "mistralai/Voxtral-Mini-3B-2507"
-    with pytest.raises(SaladError, match="text backbone is not published.*pass --text-model"):
-        default_text_model(mini, None)
+        mini = copy.copy(model)
+        mini.name = "mistralai/Voxtral-Mini-3B-2507"
+        with pytest.raises(SaladError, match="text backbone is not published.*pass --text-model"):
+            default_text_model(mini, None)

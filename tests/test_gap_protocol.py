@@ -15,6 +15,8 @@ from salad_eval.run.runner import Models, read_exclusions, run_gap
 from salad_eval.run.spec import GapSetup
 from salad_eval.tasks import load_items
 
+pytestmark = pytest.mark.integration
+
 
 class _Words:
     """The part of a tokenizer that --shot-budget reads: here a token is a word."""

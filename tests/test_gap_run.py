@@ -27,6 +27,8 @@ from salad_eval.prompt import ScoringRequest, Text, prompt_text
 from salad_eval.run.runner import Models, run_gap
 from salad_eval.run.spec import GapSetup
 
+pytestmark = pytest.mark.integration
+
 VOICE = "piper/joe"
 LIMIT = 6
 BIN = Path(sys.executable).parent

@@ -19,6 +19,8 @@ import pytest
 
 from salad_eval.home import home, project_root
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 ROOT = project_root()
 USE = """
 import json

@@ -131,6 +131,22 @@ def test_models_lists_every_family_backbone_and_tested():
             assert (backbone.text_model or "not published") in result.output
 
 
+def test_every_tested_family_runs_the_conformance_suite():
+    """``tested`` means its ``tests/test_family_<name>.py`` holds a ``FamilyConformance`` class
+    for its adapter: the common checks, run from one place."""
+    from family_conformance import FamilyConformance
+
+    for path in sorted(Path(__file__).parent.glob("test_family_*.py")):
+        importlib.import_module(path.stem)
+    suites, covered = [FamilyConformance], set()
+    while suites:
+        suite = suites.pop()
+        suites += suite.__subclasses__()
+        covered |= {suite.adapter} if "adapter" in vars(suite) else set()
+    tested = {family.load_adapter() for family in registry.FAMILIES if family.tested}
+    assert tested == covered
+
+
 def test_a_plugin_registers_a_family(plugin, tmp_path):
     family = registry.family_for("shortest_lm")
     assert family.name == "Shortest (test plugin)"

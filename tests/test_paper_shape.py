@@ -21,6 +21,8 @@ import pytest
 from salad_train.config import load_config
 from salad_train.recipe.data import speak
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 SENTENCES = [
     "The kettle sang on the stove.",
     "A red kite rose over the hill.",

@@ -49,6 +49,7 @@ def _base(clip) -> np.ndarray:
     return store.read_clip(store.sidecar(Path(clip.path).stem)["clip"]["base"])
 
 
+@pytest.mark.integration
 def test_measured_snr_is_the_requested_one(run) -> None:
     items, manifest = run
     for voice in NOISY:
@@ -59,6 +60,7 @@ def test_measured_snr_is_the_requested_one(run) -> None:
             assert abs(measured - requested) < 0.5, (voice, item.id, measured)
 
 
+@pytest.mark.integration
 def test_measured_rt60_is_the_requested_one(run) -> None:
     for rt60, room in ((0.3, 4.0), (0.5, 5.0), (0.8, 6.0)):
         ir = perturb.impulse_response(rt60, room, seed=7)
@@ -73,6 +75,7 @@ def test_measured_rt60_is_the_requested_one(run) -> None:
     np.testing.assert_allclose(wet, expected, atol=2e-4)  # 16-bit FLAC
 
 
+@pytest.mark.integration
 def test_same_spec_and_seed_give_the_same_bytes(run) -> None:
     items, manifest = run
     perturbed = [str(parse_voice(v)) for v in VOICES if parse_voice(v).acoustics]
@@ -90,6 +93,7 @@ def test_same_spec_and_seed_give_the_same_bytes(run) -> None:
     assert not np.array_equal(same, perturb.apply(clean, voice, seed=1, clip_key="k"))
 
 
+@pytest.mark.integration
 def test_babble_never_holds_the_items_own_speech(run) -> None:
     items, manifest = run
     voice = NOISY[-1]
@@ -108,6 +112,7 @@ def test_babble_never_holds_the_items_own_speech(run) -> None:
     assert perturb.choose_donors({"the same words"}, pool, "a", 4, 0) == ["k3"]
 
 
+@pytest.mark.integration
 def test_a_perturbation_never_changes_the_transcript(run) -> None:
     items, manifest = run
     for item in items:
@@ -126,6 +131,7 @@ def test_a_perturbation_never_changes_the_transcript(run) -> None:
         ]
 
 
+@pytest.mark.integration
 def test_every_perturbation_does_what_it_says(run) -> None:
     items, manifest = run
     clean = _base(manifest.row(items[0], NOISY[0]).clips[0])
@@ -179,6 +185,7 @@ def test_a_typo_gets_one_line_listing_every_perturbation() -> None:
     assert held == ["kokoro/jm_kumo+reverb:rt60=0.6", "kokoro/jf_alpha+reverb:rt60=0.6"]
 
 
+@pytest.mark.integration
 def test_kokoro_english_voice_from_a_local_file(tmp_path: Path, monkeypatch) -> None:
     from salad_eval.assets import kokoro_files
 
@@ -201,6 +208,7 @@ def test_kokoro_english_voice_from_a_local_file(tmp_path: Path, monkeypatch) -> 
     tts.kokoro_style.cache_clear()
 
 
+@pytest.mark.integration
 def test_voice_diversity_tells_speakers_apart(run) -> None:
     from salad_eval.speech import diversity
 
@@ -266,6 +274,7 @@ def test_robustness_table_and_plots(tmp_path: Path) -> None:
         assert matplotlib.image.imread(tmp_path / name).shape[0] > 100
 
 
+@pytest.mark.integration
 def test_perturbed_clips_export_with_their_sources(run, tmp_path: Path, monkeypatch) -> None:
     from salad_eval.speech import exchange
 

@@ -187,6 +187,7 @@ def _lines(output: str) -> dict[str, str]:
     return found
 
 
+@pytest.mark.integration
 def test_run_is_resumable_and_skips_current_steps(tmp_path):
     command, loop = _command(tmp_path), tmp_path / "loop"
     dones = {

@@ -20,6 +20,8 @@ from salad_train.recipe.data import Span
 from salad_train.recipe.optim import build_optimizer
 from salad_train.recipe.stage1 import Stage1Module, student_lm
 
+pytestmark = pytest.mark.integration
+
 REQUESTS = [
     ScoringRequest((Text("Question: What color is the sky? Answer:"),), (" blue", " green")),
     ScoringRequest((Text("The capital of France is "),), ("Paris", "a potato", "")),

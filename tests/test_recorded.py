@@ -30,6 +30,8 @@ from salad_eval.speech import recorded, store
 from salad_eval.speech.voices import resolve_voices
 from salad_eval.tasks import load_items
 
+pytestmark = pytest.mark.integration
+
 BIN = Path(sys.executable).parent
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 MMSU = Path("hlt-lab/voicebench/mmsu")

@@ -32,6 +32,7 @@ def text_lm() -> TextLM:
     return TextLM("smollm2-135m")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("batch_size", [1, 8])
 def test_shared_context_equals_per_choice(text_lm: TextLM, batch_size: int) -> None:
     context, conts = text_lm.encoder.encode_pair(CONTEXT, CHOICES)
@@ -46,6 +47,7 @@ def test_shared_context_equals_per_choice(text_lm: TextLM, batch_size: int) -> N
     assert best.index(max(best)) == [lp for lp, _ in alone].index(max(lp for lp, _ in alone))
 
 
+@pytest.mark.integration
 def test_batch_sizes_agree(text_lm: TextLM) -> None:
     context, conts = text_lm.encoder.encode_pair(CONTEXT, CHOICES)
     embeds = text_lm.embed(context)
@@ -56,6 +58,7 @@ def test_batch_sizes_agree(text_lm: TextLM) -> None:
         assert [lp for lp, _ in other] == pytest.approx([lp for lp, _ in one], abs=1e-4)
 
 
+@pytest.mark.integration
 def test_greedy_continuation_is_flagged(text_lm: TextLM) -> None:
     context, _ = text_lm.encoder.encode_pair(CONTEXT, ())
     ids = text_lm.tokenizer(CONTEXT, return_tensors="pt").input_ids
@@ -65,6 +68,7 @@ def test_greedy_continuation_is_flagged(text_lm: TextLM) -> None:
     assert scored[0][0] > scored[1][0]
 
 
+@pytest.mark.integration
 def test_lm_eval_tokenization(text_lm: TextLM) -> None:
     tok = text_lm.tokenizer
     context, conts = text_lm.encoder.encode_pair("Answer: ", ["yes", " no"])
@@ -76,12 +80,14 @@ def test_lm_eval_tokenization(text_lm: TextLM) -> None:
     assert conts == [tok.encode(" yes", add_special_tokens=False)]
 
 
+@pytest.mark.integration
 def test_text_model_rejects_audio(text_lm: TextLM) -> None:
     request = ScoringRequest((Text("Q: "), Audio("clip.flac", "hello")), (" a", " b"))
     with pytest.raises(SaladError, match="audio prompt"):
         text_lm.score([request])
 
 
+@pytest.mark.integration
 def test_fingerprint_follows_weights(text_lm: TextLM) -> None:
     fresh = TextLM("smollm2-135m")
     assert fresh.fingerprint == text_lm.fingerprint
@@ -110,6 +116,7 @@ class CountingModel:
         ]
 
 
+@pytest.mark.integration
 def test_score_cache(text_lm: TextLM, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SALAD_HOME", str(tmp_path))
     clip = tmp_path / "clip.flac"
@@ -130,6 +137,7 @@ def test_score_cache(text_lm: TextLM, tmp_path, monkeypatch) -> None:
     assert first[0][0].n_chars == len(CHOICES[0]) and first[0][0].n_tokens >= 1
 
 
+@pytest.mark.integration
 def test_score_cache_keys_audio_by_content(text_lm: TextLM, tmp_path, monkeypatch) -> None:
     from salad_eval.scoring import request_key
 

@@ -11,6 +11,8 @@ from salad_eval.scoring import score
 from salad_eval.speech import tts
 from salad_eval.speech.voices import parse_voice
 
+pytestmark = pytest.mark.integration
+
 QUESTION = "What do bees make from the nectar of flowers?"
 CHOICES = (" honey", " milk", " bread", " glass")
 

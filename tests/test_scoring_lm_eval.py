@@ -14,6 +14,8 @@ from salad_eval.prompt import ScoringRequest, text_prompt
 from salad_eval.scoring import item_metrics
 from salad_eval.tasks import load_items
 
+pytestmark = pytest.mark.integration
+
 # (salad task == lm-eval task, items): a few hundred lm-eval requests in all
 CASES = [("arc_easy", 200), ("hellaswag", 100)]  # 300 items: "a few hundred"
 

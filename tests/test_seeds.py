@@ -92,6 +92,7 @@ def test_seeds_are_validated_and_name_their_dirs_as_make_demo_does(tmp_path):
         write_seeds_report({0: tmp_path / "nowhere"}, tmp_path)
 
 
+@pytest.mark.integration
 def test_two_seeds_of_the_toy_loop_train_apart_and_are_reported_together(tmp_path):
     command = [c for c in _command(tmp_path) if c != "--ablate-random"] + ["--seeds", "0,1"]
     first = subprocess.run(command, env=ENV, capture_output=True, text=True)

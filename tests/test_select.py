@@ -173,6 +173,7 @@ def test_select_config_keys_are_checked():
     assert config.select.gamma == 0 and Path(config.select.pool[0]).is_file()
 
 
+@pytest.mark.integration
 def test_select_real_run(tmp_path):
     """The whole selection with real embedder, TTS, ASR and a random-adapter speech LLM."""
     from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig

@@ -17,9 +17,12 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import soundfile as sf
 
 from salad_eval.home import home
+
+pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
 

@@ -31,6 +31,7 @@ from salad_eval.tasks import load_items
 FAST = "piper/joe,espeak/en-us"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("voice", ["kokoro/jm_kumo", "piper/joe", "espeak/en-us+f3"])
 def test_engine_makes_16k_speech(voice: str) -> None:
     audio = tts.synthesize("Hello world, this is a short test.", parse_voice(voice))
@@ -39,6 +40,7 @@ def test_engine_makes_16k_speech(voice: str) -> None:
     assert np.abs(audio).max() > 0.05
 
 
+@pytest.mark.integration
 def test_prosody_parameters_change_the_audio() -> None:
     text = "The quick brown fox jumps over the lazy dog."
     slow = tts.synthesize(text, parse_voice("piper/joe:length_scale=1.6"))
@@ -99,6 +101,7 @@ def _digest(audio: np.ndarray) -> str:
     return hashlib.sha256(audio.tobytes()).hexdigest()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("voice", ["piper/joe", "kokoro/jm_kumo", "espeak/en-us"])
 def test_a_clip_is_a_pure_function_of_text_voice_and_seed(voice: str) -> None:
     """Twice in this process and once in a fresh one: the same samples (piper draws noise)."""
@@ -132,6 +135,7 @@ def _items() -> list[Item]:
     return [*load_items("demo", limit=3), unspeakable]
 
 
+@pytest.mark.integration
 def test_synth_rows_rerun_and_prompts(fresh_home: Path) -> None:
     items = _items()
     first = synthesize(items, FAST, show_progress=False)
@@ -164,6 +168,7 @@ def _corrupt(path: Path, how: str) -> None:
     path.write_bytes(bad[how])
 
 
+@pytest.mark.integration
 def test_bad_store_entries_are_counted_and_rebuilt(fresh_home: Path) -> None:
     """Truncated, zero-byte and garbage clips and transcripts: rebuilt, the result unchanged."""
     items = load_items("demo", limit=3)
@@ -188,6 +193,7 @@ def test_bad_store_entries_are_counted_and_rebuilt(fresh_home: Path) -> None:
     assert synthesize(items, FAST, show_progress=False).repaired == []
 
 
+@pytest.mark.integration
 def test_default_voices_are_intelligible_on_demo(fresh_home: Path) -> None:
     """A corpus of 12 questions (89 words) per voice, not one sentence: measured here 0.0 for both
     voices; 0.10 allows about eight misheard words (other CPUs round TTS and ASR kernels apart)."""
@@ -209,6 +215,7 @@ def _cli(*args: str, env: dict) -> subprocess.Popen:
     )
 
 
+@pytest.mark.integration
 def test_sigkill_midway_then_rerun_leaves_no_bad_clip(tmp_path: Path) -> None:
     (tmp_path / "assets").symlink_to(home() / "assets")
     env = {**os.environ, "SALAD_HOME": str(tmp_path)}

@@ -21,6 +21,8 @@ from salad_eval.prompt import Audio, ScoringRequest, Text
 from salad_eval.speech.tts import synthesize
 from salad_eval.speech.voices import parse_voice
 
+pytestmark = pytest.mark.integration
+
 SMALL = SpeechLMConfig(adapter_layers=1, adapter_width=64, adapter_heads=2)
 CHOICES = (" mat", " tree", " table", " roof", " door", " bed", " box", " floor", " sofa")
 

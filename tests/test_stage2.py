@@ -20,6 +20,8 @@ from salad_train.recipe.metrics import read_metrics
 from salad_train.recipe.stage1 import run_stage1
 from salad_train.recipe.stage2 import Stage2Trainer, selected_documents
 
+pytestmark = pytest.mark.integration
+
 CORPUS = [
     "The cat sat on the warm mat near the door and watched the rain fall.",
     "Bread is baked in a hot oven until the crust turns brown and crisp.",

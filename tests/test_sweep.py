@@ -217,6 +217,7 @@ def toy_config(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.integration
 def test_sweep_command_trains_each_alpha_once_and_reports(toy_config, tmp_path, caplog):
     from salad_train.cli import app
 
@@ -272,6 +273,7 @@ def _losses(run: Path) -> list[tuple]:
     ]
 
 
+@pytest.mark.integration
 def test_later_alphas_share_the_first_warm_up_and_train_as_if_they_ran_it(toy_config, tmp_path):
     from salad_train.cli import app
 

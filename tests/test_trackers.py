@@ -17,6 +17,8 @@ from salad_eval.errors import SaladError
 from salad_train.config import load_config
 from salad_train.recipe.metrics import read_metrics
 
+pytestmark = pytest.mark.integration
+
 CORPUS = [
     "The cat sat on the warm mat near the door and watched the rain fall.",
     "Bread is baked in a hot oven until the crust turns brown and crisp.",
