@@ -294,6 +294,7 @@ def test_the_messages_say_what_is_wrong(files, capsys):
     assert "train.steps must be an integer" in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv",
     [

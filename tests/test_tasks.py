@@ -33,6 +33,7 @@ def _lm_eval_rendering(task, doc, shots: int = 0) -> tuple[str, tuple[str, ...],
     return ctx, tuple(req.arguments[1] for req in requests), task.doc_to_target(doc)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PARITY)
 def test_prompts_choices_targets_equal_lm_eval(name, benchmarks_dir):
     lm_name, limit = PARITY[name]
@@ -202,6 +203,7 @@ def test_tasks_command_lists_versions_and_local_counts(benchmarks_dir):
     assert "14042" in rows["mmlu"] and "330" in rows["demo"] and "2376" in rows["arc_easy"]
 
 
+@pytest.mark.slow
 def test_training_split_documents_are_solved_items_never_the_evaluation_split(benchmarks_dir):
     from salad_train.recipe.data import task_documents
 
