@@ -21,7 +21,7 @@ from typing import Any
 
 from salad_eval import checks
 from salad_eval.errors import SaladError
-from salad_eval.options import default_of, options
+from salad_eval.options import default_of, option_fields
 from salad_eval.run.spec import CallOptions, RunSpec, cli_name
 
 
@@ -100,8 +100,8 @@ def evaluate(
     return run_gap(spec, Models(speech=speech, text=text, cascade=cascade), run_dir, training)
 
 
-_CALL = options(CallOptions)
-_OPTIONS = {f.name: f for f in [*_CALL[1:], *options(RunSpec)]}  # keywords besides ``model``
+_CALL = option_fields(CallOptions)
+_OPTIONS = {f.name: f for f in [*_CALL[1:], *option_fields(RunSpec)]}  # all but ``model``
 
 
 def _signature() -> inspect.Signature:

@@ -14,7 +14,7 @@ import typer
 
 from salad_eval import checks
 from salad_eval.errors import SaladError
-from salad_eval.options import declared, default_of, options, rule
+from salad_eval.options import declared, default_of, option_fields, rule
 from salad_eval.run.spec import CallOptions, RunSpec
 
 INCLUDE_PATH = typer.Option(
@@ -212,7 +212,8 @@ def gap(**options: Any) -> None:
         print(f"report: {run_dir}")
 
 
-GAP_OPTIONS = [*options(CallOptions), *options(RunSpec)]  # the command's options, in this order
+# the command's options, in this order: its call's, then the run's (salad_eval/run/spec.py)
+GAP_OPTIONS = [*option_fields(CallOptions), *option_fields(RunSpec)]
 _CLI_TYPES = {"int": int, "str": str, "bool": bool, "float": float}
 
 

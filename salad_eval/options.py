@@ -59,7 +59,7 @@ def declared(field: dataclasses.Field) -> dict[str, Any] | None:
     return field.metadata.get(KEY)
 
 
-def options(cls: type) -> list[dataclasses.Field]:
+def option_fields(cls: type) -> list[dataclasses.Field]:
     """The declared options of a dataclass, in declaration order."""
     return [f for f in dataclasses.fields(cls) if declared(f) is not None]
 

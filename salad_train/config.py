@@ -21,7 +21,7 @@ from salad_eval.assets.resolve import resolve
 from salad_eval.checks import divergence_inputs, json_lines, text_lines
 from salad_eval.errors import SaladError
 from salad_eval.models.speech_lm import SpeechLMConfig
-from salad_eval.options import check_value, declared, option, options, typed
+from salad_eval.options import check_value, declared, option, option_fields, typed
 from salad_eval.run.spec import RunSpec
 from salad_eval.speech.voices import resolve_voices
 from salad_eval.tasks import get_task
@@ -161,7 +161,7 @@ RunConfig = dataclasses.make_dataclass(
                     default=f.default, default_factory=f.default_factory, metadata=f.metadata
                 ),
             )
-            for f in options(RunSpec)
+            for f in option_fields(RunSpec)
         ),
         ("out_dir", "str", dataclasses.field(default="runs/loop")),
     ],
@@ -311,7 +311,7 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> Config:
 
 def run_options(run: Any) -> dict[str, Any]:
     """The gap options of a ``run:`` section (all its keys but out_dir), as RunSpec takes them."""
-    return {f.name: getattr(run, f.name) for f in options(RunSpec)}
+    return {f.name: getattr(run, f.name) for f in option_fields(RunSpec)}
 
 
 def check_names(config: Config) -> None:
@@ -329,6 +329,11 @@ def check_names(config: Config) -> None:
     resolve_voices(config.run.voices)
     if config.run.divergences:
         divergence_inputs(None, config.run.divergence_voice, "run.divergence_voice")
+    if config.run.chat_template:  # as load_speech_model refuses it, before any training
+        raise SaladError(
+            "run.chat_template applies to external speech LLMs; the loop scores SALAD "
+            "checkpoints, in the raw format they were trained on: set it false"
+        )
     for name, kind in (
         (config.model.encoder, None),
         (config.model.llm, "llm"),

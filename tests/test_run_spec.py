@@ -19,13 +19,13 @@ from salad_eval.cli import app
 from salad_eval.errors import SaladError
 from salad_eval.gap.records import METRICS
 from salad_eval.models.speech_lm import CHECKPOINT_FORMAT, CHECKPOINT_KEY
-from salad_eval.options import declared, default_of, options
+from salad_eval.options import declared, default_of, option_fields
 from salad_eval.run.spec import CallOptions, RunSpec, cli_name
 from salad_train.config import RunConfig, load_config
 from salad_train.loop.loop import _gap_step, gap_setup
 
-SPEC = {f.name: f for f in options(RunSpec)}
-CALL = {f.name: f for f in options(CallOptions)}
+SPEC = {f.name: f for f in option_fields(RunSpec)}
+CALL = {f.name: f for f in option_fields(CallOptions)}
 TRAINER_ONLY = {"out_dir"}  # the loop's own keys of `run:`; every other key is a gap option
 
 

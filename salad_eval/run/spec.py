@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from salad_eval.errors import SaladError
-from salad_eval.options import check_value, declared, option, options, typed
+from salad_eval.options import check_value, declared, option, option_fields, typed
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -142,7 +142,7 @@ class RunSpec:
         """This spec with every option typed and in its declared range, or a one-line
         ``SaladError`` naming the option as ``spell`` writes it (``--limit 1: ...``)."""
         values = {}
-        for f in options(RunSpec):
+        for f in option_fields(RunSpec):
             name = spell(f.name)
             value = typed(getattr(self, f.name), f.type, name)
             check_value(value, declared(f), name, f"{name} {value!r}")

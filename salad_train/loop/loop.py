@@ -138,7 +138,7 @@ def check_stage1_dir(config: Config) -> None:
 def check_tasks(run: RunConfig) -> None:
     """Every task loads (a missing benchmark mirror fails now, not after Stage I)."""
     for task in run.tasks:
-        tasks.load_items(task, run.limit)
+        tasks.load_items(task, run.limit, data_dir=run.data_dir)
 
 
 def gap_setup(run: RunConfig, names: dict[str, str], dtype: str) -> RunSpec:
