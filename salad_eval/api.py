@@ -18,174 +18,117 @@ not log messages: they are drawn on stderr as for the command.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Any
 
 from salad_eval import checks
 from salad_eval.errors import SaladError
+from salad_eval.options import default_of, option_fields
+from salad_eval.run.spec import CallOptions, RunSpec, cli_name
 
 
 def evaluate(
     model: str,
-    tasks: str | Sequence[str] = ("demo",),
-    voices: str | Sequence[str] = "default",
-    *,
-    limit: int | None = None,
-    shots: int = 0,
-    shot_budget: int | None = None,
-    metric: str = "acc",
-    exclude_items: str | Path | None = None,
-    text_model: str | None = None,
-    asr: str = "whisper-base",
-    out: str | Path | None = None,
-    device: str = "cpu",
-    dtype: str | None = None,
-    batch_size: int | str = 8,
-    workers: int = 1,
-    n_boot: int = 1000,
-    seed: int = 1234,
-    synth_seed: int = 0,
-    controls: bool = True,
-    data_dir: str | None = None,
-    include_path: Sequence[str] = (),
-    log_samples: bool = False,
-    model_type: str | None = None,
-    chat_template: bool = False,
-    divergences: bool = True,
-    divergence_corpus: str | Path | None = None,
-    divergence_docs: int | None = None,
-    divergence_voice: str | None = None,
+    tasks: str | Sequence[str] | None = None,
+    voices: str | Sequence[str] | None = None,
+    **options: Any,
 ) -> dict:
     """Score text@base, text@speech, speech@speech, speech@cascade (and the controls) on the same
     items, write the run directory (``results.json``, ``summary.md``, ``items.jsonl``, plots and
     an lm-eval style ``results_<date>.json``; ``samples_<task>_<date>.jsonl`` with
     ``log_samples``) and return what ``results.json`` holds.
 
-    ``model`` is a SALAD checkpoint directory or any supported speech LLM's hub id/path
-    (``salad-eval models``; ``model_type`` forces a family); ``chat_template`` wraps every
-    prompt in each model's chat template, as lm-eval's ``--apply_chat_template``; ``tasks`` and
-    ``voices`` take lists or the comma-separated strings of the command line; ``include_path``
-    adds folders of task YAMLs; ``batch_size`` is rows per forward pass, or ``"auto"`` (the
-    largest that fits the GPU). ``metric`` (``acc`` or ``acc_norm``) leads the summary, plots
-    and listening verdict; results.json holds both. ``shot_budget`` keeps, of the ``shots``
-    examples each item draws, as many as fit that many text tokens (``tasks.load_items``);
-    ``exclude_items`` is a JSON file of item ids per task to drop (``salad-train decontam``).
-    ``divergences`` measures forgetting F and misalignment M on ``divergence_docs`` documents of
-    ``divergence_corpus`` (default: the embedded held-out prose) with spans spoken in
-    ``divergence_voice`` (``salad_eval.corpus_divergence``), and the per-item answer KL
-    diagnostic. Every input is checked before a model loads (``SaladError``).
+    The keywords are ``salad-eval gap``'s options, with the same defaults and ranges: the fields
+    of ``salad_eval.run.spec.RunSpec`` (the measurement) and ``CallOptions`` (the model and where
+    to write); ``help(salad_eval.evaluate)`` lists them. ``model`` is a SALAD checkpoint directory
+    or any supported speech LLM's hub id/path (``salad-eval models``; ``model_type`` forces a
+    family); ``tasks`` and ``voices`` take lists or the comma-separated strings of the command
+    line; ``batch_size`` is rows per forward pass, or ``"auto"`` (the largest that fits the GPU).
+    Every input is checked before a model loads (``SaladError``).
     """
-    from salad_eval import corpus_divergence
-    from salad_eval.gap.records import METRICS
     from salad_eval.models.cascade import Cascade
     from salad_eval.models.load import default_text_model, load_speech_model
     from salad_eval.models.text_lm import TextLM, default_dtype
     from salad_eval.run.runner import Models, default_run_dir, read_exclusions, run_gap
-    from salad_eval.run.spec import GapSetup
     from salad_eval.tasks import include_paths
 
-    include_paths(list(include_path))
-    task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
-    voice_spec = voices if isinstance(voices, str) else ",".join(voices)
-    names = checks.task_names(task_spec)
-    divergence_docs = corpus_divergence.DEFAULT_DOCS if divergence_docs is None else divergence_docs
-    divergence_voice = divergence_voice or corpus_divergence.DEFAULT_VOICE
-    _check_numbers(
-        limit=limit,
-        shots=shots,
-        batch_size=1 if batch_size == "auto" else batch_size,
-        workers=workers,
-        n_boot=n_boot,
-        seed=seed,
-        synth_seed=synth_seed,
-        divergence_docs=divergence_docs,
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise SaladError(
+            f"unknown option {cli_name(unknown[0])}; see `salad-eval gap --help` for the options"
+        )
+    options = {k: str(v) if isinstance(v, PurePath) else v for k, v in options.items()}
+    call = CallOptions(
+        str(model), **{f.name: options.pop(f.name) for f in _CALL if f.name in options}
     )
-    if divergences:
-        divergence_corpus = None if divergence_corpus is None else str(divergence_corpus)
-        checks.divergence_inputs(divergence_corpus, divergence_voice)
-    if metric not in METRICS:
-        raise SaladError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
-    _check_numbers(shot_budget=shot_budget)
-    if shot_budget is not None and not shots:
-        raise SaladError("--shot-budget needs --shots N, the most examples per item (paper: 5)")
-    exclude_items = None if exclude_items is None else str(exclude_items)
-    if exclude_items is not None:
-        read_exclusions(exclude_items)
-    out = None if out is None else str(out)
+    include_paths(list(call.include_path))
+    if tasks is not None:
+        options["tasks"] = checks.task_names(tasks if isinstance(tasks, str) else ",".join(tasks))
+    if voices is not None:
+        options["voices"] = voices if isinstance(voices, str) else ",".join(voices)
+    spec = RunSpec(**options).checked()
+    if spec.divergences:
+        checks.divergence_inputs(spec.divergence_corpus, spec.divergence_voice)
+    if spec.exclude_items is not None:
+        read_exclusions(spec.exclude_items)
     checks.inputs(
-        tasks=names,
-        shots=shots,
-        data_dir=data_dir,
-        voices=voice_spec,
-        speech_model=model,
-        text_model=text_model,
-        asr=asr,
-        device=device,
-        dtype=dtype,
-        out_dir=out,
-        model_type=model_type,
+        tasks=spec.tasks,
+        shots=spec.shots,
+        data_dir=spec.data_dir,
+        voices=spec.voices,
+        speech_model=call.model,
+        text_model=spec.text_model,
+        asr=spec.asr,
+        device=call.device,
+        dtype=spec.dtype,
+        out_dir=call.out,
+        model_type=call.model_type,
     )
-    training = _training_record(Path(model))
-    dtype = dtype or default_dtype(device)
+    training = _training_record(Path(call.model))
+    dtype = spec.dtype or default_dtype(call.device)
     speech = load_speech_model(
-        model, device=device, dtype=dtype, model_type=model_type, chat_template=chat_template
-    )
-    text_name = default_text_model(speech, text_model)
-    text = TextLM(text_name, dtype=dtype, device=device, chat_template=chat_template)
-    setup = GapSetup(
-        tasks=names,
-        voices=voice_spec,
-        limit=limit,
-        shots=shots,
-        shot_budget=shot_budget,
-        seed=seed,
-        synth_seed=synth_seed,
-        batch_size=batch_size,
-        workers=workers,
-        n_boot=n_boot,
-        metric=metric,
-        data_dir=data_dir,
-        exclude_items=exclude_items,
-        controls=controls,
+        call.model,
+        device=call.device,
         dtype=dtype,
-        log_samples=log_samples,
-        prompt_format="chat" if chat_template else "raw",
-        divergences=divergences,
-        divergence_corpus=divergence_corpus,
-        divergence_docs=divergence_docs,
-        divergence_voice=divergence_voice,
-        names={"speech": model, "text": text_name, "asr": asr},
+        model_type=call.model_type,
+        chat_template=spec.chat_template,
     )
-    cascade = Cascade(asr=asr, text_model=text, device=device)
-    run_dir = Path(out) if out else default_run_dir(model, names)
-    return run_gap(setup, Models(speech=speech, text=text, cascade=cascade), run_dir, training)
+    text_name = default_text_model(speech, spec.text_model)
+    text = TextLM(text_name, dtype=dtype, device=call.device, chat_template=spec.chat_template)
+    names = {"speech": call.model, "text": text_name, "asr": spec.asr}
+    spec = dataclasses.replace(spec, dtype=dtype, names=names)
+    cascade = Cascade(asr=spec.asr, text_model=text, device=call.device)
+    run_dir = Path(call.out) if call.out else default_run_dir(call.model, spec.tasks)
+    return run_gap(spec, Models(speech=speech, text=text, cascade=cascade), run_dir, training)
 
 
-def _check_numbers(**values: int | None) -> None:
-    """The ranges the command line's options declare, for callers of the API."""
-    lowest = {
-        "limit": 2,
-        "shots": 0,
-        "batch_size": 1,
-        "workers": 1,
-        "n_boot": 1,
-        "seed": 0,
-        "synth_seed": 0,
-        "shot_budget": 1,
-        "divergence_docs": 1,
-    }
-    for name, value in values.items():
-        if value is None and name in ("limit", "shot_budget"):
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < lowest[name]:
-            option = "--" + name.replace("_", "-")
-            if name == "limit" and value == 1:
-                raise SaladError(
-                    "--limit 1: a gap needs at least 2 items (paired statistics, "
-                    "shuffled audio); raise --limit"
-                )
-            raise SaladError(f"{option} {value!r}: an integer of at least {lowest[name]}")
+_CALL = option_fields(CallOptions)
+_OPTIONS = {f.name: f for f in [*_CALL[1:], *option_fields(RunSpec)]}  # all but ``model``
+
+
+def _signature() -> inspect.Signature:
+    """``evaluate(model, tasks, voices, *, <every other option>)`` with the declared defaults, for
+    ``help()`` and editors (the function itself takes ``**options``)."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter("model", positional, annotation="str")]
+    params += [
+        inspect.Parameter(
+            f.name,
+            positional if f.name in ("tasks", "voices") else keyword,
+            default=default_of(f),
+            annotation=f.type,
+        )
+        for f in sorted(_OPTIONS.values(), key=lambda f: f.name not in ("tasks", "voices"))
+    ]
+    return inspect.Signature(params, return_annotation="dict")
+
+
+evaluate.__signature__ = _signature()
 
 
 def _training_record(model: Path) -> dict | None:

@@ -1,7 +1,7 @@
 """Checks that run before any work: the names, paths and values a command takes, resolved without
 loading a model, preparing an asset or making audio, so that a mistake costs a second, not a model
-load. (Numbers are range-checked by the CLI's option declarations; configs by
-``salad_train.config``.) Each failure is a ``SaladError`` that says what to do.
+load. (Numbers are range-checked where their options are declared: ``salad_eval.options``,
+``RunSpec.checked`` for a gap run.) Each failure is a ``SaladError`` that says what to do.
 """
 
 from __future__ import annotations

@@ -5,12 +5,17 @@ Each command is a thin wrapper; the work lives in the module that owns the idea.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from salad_eval import checks
 from salad_eval.errors import SaladError
+from salad_eval.options import declared, default_of, option_fields, rule
+from salad_eval.run.spec import CallOptions, RunSpec
 
 INCLUDE_PATH = typer.Option(
     None, metavar="DIR", help="Add a folder of task YAMLs (repeatable; also $SALAD_INCLUDE_PATH)."
@@ -192,134 +197,69 @@ def synth(
     synthesize_tasks(names, voices, limit, shots, workers, data_dir, wer_threshold, synth_seed)
 
 
-def _batch_size(value: str) -> int | str:
-    """``--batch-size``: an integer >= 1, or ``auto``."""
-    if value == "auto":
-        return value
-    try:
-        size = int(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an integer >= 1 or auto") from None
-    if size < 1:
-        raise typer.BadParameter(f"{size} is not an integer >= 1 or auto")
-    return size
-
-
-@app.command()
-def gap(
-    model: str = typer.Option(
-        ...,
-        help="A SALAD checkpoint dir, or a speech LLM hub id/path (families: `salad-eval models`).",
-    ),
-    model_type: str = typer.Option(None, help="Force the speech LLM's family by model_type."),
-    chat_template: bool = typer.Option(
-        False,
-        "--chat-template",
-        help="Each model's chat "
-        "template, as lm-eval's --apply_chat_template (default: "
-        "raw prompts, the paper's protocol).",
-    ),
-    tasks: str = typer.Option("demo", help="Comma-separated task names (see `salad-eval tasks`)."),
-    voices: str = typer.Option("default", help="Voice sets and/or voices, comma-separated."),
-    limit: int = typer.Option(None, min=1, help="Only the first N items of each task (config)."),
-    shots: int = typer.Option(
-        0,
-        min=0,
-        help="Spoken few-shot examples per item (with "
-        "--shot-budget: at most this many; the paper: 5).",
-    ),
-    shot_budget: int = typer.Option(
-        None,
-        min=1,
-        metavar="TOKENS",
-        help="Keep as many of the "
-        "--shots examples as fit the context in TOKENS text tokens "
-        "of the text LLM (spoken spans count as their text).",
-    ),
-    metric: str = typer.Option(
-        "acc",
-        help="Headline metric of summary, plots and verdict: acc "
-        "or acc_norm (results.json holds both).",
-    ),
-    exclude_items: str = typer.Option(
-        None,
-        metavar="FILE",
-        help="Drop the item ids a JSON file lists per task (salad-train decontam writes one).",
-    ),
-    text_model: str = typer.Option(None, help="Text LLM for text@base (default: the base LLM)."),
-    asr: str = typer.Option("whisper-base", help="ASR of the cascade: asset name, hub id or path."),
-    out: str = typer.Option(None, help="Run directory (default reports/<model>-<tasks>)."),
-    device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
-    dtype: str = typer.Option(
-        None,
-        help="Weights of every model: float32 (default on CPU), "
-        "bfloat16 (default on CUDA) or float16.",
-    ),
-    batch_size: str = typer.Option(
-        "8",
-        callback=_batch_size,
-        help="Rows (contexts or choices) per forward pass, or auto: the largest that fits the GPU.",
-    ),
-    workers: int = typer.Option(1, min=1, help="Synthesis worker processes."),
-    n_boot: int = typer.Option(1000, min=1, help="Paired bootstrap resamples."),
-    seed: int = typer.Option(1234, min=0, help="Seed of few-shot sampling, shuffling, bootstrap."),
-    synth_seed: int = typer.Option(0, min=0, help="Synthesis seed: the same seed, the same audio."),
-    controls: bool = typer.Option(True, help="Score the silent and shuffled audio controls."),
-    data_dir: str = typer.Option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS)."),
-    include_path: list[str] = INCLUDE_PATH,
-    log_samples: bool = typer.Option(
-        False, help="Also write lm-eval style per-sample samples_<task>_<date>.jsonl."
-    ),
-    divergences: bool = typer.Option(
-        True,
-        help="Measure forgetting F and misalignment M on a "
-        "held-out corpus (and the per-item answer KL diagnostic).",
-    ),
-    divergence_corpus: str = typer.Option(
-        None,
-        help="Corpus of F and M, one document per line (default: the embedded held-out prose).",
-    ),
-    divergence_docs: int = typer.Option(32, min=1, help="Documents of that corpus (the first N)."),
-    divergence_voice: str = typer.Option("espeak/en-us", help="The voice of its spoken spans."),
-) -> None:
+def gap(**options: Any) -> None:
     """Measure the gap: text@base, text@speech, speech@speech, speech@cascade and controls."""
     from salad_eval.api import evaluate
     from salad_eval.run.runner import default_run_dir
 
-    results = evaluate(
-        model,
-        tasks,
-        voices,
-        limit=limit,
-        shots=shots,
-        shot_budget=shot_budget,
-        metric=metric,
-        exclude_items=exclude_items,
-        text_model=text_model,
-        asr=asr,
-        out=out,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        workers=workers,
-        n_boot=n_boot,
-        seed=seed,
-        synth_seed=synth_seed,
-        controls=controls,
-        data_dir=data_dir,
-        include_path=include_path or [],
-        log_samples=log_samples,
-        model_type=model_type,
-        chat_template=chat_template,
-        divergences=divergences,
-        divergence_corpus=divergence_corpus,
-        divergence_docs=divergence_docs,
-        divergence_voice=divergence_voice,
-    )
+    fields = {f.name: f for f in GAP_OPTIONS}
+    values = {name: _from_command_line(fields[name], value) for name, value in options.items()}
+    results = evaluate(**values)
     if results:  # the main process (under accelerate launch, the others return {})
-        run_dir = Path(out) if out else default_run_dir(model, checks.task_names(tasks))
+        out, model = values["out"], values["model"]
+        run_dir = Path(out) if out else default_run_dir(model, checks.task_names(values["tasks"]))
         print((run_dir / "summary.md").read_text())
         print(f"report: {run_dir}")
+
+
+# the command's options, in this order: its call's, then the run's (salad_eval/run/spec.py)
+GAP_OPTIONS = [*option_fields(CallOptions), *option_fields(RunSpec)]
+_CLI_TYPES = {"int": int, "str": str, "bool": bool, "float": float}
+
+
+def _typer_parameter(field: dataclasses.Field) -> inspect.Parameter:
+    """One declared option as a typer option: its default, help (with its range) and type; a
+    list is comma-separated text (``--tasks a,b``) unless it repeats (``--include-path``)."""
+    meta = declared(field)
+    kind = field.type.removesuffix(" | None")
+    default = default_of(field)
+    if meta["repeat"]:
+        annotation = list[_CLI_TYPES[kind.removeprefix("list[").removesuffix("]")]]
+    elif kind.startswith("list["):
+        annotation, default = str, ",".join(map(str, default))
+    else:
+        annotation = _CLI_TYPES.get(kind, str)  # ``int | str``: text, read by _from_command_line
+    allowed = rule(meta)
+    help_text = meta["help"] + (f" [{allowed}]" if allowed else "")
+    info = typer.Option(
+        ... if default is dataclasses.MISSING else default,
+        help=help_text,
+        metavar=meta["metavar"],
+    )
+    return inspect.Parameter(
+        field.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation
+    )
+
+
+def _from_command_line(field: dataclasses.Field, value: Any) -> Any:
+    """The text of a list or ``int | str`` option as the value RunSpec checks."""
+    if field.type == "list[int]":
+        return [_number(v) for v in value.split(",")]
+    if field.type == "int | str":
+        return _number(value)
+    return value
+
+
+def _number(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text  # refused by RunSpec.checked, naming the option
+
+
+gap.__signature__ = inspect.Signature([_typer_parameter(f) for f in GAP_OPTIONS])
+gap.__annotations__ = {p.name: p.annotation for p in gap.__signature__.parameters.values()}
+app.command()(gap)
 
 
 @app.command()

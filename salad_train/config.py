@@ -18,9 +18,11 @@ from typing import Any
 import yaml
 
 from salad_eval.assets.resolve import resolve
-from salad_eval.checks import json_lines, text_lines
+from salad_eval.checks import divergence_inputs, json_lines, text_lines
 from salad_eval.errors import SaladError
 from salad_eval.models.speech_lm import SpeechLMConfig
+from salad_eval.options import check_value, declared, option, option_fields, typed
+from salad_eval.run.spec import RunSpec
 from salad_eval.speech.voices import resolve_voices
 from salad_eval.tasks import get_task
 from salad_train.trackers import check_trackers
@@ -37,55 +39,67 @@ class DataConfig:
     voices: list[str] = field(default_factory=lambda: ["piper/joe"])
     natural: list[str] = field(default_factory=list)  # LibriSpeech dirs, HF datasets, manifests
     replay: str | None = None  # text-only replay documents; default: the corpus
-    replay_prob: float = 1 / 3
-    text_span_words: list[int] = field(default_factory=lambda: [10, 30])
-    speech_span_words: list[int] = field(default_factory=lambda: [5, 15])
-    max_documents: int | None = None
-    workers: int = 1  # synthesis processes
-    synth_seed: int = 0  # TTS noise: the same seed, the same audio
-    max_tokens: int = 2048
+    replay_prob: float = option(1 / 3, min=0, max=1)
+    text_span_words: list[int] = option([10, 30], min=1, ordered=True)
+    speech_span_words: list[int] = option([5, 15], min=1, ordered=True)
+    max_documents: int | None = option(None, min=1)
+    workers: int = option(1, min=1, help="synthesis processes")
+    synth_seed: int = option(0, min=0, help="TTS noise: the same seed, the same audio")
+    max_tokens: int = option(2048, min=1)
 
 
 @dataclass
 class LossConfig:
-    alpha: float = 1.0
-    temperature: float = 1.0
-    chunk_size: int = 1024
-    ctc_weight: float = 0.0  # auxiliary CTC of adapter frames on LLM embeddings (small budgets)
-    ctc_scale: float = 30.0  # cosine-logit scale of that CTC
+    alpha: float = option(1.0, min=0, max=1)
+    temperature: float = option(1.0, above=0)
+    chunk_size: int = option(1024, min=1)
+    ctc_weight: float = option(
+        0.0, min=0, help="auxiliary CTC of adapter frames on LLM embeddings (small budgets)"
+    )
+    ctc_scale: float = option(30.0, above=0, help="cosine-logit scale of that CTC")
 
 
 @dataclass
 class OptimConfig:
-    adapter_lr: float = 1e-3
-    llm_lr: float = 5e-5
-    weight_decay: float = 0.1
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    warmup_steps: int = 500
-    decay_fraction: float = 0.2
-    grad_clip: float = 1.0
+    adapter_lr: float = option(1e-3, min=0)
+    llm_lr: float = option(5e-5, min=0)
+    weight_decay: float = option(0.1, min=0)
+    betas: list[float] = option([0.9, 0.95], min=0, max=1, pair=True)
+    warmup_steps: int = option(500, min=0)
+    decay_fraction: float = option(0.2, min=0, max=1)
+    grad_clip: float = option(1.0, min=0)
 
 
 @dataclass
 class TrainConfig:
     out_dir: str = "runs/stage1"
-    steps: int = 1000
-    batch_size: int = 8  # sequences per process per micro-step
-    grad_accum: int = 1
-    seed: int = 0
-    save_every: int = 100
-    log_every: int = 1
-    probe_every: int = 0  # 0: no probes
+    steps: int = option(1000, min=1)
+    batch_size: int = option(8, min=1, help="sequences per process per micro-step")
+    grad_accum: int = option(1, min=1)
+    seed: int = option(0, min=0)
+    save_every: int = option(100, min=1)
+    log_every: int = option(1, min=1)
+    probe_every: int = option(0, min=0, help="0: no probes")
     probe_task: str = "demo"
-    probe_items: int = 16
-    probe_docs: int = 4  # held-out documents of the probes' corpus F and M (0: none)
+    probe_items: int = option(16, min=1)
+    probe_docs: int = option(
+        4, min=0, help="held-out documents of the probes' corpus F and M (0: none)"
+    )
     probe_corpus: str | None = None  # their corpus; None: salad_eval's embedded held-out prose
-    mixed_precision: str = "auto"  # auto (bf16 on GPU) | no | bf16
+    mixed_precision: str = option(
+        "auto", choices=("auto", "no", "bf16"), help="auto (bf16 on GPU) | no | bf16"
+    )
     init_from: str | None = None  # a SALAD checkpoint whose adapter (and LLM weights) to start from
-    align_steps: int = 0  # CTC-only adapter warm-up before distillation (recipe/align.py)
-    align_batch_size: int = 32  # clips per warm-up step
-    align_lr: float | None = None  # the warm-up's peak adapter LR; None: optim.adapter_lr
-    align_masking: float = 0.0  # SpecAugment on the warm-up's features: the masked share
+    align_steps: int = option(
+        0, min=0, help="CTC-only adapter warm-up before distillation (recipe/align.py)"
+    )
+    align_batch_size: int = option(32, min=1, help="clips per warm-up step")
+    align_lr: float | None = option(
+        None, above=0, help="the warm-up's peak adapter LR; None: optim.adapter_lr"
+    )
+    align_masking: float = option(
+        0.0, min=0, help="SpecAugment on the warm-up's features: the masked share"
+    )
     report_to: list[str] = field(default_factory=list)  # trackers: tensorboard, wandb, trackio
 
 
@@ -96,59 +110,72 @@ class SelectConfig:
     pool: list[str] = field(default_factory=list)  # .txt / .jsonl files, saved HF datasets, hf:NAME
     pool_column: str = "text"  # the text field of JSONL rows and HF datasets
     pool_split: str = "train"  # the split of an hf:NAME dataset
-    max_pool: int | None = None
-    min_words: int = 8
+    max_pool: int | None = option(None, min=1)
+    min_words: int = option(8, min=0)
     embedder: str = "all-minilm-l6-v2"  # embedded name, local path or sentence-transformers hub id
-    clusters: int = 128
-    probe_texts: int = 8  # texts per cluster whose misalignment M(c) is measured
-    probe_span_words: int = 12  # spoken words at the start of each probe text
-    gamma: float = 5.0  # P(c) ~ P_pool(c) * M(c)^gamma; 0 is random selection
-    budget_hours: float | None = None  # speech to select; None: budget_share x Stage I speech
-    budget_share: float = 0.01
-    max_cer: float = 0.1  # selected clips with a higher ASR character error rate are dropped
+    clusters: int = option(128, min=1)
+    probe_texts: int = option(
+        8, min=1, help="texts per cluster whose misalignment M(c) is measured"
+    )
+    probe_span_words: int = option(12, min=1, help="spoken words at the start of each probe text")
+    gamma: float = option(5.0, min=0, help="P(c) ~ P_pool(c) * M(c)^gamma; 0 is random selection")
+    budget_hours: float | None = option(
+        None, above=0, help="speech to select; None: budget_share x Stage I speech"
+    )
+    budget_share: float = option(0.01, min=0, max=1)
+    max_cer: float = option(
+        0.1, min=0, help="selected clips with a higher ASR character error rate are dropped"
+    )
     checkpoint: str | None = None  # the Stage I model measuring M(c); default train.out_dir/model
     out_dir: str = "runs/select"
-    workers: int = 1  # synthesis processes
-    seed: int = 0
+    workers: int = option(1, min=1, help="synthesis processes")
+    seed: int = option(0, min=0)
 
 
 @dataclass
 class Stage2Config:
     """Stage II training: branch off Stage I before its decay, train on a three-way mix."""
 
-    steps: int = 1000  # the linear decay from the plateau learning rate to zero
+    steps: int = option(1000, min=1, help="the linear decay from the plateau learning rate to zero")
     stage1: str | None = None  # the Stage I run dir holding pre_decay; default train.out_dir
     selection: str | None = None  # the select dir holding selected.jsonl; default select.out_dir
-    natural_share: float = 1 / 3  # natural speech (data.natural; else Stage I speech documents)
-    selected_share: float = 1 / 3  # selected synthetic speech
-    replay_share: float = 1 / 3  # text replay (data.replay, else data.corpus)
+    natural_share: float = option(
+        1 / 3, min=0, help="natural speech (data.natural; else Stage I speech documents)"
+    )
+    selected_share: float = option(1 / 3, min=0, help="selected synthetic speech")
+    replay_share: float = option(1 / 3, min=0, help="text replay (data.replay, else data.corpus)")
     out_dir: str = "runs/stage2"
 
 
-@dataclass
-class RunConfig:
-    """`salad-train run`: the whole loop and the gap reports that measure each stage."""
-
-    tasks: list[str] = field(default_factory=lambda: ["demo"])
-    limit: int | None = None  # items per task
-    voices: str = "default"  # voice sets and/or voices, as `salad-eval gap --voices`
-    asr: str = "whisper-base"  # the cascade's ASR
-    shots: int = 0  # spoken few-shot examples per item, as `salad-eval gap --shots`
-    shot_budget: int | None = None  # with shots: as many as fit this many text tokens (the paper)
-    metric: str = "acc"  # the reports' headline: acc or acc_norm
-    exclude_items: str | None = None  # `salad-train decontam --out` file: its item ids are dropped
-    batch_size: int = 8  # choices per forward pass when scoring
-    n_boot: int = 1000
-    controls: bool = True
-    out_dir: str = "runs/loop"
+# `salad-train run`: the whole loop and the gap reports that measure each stage. Its keys are
+# RunSpec's options, with RunSpec's defaults and ranges (a gap option is declared there once;
+# the loop runs its gap reports with every one), plus the loop's own out_dir.
+RunConfig = dataclasses.make_dataclass(
+    "RunConfig",
+    [
+        *(
+            (
+                f.name,
+                f.type,
+                dataclasses.field(
+                    default=f.default, default_factory=f.default_factory, metadata=f.metadata
+                ),
+            )
+            for f in option_fields(RunSpec)
+        ),
+        ("out_dir", "str", dataclasses.field(default="runs/loop")),
+    ],
+)
 
 
 @dataclass
 class SweepConfig:
     """`salad-train sweep`: Stage I once per alpha; the paper's Fig. 3 / Fig. 4 from its probes."""
 
-    alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])  # loss.alpha of each run
-    probe_every: int | None = None  # train.probe_every of each run; None: it, else steps // 5
+    alphas: list[float] = option([0.0, 0.5, 1.0], min=0, max=1, help="loss.alpha of each run")
+    probe_every: int | None = option(
+        None, min=1, help="train.probe_every of each run; None: it, else steps // 5"
+    )
     out_dir: str = "runs/sweep"  # alpha-<a>[-<variant>]/ run dirs, sweep.json, fig3/fig4, sweep.md
 
 
@@ -179,6 +206,8 @@ PATH_KEYS = (
     "stage2.selection",
     "train.probe_corpus",
     "run.exclude_items",
+    "run.data_dir",
+    "run.divergence_corpus",
 )
 HUB_PREFIX = "hf:"  # a pool entry naming an HF dataset, not a path
 
@@ -195,136 +224,12 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
                 raise SaladError(f"config section {where}{key!r} must be a mapping")
             value = _build(section, value, f"{where}{key}.")
         else:
-            value = _typed(value, names[key].type, f"{where}{key}")
-            _check_range(f"{where}{key}", value)
+            value = typed(value, names[key].type, f"config key {where}{key}")
+            meta = declared(names[key])
+            if meta is not None:  # its range, choices or pair
+                check_value(value, meta, f"{where}{key}", f"config key {where}{key}={value!r}")
         kwargs[key] = value
     return cls(**kwargs)
-
-
-def _typed(value: Any, annotation: str, key: str) -> Any:
-    """``value`` as the field's declared type, or a one-line error naming key, type and value."""
-    base = annotation.removesuffix(" | None")
-    if value is None and base != annotation:
-        return None
-    if base.startswith(("list[", "tuple[")):
-        element = base.split("[")[1].split(",")[0].rstrip("]")
-        values = [value] if isinstance(value, (str, int, float)) else value  # one value: a list
-        if not isinstance(values, (list, tuple)):
-            raise SaladError(f"config key {key} must be a list of {element}, got {value!r}")
-        typed = [_typed(v, element, key) for v in values]
-        return tuple(typed) if base.startswith("tuple[") else typed
-    if base == "float" and isinstance(value, str):
-        try:
-            return float(value)  # YAML reads 5e-4 as a string
-        except ValueError:
-            pass
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-    }.get(base, isinstance(value, str))  # str and the Literal names (checked where they are used)
-    if not ok:
-        kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(base, "text")
-        raise SaladError(f"config key {key} must be {kind}, got {value!r}")
-    return float(value) if base == "float" else value
-
-
-# value ranges; a list's rule holds for each element
-_RANGES = {
-    "model.stack": ">=1",
-    "model.adapter_layers": ">=0",
-    "model.adapter_width": ">=1",
-    "model.adapter_heads": ">=1",
-    "model.lora_r": ">=1",
-    "model.lora_alpha": ">0",
-    "model.readout_scale": ">0",
-    "data.replay_prob": "0..1",
-    "data.text_span_words": ">=1",
-    "data.speech_span_words": ">=1",
-    "data.max_documents": ">=1",
-    "data.workers": ">=1",
-    "data.max_tokens": ">=1",
-    "data.synth_seed": ">=0",
-    "loss.alpha": "0..1",
-    "loss.temperature": ">0",
-    "loss.chunk_size": ">=1",
-    "loss.ctc_weight": ">=0",
-    "loss.ctc_scale": ">0",
-    "optim.adapter_lr": ">=0",
-    "optim.llm_lr": ">=0",
-    "optim.weight_decay": ">=0",
-    "optim.betas": "0..1",
-    "optim.warmup_steps": ">=0",
-    "optim.decay_fraction": "0..1",
-    "optim.grad_clip": ">=0",
-    "train.steps": ">=1",
-    "train.batch_size": ">=1",
-    "train.grad_accum": ">=1",
-    "train.seed": ">=0",
-    "train.save_every": ">=1",
-    "train.log_every": ">=1",
-    "train.probe_every": ">=0",
-    "train.probe_items": ">=1",
-    "train.probe_docs": ">=0",
-    "train.align_steps": ">=0",
-    "train.align_batch_size": ">=1",
-    "train.align_lr": ">0",
-    "train.align_masking": ">=0",
-    "select.max_pool": ">=1",
-    "select.min_words": ">=0",
-    "select.clusters": ">=1",
-    "select.probe_texts": ">=1",
-    "select.probe_span_words": ">=1",
-    "select.gamma": ">=0",
-    "select.budget_hours": ">0",
-    "select.budget_share": "0..1",
-    "select.max_cer": ">=0",
-    "select.workers": ">=1",
-    "select.seed": ">=0",
-    "stage2.steps": ">=1",
-    "stage2.natural_share": ">=0",
-    "stage2.selected_share": ">=0",
-    "stage2.replay_share": ">=0",
-    "run.limit": ">=1",
-    "run.batch_size": ">=1",
-    "run.n_boot": ">=1",
-    "run.shots": ">=0",
-    "run.shot_budget": ">=1",
-    "sweep.alphas": "0..1",
-    "sweep.probe_every": ">=1",
-}
-_PAIRS = ("data.text_span_words", "data.speech_span_words", "optim.betas")  # exactly two values
-_CHOICES = {
-    "model.encoder_context": ("window", "clip"),
-    "train.mixed_precision": ("auto", "no", "bf16"),
-    "run.metric": ("acc", "acc_norm"),
-}
-
-
-def _check_range(key: str, value: Any) -> None:
-    if value is None:
-        return
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise SaladError(f"config key {key}={value!r} must be one of {', '.join(_CHOICES[key])}")
-    if key in _PAIRS and len(value) != 2:
-        raise SaladError(f"config key {key} must hold two values, got {value!r}")
-    if key in _PAIRS[:2] and value[0] > value[1]:
-        raise SaladError(f"config key {key} must be [min, max], got {value!r}")
-    rule = _RANGES.get(key)
-    for x in value if isinstance(value, list) else [value]:
-        if rule is None or _within(x, rule):
-            continue
-        words = rule.replace("..", " to ").replace(">=", ">= ").replace(">0", "> 0")
-        raise SaladError(f"config key {key}={value!r} is out of range: it must be {words}")
-
-
-def _within(x: float, rule: str) -> bool:
-    if rule.startswith(">="):
-        return x >= float(rule[2:])
-    if rule.startswith(">"):
-        return x > float(rule[1:])
-    low, high = rule.split("..")
-    return float(low) <= x <= float(high)
 
 
 _SECTIONS = {
@@ -397,10 +302,16 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> Config:
             raise SaladError(f"override {item!r}: {raw!r} is not a YAML value") from None
         _set_dotted(tree, key, value)
     config = _build(Config, tree, "")
+    RunSpec(**run_options(config.run)).checked(lambda name: f"run.{name}")  # options together
     check_paths(config)
     check_names(config)
     check_trackers(config.train.report_to)
     return config
+
+
+def run_options(run: Any) -> dict[str, Any]:
+    """The gap options of a ``run:`` section (all its keys but out_dir), as RunSpec takes them."""
+    return {f.name: getattr(run, f.name) for f in option_fields(RunSpec)}
 
 
 def check_names(config: Config) -> None:
@@ -416,13 +327,22 @@ def check_names(config: Config) -> None:
         get_task(name)
     resolve_voices(",".join(config.data.voices))
     resolve_voices(config.run.voices)
+    if config.run.divergences:
+        divergence_inputs(None, config.run.divergence_voice, "run.divergence_voice")
+    if config.run.chat_template:  # as load_speech_model refuses it, before any training
+        raise SaladError(
+            "run.chat_template applies to external speech LLMs; the loop scores SALAD "
+            "checkpoints, in the raw format they were trained on: set it false"
+        )
     for name, kind in (
         (config.model.encoder, None),
         (config.model.llm, "llm"),
         (config.run.asr, "asr"),
+        (config.run.text_model, "llm"),
         (config.select.embedder, "embedder"),
     ):
-        resolve(name, kind=kind, build=False)
+        if name is not None:
+            resolve(name, kind=kind, build=False)
 
 
 def check_paths(config: Config) -> None:
@@ -432,15 +352,18 @@ def check_paths(config: Config) -> None:
         ("data.corpus", data.corpus),
         ("data.replay", data.replay),
         ("train.probe_corpus", config.train.probe_corpus),
+        ("run.divergence_corpus", config.run.divergence_corpus),
         ("train.init_from", config.train.init_from),
         ("run.exclude_items", config.run.exclude_items),
     )
     for label, value in named:
         if value is not None and not Path(value).exists():
             raise SaladError(f"{label} {value} does not exist; fix the path in the config")
-    for label, value in named[:3]:
+    for label, value in named[:4]:
         if value is not None:
             text_lines(value, label)  # UTF-8 text with documents, not a binary or empty file
+    if config.run.data_dir is not None and not Path(config.run.data_dir).is_dir():
+        raise SaladError(f"run.data_dir {config.run.data_dir} is not a directory; fix the path")
     for value in data.natural:
         if not Path(value).exists():
             raise SaladError(f"data.natural {value} does not exist; fix the path in the config")

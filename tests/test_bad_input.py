@@ -165,6 +165,9 @@ def _eval_cases(f: dict[str, str]) -> list[list[str]]:
         [*gap, "--divergence-voice", "nobody"],
         [*gap, "--divergence-voice", "recorded"],
         [*gap, "--divergence-voice", "espeak/en-us+noise=babble:snr=5"],
+        [*gap, "--divergence-span-words", "10"],
+        [*gap, "--divergence-span-words", "10,0"],
+        [*gap, "--chat-template", "--log-samples", "--seed", "x"],
         # divergence
         ["divergence", "--model", f["ckpt"], "--corpus", f["missing"]],
         ["divergence", "--model", f["ckpt"], "--corpus", f["empty.txt"]],
@@ -236,6 +239,13 @@ def _train_cases(f: dict[str, str]) -> list[list[str]]:
         ["stage2", "stage2.steps=-1"],
         ["run", "run.tasks=[dem]"],
         ["run", "run.limit=0"],
+        ["run", "run.limit=1"],  # as `salad-eval gap --limit 1`: before Stage I trains
+        ["run", "run.batch_size=many"],
+        ["run", "run.shot_budget=100"],
+        ["run", "run.chat_template=true"],
+        ["run", "run.divergence_voice=recorded"],
+        ["run", f"run.divergence_corpus={f['binary.txt']}"],
+        ["run", f"run.data_dir={f['missing']}"],
         ["run", "run.voices=nobody"],
         ["run", "--ablate-random=3"],
         ["stage1", "--conf", "x"],

@@ -90,7 +90,7 @@ def gap_home(tmp_path_factory):
     from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
     from salad_eval.models.text_lm import TextLM
     from salad_eval.run.runner import Models
-    from salad_eval.run.spec import GapSetup
+    from salad_eval.run.spec import RunSpec
 
     root = tmp_path_factory.mktemp("verify")
     (root / "home").mkdir()
@@ -103,7 +103,7 @@ def gap_home(tmp_path_factory):
         models = Models(
             speech=speech, text=text, cascade=Cascade(asr="whisper-tiny.en", text_model=text)
         )
-        setup = GapSetup(tasks=["demo"], voices="piper/joe", limit=2, n_boot=50, divergence_docs=2)
+        setup = RunSpec(tasks=["demo"], voices="piper/joe", limit=2, n_boot=50, divergence_docs=2)
         yield root, setup, models
 
 

@@ -12,7 +12,7 @@ from salad_eval.errors import SaladError
 from salad_eval.home import home
 from salad_eval.prompt import ChoiceScore
 from salad_eval.run.runner import Models, read_exclusions, run_gap
-from salad_eval.run.spec import GapSetup
+from salad_eval.run.spec import RunSpec
 from salad_eval.tasks import load_items
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ def run(tmp_path_factory) -> tuple[Path, dict]:
     exclude = root / "exclude.json"
     exclude.write_text(json.dumps({"exclude": {"demo": [items[1].id], "arc_easy": ["x"]}}))
     model = OracleLM(items)
-    setup = GapSetup(
+    setup = RunSpec(
         tasks=["demo"],
         voices="piper/joe",
         limit=4,

@@ -25,7 +25,7 @@ from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
 from salad_eval.models.text_lm import TextLM
 from salad_eval.prompt import ScoringRequest, Text, prompt_text
 from salad_eval.run.runner import Models, run_gap
-from salad_eval.run.spec import GapSetup
+from salad_eval.run.spec import RunSpec
 
 pytestmark = pytest.mark.integration
 
@@ -219,7 +219,7 @@ def test_two_processes_under_accelerate_match_one(checkpoint, reference, tmp_pat
 
 def test_identity_speech_path_has_no_forgetting_and_no_misalignment(tmp_path):
     text = TextLM("smollm2-135m")
-    setup = GapSetup(tasks=["demo"], voices=VOICE, limit=LIMIT, n_boot=100)
+    setup = RunSpec(tasks=["demo"], voices=VOICE, limit=LIMIT, n_boot=100)
     results = run_gap(setup, Models(speech=TranscriptSpeechLM(text), text=text), tmp_path)
     overall = results["metrics"]["acc"]["overall"]
     assert overall["forgetting"]["value"] == 0.0
@@ -229,7 +229,7 @@ def test_identity_speech_path_has_no_forgetting_and_no_misalignment(tmp_path):
 
 def test_models_of_another_dtype_than_the_run_are_refused_before_any_work(tmp_path):
     text = TextLM("smollm2-135m")  # float32
-    setup = GapSetup(tasks=["demo"], voices=VOICE, limit=LIMIT, dtype="bfloat16")
+    setup = RunSpec(tasks=["demo"], voices=VOICE, limit=LIMIT, dtype="bfloat16")
     with pytest.raises(SaladError, match="one dtype"):
         run_gap(setup, Models(speech=TranscriptSpeechLM(text), text=text), tmp_path)
     assert not any(tmp_path.iterdir())
@@ -239,7 +239,7 @@ def test_models_of_another_dtype_than_the_run_are_refused_before_any_work(tmp_pa
     "args, message",
     [
         (["--model", "{not_ckpt}"], "not a SALAD checkpoint"),
-        (["--model", "{ckpt}", "--limit", "0"], "'--limit': Input should be greater than"),
+        (["--model", "{ckpt}", "--limit", "0"], "--limit 0: a gap needs at least 2 items"),
         (["--model", "{ckpt}", "--limit", "1"], "at least 2"),
         (["--model", "{ckpt}", "--voices", "coqui/nobody"], "coqui"),
     ],

@@ -28,6 +28,7 @@ from salad_eval.models.digest import weights_digest
 from salad_eval.models.encoder import DEFAULT_ENCODER, SAMPLE_RATE, encode_batch, load_encoder
 from salad_eval.models.lm_scoring import find_batch_size, score_contexts
 from salad_eval.models.text_lm import LMEvalEncoder, load_llm
+from salad_eval.options import option
 from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest, Text
 from salad_eval.scoring import request_size
 
@@ -50,18 +51,24 @@ class SpeechLMConfig:
     """
 
     encoder: str = DEFAULT_ENCODER
-    encoder_context: str = "window"  # Whisper: "window" (30 s, as trained) or "clip" (faster)
-    stack: int = 4  # 50 Hz Whisper frames -> 12.5 Hz, Mimi's rate
-    adapter_layers: int = 2
-    adapter_width: int = 256
-    adapter_heads: int = 4
+    encoder_context: str = option(
+        "window",
+        choices=("window", "clip"),
+        help='Whisper: "window" (30 s, as trained) or "clip" (faster)',
+    )
+    stack: int = option(4, min=1, help="50 Hz Whisper frames -> 12.5 Hz, Mimi's rate")
+    adapter_layers: int = option(2, min=0)
+    adapter_width: int = option(256, min=1)
+    adapter_heads: int = option(4, min=1)
     llm: str = "smollm2-135m"
     llm_mode: LLMMode = "frozen"
-    lora_r: int = 16
-    lora_alpha: int = 32
+    lora_r: int = option(16, min=1)
+    lora_alpha: int = option(32, above=0)
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     adapter_output: AdapterOutput = "embedding"
-    readout_scale: float = 300.0  # vocabulary output: sharpness of the cosine softmax
+    readout_scale: float = option(
+        300.0, above=0, help="vocabulary output: sharpness of the cosine softmax"
+    )
 
     def __post_init__(self) -> None:
         if self.llm_mode not in ("full", "lora", "frozen"):

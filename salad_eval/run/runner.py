@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from salad_eval.gap.report import write_report
 from salad_eval.home import atomic_write_text, in_checkout, project_root
 from salad_eval.prompt import ChoiceScore, Item, Model, Prompt, ScoringRequest, text_prompt
 from salad_eval.run import provenance
-from salad_eval.run.spec import GapSetup
+from salad_eval.run.spec import RunSpec
 from salad_eval.scoring import Shard, fill_shard, item_metrics, score
 from salad_eval.speech import diversity
 from salad_eval.speech.synth import synthesize
@@ -67,7 +67,7 @@ def _record(item: Item, condition: str, voice: str | None, scores: list[ChoiceSc
 
 
 def _score_all(
-    model: Model, requests: list[ScoringRequest], shard: Shard, setup: GapSetup, label: str
+    model: Model, requests: list[ScoringRequest], shard: Shard, setup: RunSpec, label: str
 ) -> list[list[ChoiceScore]]:
     """Every process fills the cache for its shard; then all scores are read back in order."""
     if shard.size > 1:
@@ -104,14 +104,18 @@ def _speech_items(items: list[Item], manifest, voices) -> tuple[list[Item], list
     return kept, excluded
 
 
-def run_gap(setup: GapSetup, models: Models, run_dir: Path, training: dict | None = None) -> dict:
+def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None = None) -> dict:
     """Score every condition on the same items and write the report; returns results.json."""
-    dtypes = {m.dtype for m in (models.speech, models.text, models.cascade) if m is not None}
-    if dtypes != {setup.dtype}:  # a precision difference would read as forgetting
+    dtypes = sorted(
+        {m.dtype for m in (models.speech, models.text, models.cascade) if m is not None}
+    )
+    dtype = setup.dtype or dtypes[0]  # None: the models' one dtype, recorded
+    if dtypes != [dtype]:  # a precision difference would read as forgetting
         raise SaladError(
-            f"the models' weights are {', '.join(sorted(dtypes))} but the run is "
-            f"{setup.dtype}; load every model with one dtype (--dtype)"
+            f"the models' weights are {', '.join(dtypes)} but the run is "
+            f"{dtype}; load every model with one dtype (--dtype)"
         )
+    setup = replace(setup, dtype=dtype)
     started = time.time()
     shard = Shard()
     voices = [str(v) for v in resolve_voices(setup.voices)]
@@ -265,7 +269,7 @@ def read_exclusions(path: str) -> dict[str, set[str]]:
 
 
 def _task_records(
-    task: str, items: list[Item], manifest, voices, models: Models, setup: GapSetup, shard: Shard
+    task: str, items: list[Item], manifest, voices, models: Models, setup: RunSpec, shard: Shard
 ) -> list[dict]:
     text = [ScoringRequest(text_prompt(i), i.choices) for i in items]
     records = []

@@ -1,38 +1,155 @@
-"""What defines a gap run: every option, recorded verbatim in the run's manifest."""
+"""What defines a gap run: every option, declared once, recorded verbatim in the run's manifest.
+
+``RunSpec`` holds the measurement: which items (tasks, limit, shots, exclusions), how they are
+spoken (voices, seeds), which companion models score them (``text_model``, ``asr``, ``dtype``,
+``chat_template``) and how they are summarized (metric, bootstrap, controls, divergences). It is
+the manifest's ``setup``, so two runs with equal specs (and models) give the same figures.
+``CallOptions`` holds what one call needs besides: the speech model and how to find and load it
+(``model``, ``model_type``, ``device``, ``include_path``) and where to write (``out``); they are
+not part of the measurement (the manifest records the models by fingerprint).
+
+Everything else is built from these fields (``salad_eval.options.option``): ``salad-eval gap``'s
+options (``salad_eval.cli``), ``salad_eval.evaluate()``'s keywords and checks, and salad-train's
+``run:`` section (``salad_train.config.RunConfig``: RunSpec's options and defaults, plus
+``out_dir``), which the loop's gap reports run with. A new gap option is one field here.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from salad_eval import corpus_divergence
+from salad_eval.errors import SaladError
+from salad_eval.options import check_value, declared, option, option_fields, typed
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def cli_name(name: str) -> str:
+    """A field as the command line spells it: ``shot_budget`` -> ``--shot-budget``."""
+    return "--" + name.replace("_", "-")
 
 
 @dataclass
-class GapSetup:
+class CallOptions:
+    """How one call finds and loads the speech model, and where it writes (not recorded)."""
+
+    model: str = option(
+        help="A SALAD checkpoint dir, or a speech LLM hub id/path (families: `salad-eval models`)."
+    )
+    model_type: str | None = option(None, help="Force the speech LLM's family by model_type.")
+    device: str = option("cpu", help="torch device, e.g. cuda.")
+    out: str | None = option(None, help="Run directory (default reports/<model>-<tasks>).")
+    include_path: list[str] = option(
+        [],
+        repeat=True,
+        metavar="DIR",
+        help="Add a folder of task YAMLs (repeatable; also $SALAD_INCLUDE_PATH).",
+    )
+
+
+@dataclass
+class RunSpec:
     """Everything that defines a gap run (recorded verbatim in the manifest)."""
 
-    tasks: list[str]
-    voices: str = "default"
-    limit: int | None = None
-    shots: int = 0  # spoken few-shot examples per item (with shot_budget: at most this many)
-    shot_budget: int | None = None  # tokens of text the context may take (tasks.load_items)
-    seed: int = 1234
-    synth_seed: int = 0  # the audio: the same seed, the same clips
-    batch_size: int | str = 8  # rows per forward pass, or "auto"
-    workers: int = 1
-    n_boot: int = 1000
-    metric: str = "acc"  # the headline of summary, plots and verdict; results.json has both
-    data_dir: str | None = None
-    exclude_items: str | None = None  # a JSON file {"exclude": {task: [item ids]}} (decontam)
-    controls: bool = True
-    divergences: bool = True  # corpus F and M, and the per-item answer KL diagnostic
-    divergence_corpus: str | None = None  # None: the embedded held-out prose (corpus_divergence)
-    divergence_docs: int = corpus_divergence.DEFAULT_DOCS
-    divergence_voice: str = corpus_divergence.DEFAULT_VOICE
-    divergence_span_words: list[int] = field(
-        default_factory=lambda: list(corpus_divergence.SPAN_WORDS)
-    )  # (text, speech) words per span
-    dtype: str = "float32"  # the weights of every model (checked in run_gap)
-    prompt_format: str = "raw"  # or "chat": every model's chat template (salad_eval.chat)
-    log_samples: bool = False  # also lm-eval style samples_<task>_<date>.jsonl
+    tasks: list[str] = option(["demo"], help="Comma-separated task names (see `salad-eval tasks`).")
+    voices: str = option("default", help="Voice sets and/or voices, comma-separated.")
+    limit: int | None = option(
+        None,
+        min=2,
+        why="a gap needs at least 2 items (paired statistics, shuffled audio); raise {option}",
+        help="Only the first N items of each task (config).",
+    )
+    shots: int = option(
+        0,
+        min=0,
+        help="Spoken few-shot examples per item (with --shot-budget: at most this many; the "
+        "paper: 5).",
+    )
+    shot_budget: int | None = option(
+        None,
+        min=1,
+        metavar="TOKENS",
+        help="Keep as many of the --shots examples as fit the context in TOKENS text tokens of "
+        "the text LLM (spoken spans count as their text).",
+    )
+    metric: str = option(
+        "acc",
+        choices=("acc", "acc_norm"),
+        help="Headline metric of summary, plots and verdict (results.json holds both).",
+    )
+    exclude_items: str | None = option(
+        None,
+        metavar="FILE",
+        help="Drop the item ids a JSON file lists per task (salad-train decontam writes one).",
+    )
+    text_model: str | None = option(None, help="Text LLM for text@base (default: the base LLM).")
+    asr: str = option("whisper-base", help="ASR of the cascade: asset name, hub id or path.")
+    dtype: str | None = option(
+        None,
+        choices=DTYPES,
+        help="Weights of every model (default: float32 on CPU, bfloat16 on CUDA); the manifest "
+        "records the one used.",
+    )
+    chat_template: bool = option(
+        False,
+        help="Each model's chat template, as lm-eval's --apply_chat_template (default: raw "
+        "prompts, the paper's protocol).",
+    )
+    batch_size: int | str = option(
+        8,
+        min=1,
+        choices=("auto",),
+        help="Rows (contexts or choices) per forward pass, or auto: the largest that fits the GPU.",
+    )
+    workers: int = option(1, min=1, help="Synthesis worker processes.")
+    n_boot: int = option(1000, min=1, help="Paired bootstrap resamples.")
+    seed: int = option(1234, min=0, help="Seed of few-shot sampling, shuffling, bootstrap.")
+    synth_seed: int = option(0, min=0, help="Synthesis seed: the same seed, the same audio.")
+    controls: bool = option(True, help="Score the silent and shuffled audio controls.")
+    data_dir: str | None = option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS).")
+    log_samples: bool = option(
+        False, help="Also write lm-eval style per-sample samples_<task>_<date>.jsonl."
+    )
+    divergences: bool = option(
+        True,
+        help="Measure forgetting F and misalignment M on a held-out corpus (and the per-item "
+        "answer KL diagnostic).",
+    )
+    divergence_corpus: str | None = option(
+        None,
+        help="Corpus of F and M, one document per line (default: the embedded held-out prose).",
+    )
+    # the defaults of salad_eval.corpus_divergence (DEFAULT_DOCS, DEFAULT_VOICE, SPAN_WORDS),
+    # stated here so that a command line starts without torch (tests/test_run_spec.py)
+    divergence_docs: int = option(32, min=1, help="Documents of that corpus (the first N).")
+    divergence_voice: str = option("espeak/en-us", help="The voice of its spoken spans.")
+    divergence_span_words: list[int] = option(
+        [10, 10],
+        min=1,
+        pair=True,
+        metavar="TEXT,SPEECH",
+        help="Words per written and per spoken span of that corpus.",
+    )
     names: dict[str, str] = field(default_factory=dict)  # model names as the user gave them
+    prompt_format: str = field(init=False)  # "raw" or "chat" (salad_eval.chat), as recorded
+
+    def __post_init__(self) -> None:
+        self.prompt_format = "chat" if self.chat_template else "raw"
+
+    def checked(self, spell: Callable[[str], str] = cli_name) -> RunSpec:
+        """This spec with every option typed and in its declared range, or a one-line
+        ``SaladError`` naming the option as ``spell`` writes it (``--limit 1: ...``)."""
+        values = {}
+        for f in option_fields(RunSpec):
+            name = spell(f.name)
+            value = typed(getattr(self, f.name), f.type, name)
+            check_value(value, declared(f), name, f"{name} {value!r}")
+            values[f.name] = value
+        if values["shot_budget"] is not None and not values["shots"]:
+            raise SaladError(
+                f"{spell('shot_budget')} needs {spell('shots')} N, the most examples per item "
+                "(paper: 5)"
+            )
+        return dataclasses.replace(self, **values)

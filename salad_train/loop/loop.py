@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from salad_eval import tasks
 from salad_eval.errors import SaladError
@@ -36,18 +35,16 @@ from salad_eval.models.cascade import Cascade
 from salad_eval.models.load import default_text_model, load_speech_model
 from salad_eval.models.text_lm import TextLM, default_dtype
 from salad_eval.run.runner import Models, run_gap
-from salad_eval.run.spec import GapSetup
-from salad_train.config import Config, RunConfig, check_replay, load_config
+from salad_eval.run.spec import RunSpec
+from salad_train.config import Config, RunConfig, check_replay, load_config, run_options
 from salad_train.loop.report import write_loop_report
 from salad_train.loop.seeds import write_seeds_report
 from salad_train.recipe.stage1 import run_stage1
 from salad_train.recipe.stage2 import run_stage2
 from salad_train.selection.select import run_select
 
-if TYPE_CHECKING:
-    from salad_eval.run.spec import GapSetup
-
 log = logging.getLogger(__name__)
+
 STAGE1_SECTIONS = ("model", "data", "loss", "optim", "train")
 
 
@@ -144,51 +141,24 @@ def check_stage1_dir(config: Config) -> None:
 def check_tasks(run: RunConfig) -> None:
     """Every task loads (a missing benchmark mirror fails now, not after Stage I)."""
     for task in run.tasks:
-        tasks.load_items(task, run.limit)
+        tasks.load_items(task, run.limit, data_dir=run.data_dir)
 
 
-GAP_SETTINGS = (
-    "tasks",
-    "limit",
-    "voices",
-    "asr",
-    "shots",
-    "shot_budget",
-    "metric",
-    "exclude_items",
-    "batch_size",
-    "n_boot",
-    "controls",
-)  # RunConfig -> its gap runs
-
-
-def gap_setup(run: RunConfig, names: dict[str, str], dtype: str) -> GapSetup:
-    """The ``salad-eval gap`` setup of every gap report of the loop."""
-    return GapSetup(
-        tasks=list(run.tasks),
-        voices=run.voices,
-        limit=run.limit,
-        shots=run.shots,
-        shot_budget=run.shot_budget,
-        metric=run.metric,
-        exclude_items=run.exclude_items,
-        dtype=dtype,
-        batch_size=run.batch_size,
-        n_boot=run.n_boot,
-        controls=run.controls,
-        names=names,
-    )
+def gap_setup(run: RunConfig, names: dict[str, str], dtype: str) -> RunSpec:
+    """The ``salad-eval gap`` spec of every gap report of the loop: every option of ``run:``."""
+    return RunSpec(**{**run_options(run), "dtype": dtype}, names=names)
 
 
 def gap_report(model: Path, run: RunConfig, out: Path) -> dict:
-    """``salad-eval gap`` on ``model`` with the run's tasks, voices, limit and protocol."""
+    """``salad-eval gap`` on ``model`` with the run's options (``run:``, RunSpec's fields)."""
     import torch  # noqa: PLC0415 - deferred: heavy torch, loaded on this path only
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = default_dtype(device)
-    speech = load_speech_model(str(model), device=device, dtype=dtype)
-    text_name = default_text_model(speech, None)
-    text = TextLM(text_name, dtype=dtype, device=device)
+    dtype = run.dtype or default_dtype(device)
+    chat = run.chat_template
+    speech = load_speech_model(str(model), device=device, dtype=dtype, chat_template=chat)
+    text_name = default_text_model(speech, run.text_model)
+    text = TextLM(text_name, dtype=dtype, device=device, chat_template=chat)
     setup = gap_setup(run, {"speech": str(model), "text": text_name, "asr": run.asr}, dtype)
     cascade = Cascade(asr=run.asr, text_model=text, device=device)
     training = json.loads((model / "training.json").read_text())
@@ -197,9 +167,10 @@ def gap_report(model: Path, run: RunConfig, out: Path) -> dict:
 
 def _gap_step(name: str, model: Path, model_key: str, config: Config, out: Path) -> Step:
     run = config.run
-    settings = {k: getattr(run, k) for k in GAP_SETTINGS}
-    if run.exclude_items:  # the file's content, not its name
-        settings["exclude_items"] = content_key([run.exclude_items])
+    settings = run_options(run)  # every gap option: a changed one reruns the step
+    for key in ("exclude_items", "divergence_corpus"):  # the file's content, not its name
+        if settings[key]:
+            settings[key] = content_key([settings[key]])
     return Step(
         f"gap ({name})",
         out / "done.json",
