@@ -75,7 +75,7 @@ def evaluate(
     from salad_eval.models.cascade import Cascade
     from salad_eval.models.load import default_text_model, load_speech_model
     from salad_eval.models.text_lm import TextLM, default_dtype
-    from salad_eval.run.runner import Models, default_run_dir, read_exclusions, run_gap
+    from salad_eval.run.runner import Models, check_exclusions, default_run_dir, run_gap
     from salad_eval.run.spec import GapSetup
     from salad_eval.tasks import include_paths
 
@@ -105,7 +105,7 @@ def evaluate(
         raise SaladError("--shot-budget needs --shots N, the most examples per item (paper: 5)")
     exclude_items = None if exclude_items is None else str(exclude_items)
     if exclude_items is not None:
-        read_exclusions(exclude_items)
+        check_exclusions(exclude_items, names, data_dir)
     out = None if out is None else str(out)
     checks.inputs(
         tasks=names,

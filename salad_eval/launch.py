@@ -14,9 +14,11 @@ import typer
 from typer._click import exceptions as click  # typer's own click (vendored since 0.20)
 
 from salad_eval.errors import SaladError
-from salad_eval.home import rebuilt_report
+from salad_eval.home import DISK_FULL, disk_error, rebuilt_report
 from salad_eval.progress import quiet_third_party
 from salad_eval.workers import stop_on_signals
+
+INTERRUPTED = "interrupted; the same command resumes where it stopped"
 
 
 def _usage_line(err: click.UsageError) -> str:
@@ -33,6 +35,8 @@ def run_cli(app: typer.Typer) -> None:
     try:
         result = app(standalone_mode=False)
         status = result if isinstance(result, int) else 0
+        if status == 130:  # typer turned Ctrl-C into exit status 130
+            print(INTERRUPTED, file=sys.stderr)
     except SaladError as err:
         status = _fail(str(err))
     except click.NoArgsIsHelpError:  # typer has printed the help
@@ -42,8 +46,12 @@ def run_cli(app: typer.Typer) -> None:
     except click.ClickException as err:
         status = _fail(err.format_message())
     except (KeyboardInterrupt, typer.Abort):
-        print("interrupted; the same command resumes where it stopped", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         status = 130
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        status = _fail(str(disk_error(err)))
     finally:
         for line in rebuilt_report():
             print(line, file=sys.stderr)

@@ -26,6 +26,7 @@ from salad_eval.gap.paired import (
 )
 from salad_eval.gap.summary import pct
 from salad_eval.home import atomic_write_text
+from salad_eval.run.partial import check_complete
 
 _COLUMNS = ("speech acc", "gap", "forgetting", "misalignment")
 
@@ -37,6 +38,7 @@ def load_run(run_dir: Path) -> dict:
         raise SaladError(
             f"{run_dir} has no results.json; pass run directories written by `salad-eval gap`"
         )
+    check_complete(run_dir)
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
