@@ -663,9 +663,9 @@ def _checked_doc(spec: TaskSpec, doc: dict, where: str) -> str:
             if field == "id":
                 item_id = text
         field = "choices"
-        choices = _evaluate(spec.choices, doc)
+        choices = _defined(_evaluate(spec.choices, doc))
         field = "target"
-        target = _evaluate(spec.target, doc)
+        target = _defined(_evaluate(spec.target, doc))
     except jinja2.UndefinedError as err:
         problem = _undefined(err, doc)
     except Exception as err:  # a template that fails on this row (a filter on a wrong type)
@@ -679,6 +679,13 @@ def _checked_doc(spec: TaskSpec, doc: dict, where: str) -> str:
             f"task {spec.name}: {where} (id {item_id}): field {field} ({source}) {problem}"
         )
     return item_id
+
+
+def _defined(value: Any) -> Any:
+    """``value``; an expression that names a missing field raises (``StrictUndefined``)."""
+    if isinstance(value, jinja2.Undefined):
+        str(value)
+    return value
 
 
 def _undefined(err: jinja2.UndefinedError, doc: dict) -> str:
