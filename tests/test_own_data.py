@@ -231,7 +231,7 @@ def test_a_full_home_is_one_line(tmp_path, monkeypatch):  # row 11
 
 
 @pytest.fixture
-def fresh_home(tmp_path) -> Path:
+def bare_home(tmp_path) -> Path:
     """A cache home with the prepared assets and nothing else: every clip is made anew."""
     root = tmp_path / "home"
     root.mkdir()
@@ -270,8 +270,9 @@ def test_the_worker_count_never_changes_a_clip(tmp_path):  # row 9
     assert made[0] and made[0] == made[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_during_synthesis_prints_no_warning(fresh_home, sig):  # row 12
+def test_a_stop_during_synthesis_prints_no_warning(bare_home, sig):  # row 12
     args = [
         BIN / "salad-eval",
         "synth",
@@ -284,7 +285,7 @@ def test_a_stop_during_synthesis_prints_no_warning(fresh_home, sig):  # row 12
         "--workers",
         "2",
     ]
-    env = {**_env(fresh_home), "COLUMNS": "200", "TERM": "dumb"}
+    env = {**_env(bare_home), "COLUMNS": "200", "TERM": "dumb"}
     process = subprocess.Popen(
         args, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
