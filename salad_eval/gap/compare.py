@@ -34,11 +34,11 @@ _COLUMNS = ("speech acc", "gap", "forgetting", "misalignment")
 def load_run(run_dir: Path) -> dict:
     """A run's results.json, or a one-line error that says what is wrong with the directory."""
     path = Path(run_dir) / "results.json"
+    check_complete(run_dir)
     if not path.is_file():
         raise SaladError(
             f"{run_dir} has no results.json; pass run directories written by `salad-eval gap`"
         )
-    check_complete(run_dir)
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:

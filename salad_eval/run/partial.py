@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from salad_eval.errors import SaladError
-from salad_eval.home import atomic_write_text
+from salad_eval.home import DISK_FULL, atomic_write_text, disk_error
 
 MARKER = ".incomplete"
 
@@ -18,7 +18,12 @@ def writing(run_dir: Path) -> Iterator[Path]:
     """Mark ``run_dir`` incomplete while the block writes it; unmark it when the block ends."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / MARKER, "salad-eval gap is writing this run, or was stopped\n")
-    yield run_dir
+    try:
+        yield run_dir
+    except OSError as err:  # a plot's write names no file: name the run
+        if err.errno in DISK_FULL:
+            raise disk_error(err, err.filename or run_dir) from None
+        raise
     (run_dir / MARKER).unlink()
 
 
