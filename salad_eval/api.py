@@ -53,7 +53,7 @@ def evaluate(
     from salad_eval.models.cascade import Cascade
     from salad_eval.models.load import default_text_model, load_speech_model
     from salad_eval.models.text_lm import TextLM, default_dtype
-    from salad_eval.run.runner import Models, default_run_dir, read_exclusions, run_gap
+    from salad_eval.run.runner import Models, check_exclusions, default_run_dir, run_gap
     from salad_eval.tasks import include_paths
 
     unknown = sorted(set(options) - set(_OPTIONS))
@@ -74,7 +74,7 @@ def evaluate(
     if spec.divergences:
         checks.divergence_inputs(spec.divergence_corpus, spec.divergence_voice)
     if spec.exclude_items is not None:
-        read_exclusions(spec.exclude_items)
+        check_exclusions(spec.exclude_items, spec.tasks, spec.data_dir)
     checks.inputs(
         tasks=spec.tasks,
         shots=spec.shots,

@@ -12,11 +12,12 @@ from pathlib import Path
 
 from salad_eval.assets.resolve import resolve
 from salad_eval.errors import SaladError
+from salad_eval.home import home
 from salad_eval.models.load import speech_model_kind
 from salad_eval.speech import perturb
 from salad_eval.speech.tts import kokoro_voice_file
 from salad_eval.speech.voices import KOKORO_ENGLISH, RECORDED, parse_voice, resolve_voices
-from salad_eval.tasks import get_task, load_items
+from salad_eval.tasks import check_data, get_task, load_items
 
 
 def task_names(spec: str) -> list[str]:
@@ -66,7 +67,8 @@ def json_lines(path: str, what: str) -> list[dict]:
     return rows
 
 
-def _writable(path: Path, what: str, directory: bool) -> None:
+def writable(path: Path, what: str, directory: bool = True) -> None:
+    """``path`` is (or can be created as) a folder, or a file, that this process can write."""
     if path.exists() and path.is_dir() != directory:
         kind = "a directory" if directory else "a file"
         raise SaladError(f"{what} {path} exists and is not {kind}; pass another path")
@@ -91,6 +93,7 @@ def inputs(
     model_type: str | None = None,
 ) -> None:
     """Check whichever of a command's inputs are given; nothing is loaded or built."""
+    home()  # the cache home is a writable folder
     if data_dir is not None and not Path(data_dir).is_dir():
         raise SaladError(
             f"--data-dir {data_dir} is not a directory; pass the local benchmark mirror "
@@ -112,10 +115,11 @@ def inputs(
         if name is not None:
             resolve(name, kind=kind, build=False)
     if out_dir is not None:
-        _writable(Path(out_dir), "--out", directory=True)
+        writable(Path(out_dir), "--out", directory=True)
     if out_file is not None:
-        _writable(Path(out_file), "--out", directory=False)
+        writable(Path(out_file), "--out", directory=False)
     for name in tasks or []:  # last: it reads the task data (a mirror file, an embedded set)
+        check_data(name, data_dir, shots)
         load_items(name, limit=1, shots=shots, data_dir=data_dir)
         if voices is not None and not get_task(name).recordings and _recorded(voices):
             raise SaladError(

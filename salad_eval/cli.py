@@ -146,13 +146,15 @@ def tasks_list(
     from rich.console import Console
     from rich.table import Table
 
-    from salad_eval.tasks import count_items, get_task, include_paths, list_tasks
+    from salad_eval.tasks import check_data, count_items, get_task, include_paths, list_tasks
 
     include_paths(include_path or [])
     checks.inputs(data_dir=data_dir)
     table = Table("task", "version", "fingerprint", "split", "domains", "items")
     for name in list_tasks():
         spec = get_task(name)
+        if spec.data_files:  # a task's own data: every row checked (mirrors: when run)
+            check_data(name, data_dir)
         more = len(spec.domains) - 3
         domains = ", ".join(spec.domains[:3]) + (f" +{more}" if more > 0 else "")
         items = count_items(name, data_dir)

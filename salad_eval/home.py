@@ -13,6 +13,7 @@ range; a bad one is counted in ``REBUILT``, rebuilt and replaced, never used and
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+
+from salad_eval.errors import SaladError
 
 COMPLETE = ".complete"
 SEAL = b"\n#salad-blake2b:"  # starts the checksum line after a sealed entry's bytes
@@ -43,7 +46,22 @@ def home() -> Path:
         path = _PROJECT_ROOT / ".salad"
     else:
         path = Path.home() / ".cache" / "salad"
-    path.mkdir(parents=True, exist_ok=True)
+    return _made(path)
+
+
+def _made(path: Path) -> Path:
+    """The home folder, created; a file or a read-only place is refused in one line."""
+    where = f"SALAD_HOME {path}" if os.environ.get("SALAD_HOME") else f"the cache home {path}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise SaladError(f"{where} is a file, not a folder; point SALAD_HOME at a folder") from None
+    except OSError as err:
+        raise SaladError(
+            f"{where} cannot be created ({err.strerror}); point SALAD_HOME at a writable folder"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SaladError(f"{where} is not writable; point SALAD_HOME at a writable folder")
     return path
 
 
@@ -97,19 +115,49 @@ def cached_dir(entry: Path, build: Callable[[Path], dict | None]) -> Path:
     return entry
 
 
+DISK_FULL = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+
+
+def disk_error(err: OSError, path: Path | str | None = None, size: int | None = None) -> SaladError:
+    """A full, over-quota or read-only disk as one line naming the path (and the bytes needed)."""
+    where = path or err.filename or "a file"
+    need = f" ({size / 1e6:.1f} MB needed)" if size else ""
+    if err.errno == errno.EROFS:
+        return SaladError(f"cannot write {where}: the disk is read-only; write elsewhere")
+    return SaladError(
+        f"cannot write {where}{need}: {err.strerror or 'no space left'}; free space and rerun "
+        "the same command (it resumes)"
+    )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see either nothing or the whole content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Write a file so that readers see either nothing or the whole content; its mode follows
+    the user's umask, as a plain write would (not the 0600 of a temporary file)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise disk_error(err, path, len(data)) from None
+        raise
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno in DISK_FULL:
+            raise disk_error(err, path, len(data)) from None
         raise
 
 

@@ -15,10 +15,12 @@ import typer
 from typer._click import exceptions as click  # typer's own click (vendored since 0.20)
 
 from salad_eval.errors import SaladError
-from salad_eval.home import rebuilt_report
+from salad_eval.home import DISK_FULL, disk_error, rebuilt_report
 from salad_eval.logs import log_to_stderr
 from salad_eval.progress import quiet_third_party
 from salad_eval.workers import stop_on_signals
+
+INTERRUPTED = "interrupted; the same command resumes where it stopped"
 
 
 def _usage_line(err: click.UsageError) -> str:
@@ -36,6 +38,8 @@ def run_cli(app: typer.Typer) -> None:
     try:
         result = app(standalone_mode=False)
         status = result if isinstance(result, int) else 0
+        if status == 130:  # typer turned Ctrl-C into exit status 130
+            print(INTERRUPTED, file=sys.stderr)
     except SaladError as err:
         status = _fail(str(err))
     except click.NoArgsIsHelpError:  # typer has printed the help
@@ -45,8 +49,12 @@ def run_cli(app: typer.Typer) -> None:
     except click.ClickException as err:
         status = _fail(err.format_message())
     except (KeyboardInterrupt, typer.Abort):
-        print("interrupted; the same command resumes where it stopped", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         status = 130
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        status = _fail(str(disk_error(err)))
     finally:
         for line in rebuilt_report():
             print(line, file=sys.stderr)

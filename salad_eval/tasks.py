@@ -38,6 +38,7 @@ import inspect
 import json
 import os
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,10 +322,36 @@ def _hook(spec: TaskSpec):
         ) from None
 
 
-@functools.cache
 def _read_jsonl(path: Path) -> tuple[dict, ...]:
-    with path.open(encoding="utf-8") as handle:
-        return tuple(json.loads(line) for line in handle if line.strip())
+    return tuple(row for _, row in _numbered_rows(path))
+
+
+def _numbered_rows(path: Path) -> tuple[tuple[int, dict], ...]:
+    """(line number, row) of a JSONL file, re-read when the file changes."""
+    stat = path.stat()
+    return _parse_jsonl(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _parse_jsonl(path: Path, _mtime_ns: int, _size: int) -> tuple[tuple[int, dict], ...]:
+    rows = []
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as err:
+                    raise SaladError(
+                        f"{path} line {number} is not valid JSON ({err.msg}); fix or remove it"
+                    ) from None
+                if not isinstance(row, dict):
+                    raise SaladError(f"{path} line {number} is not a JSON object; fix or remove it")
+                rows.append((number, row))
+    except UnicodeDecodeError:
+        raise SaladError(f"{path} is not UTF-8 text; pass JSON lines, one row a line") from None
+    return tuple(rows)
 
 
 def _data_file(spec: TaskSpec, config: str | None, split: str, data_dir: str | None) -> Path | None:
@@ -391,12 +418,22 @@ def _docs(spec: TaskSpec, config: str | None, split: str, data_dir: str | None) 
     return docs
 
 
+@functools.cache
+def _template(source: str) -> jinja2.Template:
+    return _env.from_string(source)
+
+
+@functools.cache
+def _expression(source: str, undefined_to_none: bool = False):
+    return _env.compile_expression(source, undefined_to_none=undefined_to_none)
+
+
 def _render(template: str, doc: dict) -> str:
-    return _env.from_string(template).render(**doc)
+    return _template(template).render(**doc)
 
 
 def _evaluate(expression: str, doc: dict) -> Any:
-    return _env.compile_expression(expression, undefined_to_none=False)(**doc)
+    return _expression(expression)(**doc)
 
 
 def _turn(spec: TaskSpec, doc: dict, base: Path | None) -> list[Part]:
@@ -418,11 +455,11 @@ def _turn(spec: TaskSpec, doc: dict, base: Path | None) -> list[Part]:
 
 def _recording(spec: TaskSpec, expression: str, doc: dict, base: Path | None) -> str | None:
     """The recording file that ``expression`` finds in ``doc``; None if the data has none."""
-    value = _env.compile_expression(expression, undefined_to_none=True)(**doc)
+    value = _expression(expression, undefined_to_none=True)(**doc)
     try:
         return recordings.source(value, base)
     except SaladError as err:
-        raise SaladError(f"task {spec.name} item {doc['_split']}-{doc['_index']}: {err}") from None
+        raise SaladError(f"task {spec.name} item {_render(spec.id, doc)}: {err}") from None
 
 
 def _answer(spec: TaskSpec, doc: dict) -> tuple[list[str], int]:
@@ -552,12 +589,130 @@ def load_items(
     return items
 
 
+def is_local(name: str, data_dir: str | None = None, split: str | None = None) -> bool:
+    """Whether a split's data is on this machine (embedded or mirrored), not only on the hub."""
+    spec = get_task(name)
+    split = split or spec.test_split
+    if spec.data_files and split not in dict(spec.data_files):
+        return False
+    paths = [_data_file(spec, config, split, data_dir) for config in spec.sources]
+    return all(path is not None and path.is_file() for path in paths)
+
+
 def count_items(name: str, data_dir: str | None = None) -> int | None:
     """Items in a task's evaluation split, from embedded or mirrored data; None if not local."""
+    if not is_local(name, data_dir):
+        return None  # on the hub (counting would download it), or not mirrored here
     spec = get_task(name)
-    if not (spec.data_files or data_dir or os.environ.get(MIRROR_ENV)):
-        return None  # counting would download from the hub
+    paths = [_data_file(spec, config, spec.test_split, data_dir) for config in spec.sources]
+    return sum(len(_read_jsonl(path)) for path in paths)
+
+
+def check_data(
+    name: str, data_dir: str | None = None, shots: int = 0, split: str | None = None
+) -> frozenset[str]:
+    """Every row of the task's evaluation split (or ``split``), and its few-shot split with
+    ``shots``, rendered once before any model loads: a bad JSON line, a template variable the
+    row lacks, a missing or out-of-range target, fewer than two choices or a repeated id is
+    refused in one line that names the file, the row and the field. Returns the split's item
+    ids. Cached per data file version."""
+    spec = get_task(name)
+    splits = [split or spec.test_split]
+    if shots and spec.fewshot_split and spec.fewshot_split != splits[0]:
+        splits.append(spec.fewshot_split)
+    stamps = []
+    for config in spec.sources:
+        for split in splits:
+            path = _data_file(spec, config, split, data_dir)
+            found = path is not None and path.is_file()
+            stamps.append((config, split, path.stat().st_mtime_ns if found else None))
+    return _checked(name, tuple(task_dirs()), data_dir, tuple(splits), tuple(stamps))
+
+
+@functools.cache
+def _checked(name: str, dirs: tuple[Path, ...], data_dir: str | None, splits, _stamps) -> frozenset:
+    spec = get_task(name)
+    ids: dict[str, str] = {}  # item id -> where it was first seen
+    for config in spec.sources:
+        for split in splits:
+            path = _data_file(spec, config, split, data_dir)
+            lines = [n for n, _ in _numbered_rows(path)] if path and path.is_file() else None
+            for index, doc in enumerate(_docs(spec, config, split, data_dir)):
+                where = f"{path} line {lines[index]}" if lines else f"{split} row {index}"
+                item_id = _checked_doc(spec, doc, where)
+                if split != splits[0]:
+                    continue
+                if item_id in ids:
+                    raise SaladError(
+                        f"task {name}: {where} repeats id {item_id!r} of {ids[item_id]}; every "
+                        f"row needs its own id (the spec's id: {spec.id})"
+                    )
+                ids[item_id] = where
+    return frozenset(ids)
+
+
+def _checked_doc(spec: TaskSpec, doc: dict, where: str) -> str:
+    """The row's item id, once each template and expression of the spec renders on it."""
+    item_id = "?"
+    fields = [("id", spec.id), ("description", spec.description), ("domain", spec.domain)]
+    fields += [(f"prompt[{n}]", template) for n, (_, template) in enumerate(spec.prompt)]
+    field = "id"
     try:
-        return sum(len(_rows(spec, config, spec.test_split, data_dir)) for config in spec.sources)
-    except SaladError:
-        return None
+        for field, template in fields:
+            text = _render(template, doc)
+            if field == "id":
+                item_id = text
+        field = "choices"
+        choices = _defined(_evaluate(spec.choices, doc))
+        field = "target"
+        target = _defined(_evaluate(spec.target, doc))
+    except jinja2.UndefinedError as err:
+        problem = _undefined(err, doc)
+    except Exception as err:  # a template that fails on this row (a filter on a wrong type)
+        problem = f"cannot be rendered ({type(err).__name__}: {err})"
+    else:
+        field, problem = _answer_problem(choices, target)
+    if problem:
+        source = getattr(spec, field.split("[")[0], "")
+        source = spec.prompt[int(field[7:-1])][1] if field.startswith("prompt[") else source
+        raise SaladError(
+            f"task {spec.name}: {where} (id {item_id}): field {field} ({source}) {problem}"
+        )
+    return item_id
+
+
+def _defined(value: Any) -> Any:
+    """``value``; an expression that names a missing field raises (``StrictUndefined``)."""
+    if isinstance(value, jinja2.Undefined):
+        str(value)
+    return value
+
+
+def _undefined(err: jinja2.UndefinedError, doc: dict) -> str:
+    """What the row lacks, with the closest of its fields for a typo."""
+    fields = sorted(str(key) for key in doc if not str(key).startswith("_"))
+    match = re.fullmatch(r"'([^']+)' is undefined", str(err))
+    if not match:
+        return f"fails: {err} (the row has {', '.join(fields)})"
+    missing = match.group(1)
+    close = difflib.get_close_matches(missing, fields, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else f"the row has {', '.join(fields)}"
+    return f"uses {missing}, which the row lacks; {hint}"
+
+
+def _answer_problem(choices: Any, target: Any) -> tuple[str, str | None]:
+    """The field and why a row's choices and target make no scorable item (None: they do)."""
+    if isinstance(choices, (str, bytes, dict)) or not hasattr(choices, "__len__"):
+        return "choices", f"is {type(choices).__name__} {choices!r:.60}, not a list of choices"
+    if len(choices) < 2:
+        return "choices", f"has {len(choices)} choice(s); an item needs at least two"
+    try:
+        index = int(target)
+    except (TypeError, ValueError):
+        index = None
+    exact = str(index) == target.strip() if isinstance(target, str) else index == target
+    if isinstance(target, bool) or index is None or not exact:
+        return "target", f"is {target!r:.60}, not the index of a choice"
+    if not 0 <= index < len(choices):
+        return "target", f"is {index}, out of range for {len(choices)} choices"
+    return "target", None

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 
@@ -38,8 +39,19 @@ def _start_worker(parent: int, initializer: Callable[..., None] | None, args: tu
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the death signal was armed
         os._exit(1)
+    _thread_locks_only()
     if initializer is not None:
         initializer(*args)
+
+
+def _thread_locks_only() -> None:
+    """tqdm (faster-whisper's progress bars) makes a multiprocessing lock per process; a worker
+    stopped mid-job leaves it to the resource tracker, which then warns of a leaked semaphore.
+    One worker's bars need only a thread lock."""
+    with contextlib.suppress(ImportError):
+        import tqdm  # noqa: PLC0415 - deferred: optional, a dependency of the ASR's
+
+        tqdm.tqdm.set_lock(threading.RLock())
 
 
 def terminate(pool: ProcessPoolExecutor, grace: float = 5.0) -> None:

@@ -18,13 +18,14 @@ from typing import Any
 import yaml
 
 from salad_eval.assets.resolve import resolve
-from salad_eval.checks import divergence_inputs, json_lines, text_lines
+from salad_eval.checks import divergence_inputs, json_lines, text_lines, writable
 from salad_eval.errors import SaladError
+from salad_eval.home import home
 from salad_eval.models.speech_lm import SpeechLMConfig
 from salad_eval.options import check_value, declared, option, option_fields, typed
 from salad_eval.run.spec import RunSpec
 from salad_eval.speech.voices import resolve_voices
-from salad_eval.tasks import get_task
+from salad_eval.tasks import check_data, get_task, is_local
 from salad_train.trackers import check_trackers
 
 PRESETS = Path(str(importlib.resources.files("salad_train") / "configs"))  # package data
@@ -325,6 +326,11 @@ def check_names(config: Config) -> None:
             )
     for name in [*config.run.tasks, config.train.probe_task]:
         get_task(name)
+    checked = [(spec.partition(":")[0], spec.partition(":")[2], 0) for spec in config.data.tasks]
+    checked += [(name, None, config.run.shots) for name in config.run.tasks]
+    for name, split, shots in [*checked, (config.train.probe_task, None, 0)]:
+        if is_local(name, split=split):  # hub data is checked where it is loaded
+            check_data(name, shots=shots, split=split)
     resolve_voices(",".join(config.data.voices))
     resolve_voices(config.run.voices)
     if config.run.divergences:
@@ -346,7 +352,17 @@ def check_names(config: Config) -> None:
 
 
 def check_paths(config: Config) -> None:
-    """Every data path exists and some speech source is named (before anything is built)."""
+    """Every data path exists, some speech source is named and every output folder (and the
+    cache home) can be written (before anything is built)."""
+    home()
+    for label, value in (
+        ("train.out_dir", config.train.out_dir),
+        ("select.out_dir", config.select.out_dir),
+        ("stage2.out_dir", config.stage2.out_dir),
+        ("run.out_dir", config.run.out_dir),
+        ("sweep.out_dir", config.sweep.out_dir),
+    ):
+        writable(Path(value), label)
     data = config.data
     named = (
         ("data.corpus", data.corpus),

@@ -26,6 +26,7 @@ from salad_eval.gap.paired import (
 )
 from salad_eval.gap.summary import pct
 from salad_eval.home import atomic_write_text
+from salad_eval.run.partial import check_complete
 
 _COLUMNS = ("speech acc", "gap", "forgetting", "misalignment")
 
@@ -33,6 +34,7 @@ _COLUMNS = ("speech acc", "gap", "forgetting", "misalignment")
 def load_run(run_dir: Path) -> dict:
     """A run's results.json, or a one-line error that says what is wrong with the directory."""
     path = Path(run_dir) / "results.json"
+    check_complete(run_dir)
     if not path.is_file():
         raise SaladError(
             f"{run_dir} has no results.json; pass run directories written by `salad-eval gap`"

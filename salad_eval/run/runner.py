@@ -27,7 +27,7 @@ from salad_eval.gap.lm_eval_output import write_lm_eval
 from salad_eval.gap.report import write_report
 from salad_eval.home import atomic_write_text, in_checkout, project_root
 from salad_eval.prompt import ChoiceScore, Item, Model, Prompt, ScoringRequest, text_prompt
-from salad_eval.run import provenance
+from salad_eval.run import partial, provenance
 from salad_eval.run.spec import RunSpec
 from salad_eval.scoring import Shard, fill_shard, item_metrics, score
 from salad_eval.speech import diversity
@@ -208,37 +208,37 @@ def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None
         clips.update(corpus.pop("clips"))  # the spans' audio travels with the run's
     if not shard.main:
         return {}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        run_dir / "items.jsonl",
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
-    )
-    manifest = provenance.manifest(
-        setup, models, task_info, voices, synth_info, excluded_all, training
-    )
-    manifest["seconds"] = round(time.time() - started, 1)
-    manifest["clips"] = dict(sorted(clips.items()))
-    manifest["acoustics"] = {  # every setting of each acoustic condition (clips: sidecars)
-        str(v): [{"name": p.name, "kind": p.kind, **p.settings} for p in v.acoustics]
-        for v in resolve_voices(setup.voices)
-        if v.acoustics
-    }
-    if len(voices) > 1:
-        manifest["voice_diversity"] = diversity.voice_diversity(voice_clips)
-    if corpus is not None:
-        manifest["corpus_divergence"] = corpus["setup"]
-    results = write_report(
-        run_dir, records, manifest, setup.metric, setup.n_boot, setup.seed, corpus
-    )
-    write_lm_eval(
-        run_dir,
-        results,
-        records,
-        setup.names.get("speech") or "model",
-        scored if setup.log_samples else None,
-        heard,
-    )
-    return results
+    with partial.writing(run_dir):  # a reader refuses the run until its last file is in
+        atomic_write_text(
+            run_dir / "items.jsonl",
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+        )
+        manifest = provenance.manifest(
+            setup, models, task_info, voices, synth_info, excluded_all, training
+        )
+        manifest["seconds"] = round(time.time() - started, 1)
+        manifest["clips"] = dict(sorted(clips.items()))
+        manifest["acoustics"] = {  # every setting of each acoustic condition (clips: sidecars)
+            str(v): [{"name": p.name, "kind": p.kind, **p.settings} for p in v.acoustics]
+            for v in resolve_voices(setup.voices)
+            if v.acoustics
+        }
+        if len(voices) > 1:
+            manifest["voice_diversity"] = diversity.voice_diversity(voice_clips)
+        if corpus is not None:
+            manifest["corpus_divergence"] = corpus["setup"]
+        results = write_report(
+            run_dir, records, manifest, setup.metric, setup.n_boot, setup.seed, corpus
+        )
+        write_lm_eval(
+            run_dir,
+            results,
+            records,
+            setup.names.get("speech") or "model",
+            scored if setup.log_samples else None,
+            heard,
+        )
+        return results
 
 
 def text_length(model: Model) -> Callable[[str], int]:
@@ -266,6 +266,24 @@ def read_exclusions(path: str) -> dict[str, set[str]]:
             '{"exclude": {"<task>": ["<item id>", ...]}}; pass the file '
             "`salad-train decontam` writes"
         ) from None
+
+
+def check_exclusions(path: str, names: Sequence[str], data_dir: str | None = None) -> None:
+    """Every task and item id ``--exclude-items`` lists is in the run: a stale file (another
+    task set, an edited data file) is refused, not silently ignored."""
+    for task, ids in read_exclusions(path).items():
+        if task not in names:
+            raise SaladError(
+                f"--exclude-items {path} lists task {task}, which this run does not score "
+                f"({', '.join(names)}); pass the file written for these tasks"
+            )
+        unknown = sorted(ids - tasks.check_data(task, data_dir))
+        if unknown:
+            more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+            raise SaladError(
+                f"--exclude-items {path}: task {task} has no item {unknown[0]!r}{more}; "
+                "pass the file written for this task's data"
+            )
 
 
 def _task_records(

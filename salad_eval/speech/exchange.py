@@ -24,6 +24,7 @@ from pathlib import Path
 
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_text
+from salad_eval.run.partial import check_complete
 from salad_eval.speech import recorded, store, tts
 from salad_eval.speech.synth import synthesize
 from salad_eval.speech.voices import resolve_voices
@@ -45,6 +46,7 @@ class Exchanged:
 def run_clips(run_dir: Path) -> dict[str, str]:
     """{key: sha256} of the clips a gap run scored (recorded in its results.json)."""
     path = Path(run_dir) / "results.json"
+    check_complete(run_dir)
     try:
         clips = json.loads(path.read_text())["manifest"]["clips"]
     except FileNotFoundError:

@@ -42,7 +42,9 @@ if TYPE_CHECKING:
 
 SAMPLE_RATE = 16_000
 REVISION = 2  # how engines are driven (2: seeded noise, fresh espeak-ng state); part of versions
-_threads: int | None = None
+# One intra-op thread per engine, in every process: how ONNX splits a sum over threads moves a
+# clip's last bit, and a clip is a function of its text, voice and seed alone (not of --workers).
+ENGINE_THREADS = 1
 
 
 class Engine(Protocol):
@@ -52,12 +54,6 @@ class Engine(Protocol):
     def version(self) -> str: ...
 
     def synthesize(self, text: str, voice: Voice, seed: int) -> np.ndarray: ...
-
-
-def set_threads(threads: int) -> None:
-    """CPU threads per engine; call before the first ``engine()`` (parallel workers share cores)."""
-    global _threads
-    _threads = threads
 
 
 def to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
@@ -89,7 +85,7 @@ def _onnx_session(model: str) -> seeded.SeededSession:
     import onnxruntime  # noqa: PLC0415 - deferred: optional onnxruntime, loaded on this path only
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = _threads or 0
+    options.intra_op_num_threads = ENGINE_THREADS
     options.inter_op_num_threads = 1
     path = seeded.seeded_model(model, _file_hash(model))
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])

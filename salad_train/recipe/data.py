@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -44,7 +43,6 @@ from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_bytes, home
 from salad_eval.interleave import Document, Span
 from salad_eval.progress import progress_bar
-from salad_eval.speech import tts
 from salad_eval.speech.normalize import normalize
 from salad_eval.speech.synth import ensure_clip
 from salad_eval.speech.voices import parse_voice
@@ -105,10 +103,6 @@ def _speak_job(job: tuple[str, str, int]) -> str:
     return speak(*job)
 
 
-def _init_speaker(threads: int) -> None:
-    tts.set_threads(threads)
-
-
 def speak_all(jobs: list[tuple[str, str, int]], workers: int = 1) -> list[str]:
     """Clips of many (text, voice, seed) jobs, in order, made by ``workers`` processes."""
 
@@ -120,8 +114,7 @@ def speak_all(jobs: list[tuple[str, str, int]], workers: int = 1) -> list[str]:
                 clips.append(speak(*job))
                 progress.advance(bar)
             return clips
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with worker_pool(workers, _init_speaker, (threads,)) as pool:
+        with worker_pool(workers) as pool:
             clips = []
             for clip in pool.map(_speak_job, jobs, chunksize=16):
                 clips.append(clip)
