@@ -10,6 +10,8 @@ import pytest
 from salad_eval.models.audio_flamingo3 import AudioFlamingo3
 from salad_eval.models.tiny_audio_llms import save_tiny_audio_flamingo3
 
+pytestmark = pytest.mark.numerics  # scores compared across batches and paths
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
@@ -65,6 +67,7 @@ def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
     return out, checks.gap_report(model_dir, tiny_qwen2, out)
 
 
+@pytest.mark.slow  # a whole gap run
 def test_gap_report_is_complete(gap_run):
     checks.check_gap_report(*gap_run)
 

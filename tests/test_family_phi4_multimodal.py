@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from numerics import assert_float32_close
 
 from salad_eval.models.lm_scoring import score_separately
 from salad_eval.models.phi4_multimodal import Phi4Multimodal
@@ -17,6 +18,8 @@ from salad_eval.models.speech_lm import load_waveform
 from salad_eval.models.speech_lora import NO_ADAPTER
 from salad_eval.models.tiny_audio_llms import save_tiny_phi4_multimodal
 from salad_eval.prompt import Audio, ScoringRequest, Text
+
+pytestmark = pytest.mark.numerics  # scores compared across batches and paths
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +81,8 @@ def test_audio_path_is_the_models_own(model, clips, tmp_path):
     ids = [i for p in pieces for i in ([placeholder] * next(counts) if isinstance(p, Audio) else p)]
     model.use_lora_for(request.prompt)
     expected = checks.own_forward_scores(model.model, ids, conts, **inputs)
-    assert [s.logprob for s in model.score([request])[0]] == pytest.approx(expected, abs=1e-4)
+    scores = [s.logprob for s in model.score([request])[0]]
+    assert_float32_close(scores, expected, terms=checks.terms_of(model))
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +114,7 @@ def gap_run(model_dir, text_llm, tmp_path_factory) -> tuple[Path, dict]:
     return out, checks.gap_report(model_dir, text_llm, out)
 
 
+@pytest.mark.slow  # a whole gap run
 def test_gap_report_is_complete(gap_run):
     checks.check_gap_report(*gap_run)
     checks.check_no_forgetting(gap_run[0])  # its LoRA is off for text

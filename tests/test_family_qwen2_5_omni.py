@@ -11,6 +11,8 @@ import torch
 
 from salad_eval.models.qwen2_5_omni import Qwen25Omni
 
+pytestmark = pytest.mark.numerics  # scores compared across batches and paths
+
 SPECIALS = [
     "<unk>",
     "<|endoftext|>",
@@ -117,6 +119,7 @@ def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
     return out, checks.gap_report(model_dir, tiny_qwen2, out)
 
 
+@pytest.mark.slow  # a whole gap run
 def test_gap_report_is_complete(gap_run):
     checks.check_gap_report(*gap_run)
 

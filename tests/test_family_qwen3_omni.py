@@ -10,6 +10,8 @@ import pytest
 
 from salad_eval.models.qwen3_omni import Qwen3Omni
 
+pytestmark = pytest.mark.numerics  # scores compared across batches and paths
+
 SPECIALS = [
     "<unk>",
     "<|endoftext|>",
@@ -124,5 +126,6 @@ def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
     return out, checks.gap_report(model_dir, tiny_qwen2, out)
 
 
+@pytest.mark.slow  # a whole gap run
 def test_gap_report_is_complete(gap_run):
     checks.check_gap_report(*gap_run)

@@ -14,6 +14,8 @@ import torch
 
 from salad_eval.models.voxtral import Voxtral
 
+pytestmark = pytest.mark.numerics  # scores compared across batches and paths
+
 NAMED = {
     0: "<unk>",
     1: "<s>",
@@ -140,6 +142,7 @@ def gap_run(model_dir, tiny_qwen2, tmp_path_factory) -> tuple[Path, dict]:
     return out, checks.gap_report(model_dir, tiny_qwen2, out)
 
 
+@pytest.mark.slow  # a whole gap run
 def test_gap_report_is_complete(gap_run):
     checks.check_gap_report(*gap_run)
 

@@ -20,6 +20,10 @@ from salad_train.data import Span
 from salad_train.optim import build_optimizer
 from salad_train.stage1 import Stage1Module, student_lm
 
+pytestmark = (
+    pytest.mark.numerics
+)  # the identity text@speech == text@base and float32 master weights
+
 REQUESTS = [
     ScoringRequest((Text("Question: What color is the sky? Answer:"),), (" blue", " green")),
     ScoringRequest((Text("The capital of France is "),), ("Paris", "a potato", "")),
