@@ -35,10 +35,15 @@ demo: setup
 	.venv/bin/salad-eval gap --model $(TINY)/model --tasks demo --voices heldout \
 	  --limit $(DEMO_ITEMS) --workers 2 --out $(DEMO_REPORT)
 
+# Two tiers: the whole suite on this processor's own kernels, then the float-sensitive tests
+# (marker `numerics`) with torch's, MKL's and oneDNN's kernels capped at AVX2 (README: tests).
+AVX2_CAP := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+
 test: setup
 	.venv/bin/ruff format --check salad_eval salad_train tests bench
 	.venv/bin/ruff check salad_eval salad_train tests bench
 	$(PY) -m pytest -q -x --durations=15
+	$(AVX2_CAP) $(PY) -m pytest -q -x -m "numerics and not slow" --durations=5
 
 # The unit tier: every test not marked integration or slow (pyproject.toml), in under 3 minutes.
 test-fast: setup

@@ -10,6 +10,39 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# The kernel caps of the numerics tier (`make test`): ATen's own kernels, MKL's and oneDNN's
+CPU_CAPS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+
+
+def _cpu_capability_line() -> str:
+    import torch
+
+    caps = ", ".join(f"{name}={os.environ[name]}" for name in CPU_CAPS if os.environ.get(name))
+    return f"cpu capability: {torch.backends.cpu.get_cpu_capability()} ({caps or 'no cap set'})"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A capped run runs the kernels it names, or stops: torch falls back to its own choice
+    without a word when it does not take the ATEN_CPU_CAPABILITY given (a typo, say)."""
+    import torch
+
+    requested = os.environ.get("ATEN_CPU_CAPABILITY")
+    actual = torch.backends.cpu.get_cpu_capability()
+    if requested and requested.upper() != actual:
+        raise pytest.UsageError(
+            f"ATEN_CPU_CAPABILITY={requested} is set but torch reports CPU capability {actual}: "
+            "this run would not test the kernels it names"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return _cpu_capability_line()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Also at the end, where ``-q`` (no header) shows it: which kernels this tier ran."""
+    terminalreporter.write_line(_cpu_capability_line())
+
 
 @pytest.fixture(autouse=True)
 def _own_rebuilt_counts() -> None:

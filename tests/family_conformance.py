@@ -67,6 +67,7 @@ class FamilyConformance:
     def test_audio_path_is_the_models_own(self, model, clips):
         checks.check_own_audio_path(model, clips, partial(self.own_audio_inputs, model))
 
+    @pytest.mark.slow  # a whole gap run
     def test_gap_report_is_complete(self, gap_run):
         checks.check_gap_report(*gap_run)
 
@@ -105,6 +106,7 @@ class SpeechLoRAConformance(TextLLMConformance):
         off = [s.logprob for s in model.score([request])[0]]
         assert np.abs(np.array(on) - np.array(off)).max() > 1e-3
 
+    @pytest.mark.slow  # a whole gap run
     def test_gap_report_is_complete(self, gap_run):
         checks.check_gap_report(*gap_run)
         checks.check_no_forgetting(gap_run[0])  # its LoRA is off for text

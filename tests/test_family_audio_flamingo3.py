@@ -11,7 +11,7 @@ from family_conformance import TextLLMConformance
 from salad_eval.models.audio_flamingo3 import AudioFlamingo3
 from salad_eval.models.tiny_audio_llms import save_tiny_audio_flamingo3
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.numerics]  # scores compared across paths
 
 
 class TestAudioFlamingo3(TextLLMConformance):

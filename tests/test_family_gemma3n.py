@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 from family_conformance import FamilyConformance
+from numerics import assert_float32_close
 
 from salad_eval.models.gemma3n import Gemma3n
 from salad_eval.models.lm_scoring import score_separately
@@ -16,7 +17,7 @@ from salad_eval.models.speech_lm import load_waveform
 from salad_eval.models.tiny_audio_llms import save_tiny_gemma3n
 from salad_eval.prompt import Audio, ScoringRequest, Text
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.numerics]  # scores compared across paths
 
 
 def _own_scores(model, prompt, choices, waves) -> list[float]:
@@ -52,7 +53,7 @@ class TestGemma3n(FamilyConformance):
             assert (
                 context.shape[0] > model.model.config.text_config.sliding_window or len(pieces) == 1
             )
-            assert [s.logprob for s in row] == pytest.approx(reference, abs=1e-4)
+            assert_float32_close([s.logprob for s in row], reference, terms=checks.terms_of(model))
 
     def test_audio_path_is_the_models_own(self, model, clips, tmp_path):
         """Per choice, the model's own forward from token ids agrees: its audio span, features,
@@ -66,11 +67,11 @@ class TestGemma3n(FamilyConformance):
         prompt = (Text("Q: "), short, Text(" and "), long, Text(" A:"))
         scores = model.score([ScoringRequest(prompt, checks.CHOICES)])[0]
         expected = _own_scores(model, prompt, checks.CHOICES, [padded, load_waveform(long.path)])
-        assert [s.logprob for s in scores] == pytest.approx(expected, abs=1e-4)
+        assert_float32_close([s.logprob for s in scores], expected, terms=checks.terms_of(model))
         text = (Text("Question: what is the fox? Answer:"),)
         scores = model.score([ScoringRequest(text, checks.CHOICES)])[0]
         expected = _own_scores(model, text, checks.CHOICES, [])
-        assert [s.logprob for s in scores] == pytest.approx(expected, abs=1e-4)
+        assert_float32_close([s.logprob for s in scores], expected, terms=checks.terms_of(model))
         ids = torch.tensor(model.tokenize(text, ())[0])
         with (
             torch.inference_mode()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from family_conformance import SpeechLoRAConformance
+from numerics import assert_float32_close
 
 from salad_eval.models.phi4_multimodal import Phi4Multimodal
 from salad_eval.models.speech_lm import load_waveform
@@ -17,7 +18,7 @@ from salad_eval.models.speech_lora import NO_ADAPTER
 from salad_eval.models.tiny_audio_llms import save_tiny_phi4_multimodal
 from salad_eval.prompt import Audio, ScoringRequest, Text
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.numerics]  # scores compared across paths
 
 
 class TestPhi4Multimodal(SpeechLoRAConformance):
@@ -51,7 +52,9 @@ class TestPhi4Multimodal(SpeechLoRAConformance):
         ]
         model.use_lora_for(request.prompt)
         expected = checks.own_forward_scores(model.model, ids, conts, **inputs)
-        assert [s.logprob for s in model.score([request])[0]] == pytest.approx(expected, abs=1e-4)
+        assert_float32_close(
+            [s.logprob for s in model.score([request])[0]], expected, terms=checks.terms_of(model)
+        )
 
     @pytest.fixture(scope="class")
     @classmethod

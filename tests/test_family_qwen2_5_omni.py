@@ -12,7 +12,7 @@ from family_conformance import FamilyConformance
 
 from salad_eval.models.qwen2_5_omni import Qwen25Omni
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.numerics]  # scores compared across paths
 
 SPECIALS = [
     "<unk>",

@@ -11,7 +11,7 @@ from family_conformance import FamilyConformance
 
 from salad_eval.models.qwen3_omni import Qwen3Omni
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.numerics]  # scores compared across paths
 
 SPECIALS = [
     "<unk>",

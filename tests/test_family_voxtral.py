@@ -15,7 +15,7 @@ from family_conformance import FamilyConformance
 
 from salad_eval.models.voxtral import Voxtral
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.numerics]  # scores compared across paths
 
 NAMED = {
     0: "<unk>",

@@ -198,12 +198,12 @@ def test_run_is_resumable_and_skips_current_steps(tmp_path):
     process = subprocess.Popen(
         command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.time() + 300
+    # wait for the event itself, however fast the machine: Stage II's first checkpoint, or the
+    # run's end (then the assertion below says the kill came too late)
     while not (loop / "stage2" / "latest").is_file() and process.poll() is None:
-        assert time.time() < deadline
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)  # inside Stage II, after its first checkpoint
-    assert process.wait() == -signal.SIGKILL
+    assert process.wait() == -signal.SIGKILL, "the run ended before Stage II's first checkpoint"
     finished = {label: path.stat().st_mtime_ns for label, path in dones.items() if path.is_file()}
     assert {"stage I", "select (gamma=5)"} <= set(finished)
 

@@ -22,6 +22,10 @@ from salad_train.recipe.stage1 import Stage1Module, student_lm
 
 pytestmark = pytest.mark.integration
 
+pytestmark = (
+    pytest.mark.numerics
+)  # the identity text@speech == text@base and float32 master weights
+
 REQUESTS = [
     ScoringRequest((Text("Question: What color is the sky? Answer:"),), (" blue", " green")),
     ScoringRequest((Text("The capital of France is "),), ("Paris", "a potato", "")),
@@ -53,7 +57,12 @@ def test_an_untouched_llm_reads_text_exactly_as_its_base(tiny_qwen2, tmp_path, d
     speech = SpeechLM.from_config(config, seed=0, dtype=dtype)
     assert base.dtype == speech.dtype == dtype
     expected = _logprobs(base)
+    trainable = [n for n, p in speech.llm.named_parameters() if p.requires_grad]
+    assert bool(trainable) == (mode != "frozen")
+    # identity by construction: scoring freezes the weights (lm_scoring.frozen), so both copies
+    # run the same kernels on the same shapes; a trainable one used to fold lm_head's matmul
     assert _logprobs(speech) == expected
+    assert [n for n, p in speech.llm.named_parameters() if p.requires_grad] == trainable
     loaded = load_speech_lm(speech.save(tmp_path / "ckpt"), dtype=dtype)
     assert loaded.dtype == dtype and _logprobs(loaded) == expected
     cascade = Cascade(asr="whisper-tiny.en", text_model=str(tiny_qwen2), dtype=dtype)

@@ -265,6 +265,7 @@ def test_audio_values_as_the_hub_gives_them(mirror, monkeypatch, tmp_path):
     assert kept.read_bytes() == data and kept.stem == hashlib.sha256(data).hexdigest()
     decoded = {"array": sf.read(wav, dtype="float32")[0], "sampling_rate": 16000}
     again = recordings.source(decoded, None)  # a decoded value: kept as a WAV of its samples
+    # not a rounding bound: the kept WAV holds 16-bit samples (a step of 2^-15 ~ 3e-5)
     assert np.allclose(
         recorded.convert(again, recorded.clip_fields(again)),
         recorded.convert(str(kept), recorded.clip_fields(str(kept))),

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from numerics import assert_float32_close, longest_reduction
 
 from salad_eval.errors import SaladError
 from salad_eval.models.encoder import CachedEncoder, MimiEncoder, WhisperEncoder, load_encoder
@@ -109,6 +110,7 @@ def test_clip_context_keeps_frames_and_what_whisper_hears():
     assert wer["clip"] < 0.35 and wer["clip"] <= wer["window"] + 0.2, heard
 
 
+@pytest.mark.numerics
 def test_clip_mel_equals_its_30s_window(clip):
     """The clip context computes log-mels of the clip alone (14x cheaper than of a 30 s window):
     the first frames of the padded window, bit for bit on ordinary clips and to float rounding on a
@@ -120,8 +122,10 @@ def test_clip_mel_equals_its_30s_window(clip):
         window = fast.extractor([part], sampling_rate=16_000, return_tensors="pt").input_features
         frames = -(-length // 320)
         mel, expected = fast._clip_mel(part, frames), window[:, :, : 2 * frames]
-        same = torch.equal if frames > 1 else lambda a, b: torch.allclose(a, b, atol=1e-6)
-        assert same(mel, expected)
+        if frames > 1:
+            assert torch.equal(mel, expected)  # identity: the same STFT and mel matmul shapes
+        else:  # the mel filterbank's sums over the 201 frequency bins, blocked otherwise
+            assert_float32_close(mel, expected, terms=201)
 
 
 def test_feature_cache_hits_on_rerun(clip, tmp_path):
@@ -134,6 +138,7 @@ def test_feature_cache_hits_on_rerun(clip, tmp_path):
     assert len(list(tmp_path.rglob("*.npy"))) == 1
 
 
+@pytest.mark.numerics
 def test_shared_context_equals_scoring_each_choice(model, clip):
     request = spoken_request(clip)
     pieces, conts = model.tokenize(request.prompt, request.choices)
@@ -143,7 +148,8 @@ def test_shared_context_equals_scoring_each_choice(model, clip):
     for batch_size in (1, 8):
         shared = model.score([request], batch_size=batch_size)[0]
         for got, (logprob, greedy) in zip(shared, separate, strict=True):
-            assert got.logprob == pytest.approx(logprob, abs=1e-4)
+            # one forward per choice against a shared cache: other shapes, other summing orders
+            assert_float32_close(got.logprob, logprob, terms=longest_reduction(model.llm))
             assert got.is_greedy == greedy
         assert [s.n_tokens for s in shared] == [len(c) for c in conts]
 
@@ -169,6 +175,8 @@ def test_vocabulary_output_reads_frames_as_the_collapsed_tokens(model):
     frames = [a, a, model.blank, b, model.blank, b, b, c, model.blank]
     directions = torch.nn.functional.normalize(table[frames], dim=-1).requires_grad_()
     read = model.read_vocabulary(directions)
+    # not a rounding bound: the softmax at readout_scale 300 leaves every other token a small,
+    # nonzero weight e^(-300 (1 - cos)); 1e-4 bounds that leakage into the read embedding
     assert torch.allclose(read, table[[a, b, b, c]], atol=1e-4)
     read.sum().backward()
     assert directions.grad.abs().sum() > 0  # training reaches the adapter through the readout
@@ -176,6 +184,7 @@ def test_vocabulary_output_reads_frames_as_the_collapsed_tokens(model):
     assert model.read_vocabulary(silence).shape == (0, table.shape[1])
 
 
+@pytest.mark.numerics
 def test_untouched_llm_on_text_gives_text_lm_scores(model):
     requests = [
         ScoringRequest((Text("Question: What color is the sky? Answer:"),), (" blue", " green")),
@@ -184,9 +193,8 @@ def test_untouched_llm_on_text_gives_text_lm_scores(model):
     text = TextLM().score(requests)
     speech = model.score(requests)
     for text_scores, speech_scores in zip(text, speech, strict=True):
-        assert [s.logprob for s in speech_scores] == pytest.approx(
-            [s.logprob for s in text_scores], abs=1e-5
-        )
+        # identity: the frozen LLM and TextLM run the same kernels on the same shapes
+        assert [s.logprob for s in speech_scores] == [s.logprob for s in text_scores]
         assert [s.n_tokens for s in speech_scores] == [s.n_tokens for s in text_scores]
 
 

@@ -17,13 +17,36 @@ changes matmul shapes, hence the last bits).
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from transformers import PreTrainedModel
 
 from salad_eval.errors import SaladError
 from salad_eval.prompt import ChoiceScore
+
+
+@contextmanager
+def frozen(llm: torch.nn.Module) -> Iterator[None]:
+    """Score with every weight of ``llm`` frozen (``requires_grad`` False), restored after.
+
+    ATen's ``matmul`` (a bias-free ``linear`` such as ``lm_head``) picks its kernel by the
+    weight's ``requires_grad``: on a strided 3-D input (the last position's hidden states that
+    ``logits_to_keep`` slices out) a weight that requires grad folds the input into one ``mm``,
+    a frozen one runs ``bmm`` on it, and the two sum in another order (1 ulp apart). A speech
+    LLM that trains its LLM (``llm_mode: full``) and its frozen base (``TextLM``) then scored
+    the same text apart; frozen here, both run the same kernels, so text@speech == text@base
+    holds bit for bit whatever the weights' training state.
+    """
+    trainable = [p for p in llm.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 def score_continuations(
@@ -43,7 +66,7 @@ def score_continuations(
     embed = llm.get_input_embeddings()
     device = embed.weight.device
     results: list[tuple[float, bool]] = []
-    with torch.inference_mode():
+    with frozen(llm), torch.inference_mode():
         out = llm(
             inputs_embeds=context_embeds[None].to(device, embed.weight.dtype),
             use_cache=True,
@@ -97,7 +120,7 @@ def score_contexts(
     # largest, so memory runs out at once if it does at all.
     order = sorted(range(len(contexts)), key=lambda i: -contexts[i].shape[0])
     results: list[list[ChoiceScore]] = [[] for _ in contexts]
-    with torch.inference_mode():
+    with frozen(llm), torch.inference_mode():
         lengths = [c.shape[0] for c in contexts]
         choice_lengths = [max(map(len, conts), default=0) for conts in continuations]
         window = sliding_window(llm)
@@ -337,7 +360,7 @@ def score_separately(
     embed = llm.get_input_embeddings()
     device = embed.weight.device
     results = []
-    with torch.inference_mode():
+    with frozen(llm), torch.inference_mode():
         for tokens in continuations:
             if not tokens:
                 results.append((0.0, True))

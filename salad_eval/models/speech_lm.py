@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -184,7 +186,8 @@ class SpeechLM(nn.Module):
                 target_modules=list(config.lora_targets),
                 lora_dropout=0.0,
             )
-            llm = get_peft_model(llm, lora)
+            with _peft_wrapping():
+                llm = get_peft_model(llm, lora)
         torch.manual_seed(seed)
         table = llm.get_input_embeddings().weight
         adapter = _build_adapter(
@@ -421,7 +424,10 @@ def load_speech_lm(directory: str | Path, device: str = "cpu", dtype: str = "flo
     if mode == "lora":
         from peft import PeftModel  # noqa: PLC0415 - deferred: heavy peft, loaded on this path only
 
-        llm = PeftModel.from_pretrained(llm, path / section["llm"]["weights"], is_trainable=True)
+        with _peft_wrapping():
+            llm = PeftModel.from_pretrained(
+                llm, path / section["llm"]["weights"], is_trainable=True
+            )
     encoder = load_encoder(config.encoder, device=device, context=config.encoder_context)
     adapter = _build_adapter(
         config, section["adapter"]["in_dim"] // config.stack, section["adapter"]["out_dim"]
@@ -430,6 +436,18 @@ def load_speech_lm(directory: str | Path, device: str = "cpu", dtype: str = "flo
 
     adapter.load_state_dict(load_file(path / section["adapter"]["weights"]))
     return SpeechLM._assemble(config, encoder, adapter, llm, tokenizer, device)
+
+
+@contextmanager
+def _peft_wrapping() -> Iterator[None]:
+    """Around peft's ``PeftModel(...)``: its constructor reads transformers' deprecated
+    ``model.is_gradient_checkpointing`` (peft 0.21, transformers 5), a FutureWarning at the start
+    of every LoRA run that salad cannot act on; only that warning is ignored, only here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield
 
 
 def is_speech_lm_checkpoint(directory: str | Path) -> bool:
