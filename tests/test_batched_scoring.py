@@ -221,11 +221,9 @@ def test_killed_batched_run_resumes_identically(text_lm: TextLM, tmp_path, monke
 
 @pytest.mark.integration
 def test_batch_size_auto_and_bad_values(text_lm: TextLM) -> None:
-    import typer
-
-    from salad_eval.cli import _batch_size
     from salad_eval.errors import SaladError
     from salad_eval.models.lm_scoring import CPU_BATCH_SIZE
+    from salad_eval.run.spec import RunSpec
     from salad_eval.scoring import DEFAULT_BATCH_SIZE, resolve_batch_size
 
     requests = many_requests()
@@ -235,10 +233,12 @@ def test_batch_size_auto_and_bad_values(text_lm: TextLM) -> None:
     for bad in (0, -2, "many", True, 2.5):
         with pytest.raises(SaladError, match="batch size"):
             resolve_batch_size(text_lm, requests, bad)
-    assert _batch_size("auto") == "auto" and _batch_size("16") == 16
-    for bad in ("0", "-2", "many"):
-        with pytest.raises(typer.BadParameter):
-            _batch_size(bad)
+    # the option as every front end declares it (RunSpec): an integer >= 1, or auto
+    assert RunSpec(batch_size="auto").checked().batch_size == "auto"
+    assert RunSpec(batch_size=16).checked().batch_size == 16
+    for bad in (0, -2, "many"):
+        with pytest.raises(SaladError, match="--batch-size .* >= 1 or auto"):
+            RunSpec(batch_size=bad).checked()
 
 
 def test_largest_batch_halves_until_it_fits() -> None:
