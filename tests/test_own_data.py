@@ -24,7 +24,7 @@ from test_bad_input import HOOK, _refused, no_model_loads  # noqa: F401 - the au
 
 from salad_eval import tasks
 from salad_eval.home import atomic_write_text, home
-from salad_eval.run.partial import MARKER
+from salad_eval.run_folder import MARKER
 
 BIN = Path(sys.executable).parent
 

@@ -26,7 +26,7 @@ from salad_eval.gap.paired import (
 )
 from salad_eval.gap.summary import pct
 from salad_eval.home import atomic_write_text
-from salad_eval.run.partial import check_complete
+from salad_eval.run_folder import check_complete
 
 _COLUMNS = ("speech acc", "gap", "forgetting", "misalignment")
 

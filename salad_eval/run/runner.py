@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from salad_eval import corpus_divergence, divergence, tasks
+from salad_eval import corpus_divergence, divergence, run_folder, tasks
 from salad_eval.conditions import shuffled_prompts, silent_prompt
 from salad_eval.errors import SaladError
 from salad_eval.gap.lm_eval_output import write_lm_eval
 from salad_eval.gap.report import write_report
 from salad_eval.home import atomic_write_text, in_checkout, project_root
 from salad_eval.prompt import ChoiceScore, Item, Model, Prompt, ScoringRequest, text_prompt
-from salad_eval.run import partial, provenance
+from salad_eval.run import provenance
 from salad_eval.run.spec import RunSpec
 from salad_eval.scoring import Shard, fill_shard, item_metrics, score
 from salad_eval.speech import diversity
@@ -208,7 +208,7 @@ def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None
         clips.update(corpus.pop("clips"))  # the spans' audio travels with the run's
     if not shard.main:
         return {}
-    with partial.writing(run_dir):  # a reader refuses the run until its last file is in
+    with run_folder.writing(run_dir):  # a reader refuses the run until its last file is in
         atomic_write_text(
             run_dir / "items.jsonl",
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_text
-from salad_eval.run.partial import check_complete
+from salad_eval.run_folder import check_complete
 from salad_eval.speech import recorded, store, tts
 from salad_eval.speech.synth import synthesize
 from salad_eval.speech.voices import resolve_voices
