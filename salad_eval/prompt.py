@@ -57,6 +57,9 @@ class Item:
     choices: tuple[str, ...]
     target: int
     shots: int = 0  # solved examples at the start of its context
+    # a generation item (``tasks.load_items(answer="generate")``): its choices are the option
+    # letters ("A", "B", ...) and these the option texts they stand for, in the same order
+    options: tuple[str, ...] = ()
 
     @property
     def text_context(self) -> str:
@@ -92,6 +95,42 @@ def text_prompt(item: Item) -> Prompt:
 def prompt_text(prompt: Prompt) -> str:
     """The text a prompt stands for, audio replaced by what it speaks."""
     return "".join(seg.text if isinstance(seg, Text) else seg.transcript for seg in prompt)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a model generates a reply: greedy (``temperature`` 0) unless sampled. A sampled
+    reply is seeded by ``seed``, its request and its sample number, never by its batch."""
+
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    top_p: float = 1.0
+    samples: int = 1
+    seed: int = 1234
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A prompt to answer by generation; the reply ends at the first of ``until`` (the task's
+    stop sequences) or at the model's end of sequence, else it is cut off by the token limit."""
+
+    prompt: Prompt
+    until: tuple[str, ...] = ()
+    seed: int = 0  # a sampled reply s draws from a generator seeded by (seed, s)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One generated reply: its text (stop sequence excluded), its length in tokens, and
+    whether the token limit cut it off before it ended."""
+
+    text: str
+    n_tokens: int
+    truncated: bool
 
 
 @runtime_checkable
