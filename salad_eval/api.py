@@ -88,6 +88,8 @@ def evaluate(
         out_dir=call.out,
         model_type=call.model_type,
     )
+    if spec.answer != "loglik":
+        checks.generation_inputs(spec.tasks, spec.data_dir, call.model, call.model_type)
     training = _training_record(Path(call.model))
     dtype = spec.dtype or default_dtype(call.device)
     speech = load_speech_model(

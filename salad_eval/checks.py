@@ -14,10 +14,11 @@ from salad_eval.assets.resolve import resolve
 from salad_eval.errors import SaladError
 from salad_eval.home import home
 from salad_eval.models.load import speech_model_kind
+from salad_eval.models.registry import family_for
 from salad_eval.speech import perturb
 from salad_eval.speech.tts import kokoro_voice_file
 from salad_eval.speech.voices import KOKORO_ENGLISH, RECORDED, parse_voice, resolve_voices
-from salad_eval.tasks import check_data, get_task, load_items
+from salad_eval.tasks import check_data, generation_problem, get_task, load_items
 
 
 def task_names(spec: str) -> list[str]:
@@ -160,3 +161,22 @@ def _device(name: str) -> None:
         raise SaladError(f"--device {name} but no CUDA GPU is visible; use --device cpu")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise SaladError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) are visible")
+
+
+def generation_inputs(
+    task_names: list[str], data_dir: str | None, model: str, model_type: str | None = None
+) -> None:
+    """``--answer generate``: each task has (or derives) a multiple-choice template, and the
+    speech model's adapter can generate; checked before any model loads."""
+    for name in task_names:
+        if problem := generation_problem(name, data_dir):
+            raise SaladError(problem)
+    kind = speech_model_kind(model, model_type)
+    if kind != "salad":
+        adapter = family_for(kind).load_adapter()
+        if not callable(getattr(adapter, "generate", None)):
+            raise SaladError(
+                f"--answer generate: {model} is a {kind} model whose adapter "
+                f"({adapter.__name__}) only scores; use --answer loglik, or give the adapter a "
+                "generate(requests, decoding, batch_size) method (CONTRIBUTING.md: a model family)"
+            )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import numpy as np
 from salad_eval.errors import SaladError
 from salad_eval.home import BadEntry, checked_float, home, json_bytes, read_entry, write_entry
 from salad_eval.progress import progress_bar
-from salad_eval.prompt import Audio, ChoiceScore, Model, ScoringRequest
+from salad_eval.prompt import Audio, ChoiceScore, GenerationRequest, Model, ScoringRequest
 
 DEFAULT_BATCH_SIZE = 8  # rows per forward pass, on a CPU and where ``auto`` has no finder
 CALL_BATCHES = 8  # batches of requests handed to a model per call (and cached together)
@@ -78,10 +78,10 @@ def _parse(data: bytes, n_choices: int) -> list[ChoiceScore]:
     return scores
 
 
-def request_size(request: ScoringRequest) -> int:
+def request_size(request: ScoringRequest | GenerationRequest) -> int:
     """A cheap stand-in for a request's length in positions: characters of its text and of its
-    choices, plus its audio files' bytes / 256 (about 8 per second of 16 kHz flac or wav)."""
-    size = sum(len(choice) for choice in request.choices)
+    choices (if any), plus its audio files' bytes / 256 (about 8 per second of 16 kHz audio)."""
+    size = sum(len(choice) for choice in getattr(request, "choices", ()))
     for seg in request.prompt:
         size += os.stat(seg.path).st_size // 256 if isinstance(seg, Audio) else len(seg.text)
     return size
@@ -131,13 +131,14 @@ def fill_shard(
     _score_calls(model, requests, batch_size, True, rank, size)
 
 
-def _calls(
-    model: Model, requests: Sequence[ScoringRequest], batch_size: int | str
+def call_plan(
+    requests: Sequence[ScoringRequest | GenerationRequest], rows_of: Callable[[list], int]
 ) -> list[tuple[int, list[int]]]:
     """(rows per forward, request indices) of every model call, from all requests (so a resumed
-    run makes the same calls). All-text requests and spoken ones are cut apart: a text prompt
-    batches with the same neighbours in a speech LLM's run as in its text LLM's, so an untouched
-    LLM still gives ``text@speech == text@base`` bit for bit."""
+    run makes the same calls); ``rows_of(group)`` is a group's rows per forward. All-text
+    requests and spoken ones are cut apart: a text prompt batches with the same neighbours in a
+    speech LLM's run as in its text LLM's, so an untouched LLM still gives ``text@speech ==
+    text@base`` bit for bit."""
     calls = []
     for spoken in (False, True):
         group = [
@@ -147,7 +148,7 @@ def _calls(
         ]
         if not group:
             continue
-        rows = resolve_batch_size(model, [requests[i] for i in group], batch_size)
+        rows = rows_of([requests[i] for i in group])
         group.sort(key=lambda i: -request_size(requests[i]))  # stable: ties keep input order
         per_call = rows * CALL_BATCHES
         calls += [(rows, group[s : s + per_call]) for s in range(0, len(group), per_call)]
@@ -175,7 +176,9 @@ def _score_calls(
         return results
     calls = [
         (rows, call)
-        for n, (rows, call) in enumerate(_calls(model, requests, batch_size))
+        for n, (rows, call) in enumerate(
+            call_plan(requests, lambda group: resolve_batch_size(model, group, batch_size))
+        )
         if n % size == rank and any(results[i] is None for i in call)
     ]
     todo = sum(results[i] is None for _, call in calls for i in call)

@@ -22,6 +22,10 @@ Specs are found in the built-in task folder (the repository's ``tasks/``, shippe
 same schema, ``include`` chains (relative to the including file) and validation. A malformed
 spec is refused in one line naming its file and field.
 
+A ``generate:`` block is the task's prompt for ``--answer generate``: the item as a question with
+lettered options and an answer instruction (``task_generation``); ``load_items(answer=
+"generate")`` renders it, ``generation`` gives the runner its stop sequences and options mode.
+
 Data comes from the files a spec embeds (``data_files``, relative to the spec's folder), else
 from a local mirror ``<dir>/<dataset_path>/<config or "default">/<split>.jsonl`` (``data_dir``
 or ``$SALAD_BENCHMARKS``), else from the hub through ``datasets.load_dataset`` as lm-eval does.
@@ -47,12 +51,14 @@ from typing import Any
 import jinja2
 import yaml
 
-from salad_eval import recordings, task_hooks
+from salad_eval import recordings, task_generation, task_hooks
 from salad_eval.errors import SaladError
 from salad_eval.home import project_root
 from salad_eval.prompt import Item, Part, Speak, Text
+from salad_eval.task_generation import LETTERS, GenerateSpec
 
 MIRROR_ENV = "SALAD_BENCHMARKS"
+ANSWERS = ("loglik", "generate")  # how a model answers: choice log-likelihoods, or a reply
 INCLUDE_ENV = "SALAD_INCLUDE_PATH"  # folders of extra task YAMLs, separated by os.pathsep
 
 
@@ -94,6 +100,7 @@ class TaskSpec:
     data_files: tuple[tuple[str, str], ...] = ()  # (split, path relative to the spec's folder)
     data_note: str = ""
     recordings: tuple[tuple[int, str], ...] = ()  # (prompt part, expression of its recording)
+    generate: GenerateSpec | None = None  # its generate: block; None: derived (``generation``)
     fingerprint: str = ""
 
     @property
@@ -215,6 +222,8 @@ def _validate(path: Path, raw: dict) -> None:
     for split, file in data_files.items():
         if not (path.parent / str(file)).is_file():
             raise _spec_error(path, f"field data_files.{split}: {file} is not beside the spec")
+    if "generate" in raw and (problem := task_generation.block_problem(raw["generate"], _env)):
+        raise _spec_error(path, problem)
 
 
 def _raw_specs() -> dict[str, tuple[dict, Path]]:
@@ -282,6 +291,7 @@ def _resolved(name: str, dirs: tuple[Path, ...]) -> TaskSpec:
     raw = dict(specs[name][0])
     configs = tuple(raw.pop("configs", ()))
     parts = raw.pop("prompt")
+    generate = raw.pop("generate", None)
     spec = TaskSpec(
         name=raw.pop("task"),
         prompt=tuple(_prompt_part(part) for part in parts),
@@ -290,6 +300,7 @@ def _resolved(name: str, dirs: tuple[Path, ...]) -> TaskSpec:
         domains=tuple(raw.pop("domains", None) or configs or (name,)),
         domain=raw.pop("domain", "{{_config}}" if configs else name),
         data_files=tuple(sorted(raw.pop("data_files", {}).items())),
+        generate=None if generate is None else task_generation.resolve(generate),
         **raw,
     )
     return dataclasses.replace(spec, fingerprint=_fingerprint(spec, specs[name][1].parent))
@@ -306,6 +317,8 @@ def _fingerprint(spec: TaskSpec, folder: Path) -> str:
     content: dict[str, Any] = dataclasses.asdict(spec)
     if not spec.recordings:  # added later: tasks without recordings keep their fingerprints
         del content["recordings"]
+    if spec.generate is None:  # likewise: a task without a generate: block keeps its own
+        del content["generate"]
     if spec.process_docs:
         content["hook_source"] = inspect.getsource(_hook(spec))
     content["data_sha256"] = [_file_sha(folder / path) for _, path in spec.data_files]
@@ -441,14 +454,35 @@ def _turn(spec: TaskSpec, doc: dict, base: Path | None) -> list[Part]:
 
     A spoken part carries its recording when the spec names one and the document has it;
     ``base`` is the data file's folder, which relative recording paths start from."""
-    recordings = dict(spec.recordings)
+    return _parts(spec, spec.prompt, spec.recordings, doc, base)
+
+
+def _parts(
+    spec: TaskSpec,
+    prompt: tuple[tuple[str, str], ...],
+    recordings: tuple[tuple[int, str], ...],
+    doc: dict,
+    base: Path | None,
+    options: tuple[str, ...] = (),
+    spoken: bool = False,
+) -> list[Part]:
+    """A prompt's parts rendered on a document; an ``options`` part (a ``generate`` template's)
+    is rendered once per option text, lettered, and joined: one spoken part if ``spoken``."""
+    found = dict(recordings)
     parts: list[Part] = []
-    for index, (kind, template) in enumerate(spec.prompt):
+    for index, (kind, template) in enumerate(prompt):
+        if kind == "options":
+            text = "".join(
+                _render(template, {**doc, "letter": letter, "option": option})
+                for letter, option in zip(LETTERS, options, strict=False)
+            )
+            parts.append(Speak(text) if spoken else Text(text))
+            continue
         text = _render(template, doc)
         if kind == "text":
             parts.append(Text(text))
         else:
-            expression = recordings.get(index)
+            expression = found.get(index)
             parts.append(Speak(text, expression and _recording(spec, expression, doc, base)))
     return parts
 
@@ -465,6 +499,48 @@ def _recording(spec: TaskSpec, expression: str, doc: dict, base: Path | None) ->
 def _answer(spec: TaskSpec, doc: dict) -> tuple[list[str], int]:
     choices = [str(choice) for choice in _evaluate(spec.choices, doc)]
     return choices, int(_evaluate(spec.target, doc))
+
+
+def _question(
+    spec: TaskSpec, generate: GenerateSpec | None, doc: dict, base: Path | None
+) -> tuple[list[Part], tuple[str, ...], tuple[str, ...], int]:
+    """A document's own prompt, its choices as the item scores them, its option texts (those
+    the letters stand for; none for log-likelihood) and its target.
+
+    Log-likelihood: the task's prompt, each choice after the target delimiter. Generation: the
+    ``generate`` template, the choices the letters A, B, ... of the option texts."""
+    choices, target = _answer(spec, doc)
+    if generate is None:
+        return _turn(spec, doc, base), tuple(spec.target_delimiter + c for c in choices), (), target
+    options = _option_texts(spec, generate, doc, choices)
+    spoken = generate.options == "spoken"
+    parts = _parts(spec, generate.prompt, generate.recordings, doc, base, options, spoken)
+    return parts, tuple(LETTERS[: len(options)]), options, target
+
+
+def _option_texts(
+    spec: TaskSpec, generate: GenerateSpec, doc: dict, choices: list[str]
+) -> tuple[str, ...]:
+    """The texts the letters stand for: ``option_texts`` of the document, else the choices."""
+    where = f"task {spec.name} item {_render(spec.id, doc)}"
+    if generate.option_texts is None:
+        texts = choices
+    else:
+        value = _evaluate(generate.option_texts, doc)
+        if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+            raise SaladError(
+                f"{where}: generate.option_texts ({generate.option_texts}) is "
+                f"{type(value).__name__}, not a list of option texts"
+            )
+        texts = [str(text) for text in value]
+    if len(texts) != len(choices):
+        raise SaladError(
+            f"{where}: generate.option_texts ({generate.option_texts}) gives {len(texts)} "
+            f"options for {len(choices)} choices; give one per choice"
+        )
+    if len(texts) > len(LETTERS):
+        raise SaladError(f"{where} has {len(texts)} choices; --answer generate letters 26 (A-Z)")
+    return tuple(texts)
 
 
 def _joined(parts: list[Part]) -> str:
@@ -499,11 +575,14 @@ def _shots(
     return random.Random(f"{seed}:{item_id}").sample(candidates, n)
 
 
-def _solved(spec: TaskSpec, example: dict, base: Path | None) -> tuple[int, list[Part]]:
-    """A few-shot example's index and parts: its prompt (spoken as the item's), its answer."""
-    choices, target = _answer(spec, example)
-    answer = spec.target_delimiter + choices[target] + spec.fewshot_delimiter
-    return example["_index"], [*_turn(spec, example, base), Text(answer)]
+def _solved(
+    spec: TaskSpec, example: dict, base: Path | None, generate: GenerateSpec | None = None
+) -> tuple[int, list[Part]]:
+    """A few-shot example's index and parts: its prompt (spoken as the item's), its answer:
+    the right choice after the target delimiter, or (generation) a space and its letter."""
+    turn, choices, _, target = _question(spec, generate, example, base)
+    answer = choices[target] if generate is None else " " + choices[target]
+    return example["_index"], [*turn, Text(answer + spec.fewshot_delimiter)]
 
 
 def _fitting(sizes: list[int], room: int) -> int:
@@ -526,6 +605,7 @@ def load_items(
     split: str | None = None,
     shot_budget: int | None = None,
     length: Callable[[str], int] | None = None,
+    answer: str = "loglik",
 ) -> list[Item]:
     """The task's items in dataset order; ``limit`` takes the first N of each config.
 
@@ -540,8 +620,16 @@ def load_items(
     (prompt and answer), sizes summed. The estimate is of the text: a spoken span counts as its
     text's tokens, not the positions its audio takes, so no model is needed (``gap`` passes the
     text LLM's tokenizer). ``Item.shots`` says how many each item kept.
+
+    ``answer="generate"`` renders each item (and each example) with the task's generation
+    template (``generation``): its choices are the letters A, B, ..., ``Item.options`` the
+    texts they stand for; an example is answered by its letter. The target, id, domain and
+    shots are those of ``answer="loglik"``.
     """
+    if answer not in ANSWERS:
+        raise SaladError(f"answer {answer!r} is not one of {', '.join(ANSWERS)}")
     spec = get_task(name)
+    generate = generation(spec) if answer == "generate" else None
     if shots and not spec.fewshot_split:
         raise SaladError(f"task {name} has no few-shot split; run it with --shots 0")
     if shot_budget is not None and (not shots or length is None):
@@ -554,17 +642,20 @@ def load_items(
     for config in spec.sources:
         docs = _docs(spec, config, split, data_dir)[:limit]
         pool = _docs(spec, config, spec.fewshot_split, data_dir) if shots else []
+        if generate is not None and spec.generate is None and (problem := _labels(spec, docs)):
+            raise SaladError(problem)
+        heard = spec.recordings or (generate is not None and generate.recordings)
         base, pool_base = (
-            _data_base(spec, config, s, data_dir) if spec.recordings else None
+            _data_base(spec, config, s, data_dir) if heard else None
             for s in (split, spec.fewshot_split)
         )
         sizes: dict[int, int] = {}  # an example's length, by its index (MMLU: 5 examples in all)
         for doc in docs:
             item_id = _render(spec.id, doc)
             head: list[Part] = [Text(_render(spec.description, doc))]
-            turn = _turn(spec, doc, base)
+            turn, choices, options, target = _question(spec, generate, doc, base)
             drawn = _shots(spec, pool, doc, shots, seed, item_id) if shots else []
-            examples = [_solved(spec, example, pool_base) for example in drawn]
+            examples = [_solved(spec, example, pool_base, generate) for example in drawn]
             if shot_budget is not None:
                 for index, parts in examples:
                     if index not in sizes:
@@ -572,21 +663,64 @@ def load_items(
                 room = shot_budget - length(_joined([*head, *turn]))
                 examples = examples[: _fitting([sizes[index] for index, _ in examples], room)]
             context = [*head, *(part for _, parts in examples for part in parts), *turn]
-            choices, target = _answer(spec, doc)
             items.append(
                 Item(
                     task=name,
                     id=item_id,
                     domain=_render(spec.domain, doc),
                     context=_merge(context),
-                    choices=tuple(spec.target_delimiter + choice for choice in choices),
+                    choices=choices,
                     target=target,
                     shots=len(examples),
+                    options=options,
                 )
             )
     if not items:
         raise SaladError(f"task {name} has no items in split {split!r}; check the data")
     return items
+
+
+def generation(spec: TaskSpec) -> GenerateSpec:
+    """What ``--answer generate`` renders and stops on for a task: its ``generate:`` block, else
+    one derived from its prompt (version 0). A task without a block whose choices are fixed
+    letters (``choices: "['A', 'B']"``) is refused: no option texts to show."""
+    if spec.generate is not None:
+        return spec.generate
+    fixed = _fixed_choices(spec)
+    if fixed is not None and task_generation.are_labels(fixed):
+        raise SaladError(task_generation.underivable(spec.name, fixed))
+    return task_generation.derive(spec.prompt, spec.recordings)
+
+
+def generation_problem(name: str, data_dir: str | None = None) -> str | None:
+    """Why ``--answer generate`` cannot run a task (one line), or None: checked before any model
+    loads. Reads the task's first local document at most; data on the hub is checked as it
+    loads (``load_items``)."""
+    spec = get_task(name)
+    try:
+        generation(spec)
+    except SaladError as err:
+        return str(err)
+    if spec.generate is not None or not is_local(name, data_dir):
+        return None
+    return _labels(spec, _docs(spec, spec.sources[0], spec.test_split, data_dir)[:1])
+
+
+def _fixed_choices(spec: TaskSpec) -> list[str] | None:
+    """The task's choices when its expression reads no document (MMLU's letters), else None."""
+    try:
+        return [str(_defined(choice)) for choice in _defined(_evaluate(spec.choices, {}))]
+    except Exception:  # the expression reads the document: its choices vary with it
+        return None
+
+
+def _labels(spec: TaskSpec, docs: list[dict]) -> str | None:
+    """Why a derived template does not fit the task: the first document's choices are letters."""
+    for doc in docs[:1]:  # the first decides for the task: a letter may answer one question
+        choices, _ = _answer(spec, doc)
+        if task_generation.are_labels(choices):
+            return task_generation.underivable(spec.name, choices)
+    return None
 
 
 def is_local(name: str, data_dir: str | None = None, split: str | None = None) -> bool:

@@ -273,7 +273,7 @@ def test_sliding_window_contexts_score_as_alone() -> None:
     tokens out of the window, so requests longer than it are scored alone; shorter ones batch."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    from salad_eval.models.lm_scoring import _batches, sliding_window
+    from salad_eval.models.lm_scoring import context_batches, sliding_window
 
     torch.manual_seed(0)
     config = Gemma3TextConfig(
@@ -304,6 +304,6 @@ def test_sliding_window_contexts_score_as_alone() -> None:
     ]
     assert_same(score_contexts(llm, contexts, continuations, choices, batch_size=8), alone)
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches = _batches(order, list(lengths), [3] * len(lengths), 8, 8)
+    batches = context_batches(order, list(lengths), [3] * len(lengths), 8, 8)
     assert [[lengths[i] for i in b] for b in batches] == [[30], [22], [17], [12], [5, 3, 2]]
-    assert len(_batches(order, list(lengths), [3] * len(lengths), 8, None)) == 1
+    assert len(context_batches(order, list(lengths), [3] * len(lengths), 8, None)) == 1

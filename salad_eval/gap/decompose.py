@@ -116,3 +116,14 @@ def decompose(strata: list[Stratum], n_boot: int = 1000, seed: int = 0) -> dict:
     if divergence:
         table["divergence"] = divergence
     return table
+
+
+def condition_rates(strata: list[Stratum], n_boot: int = 1000, seed: int = 0) -> dict:
+    """A rate counted per item (strata of ``records.RATES``: no answer, agreement) under each
+    condition, with the paired bootstrap interval of the decomposition's resampling."""
+    idxs = indices(strata, n_boot, seed)
+    return {
+        cond: fig[0].to_dict()
+        for cond in ALL_CONDITIONS
+        if (fig := rate_figure(strata, idxs, cond))
+    }

@@ -33,7 +33,7 @@ import numpy as np
 
 from salad_eval.errors import SaladError
 from salad_eval.gap.decompose import indices, rate_figure
-from salad_eval.gap.records import METRICS, Stratum, check_records
+from salad_eval.gap.records import METRICS, Stratum, check_records, right
 from salad_eval.stats import mcnemar_exact
 
 CONDITIONS = ("text@base", "text@speech", "speech@speech", "speech@cascade")
@@ -70,7 +70,7 @@ def _index(records: list[dict], field: str) -> tuple[dict, dict]:
     shape: dict = {}
     for r in records:
         key = (r["task"], r["item"])
-        outcomes.setdefault(key, {}).setdefault(r["condition"], {})[r["voice"]] = bool(r[field])
+        outcomes.setdefault(key, {}).setdefault(r["condition"], {})[r["voice"]] = right(r, field)
         if "target" in r or "logprobs" in r:
             shape.setdefault(key, (r.get("target"), len(r.get("logprobs") or ())))
     return outcomes, shape

@@ -3,8 +3,9 @@
 A record is one line of ``items.jsonl``. The decomposition only uses items scored in all three
 conditions it needs (``text@base``, ``text@speech``, ``speech@speech``), so every figure of one
 decomposition rests on the same items. With several voices, a speech condition scores an item by
-the fraction of its voices answered correctly; scores are kept as integers (correct counts scaled
-to a common number of voices per task) so that sums and differences stay exact.
+the fraction of its voices answered correctly (and a generated answer by the fraction of its
+sampled replies); scores are kept as integers (correct counts scaled to a common number of voices
+and samples per task) so that sums and differences stay exact.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from salad_eval.errors import SaladError
 ALL_CONDITIONS = CONDITIONS + CONTROLS
 CORE = ("text@base", "text@speech", "speech@speech")
 TEXT_ONLY = ("text@base", "text@speech")
-METRICS = {"acc": "correct", "acc_norm": "correct_norm"}
+METRICS = {"acc": "correct", "acc_norm": "correct_norm", "acc_gen": "correct_gen"}
+# rates counted like an accuracy, item by item, beside acc_gen: replies with no answer, and
+# (``--answer both``) replies whose letter is the log-likelihood argmax's
+RATES = {"no_answer": "no_answer", "agreement": "agrees"}
+# per-sample counts (of ``samples`` replies each) rather than one bool per record
+SAMPLED = {"correct_gen", "no_answer", "agrees"}
 # per-item real values carried by some rows: the answer-token KL of each item (a diagnostic; the
 # reported F and M are corpus_divergence's), base vs speech LLM on text and text vs speech, and
 # the cascade's ASR WER
@@ -31,7 +37,7 @@ VALUES = {
     "answer_M": ("speech@speech", "answer_kl"),
     "wer": ("speech@cascade", "wer"),
 }
-_REQUIRED = ("task", "item", "domain", "condition", "voice", "correct", "correct_norm")
+_REQUIRED = ("task", "item", "domain", "condition", "voice")
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,8 @@ def check_records(records: list[dict]) -> None:
     seen = set()
     for n, rec in enumerate(records, 1):
         missing = [key for key in _REQUIRED if key not in rec]
-        if missing:
+        if missing or not any(field in rec for field in METRICS.values()):
+            missing = missing or ["correct (or correct_gen)"]
             raise SaladError(f"record {n} lacks {', '.join(missing)}; items.jsonl is not a gap run")
         cond = rec["condition"]
         if cond not in ALL_CONDITIONS:
@@ -88,9 +95,31 @@ def select(
     ]
 
 
+def metrics_of(records: Iterable[dict]) -> list[str]:
+    """The metrics every record carries (acc and acc_norm by log-likelihood, acc_gen by
+    generation)."""
+    records = list(records)
+    return [m for m, field in METRICS.items() if all(field in r for r in records)]
+
+
+def _count(rec: dict, field: str) -> tuple[int, int]:
+    """(successes, trials) of a record: a bool of one trial, or a count of ``samples``."""
+    if field in SAMPLED:
+        return int(rec[field]), int(rec["samples"])
+    return int(bool(rec[field])), 1
+
+
+def right(rec: dict, field: str) -> bool:
+    """A record right or wrong, for tests on binary outcomes (McNemar): a sampled generation
+    record counts as right when most of its samples are."""
+    successes, trials = _count(rec, field)
+    return 2 * successes > trials
+
+
 def build_strata(records: Iterable[dict], metric: str) -> list[Stratum]:
-    """Paired arrays per task (sorted), keeping the items scored in all of ``CORE``."""
-    field = METRICS[metric]
+    """Paired arrays per task (sorted), keeping the items scored in all of ``CORE``; ``metric``
+    is one of ``METRICS`` or ``RATES``."""
+    field = METRICS.get(metric) or RATES[metric]
     rows: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
         rows[rec["task"], rec["item"]][rec["condition"]].append(rec)
@@ -100,14 +129,17 @@ def build_strata(records: Iterable[dict], metric: str) -> list[Stratum]:
             by_task[task].append((item, conds))
     strata = []
     for task, items in sorted(by_task.items()):
-        scale = lcm(*(len(r) for _, conds in items for r in conds.values()))
+        scale = lcm(
+            *(len(r) * _count(r[0], field)[1] for _, conds in items for r in conds.values())
+        )
         n = len(items)
         scores = {c: np.zeros(n, dtype=np.int64) for c in ALL_CONDITIONS}
         present = {c: np.zeros(n, dtype=bool) for c in ALL_CONDITIONS}
         values = {name: np.full(n, np.nan) for name in VALUES}
         for i, (_, conds) in enumerate(items):
             for cond, recs in conds.items():
-                scores[cond][i] = sum(bool(r[field]) for r in recs) * (scale // len(recs))
+                trials = len(recs) * _count(recs[0], field)[1]
+                scores[cond][i] = sum(_count(r, field)[0] for r in recs) * (scale // trials)
                 present[cond][i] = True
             for name, (cond, key) in VALUES.items():
                 vals = [r[key] for r in conds.get(cond, ()) if r.get(key) is not None]

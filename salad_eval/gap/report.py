@@ -11,9 +11,16 @@ from pathlib import Path
 
 from salad_eval.errors import SaladError
 from salad_eval.gap.controls import verdict
-from salad_eval.gap.decompose import decompose
+from salad_eval.gap.decompose import condition_rates, decompose
 from salad_eval.gap.plots import plot_run
-from salad_eval.gap.records import METRICS, build_strata, check_records, select
+from salad_eval.gap.records import (
+    METRICS,
+    RATES,
+    build_strata,
+    check_records,
+    metrics_of,
+    select,
+)
 from salad_eval.gap.robustness import robustness_rows
 from salad_eval.gap.significance import mcnemar_tests
 from salad_eval.gap.summary import render_summary
@@ -33,7 +40,14 @@ CONDITION_MEANINGS = {
 
 def _group(records: list[dict], metric: str, n_boot: int, seed: int) -> dict | None:
     strata = build_strata(records, metric)
-    return decompose(strata, n_boot, seed) if strata else None
+    if not strata:
+        return None
+    table = decompose(strata, n_boot, seed)
+    if metric == "acc_gen":  # what the generated accuracy rests on, condition by condition
+        for rate, field in RATES.items():
+            if all(field in r for r in records):
+                table[rate] = condition_rates(build_strata(records, rate), n_boot, seed)
+    return table
 
 
 def _tables(records: list[dict], metric: str, n_boot: int, seed: int) -> dict:
@@ -93,8 +107,14 @@ def analyse(
     if n_boot < 1:
         raise SaladError("n_boot must be at least 1 bootstrap resample; 1000 is the default")
     check_records(records)
+    present = metrics_of(records)
+    if metric not in present:
+        raise SaladError(
+            f"metric {metric} is not in these records (they hold {', '.join(present)}); "
+            f"acc_gen needs --answer generate or both, acc and acc_norm --answer loglik or both"
+        )
     voices = sorted({r["voice"] for r in records if r["voice"] is not None})
-    metrics = {m: _tables(records, m, n_boot, seed) for m in METRICS}
+    metrics = {m: _tables(records, m, n_boot, seed) for m in present}
     return {
         "metric": metric,
         "ci_level": CI_LEVEL,

@@ -6,7 +6,7 @@ voice, so speech conditions are compared voice by voice (the text conditions nee
 
 from __future__ import annotations
 
-from salad_eval.gap.records import METRICS, TEXT_ONLY
+from salad_eval.gap.records import METRICS, TEXT_ONLY, right
 from salad_eval.stats import mcnemar_exact
 
 PAIRS = (
@@ -25,7 +25,7 @@ def mcnemar_tests(records: list[dict], metric: str, scope: str = "all") -> list[
     ``b10`` counts items right under ``a`` and wrong under ``b``; ``b01`` the reverse.
     """
     field = METRICS[metric]
-    outcome = {(r["task"], r["item"], r["condition"], r["voice"]): bool(r[field]) for r in records}
+    outcome = {(r["task"], r["item"], r["condition"], r["voice"]): right(r, field) for r in records}
     items = sorted({(r["task"], r["item"]) for r in records})
     voices = sorted({r["voice"] for r in records if r["voice"] is not None})
     tests = []

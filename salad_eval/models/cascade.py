@@ -21,7 +21,16 @@ from salad_eval.home import cached_entry, home
 from salad_eval.models.digest import weights_digest
 from salad_eval.models.speech_lm import load_waveform
 from salad_eval.models.text_lm import TextLM
-from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest, Text
+from salad_eval.prompt import (
+    Audio,
+    ChoiceScore,
+    Decoding,
+    GenerationRequest,
+    Prompt,
+    Reply,
+    ScoringRequest,
+    Text,
+)
 from salad_eval.scoring import file_hash
 from salad_eval.speech.quality import error_rates
 
@@ -135,4 +144,12 @@ class Cascade:
             [self.transcribed(r.prompt) for r in requests],
             [r.choices for r in requests],
             batch_size,
+        )
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], decoding: Decoding, batch_size: int = 8
+    ) -> list[list[Reply]]:
+        """The text LLM's replies to the transcribed prompts."""
+        return self.text.generate_texts(
+            [self.transcribed(r.prompt) for r in requests], requests, decoding, batch_size
         )

@@ -49,10 +49,19 @@ from salad_eval.chat import ChatFormat
 from salad_eval.errors import SaladError
 from salad_eval.models.digest import weights_digest
 from salad_eval.models.encoder import SAMPLE_RATE
+from salad_eval.models.lm_generation import end_ids, generate_replies
 from salad_eval.models.lm_scoring import score_contexts, score_separately
 from salad_eval.models.speech_lm import ENCODER_BATCH, load_waveform
 from salad_eval.models.text_lm import LMEvalEncoder, own_memory, torch_dtype
-from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest
+from salad_eval.prompt import (
+    Audio,
+    ChoiceScore,
+    Decoding,
+    GenerationRequest,
+    Prompt,
+    Reply,
+    ScoringRequest,
+)
 
 Pieces = list[list[int] | Audio]  # a context: token-id runs and clips, in prompt order
 
@@ -182,6 +191,30 @@ class HFAudioLM:
                 for (pieces, conts), r in zip(tokenized, requests, strict=True)
             ]
             return self._score_prepared(prepared, batch_size)
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], decoding: Decoding, batch_size: int = 8
+    ) -> list[list[Reply]]:
+        """Replies to the requests' prompts, each embedded in the family's own format as
+        ``score`` embeds a context (its clips encoded ``ENCODER_BATCH`` per call)."""
+        with torch.inference_mode():
+            pieces = [self.tokenize(r.prompt, ())[0] for r in requests]
+            clips = [p for run in pieces for p in run if isinstance(p, Audio)]
+            features = []
+            for start in range(0, len(clips), ENCODER_BATCH):
+                chunk = clips[start : start + ENCODER_BATCH]
+                features += self.audio_features([load_waveform(c.path) for c in chunk])
+            encoded = iter(features)
+            contexts = [self.embed(run, encoded) for run in pieces]
+        return generate_replies(
+            self.decoder,
+            lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
+            end_ids(self.tokenizer, self.model),
+            contexts,
+            requests,
+            decoding,
+            batch_size,
+        )
 
     # -- the shared machinery ------------------------------------------------------------------
 

@@ -124,7 +124,7 @@ def score_contexts(
         lengths = [c.shape[0] for c in contexts]
         choice_lengths = [max(map(len, conts), default=0) for conts in continuations]
         window = sliding_window(llm)
-        for batch in _batches(order, lengths, choice_lengths, batch_size, window):
+        for batch in context_batches(order, lengths, choice_lengths, batch_size, window):
             scored = _score_batch(
                 llm, [contexts[i] for i in batch], [continuations[i] for i in batch], batch_size
             )
@@ -140,7 +140,7 @@ def score_contexts(
     return results
 
 
-def _batches(
+def context_batches(
     order: list[int],
     lengths: list[int],
     choice_lengths: list[int],
@@ -236,23 +236,12 @@ def _score_batch(
     Each context's last token sits in the last slot and the padding just before it, masked, with
     positions counting real tokens only: every first-choice-token distribution is then the last
     slot's (one row of logits per context, as at batch size 1), and every padding query still
-    sees a real token before it (``_batches`` keeps 1-token contexts apart), so none is fully
+    sees a real token before it (``context_batches`` keeps 1-token contexts apart), so none is fully
     masked (no NaN). Attention reads positions, not slots, so the layout changes nothing else.
     """
-    embed = llm.get_input_embeddings()
-    device, dtype = embed.weight.device, embed.weight.dtype
+    device = llm.get_input_embeddings().weight.device
     lengths = [c.shape[0] for c in contexts]
-    longest = max(lengths)
-    inputs = torch.zeros((len(contexts), longest, contexts[0].shape[1]), dtype=dtype, device=device)
-    mask = torch.zeros((len(contexts), longest), dtype=torch.long, device=device)
-    positions = torch.arange(longest, device=device).repeat(len(contexts), 1)
-    for row, context in enumerate(contexts):
-        n = context.shape[0]
-        inputs[row, : n - 1] = context[:-1].to(device, dtype)
-        inputs[row, -1] = context[-1].to(device, dtype)
-        mask[row, : n - 1] = 1
-        mask[row, -1] = 1
-        positions[row, -1] = n - 1
+    inputs, mask, positions = pack_contexts(llm, contexts)
     out = llm(
         inputs_embeds=inputs,
         attention_mask=mask,
@@ -284,6 +273,28 @@ def _score_batch(
         for (row, k, tokens), step in zip(chunk, steps, strict=True):
             scored[row, k] = _score_one(firsts[row], step, tokens)
     return [[scored[row, k] for k in range(len(conts))] for row, conts in enumerate(continuations)]
+
+
+def pack_contexts(
+    llm: PreTrainedModel, contexts: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inputs, attention mask, positions) of contexts run in one forward: each context's last
+    token in the last slot and the padding just before it, masked, positions counting real tokens
+    only (``_score_batch`` says why)."""
+    embed = llm.get_input_embeddings()
+    device, dtype = embed.weight.device, embed.weight.dtype
+    longest = max(c.shape[0] for c in contexts)
+    inputs = torch.zeros((len(contexts), longest, contexts[0].shape[1]), dtype=dtype, device=device)
+    mask = torch.zeros((len(contexts), longest), dtype=torch.long, device=device)
+    positions = torch.arange(longest, device=device).repeat(len(contexts), 1)
+    for row, context in enumerate(contexts):
+        n = context.shape[0]
+        inputs[row, : n - 1] = context[:-1].to(device, dtype)
+        inputs[row, -1] = context[-1].to(device, dtype)
+        mask[row, : n - 1] = 1
+        mask[row, -1] = 1
+        positions[row, -1] = n - 1
+    return inputs, mask, positions
 
 
 def _rest_on_rows(

@@ -28,10 +28,20 @@ from torch import nn
 from salad_eval.errors import SaladError
 from salad_eval.models.digest import weights_digest
 from salad_eval.models.encoder import DEFAULT_ENCODER, SAMPLE_RATE, encode_batch, load_encoder
+from salad_eval.models.lm_generation import end_ids, generate_replies
 from salad_eval.models.lm_scoring import find_batch_size, score_contexts
 from salad_eval.models.text_lm import LMEvalEncoder, load_llm
 from salad_eval.options import option
-from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest, Text
+from salad_eval.prompt import (
+    Audio,
+    ChoiceScore,
+    Decoding,
+    GenerationRequest,
+    Prompt,
+    Reply,
+    ScoringRequest,
+    Text,
+)
 from salad_eval.scoring import request_size
 
 CHECKPOINT_KEY = "salad_checkpoint"
@@ -332,6 +342,27 @@ class SpeechLM(nn.Module):
             return score_contexts(
                 self.llm, contexts, continuations, [r.choices for r in requests], batch_size
             )
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], decoding: Decoding, batch_size: int = 8
+    ) -> list[list[Reply]]:
+        """Replies to the requests' prompts, embedded as ``score`` embeds a context."""
+        with torch.inference_mode():
+            audio = self.audio_inputs_of(
+                [seg for r in requests for seg in r.prompt if isinstance(seg, Audio)], batch_size
+            )
+            contexts = [
+                self.embed_segments(self.tokenize(r.prompt, ())[0], audio).embeds for r in requests
+            ]
+        return generate_replies(
+            self.llm,
+            lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
+            end_ids(self.tokenizer, self.llm),
+            contexts,
+            requests,
+            decoding,
+            batch_size,
+        )
 
     def auto_batch_size(self, requests: Sequence[ScoringRequest]) -> int:
         """``--batch-size auto``: the largest batch of the longest of ``requests`` that fits

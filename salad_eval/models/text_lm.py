@@ -18,8 +18,17 @@ from salad_eval.assets.resolve import resolve
 from salad_eval.chat import ChatFormat
 from salad_eval.errors import SaladError
 from salad_eval.models.digest import weights_digest
+from salad_eval.models.lm_generation import end_ids, generate_replies
 from salad_eval.models.lm_scoring import find_batch_size, score_contexts
-from salad_eval.prompt import Audio, ChoiceScore, ScoringRequest, Text
+from salad_eval.prompt import (
+    Audio,
+    ChoiceScore,
+    Decoding,
+    GenerationRequest,
+    Reply,
+    ScoringRequest,
+    Text,
+)
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -139,6 +148,41 @@ class TextLM:
             [_text_of(r) for r in requests], [r.choices for r in requests], batch_size
         )
 
+    def generate(
+        self, requests: Sequence[GenerationRequest], decoding: Decoding, batch_size: int = 8
+    ) -> list[list[Reply]]:
+        return self.generate_texts([_text_of(r) for r in requests], requests, decoding, batch_size)
+
+    def generate_texts(
+        self,
+        contexts: Sequence[str],
+        requests: Sequence[GenerationRequest],
+        decoding: Decoding,
+        batch_size: int = 8,
+    ) -> list[list[Reply]]:
+        """Replies to all-text contexts (one per request: a cascade's transcripts, say)."""
+        embeds = [self.embed(self._context_ids(context)) for context in contexts]
+        return generate_replies(
+            self.llm,
+            self.decode,
+            end_ids(self.tokenizer, self.llm),
+            embeds,
+            requests,
+            decoding,
+            batch_size,
+        )
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _context_ids(self, context: str) -> list[int]:
+        """A generation context's tokens, as lm-eval's ``generate_until`` encodes it (in the
+        chat template with its generation prompt, if any)."""
+        if self.chat is not None:
+            (rendered,), _ = self.chat.apply((Text(context),), ())
+            context = rendered.text
+        return self.encoder.encode(context) if context else [self.encoder.prefix_token_id]
+
     def auto_batch_size(self, requests: Sequence[ScoringRequest]) -> int:
         """``--batch-size auto``: the largest batch of the longest of ``requests`` that fits."""
         return self.auto_batch_size_of(
@@ -183,7 +227,7 @@ class TextLM:
         return pairs, scored
 
 
-def _text_of(request: ScoringRequest) -> str:
+def _text_of(request: ScoringRequest | GenerationRequest) -> str:
     if any(isinstance(seg, Audio) for seg in request.prompt):
         raise SaladError(
             "a text model got an audio prompt; score speech with a speech LLM or a Cascade"

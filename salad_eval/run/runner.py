@@ -20,18 +20,27 @@ from pathlib import Path
 
 import numpy as np
 
-from salad_eval import corpus_divergence, divergence, run_folder, tasks
+from salad_eval import corpus_divergence, divergence, extraction, generation, run_folder, tasks
 from salad_eval.conditions import shuffled_prompts, silent_prompt
 from salad_eval.errors import SaladError
 from salad_eval.gap.lm_eval_output import write_lm_eval
 from salad_eval.gap.report import write_report
 from salad_eval.home import atomic_write_text, in_checkout, project_root
-from salad_eval.prompt import ChoiceScore, Item, Model, Prompt, ScoringRequest, text_prompt
+from salad_eval.prompt import (
+    ChoiceScore,
+    GenerationRequest,
+    Item,
+    Model,
+    Prompt,
+    Reply,
+    ScoringRequest,
+    text_prompt,
+)
 from salad_eval.run import provenance
 from salad_eval.run.spec import RunSpec
 from salad_eval.scoring import Shard, fill_shard, item_metrics, score
 from salad_eval.speech import diversity
-from salad_eval.speech.synth import synthesize
+from salad_eval.speech.synth import manifest_dir, synthesize
 from salad_eval.speech.voices import resolve_voices
 
 log = logging.getLogger(__name__)
@@ -127,19 +136,24 @@ def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None
     # load every task first: a missing dataset fails in seconds, not after an hour of scoring
     length = None if setup.shot_budget is None else text_length(models.text)
     loaded = {
-        t: tasks.load_items(
-            t,
-            setup.limit,
-            setup.shots,
-            setup.seed,
-            setup.data_dir,
-            shot_budget=setup.shot_budget,
-            length=length,
-        )
+        t: {
+            answer: tasks.load_items(
+                t,
+                setup.limit,
+                setup.shots,
+                setup.seed,
+                setup.data_dir,
+                shot_budget=setup.shot_budget,
+                length=length,
+                answer=answer,
+            )
+            for answer in setup.answers
+        }
         for t in setup.tasks
     }
     dropped = read_exclusions(setup.exclude_items) if setup.exclude_items else {}
-    for task, items in loaded.items():
+    for task, asked in loaded.items():
+        items = next(iter(asked.values()))  # the lead mode's items: the same ids in each mode
         spec = tasks.get_task(task)
         fingerprint = spec.fingerprint  # a chat-templated run scores other prompts: marked
         if setup.prompt_format != "raw":
@@ -159,7 +173,16 @@ def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None
             for item in items
             if item.id in listed
         ]
-        items = [item for item in items if item.id not in listed]
+        if "generate" in setup.answers:
+            template = tasks.generation(spec)
+            task_info[task]["generate"] = {
+                "version": template.version,
+                "options": template.options,  # spoken or written
+                "until": list(template.until),
+                "rule": extraction.RULE,
+            }
+        asked = {a: [i for i in found if i.id not in listed] for a, found in asked.items()}
+        items = next(iter(asked.values()))
         if setup.shots and items:  # how many examples the items kept (--shot-budget)
             counts = [item.shots for item in items]
             task_info[task]["shots"] = {
@@ -167,17 +190,33 @@ def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None
                 "min": min(counts),
                 "max": max(counts),
             }
-        manifest = synthesize(
-            items,
-            setup.voices,
-            workers=setup.workers,
-            show_progress=shard.main,
-            seed=setup.synth_seed,
-        )
+        spoken = {  # generation prompts have their own clips (their options, say): own manifests
+            answer: synthesize(
+                found,
+                setup.voices,
+                workers=setup.workers,
+                show_progress=shard.main,
+                seed=setup.synth_seed,
+                out_dir=None if answer == "loglik" else manifest_dir() / answer,
+            )
+            for answer, found in asked.items()
+        }
+        manifest = next(iter(spoken.values()))
         synth_info[task] = {v: _clip_quality(s) for v, s in manifest.voices.items()}
-        items, excluded = _speech_items(items, manifest, voices)
+        if "generate" in spoken and "loglik" in spoken:
+            synth_info[task + ":generate"] = {
+                v: _clip_quality(s) for v, s in spoken["generate"].voices.items()
+            }
+        excluded: dict[str, dict] = {}  # an item without audio in any mode leaves every mode
+        for answer, found in asked.items():
+            for row in _speech_items(found, spoken[answer], voices)[1]:
+                excluded.setdefault(row["item"], row)
+        asked = {a: [i for i in found if i.id not in excluded] for a, found in asked.items()}
+        excluded = list(excluded.values())
         excluded_all += excluded
-        clips.update(manifest.digests(items, voices))  # the bytes scored: see `salad-eval audio`
+        items = next(iter(asked.values()))
+        for answer, found in asked.items():  # the bytes scored: see `salad-eval audio`
+            clips.update(spoken[answer].digests(found, voices))
         for voice, found in diversity.run_clips(manifest, items, voices).items():
             voice_clips.setdefault(voice, []).extend(found)
         if len(items) < 2:
@@ -185,7 +224,7 @@ def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None
                 f"task {task} has {len(items)} usable item(s) after --limit, --exclude-items "
                 "and synthesis; a gap needs at least 2 (raise --limit)"
             )
-        records += _task_records(task, items, manifest, voices, models, setup, shard)
+        records += _task_records(task, asked, spoken, voices, models, setup, shard)
         for item in items:
             scored[(task, item.id)] = item
             for voice in voices:
@@ -287,62 +326,161 @@ def check_exclusions(path: str, names: Sequence[str], data_dir: str | None = Non
 
 
 def _task_records(
-    task: str, items: list[Item], manifest, voices, models: Models, setup: RunSpec, shard: Shard
+    task: str,
+    asked: dict[str, list[Item]],
+    spoken: dict,
+    voices,
+    models: Models,
+    setup: RunSpec,
+    shard: Shard,
 ) -> list[dict]:
-    text = [ScoringRequest(text_prompt(i), i.choices) for i in items]
-    records = []
-    for condition, model in (("text@base", models.text), ("text@speech", models.speech)):
-        scores = _score_all(model, text, shard, setup, f"{task} {condition}")
-        records += [_record(i, condition, None, s) for i, s in zip(items, scores, strict=True)]
-    if setup.divergences and divergence.supports_divergence(models.speech):
-        forgetting = divergence.answer_kls(
-            "F",
-            items,
-            shard,
-            lambda i: divergence.forgetting_kl(models.text, models.speech, i),
-            [models.text.fingerprint, models.speech.fingerprint],
+    """One record per item x condition x voice, each holding its answer in every mode asked
+    (log-likelihood fields, generation fields, or both) in the lead mode's order."""
+    records: list[dict] = []
+    if "loglik" in asked:
+        records = _loglik_records(
+            task, asked["loglik"], spoken["loglik"], voices, models, setup, shard
         )
-        for record, value in zip(records[len(items) :], forgetting, strict=True):
-            record["answer_kl"] = value
+    if "generate" in asked:
+        generated = _generated_records(
+            task, asked["generate"], spoken["generate"], voices, models, setup, shard
+        )
+        if not records:
+            return generated
+        by_key = {(r["item"], r["condition"], r["voice"]): r for r in records}
+        letters = {i.id: i.choices for i in asked["generate"]}  # the loglik argmax, as a letter
+        for row in generated:
+            record = by_key[row["item"], row["condition"], row["voice"]]
+            record.update({k: v for k, v in row.items() if k not in record})
+            offered = letters[row["item"]]
+            record["agrees"] = sum(letter == offered[record["pred"]] for letter in row["letters"])
+    return records
+
+
+def _condition_prompts(
+    items: list[Item], manifest, voices, models: Models, setup: RunSpec
+) -> list[tuple[str, str | None, Model | None, list[Prompt]]]:
+    """(condition, voice, model, one prompt per item) of every condition and control."""
+    text = [text_prompt(i) for i in items]
+    runs: list[tuple[str, str | None, Model | None, list[Prompt]]] = [
+        ("text@base", None, models.text, text),
+        ("text@speech", None, models.speech, text),
+    ]
     for voice in voices:
         spoken = [manifest.speech_prompt(i, voice) for i in items]
-        runs: list[tuple[str, Model | None, list[Prompt]]] = [
-            ("speech@speech", models.speech, spoken),
-            ("speech@cascade", models.cascade, spoken),
+        runs += [
+            ("speech@speech", voice, models.speech, spoken),
+            ("speech@cascade", voice, models.cascade, spoken),
         ]
         if setup.controls:
             runs += [
-                ("speech@speech:silent", models.speech, [silent_prompt(p) for p in spoken]),
-                ("speech@speech:shuffled", models.speech, shuffled_prompts(spoken, setup.seed)),
+                ("speech@speech:silent", voice, models.speech, [silent_prompt(p) for p in spoken]),
+                (
+                    "speech@speech:shuffled",
+                    voice,
+                    models.speech,
+                    shuffled_prompts(spoken, setup.seed),
+                ),
             ]
-        for condition, model, prompts in runs:
-            if model is None:
-                continue
-            requests = [ScoringRequest(p, i.choices) for p, i in zip(prompts, items, strict=True)]
-            scores = _score_all(model, requests, shard, setup, f"{task} {condition} {voice}")
-            rows = [_record(i, condition, voice, s) for i, s in zip(items, scores, strict=True)]
-            if (
-                condition == "speech@speech"
-                and setup.divergences
-                and divergence.supports_divergence(models.speech)
-            ):
-                pairs = dict(zip((i.id for i in items), spoken, strict=True))
-                values = divergence.answer_kls(
-                    "M",
-                    items,
-                    shard,
-                    lambda i, pairs=pairs: divergence.misalignment_kl(
-                        models.speech, i, pairs[i.id]
-                    ),
-                    [models.speech.fingerprint, voice],
-                    pairs,
-                )
-                for row, value in zip(rows, values, strict=True):
-                    row["answer_kl"] = value
+    return [run for run in runs if run[2] is not None]
+
+
+def _generated_records(
+    task: str, items: list[Item], manifest, voices, models: Models, setup: RunSpec, shard: Shard
+) -> list[dict]:
+    """Every condition's replies to the items' multiple-choice prompts, letters extracted."""
+    decoding = setup.decoding()
+    until = tasks.generation(tasks.get_task(task)).until
+    records = []
+    for condition, voice, model, prompts in _condition_prompts(
+        items, manifest, voices, models, setup
+    ):
+        requests = [GenerationRequest(p, until) for p in prompts]
+        label = f"{task} {condition}" + (f" {voice}" if voice else "")
+        if shard.size > 1:
+            generation.fill_shard(
+                model, requests, decoding, setup.batch_size, shard.rank, shard.size
+            )
+            shard.wait()
+        log.info("%s: %s replies", label, len(requests) * decoding.samples)
+        replies = generation.generate(model, requests, decoding, setup.batch_size)
+        for item, prompt, sampled in zip(items, prompts, replies, strict=True):
+            row = {
+                "task": item.task,
+                "item": item.id,
+                "domain": item.domain,
+                "condition": condition,
+                "voice": voice,
+                "target": item.target,
+                **_generated(item, sampled, decoding),
+            }
             if condition == "speech@cascade" and hasattr(model, "transcript_wer"):
-                for row, prompt in zip(rows, prompts, strict=True):
-                    row["wer"] = model.transcript_wer(prompt)
-            records += rows
+                row["wer"] = model.transcript_wer(prompt)
+            records.append(row)
+    return records
+
+
+def _generated(item: Item, replies: list[Reply], decoding) -> dict:
+    """A record's generation fields: each sample's reply, what the rule read and its letter."""
+    read = [extraction.extract(r.text, item.choices, item.options, r.truncated) for r in replies]
+    letters = [e.letter for e in read]
+    fields = {
+        "replies": [r.text for r in replies],
+        "read": [e.reply for e in read],
+        "letters": letters,
+        "shapes": [e.shape for e in read],
+        "reply_tokens": [r.n_tokens for r in replies],
+        "truncated": [r.truncated for r in replies],
+        "samples": len(replies),
+        "correct_gen": sum(letter == item.choices[item.target] for letter in letters),
+        "no_answer": sum(letter is None for letter in letters),
+        "rule": extraction.RULE,
+        "decoding": asdict(decoding),
+    }
+    if any(e.reasoning for e in read):
+        fields["reasoning"] = [list(e.reasoning) for e in read]
+    return fields
+
+
+def _loglik_records(
+    task: str, items: list[Item], manifest, voices, models: Models, setup: RunSpec, shard: Shard
+) -> list[dict]:
+    """Every condition's scores of the items' choices, with the per-item answer KLs."""
+    kls = setup.divergences and divergence.supports_divergence(models.speech)
+    records = []
+    for condition, voice, model, prompts in _condition_prompts(
+        items, manifest, voices, models, setup
+    ):
+        requests = [ScoringRequest(p, i.choices) for p, i in zip(prompts, items, strict=True)]
+        label = f"{task} {condition}" + (f" {voice}" if voice else "")
+        scores = _score_all(model, requests, shard, setup, label)
+        rows = [_record(i, condition, voice, s) for i, s in zip(items, scores, strict=True)]
+        if kls and condition == "text@speech":
+            values = divergence.answer_kls(
+                "F",
+                items,
+                shard,
+                lambda i: divergence.forgetting_kl(models.text, models.speech, i),
+                [models.text.fingerprint, models.speech.fingerprint],
+            )
+            for row, value in zip(rows, values, strict=True):
+                row["answer_kl"] = value
+        if kls and condition == "speech@speech":
+            pairs = dict(zip((i.id for i in items), prompts, strict=True))
+            values = divergence.answer_kls(
+                "M",
+                items,
+                shard,
+                lambda i, pairs=pairs: divergence.misalignment_kl(models.speech, i, pairs[i.id]),
+                [models.speech.fingerprint, voice],
+                pairs,
+            )
+            for row, value in zip(rows, values, strict=True):
+                row["answer_kl"] = value
+        if condition == "speech@cascade" and hasattr(model, "transcript_wer"):
+            for row, prompt in zip(rows, prompts, strict=True):
+                row["wer"] = model.transcript_wer(prompt)
+        records += rows
     return records
 
 

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 
 from salad_eval.errors import SaladError
 from salad_eval.options import check_value, declared, option, option_fields, typed
+from salad_eval.prompt import Decoding
 
 DTYPES = ("float32", "bfloat16", "float16")
+ANSWERS = ("loglik", "generate", "both")
 
 
 def cli_name(name: str) -> str:
@@ -74,10 +76,18 @@ class RunSpec:
         help="Keep as many of the --shots examples as fit the context in TOKENS text tokens of "
         "the text LLM (spoken spans count as their text).",
     )
-    metric: str = option(
-        "acc",
-        choices=("acc", "acc_norm"),
-        help="Headline metric of summary, plots and verdict (results.json holds both).",
+    answer: str = option(
+        "loglik",
+        choices=ANSWERS,
+        help="How a model answers: loglik (the most likely choice, the paper's protocol), "
+        "generate (a generated reply, its letter extracted by rule letter-v1), or both on the "
+        "same items.",
+    )
+    metric: str | None = option(
+        None,
+        choices=("acc", "acc_norm", "acc_gen"),
+        help="Headline metric of summary, plots and verdict (results.json holds all); default "
+        "acc, or acc_gen with --answer generate.",
     )
     exclude_items: str | None = option(
         None,
@@ -105,8 +115,25 @@ class RunSpec:
     )
     workers: int = option(1, min=1, help="Synthesis worker processes.")
     n_boot: int = option(1000, min=1, help="Paired bootstrap resamples.")
-    seed: int = option(1234, min=0, help="Seed of few-shot sampling, shuffling, bootstrap.")
+    seed: int = option(
+        1234, min=0, help="Seed of few-shot sampling, shuffling, bootstrap and sampled replies."
+    )
     synth_seed: int = option(0, min=0, help="Synthesis seed: the same seed, the same audio.")
+    max_new_tokens: int = option(
+        32,
+        min=1,
+        help="Generated reply length limit in tokens; a reply it cuts off is a no answer.",
+    )
+    temperature: float = option(
+        0.0, min=0, help="Sampling temperature of generated replies (0: greedy, the default)."
+    )
+    top_p: float = option(1.0, above=0, max=1, help="Nucleus of sampled replies (1: all).")
+    samples: int = option(
+        1,
+        min=1,
+        help="Sampled replies per item and condition (needs --temperature > 0); accuracy is "
+        "their mean.",
+    )
     controls: bool = option(True, help="Score the silent and shuffled audio controls.")
     data_dir: str | None = option(None, help="Local benchmark mirror (default $SALAD_BENCHMARKS).")
     log_samples: bool = option(
@@ -147,9 +174,36 @@ class RunSpec:
             value = typed(getattr(self, f.name), f.type, name)
             check_value(value, declared(f), name, f"{name} {value!r}")
             values[f.name] = value
+        generates = values["answer"] != "loglik"
+        if values["metric"] is None:
+            values["metric"] = "acc_gen" if values["answer"] == "generate" else "acc"
+        if values["metric"] == "acc_gen" and not generates:
+            raise SaladError(
+                f"{spell('metric')} acc_gen is the accuracy of generated replies; add "
+                f"{spell('answer')} generate or both"
+            )
+        if values["metric"] != "acc_gen" and values["answer"] == "generate":
+            raise SaladError(
+                f"{spell('metric')} {values['metric']} needs log-likelihoods; with "
+                f"{spell('answer')} generate the metric is acc_gen (or use {spell('answer')} both)"
+            )
+        if values["samples"] > 1 and values["temperature"] == 0:
+            raise SaladError(
+                f"{spell('samples')} {values['samples']} needs {spell('temperature')} > 0: "
+                "greedy replies are all the same"
+            )
         if values["shot_budget"] is not None and not values["shots"]:
             raise SaladError(
                 f"{spell('shot_budget')} needs {spell('shots')} N, the most examples per item "
                 "(paper: 5)"
             )
         return dataclasses.replace(self, **values)
+
+    @property
+    def answers(self) -> tuple[str, ...]:
+        """The answer modes this run scores: ``("loglik",)``, ``("generate",)`` or both."""
+        return ("loglik", "generate") if self.answer == "both" else (self.answer,)
+
+    def decoding(self) -> Decoding:
+        """How generated replies are decoded (``--answer generate`` or ``both``)."""
+        return Decoding(self.max_new_tokens, self.temperature, self.top_p, self.samples, self.seed)
