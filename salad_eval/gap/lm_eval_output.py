@@ -8,7 +8,10 @@ with ``acc,none``, ``acc_norm,none`` and their ``_stderr`` (the sample standard 
 reports), grouped under the task in ``group_subtasks``. With ``log_samples`` it also writes
 ``samples_<task>_<date>.jsonl``: one line per item, condition and voice, in lm-eval's sample
 schema (``doc_id``, ``doc``, ``target``, ``arguments``, ``resps``, ``filtered_resps``, hashes and
-the per-sample metrics), plus salad's ``condition`` and ``voice``.
+the per-sample metrics), plus salad's ``condition`` and ``voice``. Generated answers appear as
+lm-eval's ``generate_until`` samples: ``resps`` the replies, ``filtered_resps`` the letters the
+extraction rule read (``[no answer]`` where it found none), ``acc_gen`` and ``no_answer`` beside
+the accuracies in ``results``.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-from salad_eval.gap.records import ALL_CONDITIONS, METRICS
+from salad_eval.gap.records import ALL_CONDITIONS, METRICS, RATES, count
 from salad_eval.home import atomic_write_text
 from salad_eval.prompt import Item
 
 DECOMPOSITION = ("gap", "forgetting", "misalignment")
+NO_ANSWER = "[no answer]"  # a reply's filtered response when the rule found no letter
 
 
 def _stderr(values: list[float]) -> float:
@@ -38,12 +42,13 @@ def _stderr(values: list[float]) -> float:
 
 
 def _per_item(records: list[dict], task: str, condition: str, key: str) -> list[float]:
-    """Each item's score under ``condition``: the fraction of its voices answered correctly."""
-    by_item: dict[str, list[bool]] = defaultdict(list)
+    """Each item's score under ``condition``: the fraction of its voices (and sampled replies)
+    answered correctly."""
+    by_item: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for rec in records:
         if rec["task"] == task and rec["condition"] == condition:
-            by_item[rec["item"]].append(bool(rec[key]))
-    return [sum(v) / len(v) for v in by_item.values()]
+            by_item[rec["item"]].append(count(rec, key))
+    return [sum(k for k, _ in v) / sum(n for _, n in v) for v in by_item.values()]
 
 
 def lm_eval_results(results: dict, records: list[dict], model_name: str) -> dict:
@@ -59,6 +64,8 @@ def lm_eval_results(results: dict, records: list[dict], model_name: str) -> dict
         "higher_is_better": {},
         "n-samples": {},
     }
+    reported = [(m, METRICS[m]) for m in results["metrics"]]
+    reported += [(r, f) for r, f in RATES.items() if all(f in rec for rec in records)]
     for task in results["tasks"]:
         table = results["metrics"][results["metric"]]["tasks"][task]
         group = {"alias": task}
@@ -73,14 +80,14 @@ def lm_eval_results(results: dict, records: list[dict], model_name: str) -> dict
                 continue
             name = f"{task}:{condition}"
             row = {"alias": f" - {condition}"}
-            for metric, key in METRICS.items():
+            for metric, key in reported:
                 values = _per_item(records, task, condition, key)
                 row[f"{metric},none"] = sum(values) / len(values)
                 row[f"{metric}_stderr,none"] = _stderr(values)
             out["results"][name] = row
-            n = len(_per_item(records, task, condition, "correct"))
+            n = len(values)
             out["n-samples"][name] = {"original": n, "effective": n}
-            out["higher_is_better"][name] = dict.fromkeys(METRICS, True)
+            out["higher_is_better"][name] = {m: m != "no_answer" for m, _ in reported}
             out["versions"][name] = manifest["tasks"][task]["version"]
             out["n-shot"][name] = setup["shots"]
             fingerprint = manifest["tasks"][task]["fingerprint"]
@@ -119,7 +126,7 @@ def _sha(value: object) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _sample(index: int, item: Item, record: dict, clips: list[str]) -> dict:
+def _sample(index: int, item: Item, record: dict, clips: list[str], answer: str) -> dict:
     doc = {
         "id": item.id,
         "domain": item.domain,
@@ -127,29 +134,52 @@ def _sample(index: int, item: Item, record: dict, clips: list[str]) -> dict:
         "spoken": list(item.spoken_texts),
         "choices": list(item.choices),
     }
-    responses = [[lp, g] for lp, g in zip(record["logprobs"], record["greedy"], strict=True)]
+    if answer == "generate":  # lm-eval's generate_until: one request, the replies, the letter
+        decoding = record["decoding"]
+        arguments = {
+            "gen_args_0": {
+                "arg_0": item.text_context,
+                "arg_1": {
+                    "until": record.get("until", []),
+                    "max_gen_toks": decoding["max_new_tokens"],
+                    "temperature": decoding["temperature"],
+                    "top_p": decoding["top_p"],
+                    "do_sample": decoding["temperature"] > 0,
+                },
+            }
+        }
+        resps = [record["replies"]]
+        filtered = [letter if letter is not None else NO_ANSWER for letter in record["letters"]]
+        metrics = {"acc_gen": record["correct_gen"] / record["samples"]}
+        metrics["no_answer"] = record["no_answer"] / record["samples"]
+        doc["options"] = list(item.options)
+    else:
+        arguments = {
+            f"gen_args_{n}": {"arg_0": item.text_context, "arg_1": choice}
+            for n, choice in enumerate(item.choices)
+        }
+        filtered = [[lp, g] for lp, g in zip(record["logprobs"], record["greedy"], strict=True)]
+        resps = [[response] for response in filtered]
+        metrics = {m: float(record[METRICS[m]]) for m in ("acc", "acc_norm")}
     sample = {
         "doc_id": index,
         "doc": doc,
         "target": item.target,
-        "arguments": {
-            f"gen_args_{n}": {"arg_0": item.text_context, "arg_1": choice}
-            for n, choice in enumerate(item.choices)
-        },
-        "resps": [[response] for response in responses],
-        "filtered_resps": responses,
-        "filter": "none",
-        "metrics": list(METRICS),
+        "arguments": arguments,
+        "resps": resps,
+        "filtered_resps": filtered,
+        "filter": "none" if answer != "generate" else f"extract:{record['rule']}",
+        "metrics": list(metrics),
         "doc_hash": _sha(doc),
         "prompt_hash": _sha(item.text_context),
         "target_hash": _sha(str(item.target)),
         "condition": record["condition"],
         "voice": record["voice"],
-        **{metric: float(record[key]) for metric, key in METRICS.items()},
+        **metrics,
     }
     if record["voice"] is not None:
         sample["clips"] = clips  # the audio heard (controls: what it was replaced by is derived)
-    for extra in ("answer_kl", "wer"):
+    for extra in ("answer_kl", "wer", "reasoning"):
         if extra in record:
             sample[extra] = record[extra]
     return sample
@@ -160,10 +190,12 @@ def write_lm_eval(
     results: dict,
     records: list[dict],
     model_name: str,
-    items: dict[tuple[str, str], Item] | None = None,
-    clips: dict[tuple[str, str, str], list[str]] | None = None,
+    items: dict[str, dict[tuple[str, str], Item]] | None = None,
+    clips: dict[str, dict[tuple[str, str, str], list[str]]] | None = None,
 ) -> list[Path]:
-    """Write ``results_<date>.json`` (and, given ``items``, the per-sample JSONL); their paths."""
+    """Write ``results_<date>.json`` (and, given ``items`` per answer mode, the per-sample JSONL:
+    ``samples_<task>_<date>.jsonl``, and ``samples_<task>_generate_<date>.jsonl`` for the
+    replies of ``--answer both``); their paths."""
     stamp = datetime.now().isoformat().replace(":", "-")
     path = run_dir / f"results_{stamp}.json"
     payload = lm_eval_results(results, records, model_name)
@@ -171,18 +203,19 @@ def write_lm_eval(
     written = [path]
     if items is None:
         return written
-    for task in results["tasks"]:
-        order = {key: n for n, key in enumerate(k for k in items if k[0] == task)}
-        lines = []
-        for rec in records:
-            if rec["task"] != task:
-                continue
-            key = (task, rec["item"])
-            voice_clips = (clips or {}).get((task, rec["item"], rec["voice"]), [])
-            lines.append(
-                json.dumps(_sample(order[key], items[key], rec, voice_clips), ensure_ascii=False)
-            )
-        path = run_dir / f"samples_{task}_{stamp}.jsonl"
-        atomic_write_text(path, "".join(line + "\n" for line in lines))
-        written.append(path)
+    for answer, asked in items.items():
+        suffix = "_generate" if answer == "generate" and len(items) > 1 else ""
+        for task in results["tasks"]:
+            order = {key: n for n, key in enumerate(k for k in asked if k[0] == task)}
+            lines = []
+            for rec in records:
+                if rec["task"] != task:
+                    continue
+                key = (task, rec["item"])
+                heard = (clips or {}).get(answer, {}).get((task, rec["item"], rec["voice"]), [])
+                sample = _sample(order[key], asked[key], rec, heard, answer)
+                lines.append(json.dumps(sample, ensure_ascii=False))
+            path = run_dir / f"samples_{task}{suffix}_{stamp}.jsonl"
+            atomic_write_text(path, "".join(line + "\n" for line in lines))
+            written.append(path)
     return written

@@ -102,7 +102,7 @@ def metrics_of(records: Iterable[dict]) -> list[str]:
     return [m for m, field in METRICS.items() if all(field in r for r in records)]
 
 
-def _count(rec: dict, field: str) -> tuple[int, int]:
+def count(rec: dict, field: str) -> tuple[int, int]:
     """(successes, trials) of a record: a bool of one trial, or a count of ``samples``."""
     if field in SAMPLED:
         return int(rec[field]), int(rec["samples"])
@@ -112,7 +112,7 @@ def _count(rec: dict, field: str) -> tuple[int, int]:
 def right(rec: dict, field: str) -> bool:
     """A record right or wrong, for tests on binary outcomes (McNemar): a sampled generation
     record counts as right when most of its samples are."""
-    successes, trials = _count(rec, field)
+    successes, trials = count(rec, field)
     return 2 * successes > trials
 
 
@@ -129,17 +129,15 @@ def build_strata(records: Iterable[dict], metric: str) -> list[Stratum]:
             by_task[task].append((item, conds))
     strata = []
     for task, items in sorted(by_task.items()):
-        scale = lcm(
-            *(len(r) * _count(r[0], field)[1] for _, conds in items for r in conds.values())
-        )
+        scale = lcm(*(len(r) * count(r[0], field)[1] for _, conds in items for r in conds.values()))
         n = len(items)
         scores = {c: np.zeros(n, dtype=np.int64) for c in ALL_CONDITIONS}
         present = {c: np.zeros(n, dtype=bool) for c in ALL_CONDITIONS}
         values = {name: np.full(n, np.nan) for name in VALUES}
         for i, (_, conds) in enumerate(items):
             for cond, recs in conds.items():
-                trials = len(recs) * _count(recs[0], field)[1]
-                scores[cond][i] = sum(_count(r, field)[0] for r in recs) * (scale // trials)
+                trials = len(recs) * count(recs[0], field)[1]
+                scores[cond][i] = sum(count(r, field)[0] for r in recs) * (scale // trials)
                 present[cond][i] = True
             for name, (cond, key) in VALUES.items():
                 vals = [r[key] for r in conds.get(cond, ()) if r.get(key) is not None]

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from salad_eval.errors import SaladError
+from salad_eval.gap.answers import disagreements, generation_setup
 from salad_eval.gap.controls import verdict
 from salad_eval.gap.decompose import condition_rates, decompose
 from salad_eval.gap.plots import plot_run
@@ -132,6 +133,9 @@ def analyse(
         "metrics": metrics,
         "controls": metrics[metric]["controls"],
         "robustness": robustness_rows(metrics[metric]["voices"], metrics[metric]["controls"]),
+        "generation": None
+        if "acc_gen" not in present
+        else {**generation_setup(records), "disagreements": disagreements(records)},
         "corpus_divergence": {k: v for k, v in (corpus_divergence or {}).items() if k in ("F", "M")}
         or None,
         "manifest": manifest,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from salad_eval.gap.answers import generation_lines
 from salad_eval.gap.records import METRICS
 from salad_eval.gap.robustness import table_lines
 from salad_eval.speech.diversity import summary_lines
@@ -117,12 +119,17 @@ def _flatten(node, prefix: str = ""):
         for key, child in node.items():
             yield from _flatten(child, f"{prefix}.{key}" if prefix else str(key))
     elif isinstance(node, list) and all(not isinstance(x, dict | list) for x in node):
-        yield prefix, ", ".join(map(str, node))
+        yield prefix, ", ".join(str(_scalar(x)) for x in node)
     elif isinstance(node, list):
         for i, child in enumerate(node):
             yield from _flatten(child, f"{prefix}[{i}]")
     else:
-        yield prefix, node
+        yield prefix, _scalar(node)
+
+
+def _scalar(value) -> str:
+    """A value as one table cell: a text with line breaks (a stop sequence) as its JSON."""
+    return json.dumps(value) if isinstance(value, str) and "\n" in value else value
 
 
 def _manifest(manifest: dict, limit: int = 60) -> list[str]:
@@ -182,6 +189,8 @@ def render_summary(results: dict, plots: list[str]) -> str:
     for cond, meaning in results["conditions"].items():
         fig = overall["accuracy"].get(cond)
         lines.append(f"| `{cond}` | {meaning} | {pct(fig)} | {fig['n'] if fig else 0} |")
+    if "acc_gen" in results["metrics"]:
+        lines += generation_lines(results, pct)
     lines += ["", "## Decomposition", ""]
     lines += _decomposition("overall", {"all tasks": overall})
     for key, title in (("tasks", "task"), ("domains", "domain"), ("voices", "voice")):
@@ -220,7 +229,7 @@ def render_summary(results: dict, plots: list[str]) -> str:
         ]
         lines += _answer_kl({"all tasks": overall, **m["tasks"]})
     for other in METRICS:
-        if other != metric:
+        if other != metric and other in results["metrics"]:
             lines += [f"## The same decomposition with `{other}`", ""]
             lines += _decomposition("overall", {"all tasks": results["metrics"][other]["overall"]})
     if plots:

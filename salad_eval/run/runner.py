@@ -130,8 +130,9 @@ def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None
     voices = [str(v) for v in resolve_voices(setup.voices)]
     records: list[dict] = []
     task_info, excluded_all, synth_info, clips = {}, [], {}, {}
-    scored: dict[tuple[str, str], Item] = {}  # for --log-samples: each item and the clips heard
-    heard: dict[tuple[str, str, str], list[str]] = {}
+    # for --log-samples, per answer mode: each item and the clips heard
+    scored: dict[str, dict[tuple[str, str], Item]] = {}
+    heard: dict[str, dict[tuple[str, str, str], list[str]]] = {}
     voice_clips: dict[str, list[tuple[str, str]]] = {}  # per voice: its diversity
     # load every task first: a missing dataset fails in seconds, not after an hour of scoring
     length = None if setup.shot_budget is None else text_length(models.text)
@@ -225,11 +226,13 @@ def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None
                 "and synthesis; a gap needs at least 2 (raise --limit)"
             )
         records += _task_records(task, asked, spoken, voices, models, setup, shard)
-        for item in items:
-            scored[(task, item.id)] = item
-            for voice in voices:
-                row = manifest.row(item, voice)
-                heard[(task, item.id, voice)] = [Path(c.path).stem for c in row.clips if c.path]
+        for answer, found in asked.items():
+            for item in found:
+                scored.setdefault(answer, {})[(task, item.id)] = item
+                for voice in voices:
+                    row = spoken[answer].row(item, voice)
+                    clips_heard = [Path(c.path).stem for c in row.clips if c.path]
+                    heard.setdefault(answer, {})[(task, item.id, voice)] = clips_heard
     corpus = None
     if setup.divergences and divergence.supports_divergence(models.speech):
         corpus = corpus_divergence.gap_figures(
@@ -413,6 +416,7 @@ def _generated_records(
                 "voice": voice,
                 "target": item.target,
                 **_generated(item, sampled, decoding),
+                "until": list(until),
             }
             if condition == "speech@cascade" and hasattr(model, "transcript_wer"):
                 row["wer"] = model.transcript_wer(prompt)
