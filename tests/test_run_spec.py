@@ -112,9 +112,9 @@ def _changed(value: object, annotation: str) -> object:
 def test_the_loops_gap_reports_take_and_key_on_every_option(tmp_path):
     config = load_config("tiny")
     setup = dataclasses.asdict(gap_setup(config.run, {"speech": "m"}, "float32"))
+    resolved = {"dtype": "float32", "metric": config.run.metric or "acc"}  # the run's own
     for name in SPEC:
-        expected = "float32" if name == "dtype" else getattr(config.run, name)
-        assert setup[name] == expected, name
+        assert setup[name] == resolved.get(name, getattr(config.run, name)), name
 
     def key(run) -> str:
         return _gap_step(

@@ -164,6 +164,8 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         self.prompt_format = "chat" if self.chat_template else "raw"
+        if self.metric is None:  # the headline follows the answers: generated ones, acc_gen
+            self.metric = "acc_gen" if self.answer == "generate" else "acc"
 
     def checked(self, spell: Callable[[str], str] = cli_name) -> RunSpec:
         """This spec with every option typed and in its declared range, or a one-line
@@ -174,10 +176,7 @@ class RunSpec:
             value = typed(getattr(self, f.name), f.type, name)
             check_value(value, declared(f), name, f"{name} {value!r}")
             values[f.name] = value
-        generates = values["answer"] != "loglik"
-        if values["metric"] is None:
-            values["metric"] = "acc_gen" if values["answer"] == "generate" else "acc"
-        if values["metric"] == "acc_gen" and not generates:
+        if values["metric"] == "acc_gen" and values["answer"] == "loglik":
             raise SaladError(
                 f"{spell('metric')} acc_gen is the accuracy of generated replies; add "
                 f"{spell('answer')} generate or both"

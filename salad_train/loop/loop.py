@@ -142,6 +142,8 @@ def check_tasks(run: RunConfig) -> None:
     """Every task loads (a missing benchmark mirror fails now, not after Stage I)."""
     for task in run.tasks:
         tasks.load_items(task, run.limit, data_dir=run.data_dir)
+        if run.answer != "loglik" and (problem := tasks.generation_problem(task, run.data_dir)):
+            raise SaladError(problem)
 
 
 def gap_setup(run: RunConfig, names: dict[str, str], dtype: str) -> RunSpec:
