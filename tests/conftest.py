@@ -107,3 +107,12 @@ def fresh_accelerator_state():
     AcceleratorState._reset_state(reset_partial_state=True)
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised SALAD checkpoint: small adapter, frozen SmolLM2, Whisper tiny.en."""
+    from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
+
+    config = SpeechLMConfig(adapter_layers=1, adapter_width=64, adapter_heads=2)
+    return SpeechLM.from_config(config, seed=0).save(tmp_path_factory.mktemp("ckpt") / "random")

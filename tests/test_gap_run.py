@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from homes import scoreless_home
 
 from salad_eval.errors import SaladError
-from salad_eval.home import home
 from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
 from salad_eval.models.text_lm import TextLM
 from salad_eval.prompt import ScoringRequest, Text, prompt_text
@@ -54,19 +54,8 @@ class TranscriptSpeechLM:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A randomly initialised SALAD checkpoint: small adapter, frozen SmolLM2, Whisper tiny.en."""
-    config = SpeechLMConfig(adapter_layers=1, adapter_width=64, adapter_heads=2)
-    return SpeechLM.from_config(config, seed=0).save(tmp_path_factory.mktemp("ckpt") / "random")
-
-
-def _fresh_home(root: Path) -> Path:
-    """A cache home sharing the prepared assets, audio and encoder features, with no scores."""
-    root.mkdir(parents=True)
-    for shared in ("assets", "audio", "features"):
-        (home() / shared).mkdir(parents=True, exist_ok=True)
-        (root / shared).symlink_to(home() / shared)
-    return root
+def checkpoint(random_checkpoint) -> Path:
+    return random_checkpoint
 
 
 def _gap_args(checkpoint: Path, out: Path) -> list[str]:
@@ -118,7 +107,7 @@ def reference(checkpoint, tmp_path_factory) -> Path:
     out = root / "run"
     subprocess.run(
         [BIN / "salad-eval", *_gap_args(checkpoint, out)],
-        env=_env(_fresh_home(root / "home")),
+        env=_env(scoreless_home(root / "home")),
         check=True,
     )
     return out
@@ -174,7 +163,7 @@ def test_random_adapter_ignores_its_audio(reference):
 
 
 def test_killed_run_resumes_to_the_same_results(checkpoint, reference, tmp_path):
-    salad_home = _fresh_home(tmp_path / "home")
+    salad_home = scoreless_home(tmp_path / "home")
     out = tmp_path / "run"
     args = [BIN / "salad-eval", *_gap_args(checkpoint, out)]
     proc = subprocess.Popen(args, env=_env(salad_home), start_new_session=True)
@@ -210,7 +199,7 @@ def test_two_processes_under_accelerate_match_one(checkpoint, reference, tmp_pat
         "salad_eval.cli",
         *_gap_args(Path(checkpoint), out),
     ]
-    env = {**_env(_fresh_home(tmp_path / "home")), "ACCELERATE_USE_CPU": "1"}
+    env = {**_env(scoreless_home(tmp_path / "home")), "ACCELERATE_USE_CPU": "1"}
     proc = subprocess.run(launch, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(rank 1)" in proc.stderr  # the second process really scored its shard
@@ -326,7 +315,7 @@ def test_a_lora_run_prints_no_library_warning(tiny_qwen2, tmp_path):
     args[args.index("--limit") + 1] = "2"
     proc = subprocess.run(
         [BIN / "salad-eval", *args],
-        env=_env(_fresh_home(tmp_path / "home")),
+        env=_env(scoreless_home(tmp_path / "home")),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

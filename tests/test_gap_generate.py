@@ -1,0 +1,179 @@
+"""`salad-eval gap --answer generate` end to end, with the real embedded models at small scale.
+
+A tiny randomly initialised SALAD checkpoint answers the demo items by generated replies in
+every condition and control; a run killed by SIGKILL while generating resumes to a byte-identical
+items.jsonl; bad generation options and tasks are refused in one line before any model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from homes import scoreless_home
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+LIMIT = 4
+CONDITIONS = ("text@base", "text@speech", "speech@speech", "speech@cascade")
+CONTROLS = ("speech@speech:silent", "speech@speech:shuffled")
+
+
+def _args(checkpoint: Path, out: Path, *more: str) -> list[str]:
+    return [
+        str(BIN / "salad-eval"),
+        "gap",
+        "--model",
+        str(checkpoint),
+        "--tasks",
+        "demo",
+        "--voices",
+        "piper/joe",
+        "--limit",
+        str(LIMIT),
+        "--asr",
+        "whisper-tiny.en",
+        "--answer",
+        "generate",
+        "--max-new-tokens",
+        "12",
+        "--n-boot",
+        "100",
+        "--no-divergences",
+        "--out",
+        str(out),
+        *more,
+    ]
+
+
+def _env(salad_home: Path) -> dict:
+    return {
+        **os.environ,
+        "SALAD_HOME": str(salad_home),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "2",
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(random_checkpoint, tmp_path_factory) -> Path:
+    """An uninterrupted run from an empty reply cache."""
+    root = tmp_path_factory.mktemp("generate")
+    out = root / "run"
+    subprocess.run(
+        _args(random_checkpoint, out), env=_env(scoreless_home(root / "home")), check=True
+    )
+    return out
+
+
+def test_generated_answers_make_a_complete_report(reference):
+    results = json.loads((reference / "results.json").read_text())
+    assert results["metric"] == "acc_gen" and list(results["metrics"]) == ["acc_gen"]
+    overall = results["metrics"]["acc_gen"]["overall"]
+    assert set(overall["accuracy"]) == {*CONDITIONS, *CONTROLS}
+    assert set(overall["no_answer"]) == {*CONDITIONS, *CONTROLS}
+    gap, forgetting, misalignment = (overall[k] for k in ("gap", "forgetting", "misalignment"))
+    assert gap["num"] == forgetting["num"] + misalignment["num"] and gap["den"] == LIMIT
+    assert "piper/joe" in results["metrics"]["acc_gen"]["voices"]
+    assert "no_answer" in results["metrics"]["acc_gen"]["voices"]["piper/joe"]
+    assert results["controls"]["sentence"]
+    assert results["generation"]["rule"] == "letter-v1"
+    assert results["generation"]["decoding"]["max_new_tokens"] == 12
+    assert results["manifest"]["tasks"]["demo"]["generate"]["rule"] == "letter-v1"
+    assert results["manifest"]["setup"]["answer"] == "generate"
+    rows = [json.loads(line) for line in (reference / "items.jsonl").read_text().splitlines()]
+    assert len(rows) == LIMIT * 6
+    for row in rows:
+        assert row["rule"] == "letter-v1" and row["samples"] == 1
+        assert len(row["replies"]) == len(row["letters"]) == len(row["read"]) == 1
+        letter = row["letters"][0]
+        assert row["no_answer"] == (letter is None)
+        assert row["correct_gen"] == (letter == "ABCD"[row["target"]])
+        assert "logprobs" not in row  # generation only: nothing was scored
+    for row in rows:  # no answer counts as wrong: the denominator never moves
+        if row["no_answer"]:
+            assert row["correct_gen"] == 0
+    summary = (reference / "summary.md").read_text()
+    assert "## Answers by generation" in summary and "no answer" in summary
+    lm_eval = json.loads(next(reference.glob("results_*.json")).read_text())
+    assert "no_answer,none" in lm_eval["results"]["demo:speech@speech"]
+
+
+def test_killed_while_generating_resumes_to_identical_items(random_checkpoint, reference, tmp_path):
+    salad_home = scoreless_home(tmp_path / "home")
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        _args(random_checkpoint, out), env=_env(salad_home), start_new_session=True
+    )
+    while proc.poll() is None:  # wait for the event itself: some replies cached
+        if len(list((salad_home / "replies").rglob("*.json"))) >= LIMIT + 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists()
+    subprocess.run(_args(random_checkpoint, out), env=_env(salad_home), check=True)
+    assert (out / "items.jsonl").read_bytes() == (reference / "items.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "more, message",
+    [
+        (["--max-new-tokens", "0"], "--max-new-tokens 0 is out of range"),
+        (["--samples", "0"], "--samples 0 is out of range"),
+        (["--temperature", "-1"], "--temperature -1.0 is out of range"),
+        (["--answer", "maybe"], "--answer 'maybe' must be one of loglik, generate, both"),
+        (["--samples", "3"], "needs --temperature > 0"),
+        (["--metric", "acc"], "--metric acc needs log-likelihoods"),
+        (["--top-p", "0"], "--top-p 0.0 is out of range"),
+    ],
+)
+def test_bad_generation_options_are_one_line_before_any_model(more, message, random_checkpoint):
+    proc = subprocess.run(
+        [*_args(random_checkpoint, Path("unused")), *more],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and "Loading weights" not in proc.stderr
+
+
+def test_a_task_without_a_derivable_template_is_refused_before_any_model(
+    random_checkpoint, tmp_path
+):
+    """A user task whose choices are letters, without a generate: block, has no options to
+    letter: refused before any model loads, naming the fix."""
+    (tmp_path / "letters.jsonl").write_text(
+        json.dumps({"question": "Which is a colour? A. red B. dog", "answer": 0})
+        + "\n"
+        + json.dumps({"question": "Which is a fruit? A. car B. pear", "answer": 1})
+        + "\n"
+    )
+    (tmp_path / "letters.yaml").write_text(
+        "task: letters\nversion: 1\ntext_task: letters\ndata_files:\n  test: letters.jsonl\n"
+        "test_split: test\nprompt:\n  - speak: '{{question}}'\n  - text: \"\\nAnswer:\"\n"
+        "choices: \"['A', 'B']\"\ntarget: answer\n"
+    )
+    args = _args(random_checkpoint, Path("unused"))
+    args[args.index("demo")] = "letters"
+    proc = subprocess.run(
+        [*args, "--include-path", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "generate:" in lines[0], proc.stderr
+    assert "Loading weights" not in proc.stderr
