@@ -15,8 +15,9 @@ import torch
 from numerics import assert_float32_close, longest_reduction
 from typer.testing import CliRunner
 
+from salad_eval.models.lm_generation import end_ids
 from salad_eval.models.lm_scoring import score_separately
-from salad_eval.prompt import Audio, ScoringRequest, Text
+from salad_eval.prompt import Audio, Decoding, GenerationRequest, ScoringRequest, Text
 from salad_eval.speech.tts import synthesize
 from salad_eval.speech.voices import parse_voice
 
@@ -262,6 +263,10 @@ def gap_report(model_dir: Path, text_dir: Path, out: Path, *more: str) -> dict:
         "3",
         "--n-boot",
         "50",
+        "--answer",
+        "both",
+        "--max-new-tokens",
+        "6",
         "--out",
         str(out),
         *more,
@@ -271,8 +276,33 @@ def gap_report(model_dir: Path, text_dir: Path, out: Path, *more: str) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
+def check_generation(model, clips: dict[str, Path], steps: int = 4) -> None:
+    """Greedy replies to text and spoken prompts: identical at batch sizes 1 and 8, and equal
+    to greedy decoding by whole forwards of the decoder over the growing context, no cache (a
+    reply reads the context scoring reads, and the batched KV-cache loop changes nothing)."""
+    asked = [GenerationRequest(r.prompt) for r in mixed_requests(clips)]
+    decoding = Decoding(max_new_tokens=steps)
+    one = model.generate(asked, decoding, batch_size=1)
+    assert one == model.generate(asked, decoding, batch_size=8)
+    stops = end_ids(model.tokenizer, model.model)
+    table = model.decoder.get_input_embeddings()
+    for request, (reply,) in zip(asked, one, strict=True):
+        with torch.inference_mode():
+            context = model.embed(model.tokenize(request.prompt, ())[0])
+            ids: list[int] = []
+            while len(ids) < steps and not (ids and ids[-1] in stops):
+                logits = model.decoder(inputs_embeds=context[None]).logits[0, -1]
+                ids.append(int(logits.argmax()))
+                step = table(torch.tensor(ids[-1:], device=context.device))
+                context = torch.cat([context, step.to(context.dtype)])
+        assert reply.n_tokens == len(ids)
+        kept = ids[:-1] if ids[-1] in stops else ids
+        assert reply.text == model.tokenizer.decode(kept, skip_special_tokens=True)
+
+
 def check_gap_report(out: Path, results: dict) -> None:
-    """A complete report: every file, every item in all four conditions and both controls."""
+    """A complete report: every file, every item in all four conditions and both controls,
+    answered by log-likelihood and by generation (``--answer both``)."""
     for name in ("results.json", "items.jsonl", "summary.md", "gap_decomposition.png"):
         assert (out / name).is_file(), name
     rows = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
@@ -288,6 +318,12 @@ def check_gap_report(out: Path, results: dict) -> None:
     assert gap["num"] == forgetting["num"] + misalignment["num"] and gap["den"] == 3
     assert "cascade_gap" in overall and results["controls"]
     assert results["manifest"]["models"]["speech"]["fingerprint"]
+    generated = results["metrics"]["acc_gen"]["overall"]
+    gap, forgetting, misalignment = (generated[k] for k in ("gap", "forgetting", "misalignment"))
+    assert gap["num"] == forgetting["num"] + misalignment["num"] and gap["den"] == 3
+    assert set(generated["no_answer"]) == set(generated["accuracy"]) >= CONDITIONS
+    assert set(generated["agreement"]) == set(generated["accuracy"])
+    assert all(len(row["replies"]) == 1 and row["rule"] == "letter-v1" for row in rows)
 
 
 def check_no_forgetting(out: Path) -> None:

@@ -67,6 +67,9 @@ class FamilyConformance:
     def test_audio_path_is_the_models_own(self, model, clips):
         checks.check_own_audio_path(model, clips, partial(self.own_audio_inputs, model))
 
+    def test_generation_is_batch_invariant_and_reads_the_context(self, model, clips):
+        checks.check_generation(model, clips)
+
     @pytest.mark.slow  # a whole gap run
     def test_gap_report_is_complete(self, gap_run):
         checks.check_gap_report(*gap_run)
