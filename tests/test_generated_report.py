@@ -119,3 +119,27 @@ def test_a_headline_metric_the_records_lack_is_refused() -> None:
     records = _records(lambda item, c, s: "A")
     with pytest.raises(SaladError, match="acc is not in these records"):
         analyse(records, MANIFEST, metric="acc", n_boot=10)
+
+
+def test_runs_answered_by_generation_compare_paired() -> None:
+    """`salad-eval report` pairs generated runs on acc_gen; a run without the baseline's
+    headline metric is left out with a note, not a crash."""
+    from salad_eval.gap.paired import paired_comparison
+
+    right = _records(lambda item, c, s: "ABCD"[item.target])
+    always_a = _records(lambda item, c, s: "A")
+    scored = [{**r, "correct": True, "correct_norm": True, "logprobs": [0.0] * 4} for r in right]
+    runs = {
+        name: (analyse(records, MANIFEST, metric, n_boot=20), records)
+        for name, records, metric in (
+            ("right", right, "acc_gen"),
+            ("always_a", always_a, "acc_gen"),
+            ("scored", scored, "acc"),
+        )
+    }
+    rows, notes = paired_comparison(runs, [("right", "always_a"), ("scored", "right")], 50, 0)
+    assert {row["metric"] for row in rows} == {"acc_gen"}
+    base = next(r for r in rows if r["task"] == "all tasks" and r["condition"] == "text@base")
+    assert (base["a_value"], base["b_value"]) == (1.0, 0.25)
+    assert base["a_right_b_wrong"] == 15 and base["b_right_a_wrong"] == 0
+    assert notes == ["right has no acc (scored's headline): no paired comparison of them."]

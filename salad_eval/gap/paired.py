@@ -71,16 +71,20 @@ def _index(records: list[dict], field: str) -> tuple[dict, dict]:
     for r in records:
         key = (r["task"], r["item"])
         outcomes.setdefault(key, {}).setdefault(r["condition"], {})[r["voice"]] = right(r, field)
-        if "target" in r or "logprobs" in r:
-            shape.setdefault(key, (r.get("target"), len(r.get("logprobs") or ())))
+        if "target" in r or "logprobs" in r:  # a generated answer has no per-choice scores
+            shape.setdefault(
+                key, (r.get("target"), len(r["logprobs"]) if "logprobs" in r else None)
+            )
     return outcomes, shape
 
 
 def _check_same_items(a: str, b: str, common: list, shape_a: dict, shape_b: dict) -> None:
     """The records carry no text, but an item's target and number of choices must agree."""
     for key in common:
-        if key in shape_a and key in shape_b and shape_a[key] != shape_b[key]:
-            (ta, na), (tb, nb) = shape_a[key], shape_b[key]
+        if key not in shape_a or key not in shape_b:
+            continue
+        (ta, na), (tb, nb) = shape_a[key], shape_b[key]
+        if ta != tb or None not in (na, nb) and na != nb:
             raise SaladError(
                 f"item {key[1]!r} of task {key[0]} differs between runs {a} and {b} (target "
                 f"{ta} of {na} choices vs {tb} of {nb}); compare runs of the same task version"
@@ -251,6 +255,9 @@ def paired_comparison(
             notes.append(f"{a} and {b} share no item: no paired comparison of them.")
             continue
         metric = res_a["metric"]
+        if metric not in res_b["metrics"]:
+            notes.append(f"{b} has no {metric} ({a}'s headline): no paired comparison of them.")
+            continue
         if res_b["metric"] != metric:
             notes.append(f"{b} leads with {res_b['metric']}; paired against {a} on {metric}.")
         rows += paired_rows(a, rec_a, b, rec_b, metric, n_boot, seed)
