@@ -7,12 +7,16 @@ from dataclasses import replace
 
 import pytest
 import torch
+from lm_eval.api.instance import Instance
+from lm_eval.models.huggingface import HFLM
 
 from salad_eval import generation
+from salad_eval.assets import llm_path
 from salad_eval.errors import SaladError
 from salad_eval.models.lm_generation import _next_tokens, _reply
 from salad_eval.models.text_lm import TextLM
-from salad_eval.prompt import Decoding, GenerationRequest, Reply, Text
+from salad_eval.prompt import Decoding, GenerationRequest, Reply, Text, text_prompt
+from salad_eval.tasks import load_items
 
 QUESTIONS = [
     "Question: What is the capital of France?\nA. Berlin\nB. Paris\nC. Rome\nD. Madrid\n"
@@ -41,16 +45,26 @@ def text_lm() -> TextLM:
 
 @pytest.mark.integration
 @pytest.mark.numerics
-def test_greedy_replies_equal_transformers_generate(text_lm: TextLM) -> None:
-    """The loop over input embeddings reads and decodes as ``generate()`` on the token ids."""
-    decoding = Decoding(max_new_tokens=12)
-    ours = text_lm.generate(requests(until=()), decoding, batch_size=1)
-    for question, (reply,) in zip(QUESTIONS, ours, strict=True):
-        ids = torch.tensor([text_lm._context_ids(question)])
-        out = text_lm.llm.generate(ids, max_new_tokens=12, do_sample=False)
-        expected = out[0, ids.shape[1] :].tolist()
-        assert reply.text == text_lm.decode(expected)
-        assert reply.n_tokens == len(expected)
+@pytest.mark.parametrize("chat", [False, True])
+def test_text_replies_equal_lm_eval_generate_until(chat: bool) -> None:
+    """text@base by generation is lm-eval's ``hf`` ``generate_until`` (greedy, stop sequence),
+    reply for reply, raw and with the chat template, on the demo's multiple-choice prompts."""
+    items = load_items("demo", 4, answer="generate")
+    reference = HFLM(pretrained=llm_path(), device="cpu", batch_size=4)
+    contexts = [item.text_context for item in items]
+    if chat:
+        contexts = [
+            reference.apply_chat_template([{"role": "user", "content": c}]) for c in contexts
+        ]
+    settings = {"until": ["\n\n"], "max_gen_toks": 12, "do_sample": False}
+    theirs = reference.generate_until(
+        [Instance("generate_until", {}, (c, settings), 0) for c in contexts], disable_tqdm=True
+    )
+    model = TextLM("smollm2-135m", chat_template=chat)
+    asked = [GenerationRequest(text_prompt(item), ("\n\n",)) for item in items]
+    ours = model.generate(asked, Decoding(max_new_tokens=12), batch_size=4)
+    assert [r.text for (r,) in ours] == theirs
+    assert any(r.text.strip() for (r,) in ours)
 
 
 @pytest.mark.integration

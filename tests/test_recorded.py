@@ -157,6 +157,10 @@ def gap_run(mirror, tmp_path_factory) -> Path:
         "--n-boot",
         "200",
         "--no-divergences",
+        "--answer",
+        "both",
+        "--max-new-tokens",
+        "8",
         "--out",
         str(out),
     ]
@@ -196,6 +200,12 @@ def test_gap_report_holds_every_condition_both_controls_and_cascade_wer(gap_run)
         ("recorded", "speech@speech:shuffled"),
     }
     assert "recorded" in (gap_run / "summary.md").read_text()
+    # answered by generation too: MMSU's recordings speak the options, and are heard as such
+    generated = results["metrics"]["acc_gen"]["overall"]
+    assert {a["n"] for a in generated["accuracy"].values()} == {5}
+    assert manifest["tasks"]["mmsu"]["generate"]["options"] == "spoken"
+    assert all(len(r["replies"]) == 1 for r in spoken)
+    assert manifest["synthesis"]["mmsu:generate"]["recorded"]["rows"] == 5
 
 
 def test_recorded_clips_are_stored_verified_and_keyed_by_source_bytes(gap_run, mirror):
