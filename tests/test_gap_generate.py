@@ -177,3 +177,25 @@ def test_a_task_without_a_derivable_template_is_refused_before_any_model(
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "generate:" in lines[0], proc.stderr
     assert "Loading weights" not in proc.stderr
+
+
+def test_a_model_that_only_scores_is_refused_before_any_audio(tmp_path):
+    """run_gap's own check (evaluate() and the CLI refuse a plugin family's adapter earlier)."""
+    from salad_eval.errors import SaladError
+    from salad_eval.models.text_lm import TextLM
+    from salad_eval.run.runner import Models, run_gap
+    from salad_eval.run.spec import RunSpec
+
+    class ScoreOnly:
+        def __init__(self, text):
+            self.text = text
+            self.fingerprint, self.dtype = "score-only", text.dtype
+
+        def score(self, requests, batch_size=8):
+            return self.text.score(requests, batch_size)
+
+    text = TextLM("smollm2-135m")
+    setup = RunSpec(tasks=["demo"], voices="piper/joe", limit=LIMIT, answer="generate")
+    with pytest.raises(SaladError, match="speech model .*cannot generate"):
+        run_gap(setup, Models(speech=ScoreOnly(text), text=text), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

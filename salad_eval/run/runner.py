@@ -125,6 +125,11 @@ def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None
             f"{dtype}; load every model with one dtype (--dtype)"
         )
     setup = replace(setup, dtype=dtype)
+    if "generate" in setup.answers:  # before any audio is made: a model that only scores
+        for role, model in (("speech model", models.speech), ("text model", models.text)):
+            generation.check_generates(model, role)
+        if models.cascade is not None:
+            generation.check_generates(models.cascade, "cascade")
     started = time.time()
     shard = Shard()
     voices = [str(v) for v in resolve_voices(setup.voices)]
