@@ -86,6 +86,16 @@ def files(tmp_path_factory) -> dict[str, str]:
     }.items():
         (root / name).mkdir()
         (root / name / "results.json").write_bytes(content)
+    # a user task whose choices are bare letters and that has no generate: block
+    (root / "letters_task").mkdir()
+    (root / "letters_task" / "letters.jsonl").write_text(
+        '{"question": "Which is a colour? A. red B. dog", "answer": 0}\n'
+    )
+    (root / "letters_task" / "letters.yaml").write_text(
+        "task: letters\nversion: 1\ntext_task: letters\ndata_files:\n  test: letters.jsonl\n"
+        "test_split: test\nprompt:\n  - speak: '{{question}}'\n  - text: \"\\nAnswer:\"\n"
+        "choices: \"['A', 'B']\"\ntarget: answer\n"
+    )
     from salad_eval.models.speech_lm import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 
     (root / "ckpt").mkdir()  # a SALAD checkpoint as far as the checks read it (no weights)
@@ -133,6 +143,16 @@ def _eval_cases(f: dict[str, str]) -> list[list[str]]:
         [*gap, "--seed", "-1"],
         [*gap, "--synth-seed", "x"],
         [*gap, "--batch-size", "0"],
+        # answers by generation
+        [*gap, "--answer", "maybe"],
+        [*gap, "--answer", "generate", "--max-new-tokens", "0"],
+        [*gap, "--answer", "generate", "--samples", "0"],
+        [*gap, "--answer", "generate", "--temperature", "-1"],
+        [*gap, "--answer", "generate", "--top-p", "0"],
+        [*gap, "--answer", "generate", "--samples", "3"],
+        [*gap, "--answer", "generate", "--metric", "acc"],
+        [*gap, "--metric", "acc_gen"],
+        [*gap, "--answer", "generate", "--tasks", "letters", "--include-path", f["letters_task"]],
         [*gap, "--batch-size", "-2"],
         [*gap, "--batch-size", "many"],
         [*gap, "--n-boot", "0"],
@@ -290,6 +310,20 @@ def test_the_messages_say_what_is_wrong(files, capsys):
 
     gap = ["salad-eval", "gap", "--model", files["ckpt"]]
     assert "--batch-size" in _refused(eval_main, [*gap, "--batch-size", "0"], capsys)
+    generate = [*gap, "--answer", "generate"]
+    for more, message in (
+        (["--max-new-tokens", "0"], "--max-new-tokens 0 is out of range"),
+        (["--samples", "0"], "--samples 0 is out of range"),
+        (["--temperature", "-1"], "--temperature -1.0 is out of range"),
+        (["--top-p", "0"], "--top-p 0.0 is out of range"),
+        (["--samples", "3"], "needs --temperature > 0"),
+        (["--metric", "acc"], "--metric acc needs log-likelihoods"),
+        (["--tasks", "letters", "--include-path", files["letters_task"]], "add a generate:"),
+    ):
+        assert message in _refused(eval_main, [*generate, *more], capsys), more
+    assert "must be one of loglik, generate, both" in _refused(
+        eval_main, [*gap, "--answer", "maybe"], capsys
+    )
     assert "--limit" in _refused(eval_main, ["salad-eval", "synth", "--limit", "-3"], capsys)
     assert "did you mean demo" in _refused(eval_main, [*gap, "--tasks", "dem"], capsys)
     assert "not UTF-8 text" in _refused(
