@@ -11,18 +11,11 @@ import random
 import pytest
 
 from salad_eval.errors import SaladError
+from salad_eval.gap.records import ALL_CONDITIONS as CONDITIONS
 from salad_eval.gap.report import analyse
 from salad_eval.prompt import Decoding, Item, Reply, Text
 from salad_eval.run.runner import _generated
 
-CONDITIONS = (
-    "text@base",
-    "text@speech",
-    "speech@speech",
-    "speech@cascade",
-    "speech@speech:silent",
-    "speech@speech:shuffled",
-)
 MANIFEST = {"setup": {}, "tasks": {}}
 
 

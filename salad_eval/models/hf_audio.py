@@ -208,7 +208,7 @@ class HFAudioLM:
             contexts = [self.embed(run, encoded) for run in pieces]
         return generate_replies(
             self.decoder,
-            lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
+            self.tokenizer,
             end_ids(self.tokenizer, self.model),
             contexts,
             requests,

@@ -43,7 +43,7 @@ def sample_seed(seed: int, sample: int) -> int:
 
 def generate_replies(
     llm: PreTrainedModel,
-    decode: Callable[[list[int]], str],
+    tokenizer,
     stop_ids: set[int],
     contexts: Sequence[torch.Tensor],
     requests: Sequence[GenerationRequest],
@@ -51,7 +51,11 @@ def generate_replies(
     batch_size: int = 8,
 ) -> list[list[Reply]]:
     """Per request, ``decoding.samples`` replies to context ``contexts[i]`` ((T_i, d) input
-    embeddings); ``decode`` turns token ids into text (stop sequences are matched on it)."""
+    embeddings); ``tokenizer`` decodes them (stop sequences are matched on the text)."""
+
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=True)
+
     if len(contexts) != len(requests):
         raise ValueError("contexts and requests must have one entry per request")
     if batch_size < 1:

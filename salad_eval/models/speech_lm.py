@@ -356,7 +356,7 @@ class SpeechLM(nn.Module):
             ]
         return generate_replies(
             self.llm,
-            lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
+            self.tokenizer,
             end_ids(self.tokenizer, self.llm),
             contexts,
             requests,

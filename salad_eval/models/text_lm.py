@@ -164,16 +164,13 @@ class TextLM:
         embeds = [self.embed(self._context_ids(context)) for context in contexts]
         return generate_replies(
             self.llm,
-            self.decode,
+            self.tokenizer,
             end_ids(self.tokenizer, self.llm),
             embeds,
             requests,
             decoding,
             batch_size,
         )
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _context_ids(self, context: str) -> list[int]:
         """A generation context's tokens, as lm-eval's ``generate_until`` encodes it (in the
