@@ -213,3 +213,25 @@ def test_greedy_replies_equal_across_two_empty_cache_homes(text_lm, tmp_path) ->
         else:
             os.environ["SALAD_HOME"] = old
     assert replies[0] == replies[1]
+
+
+def test_a_plugin_family_that_only_scores_is_refused_before_it_loads(monkeypatch) -> None:
+    """checks.generation_inputs reads the family's adapter class, never builds it."""
+    from salad_eval import checks
+
+    class ScoreOnlyAdapter:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("the adapter was built before the refusal")
+
+        def score(self, requests, batch_size=8):
+            return []
+
+    class Family:
+        def load_adapter(self):
+            return ScoreOnlyAdapter
+
+    monkeypatch.setattr(checks, "speech_model_kind", lambda model, model_type=None: "plugin_lm")
+    monkeypatch.setattr(checks, "family_for", lambda kind: Family())
+    with pytest.raises(SaladError, match="plugin_lm model whose adapter .*only scores") as err:
+        checks.generation_inputs(["demo"], None, "org/plugin-model")
+    assert "\n" not in str(err.value)
