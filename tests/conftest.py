@@ -52,6 +52,17 @@ def _own_rebuilt_counts() -> None:
     home.REBUILT.clear()
 
 
+@pytest.fixture(autouse=True)
+def _no_included_tasks():
+    """--include-path folders are per process: a test that adds one (in-process CLI runs too)
+    leaves none behind for the next."""
+    from salad_eval import tasks
+
+    tasks._included.clear()
+    yield
+    tasks._included.clear()
+
+
 @pytest.fixture(scope="session")
 def benchmarks_dir() -> Path:
     """The local benchmark mirror (``<org>/<name>/<config>/<split>.jsonl``): $SALAD_BENCHMARKS."""

@@ -76,13 +76,6 @@ def write_task(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(autouse=True)
-def _no_included_tasks():
-    """--include-path folders are per process: leave none behind for other tests."""
-    yield
-    tasks._included.clear()
-
-
 @pytest.fixture(scope="module")
 def task_dir(tmp_path_factory) -> Path:
     return write_task(tmp_path_factory.mktemp("my-tasks"))

@@ -22,18 +22,10 @@ import pytest
 from test_api import ITEMS, write_task
 from test_bad_input import HOOK, _refused, no_model_loads  # noqa: F401 - the autouse hook
 
-from salad_eval import tasks
 from salad_eval.home import atomic_write_text, home
 from salad_eval.run_folder import MARKER
 
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(autouse=True)
-def _no_included_tasks():
-    """--include-path folders are per process: leave none behind for other tests."""
-    yield
-    tasks._included.clear()
 
 
 def _rows() -> list[dict]:

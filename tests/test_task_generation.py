@@ -85,14 +85,6 @@ generate:
 """
 
 
-@pytest.fixture(autouse=True)
-def _no_included_tasks():
-    """--include-path folders are per process: leave none behind for other tests."""
-    tasks._included.clear()
-    yield
-    tasks._included.clear()
-
-
 def _task(folder: Path, spec: str = QUIZ_SPEC, rows: list[dict] | None = None) -> Path:
     """A user's task folder (quiz.yaml + quiz.jsonl), the only one included."""
     folder.mkdir(parents=True, exist_ok=True)
