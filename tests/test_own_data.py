@@ -279,7 +279,14 @@ def test_a_stop_during_synthesis_prints_no_warning(bare_home, sig):  # row 12
     ]
     env = {**_env(bare_home), "COLUMNS": "200", "TERM": "dumb"}
     process = subprocess.Popen(
-        args, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+        args,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # Ctrl-C as on a terminal, even when pytest itself runs in the background (where the
+        # shell starts it, and so its children, with SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen = []
     for line in process.stderr:
