@@ -53,10 +53,8 @@ class Models:
     cascade: Model | None = None
 
 
-def _record(item: Item, condition: str, voice: str | None, scores: list[ChoiceScore]) -> dict:
-    metrics = item_metrics(scores, item.target, item.choices)
-    lls = np.array([s.logprob for s in scores])
-    norm = lls / np.array([float(len(c.removeprefix(" "))) or 1.0 for c in item.choices])
+def _identity(item: Item, condition: str, voice: str | None) -> dict:
+    """The fields that pair a record across conditions, answer modes and runs."""
     return {
         "task": item.task,
         "item": item.id,
@@ -64,6 +62,15 @@ def _record(item: Item, condition: str, voice: str | None, scores: list[ChoiceSc
         "condition": condition,
         "voice": voice,
         "target": item.target,
+    }
+
+
+def _record(item: Item, condition: str, voice: str | None, scores: list[ChoiceScore]) -> dict:
+    metrics = item_metrics(scores, item.target, item.choices)
+    lls = np.array([s.logprob for s in scores])
+    norm = lls / np.array([float(len(c.removeprefix(" "))) or 1.0 for c in item.choices])
+    return {
+        **_identity(item, condition, voice),
         "logprobs": [s.logprob for s in scores],
         "n_chars": [s.n_chars for s in scores],
         "n_tokens": [s.n_tokens for s in scores],
@@ -414,12 +421,7 @@ def _generated_records(
         replies = generation.generate(model, requests, decoding, setup.batch_size)
         for item, prompt, sampled in zip(items, prompts, replies, strict=True):
             row = {
-                "task": item.task,
-                "item": item.id,
-                "domain": item.domain,
-                "condition": condition,
-                "voice": voice,
-                "target": item.target,
+                **_identity(item, condition, voice),
                 **_generated(item, sampled, decoding),
                 "until": list(until),
             }
