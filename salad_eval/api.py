@@ -50,6 +50,8 @@ def evaluate(
     line; ``batch_size`` is rows per forward pass, or ``"auto"`` (the largest that fits the GPU).
     Every input is checked before a model loads (``SaladError``).
     """
+    from salad_eval.endpoint.model import connect, load_endpoint
+    from salad_eval.endpoint.protocol import endpoint_name
     from salad_eval.models.cascade import Cascade
     from salad_eval.models.load import default_text_model, load_speech_model
     from salad_eval.models.text_lm import TextLM, default_dtype
@@ -64,7 +66,7 @@ def evaluate(
     options = {k: str(v) if isinstance(v, PurePath) else v for k, v in options.items()}
     call = CallOptions(
         str(model), **{f.name: options.pop(f.name) for f in _CALL if f.name in options}
-    )
+    ).checked()
     include_paths(list(call.include_path))
     if tasks is not None:
         options["tasks"] = checks.task_names(tasks if isinstance(tasks, str) else ",".join(tasks))
@@ -88,19 +90,36 @@ def evaluate(
         out_dir=call.out,
         model_type=call.model_type,
     )
+    checks.placement_inputs(call.device_map, call.max_memory_bytes)
     if spec.answer != "loglik":
         checks.generation_inputs(spec.tasks, spec.data_dir, call.model, call.model_type)
+    connection = connect(call, [call.model, spec.text_model])
     training = _training_record(Path(call.model))
     dtype = spec.dtype or default_dtype(call.device)
-    speech = load_speech_model(
-        call.model,
-        device=call.device,
-        dtype=dtype,
-        model_type=call.model_type,
-        chat_template=spec.chat_template,
-    )
+    if endpoint_name(call.model):
+        speech = load_endpoint(call.model, connection, spec.chat_template, spec.answers, "speech")
+    else:
+        speech = load_speech_model(
+            call.model,
+            device=call.device,
+            dtype=dtype,
+            model_type=call.model_type,
+            chat_template=spec.chat_template,
+            device_map=call.device_map,
+            max_memory=call.max_memory_bytes,
+        )
     text_name = default_text_model(speech, spec.text_model)
-    text = TextLM(text_name, dtype=dtype, device=call.device, chat_template=spec.chat_template)
+    if endpoint_name(text_name):
+        text = load_endpoint(text_name, connection, spec.chat_template, spec.answers, "text")
+    else:
+        text = TextLM(
+            text_name,
+            dtype=dtype,
+            device=call.device,
+            chat_template=spec.chat_template,
+            device_map=call.device_map,
+            max_memory=call.max_memory_bytes,
+        )
     names = {"speech": call.model, "text": text_name, "asr": spec.asr}
     spec = dataclasses.replace(spec, dtype=dtype, names=names)
     cascade = Cascade(asr=spec.asr, text_model=text, device=call.device)

@@ -54,18 +54,37 @@ class ChatFormat:
         )
 
     def apply(self, prompt: Prompt, choices: Sequence[str]) -> tuple[Prompt, tuple[str, ...]]:
-        clips = [seg for seg in prompt if isinstance(seg, Audio)]
-        content, n = [], 0
-        for seg in prompt:
-            if isinstance(seg, Audio):
-                content.append(_MARKER.format(n))
-                n += 1
-            else:
-                content.append(seg.text)
-        rendered = self.render("".join(content))
+        """The prompt as one user turn with the generation prompt; choices without delimiter."""
+        return self.render_turns([("user", prompt)]), tuple(choice.lstrip() for choice in choices)
+
+    def render_turns(
+        self, turns: Sequence[tuple[str, Prompt]], add_generation_prompt: bool = True
+    ) -> Prompt:
+        """A conversation, each turn a role and its segments, as the template renders it, each
+        clip where its marker lands: ``apply``'s one user turn, or a served chat's messages
+        (``salad_eval.serve``), roles and system turns kept."""
+        clips = [seg for _, prompt in turns for seg in prompt if isinstance(seg, Audio)]
+        messages, n = [], 0
+        for role, prompt in turns:
+            content = []
+            for seg in prompt:
+                if isinstance(seg, Audio):
+                    content.append(_MARKER.format(n))
+                    n += 1
+                else:
+                    content.append(seg.text)
+            messages.append({"role": role, "content": "".join(content)})
+        rendered = self.renderer.apply_chat_template(
+            messages,
+            chat_template=self.template,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+        )
         out: list[Segment] = []
         pos = 0
         for match in _MARKERS.finditer(rendered):
+            if int(match.group(1)) >= len(clips):  # text that spells a marker
+                raise SaladError("a prompt's text spells a clip marker of the chat rendering")
             if match.start() > pos:
                 out.append(Text(rendered[pos : match.start()]))
             out.append(clips[int(match.group(1))])
@@ -74,4 +93,4 @@ class ChatFormat:
             out.append(Text(rendered[pos:]))
         if sum(isinstance(seg, Audio) for seg in out) != len(clips):
             raise SaladError("the chat template dropped or repeated a clip of the prompt")
-        return tuple(out), tuple(choice.lstrip() for choice in choices)
+        return tuple(out)

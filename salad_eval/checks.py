@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from salad_eval.assets.resolve import resolve
+from salad_eval.endpoint.protocol import endpoint_name
 from salad_eval.errors import SaladError
 from salad_eval.home import home
 from salad_eval.models.load import speech_model_kind
@@ -110,10 +111,10 @@ def inputs(
         from salad_eval.models.text_lm import torch_dtype  # noqa: PLC0415 - deferred: loads torch
 
         torch_dtype(dtype)
-    if speech_model is not None:
+    if speech_model is not None and endpoint_name(speech_model) is None:  # endpoints: probed
         speech_model_kind(speech_model, model_type)
     for name, kind in ((text_model, "llm"), (asr, "asr")):
-        if name is not None:
+        if name is not None and (kind == "asr" or endpoint_name(name) is None):
             resolve(name, kind=kind, build=False)
     if out_dir is not None:
         writable(Path(out_dir), "--out", directory=True)
@@ -163,6 +164,31 @@ def _device(name: str) -> None:
         raise SaladError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) are visible")
 
 
+def placement_inputs(device_map: str | None, max_memory: dict[int | str, int] | None) -> None:
+    """``--device-map`` / ``--max-memory`` (syntax checked by ``CallOptions.checked``): the GPUs
+    it names are visible, and one process holds the model (under ``accelerate launch``, each
+    process would spread its own copy over every GPU)."""
+    if device_map is None:
+        return
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SaladError(
+            "--device-map spreads one model over the GPUs of one process; run it without "
+            "accelerate launch (which shards items over processes, one GPU each)"
+        )
+    gpus = [key for key in max_memory or {} if isinstance(key, int)]
+    if gpus:
+        import torch  # noqa: PLC0415 - deferred: heavy torch, loaded on this path only
+
+        visible = torch.cuda.device_count()
+        if max(gpus) >= visible:
+            raise SaladError(
+                f"--max-memory names GPU {max(gpus)} but {visible} GPU(s) are visible; name "
+                f"GPUs 0 to {visible - 1}, cpu or disk"
+                if visible
+                else f"--max-memory names GPU {max(gpus)} but no GPU is visible; name cpu or disk"
+            )
+
+
 def generation_inputs(
     task_names: list[str], data_dir: str | None, model: str, model_type: str | None = None
 ) -> None:
@@ -171,6 +197,8 @@ def generation_inputs(
     for name in task_names:
         if problem := generation_problem(name, data_dir):
             raise SaladError(problem)
+    if endpoint_name(model) is not None:  # every endpoint generates (chat completions)
+        return
     kind = speech_model_kind(model, model_type)
     if kind != "salad":
         adapter = family_for(kind).load_adapter()

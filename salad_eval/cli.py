@@ -329,6 +329,53 @@ def divergence(
         print(f"wrote {out}")
 
 
+@app.command()
+def serve(
+    model: str = typer.Option(
+        ..., help="A SALAD checkpoint, a speech LLM (hub id or path) or a text LLM to serve."
+    ),
+    model_type: str = typer.Option(
+        None, help="Force the kind: a family's model_type, or 'text' for a plain causal LM."
+    ),
+    device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
+    dtype: str = typer.Option(
+        None, help="Weights: float32 (default on CPU), bfloat16 (default on CUDA) or float16."
+    ),
+    chat_template: bool = typer.Option(
+        False, help="Render chats with the model's chat template (default: raw, salad's)."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every one)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
+    api_key_env: str = typer.Option(
+        None, metavar="NAME", help="Require 'Authorization: Bearer $NAME' on every /v1 request."
+    ),
+    max_request_mb: float = typer.Option(64.0, min=0.001, help="Largest request body, in MB."),
+    max_audio_seconds: float = typer.Option(120.0, min=0.1, help="Longest clip, in seconds."),
+    batch_size: int = typer.Option(8, min=1, help="Requests per model batch."),
+    served_model_name: str = typer.Option(
+        None, help="The model id /v1/models lists and requests name (default: --model)."
+    ),
+) -> None:
+    """Serve a model over an OpenAI-compatible API (vLLM's dialect: prompt_logprobs,
+    continue_final_message), text and input_audio, batching concurrent requests."""
+    from salad_eval.serve.server import serve as run_server
+
+    run_server(
+        model,
+        model_type=model_type,
+        device=device,
+        dtype=dtype,
+        chat_template=chat_template,
+        host=host,
+        port=port,
+        api_key_env=api_key_env,
+        max_request_mb=max_request_mb,
+        max_audio_seconds=max_audio_seconds,
+        batch_size=batch_size,
+        served_model_name=served_model_name,
+    )
+
+
 def main() -> None:
     from salad_eval.launch import run_cli
 

@@ -45,6 +45,7 @@ from salad_eval.checks import text_lines
 from salad_eval.divergence import supports_divergence
 from salad_eval.home import BadEntry, cached_entry, checked_float, home, json_bytes, parts_key
 from salad_eval.interleave import AUDIO, Document, Span, plan_batch, span_tokens, student_inputs
+from salad_eval.models.placement import input_device
 from salad_eval.progress import progress_bar
 from salad_eval.prompt import Audio, Model
 from salad_eval.scoring import Shard, file_hash
@@ -180,7 +181,7 @@ def document_kl(speech, doc: Document, base=None, max_tokens: int = MAX_TOKENS) 
     """F and M of one interleaved document: three forward passes (the base and the speech LLM on
     the all-text sequence, the speech LLM on the interleaved one), KL summed per position."""
     table = speech.llm.get_input_embeddings()
-    device = table.weight.device
+    device = input_device(table)  # not table.weight.device: a device map may offload it
     with torch.inference_mode():
         spoken = [Audio(s.audio, s.text) for s in doc if s.audio]
         clips = speech.audio_inputs_of(spoken) if spoken else {}
@@ -198,7 +199,7 @@ def document_kl(speech, doc: Document, base=None, max_tokens: int = MAX_TOKENS) 
         f_tokens = max(min(len(text_ids), max_tokens) - 1, 0)  # every token but the first
         f_sum = None
         if base is not None:
-            base_text = base.llm(input_ids=text_ids[None].to(base.llm.device)).logits[0]
+            base_text = base.llm(input_ids=text_ids[None].to(input_device(base.llm))).logits[0]
             f_rows = _kl_rows(base_text[:f_tokens], speech_text[:f_tokens].to(base_text.device))
             f_sum = float(f_rows.double().sum())
     return DocumentKL(f_sum, f_tokens, m_sum, len(m_student))

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from salad_eval.home import cached_entry, checked_float, home, json_bytes, parts_key
+from salad_eval.models.placement import input_device
 from salad_eval.models.speech_lm import SpeechLM
 from salad_eval.models.text_lm import TextLM
 from salad_eval.progress import progress_bar
@@ -36,9 +37,10 @@ CONTINUATION_TOKENS = 32  # tokens of a corpus text's continuation that a diverg
 VERSION = 2  # bumped when a value changes meaning (2: per-token means; 1 summed), keys caches
 
 
-def supports_divergence(model: object) -> bool:
-    """TextLM and SpeechLM (an HF LLM with salad's tokenization) expose their distributions."""
-    return isinstance(model, TextLM | SpeechLM)
+def supports_divergence(*models: object) -> bool:
+    """TextLM and SpeechLM (an HF LLM with salad's tokenization) expose their distributions;
+    an external family or an endpoint does not."""
+    return all(isinstance(model, TextLM | SpeechLM) for model in models)
 
 
 def _inputs(model, prompt: Prompt, continuation: str) -> tuple[torch.Tensor, list[int]]:
@@ -60,7 +62,7 @@ def continuation_logprobs(
     context, _ = _inputs(model, prompt, continuation)
     embed = model.llm.get_input_embeddings()
     with torch.inference_mode():
-        tokens = torch.tensor(list(ids), dtype=torch.long, device=embed.weight.device)
+        tokens = torch.tensor(list(ids), dtype=torch.long, device=input_device(embed))
         full = torch.cat([context.to(embed.weight.dtype), embed(tokens)])
         logits = model.llm(inputs_embeds=full[None]).logits[0]
         return logits[context.shape[0] - 1 : -1].float().log_softmax(-1)

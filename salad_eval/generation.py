@@ -22,7 +22,7 @@ from pathlib import Path
 from salad_eval.errors import SaladError
 from salad_eval.home import BadEntry, home, json_bytes, read_entry, write_entry
 from salad_eval.progress import progress_bar
-from salad_eval.prompt import Audio, Decoding, GenerationRequest, Model, Reply
+from salad_eval.prompt import Audio, Decoding, Failed, GenerationRequest, Model, Reply
 from salad_eval.scoring import DEFAULT_BATCH_SIZE, call_plan, file_hash
 
 FORMAT = 1  # of the cached replies and of how they are made; in every key
@@ -89,10 +89,10 @@ def generate(
     decoding: Decoding,
     batch_size: int | str = DEFAULT_BATCH_SIZE,
     cache: bool = True,
-) -> list[list[Reply]]:
-    """Per request, ``decoding.samples`` replies; cached replies are read, never regenerated."""
-    results = _generate_calls(model, requests, decoding, batch_size, cache, rank=0, size=1)
-    return [r for r in results if r is not None]
+) -> list[list[Reply] | Failed]:
+    """Per request, ``decoding.samples`` replies; cached replies are read, never regenerated.
+    An endpoint's request that failed after its retries is ``Failed``, and is not cached."""
+    return _generate_calls(model, requests, decoding, batch_size, cache, rank=0, size=1)
 
 
 def fill_shard(
@@ -116,7 +116,7 @@ def _generate_calls(
     cache: bool,
     rank: int,
     size: int,
-) -> list[list[Reply] | None]:
+) -> list[list[Reply] | Failed | None]:
     keys = [reply_key(model.fingerprint, r, decoding) for r in requests]
     requests = [seeded(r, key) for r, key in zip(requests, keys, strict=True)]
     entries = [_entry(key) for key in keys]
@@ -136,14 +136,16 @@ def _generate_calls(
         bar = progress.add_task("generating", total=todo)
         for call in calls:
             replies = model.generate([requests[i] for i in call], decoding, batch_size=rows)
-            if len(replies) != len(call) or any(len(r) != decoding.samples for r in replies):
+            if len(replies) != len(call) or any(
+                not isinstance(r, Failed) and len(r) != decoding.samples for r in replies
+            ):
                 raise RuntimeError(
                     f"model returned {len(replies)} reply lists for {len(call)} requests"
                 )
             for i, sampled in zip(call, replies, strict=True):
                 if results[i] is None:
                     results[i] = sampled
-                    if cache:
+                    if cache and not isinstance(sampled, Failed):
                         write_entry(entries[i], json_bytes([asdict(r) for r in sampled]))
                     progress.advance(bar)
     return results

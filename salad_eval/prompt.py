@@ -133,6 +133,14 @@ class Reply:
     truncated: bool
 
 
+@dataclass(frozen=True)
+class Failed:
+    """A request that an endpoint could not answer after its retries: it is never cached (a
+    rerun asks again), and its item leaves every condition of the run, named with ``reason``."""
+
+    reason: str
+
+
 @runtime_checkable
 class Model(Protocol):
     """Every model adapter (text LLM, SALAD speech LLM, cascade, external speech LLM)."""

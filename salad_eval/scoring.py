@@ -23,7 +23,14 @@ import numpy as np
 from salad_eval.errors import SaladError
 from salad_eval.home import BadEntry, checked_float, home, json_bytes, read_entry, write_entry
 from salad_eval.progress import progress_bar
-from salad_eval.prompt import Audio, ChoiceScore, GenerationRequest, Model, ScoringRequest
+from salad_eval.prompt import (
+    Audio,
+    ChoiceScore,
+    Failed,
+    GenerationRequest,
+    Model,
+    ScoringRequest,
+)
 
 DEFAULT_BATCH_SIZE = 8  # rows per forward pass, on a CPU and where ``auto`` has no finder
 CALL_BATCHES = 8  # batches of requests handed to a model per call (and cached together)
@@ -105,8 +112,9 @@ def score(
     requests: Sequence[ScoringRequest],
     batch_size: int | str = DEFAULT_BATCH_SIZE,
     cache: bool = True,
-) -> list[list[ChoiceScore]]:
+) -> list[list[ChoiceScore] | Failed]:
     """Per request, one ``ChoiceScore`` per choice; cached scores are read, never recomputed.
+    An endpoint's request that failed after its retries is ``Failed``, and is not cached.
 
     The model gets ``CALL_BATCHES`` batches' worth of requests per call and batches across them.
     Calls are cut from all requests in one fixed order (longest first, by ``request_size``), not
@@ -114,8 +122,7 @@ def score(
     together the same way whatever the cache holds, so a killed run resumes to the same bits as
     an uninterrupted one.
     """
-    results = _score_calls(model, requests, batch_size, cache, rank=0, size=1)
-    return [r for r in results if r is not None]
+    return _score_calls(model, requests, batch_size, cache, rank=0, size=1)
 
 
 def fill_shard(
@@ -162,8 +169,8 @@ def _score_calls(
     cache: bool,
     rank: int,
     size: int,
-) -> list[list[ChoiceScore] | None]:
-    results: list[list[ChoiceScore] | None] = [None] * len(requests)
+) -> list[list[ChoiceScore] | Failed | None]:
+    results: list[list[ChoiceScore] | Failed | None] = [None] * len(requests)
     entries: list[Path] = []
     if cache:
         fingerprint = model.fingerprint
@@ -189,6 +196,10 @@ def _score_calls(
             if len(scored) != len(call):
                 raise RuntimeError(f"model returned {len(scored)} rows for {len(call)} requests")
             for i, scores in zip(call, scored, strict=True):
+                if isinstance(scores, Failed):  # asked again by the next run
+                    results[i] = scores
+                    progress.advance(bar)
+                    continue
                 if len(scores) != len(requests[i].choices):
                     raise RuntimeError(
                         f"model returned {len(scores)} scores for {len(requests[i].choices)} "

@@ -36,7 +36,7 @@ class AudioFlamingo3(HFAudioLM):
                 padding="max_length",
                 return_tensors="pt",
             )
-            features = inputs["input_features"].to(self.model.device, self.model.dtype)
-            mask = inputs["attention_mask"].to(self.model.device)
+            features = inputs["input_features"].to(self.input_device, self.model.dtype)
+            mask = inputs["attention_mask"].to(self.input_device)
             out.append(self.model.get_audio_features(features, mask).pooler_output)
         return out

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import cached_property
+from typing import TypeVar
 
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
@@ -26,14 +28,16 @@ from salad_eval.prompt import (
     ChoiceScore,
     Decoding,
     GenerationRequest,
+    Model,
     Prompt,
     Reply,
     ScoringRequest,
     Text,
 )
-from salad_eval.scoring import file_hash
+from salad_eval.scoring import file_hash, resolve_batch_size
 from salad_eval.speech.quality import error_rates
 
+R = TypeVar("R", ScoringRequest, GenerationRequest)
 SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 30
 
@@ -48,7 +52,7 @@ class Cascade:
     def __init__(
         self,
         asr: str = "whisper-tiny.en",
-        text_model: TextLM | str = "smollm2-135m",
+        text_model: Model | str = "smollm2-135m",
         device: str = "cpu",
         dtype: str = "float32",
     ):
@@ -57,7 +61,7 @@ class Cascade:
         self.processor = WhisperProcessor.from_pretrained(path)
         self.asr = WhisperForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
         self.asr.to(device).eval()
-        if not isinstance(text_model, TextLM):
+        if isinstance(text_model, str):
             text_model = TextLM(text_model, dtype=dtype, device=device)
         self.text = text_model
 
@@ -133,23 +137,20 @@ class Cascade:
 
     def auto_batch_size(self, requests: Sequence[ScoringRequest]) -> int:
         """``--batch-size auto`` on the transcripts (each clip is transcribed once, cached)."""
-        return self.text.auto_batch_size_of(
-            [self.transcribed(r.prompt) for r in requests], [r.choices for r in requests]
-        )
+        return resolve_batch_size(self.text, self._transcribed(requests), "auto")
 
     def score(
         self, requests: Sequence[ScoringRequest], batch_size: int = 8
     ) -> list[list[ChoiceScore]]:
-        return self.text.score_texts(
-            [self.transcribed(r.prompt) for r in requests],
-            [r.choices for r in requests],
-            batch_size,
-        )
+        """The text LLM's scores of the choices after the transcribed prompts."""
+        return self.text.score(self._transcribed(requests), batch_size)
 
     def generate(
         self, requests: Sequence[GenerationRequest], decoding: Decoding, batch_size: int = 8
     ) -> list[list[Reply]]:
         """The text LLM's replies to the transcribed prompts."""
-        return self.text.generate_texts(
-            [self.transcribed(r.prompt) for r in requests], requests, decoding, batch_size
-        )
+        return self.text.generate(self._transcribed(requests), decoding, batch_size)
+
+    def _transcribed(self, requests: Sequence[R]) -> list[R]:
+        """The requests as the text LLM reads them: each prompt as one text, its transcript."""
+        return [replace(r, prompt=(Text(self.transcribed(r.prompt)),)) for r in requests]

@@ -83,7 +83,8 @@ def decoder_inputs(model: AudioGemma3n, **inputs) -> torch.Tensor:
         pass
     finally:
         hook.remove()
-    return torch.cat([got["inputs_embeds"], got["per_layer_inputs"].flatten(-2)], dim=-1)
+    embeds = got["inputs_embeds"]  # a device map may have put the two lookups apart
+    return torch.cat([embeds, got["per_layer_inputs"].flatten(-2).to(embeds.device)], dim=-1)
 
 
 class _Inputs(nn.Module):
@@ -154,7 +155,7 @@ class Gemma3n(HFAudioLM):
         self._close = self._close + newlines
 
     def load_model(self, path: str, dtype: torch.dtype) -> nn.Module:
-        return AudioGemma3n.from_pretrained(path, dtype=dtype)
+        return self.placement.load(AudioGemma3n, path, dtype=dtype)
 
     def decoder_parts(self) -> tuple[nn.Module, nn.Module]:
         return _PackedDecoder(self.model), _SoftCappedHead(self.model)
@@ -162,7 +163,7 @@ class Gemma3n(HFAudioLM):
     def audio_features(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
         config = self.model.config
         span = torch.full(
-            (1, config.audio_soft_tokens_per_image), config.audio_token_id, device=self.model.device
+            (1, config.audio_soft_tokens_per_image), config.audio_token_id, device=self.input_device
         )
         out = []
         for wave in waves:
@@ -170,8 +171,8 @@ class Gemma3n(HFAudioLM):
             packed = decoder_inputs(
                 self.model,
                 input_ids=span,
-                input_features=inputs["input_features"].to(self.model.device, self.model.dtype),
-                input_features_mask=inputs["input_features_mask"].to(self.model.device),
+                input_features=inputs["input_features"].to(self.input_device, self.model.dtype),
+                input_features_mask=inputs["input_features_mask"].to(self.input_device),
             )
             out.append(packed[0])
         return out

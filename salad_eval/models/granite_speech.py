@@ -123,8 +123,8 @@ class GraniteSpeech(SpeechLoRA, HFAudioLM):
     def load_model(self, path: str, dtype: torch.dtype) -> nn.Module:
         from transformers import GraniteSpeechForConditionalGeneration  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
-        model = GraniteSpeechForConditionalGeneration.from_pretrained(
-            path, dtype=dtype, **NO_ADAPTER
+        model = self.placement.load(
+            GraniteSpeechForConditionalGeneration, path, dtype=dtype, **NO_ADAPTER
         )
         if model.config.has_lora_adapter:
             load_lora(model, path)
@@ -140,7 +140,7 @@ class GraniteSpeech(SpeechLoRA, HFAudioLM):
         out = []
         for wave in waves:
             features, n_outputs = self.feature_extractor(wave)
-            features = features.to(self.model.device, self.model.dtype)
+            features = features.to(self.input_device, self.model.dtype)
             out.append(self.model.get_audio_features(features).pooler_output[0, :n_outputs])
         return out
 

@@ -27,11 +27,14 @@ shortest):
    ``(frames, hidden)`` tensor per clip, already projected into the decoder's input space.
 3. Override ``load_model(path, dtype)`` or ``decoder_parts()`` when the checkpoint does not load
    with ``model_class.from_pretrained`` or keeps its decoder elsewhere than
-   ``model.model.language_model`` / ``model.lm_head``.
+   ``model.model.language_model`` / ``model.lm_head``. ``load_model`` loads through
+   ``self.placement.load(cls, path, ...)`` (``--device-map``: the model spread over devices), and
+   inputs go to ``self.input_device``, not ``model.device`` (an offloaded parameter is ``meta``).
 4. Add a ``Family`` to ``registry.FAMILIES`` (or publish it from another package through the
    ``salad_eval.models`` entry-point group): its ``model_type`` values are how ``--model`` finds it.
 
-A subclass's constructor signature stays ``(name_or_path, device, dtype, chat_template)``.
+A subclass's constructor signature stays ``(name_or_path, device, dtype, chat_template,
+device_map, max_memory)``; the last two are passed only with ``--device-map``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from salad_eval.models.digest import weights_digest
 from salad_eval.models.encoder import SAMPLE_RATE
 from salad_eval.models.lm_generation import end_ids, generate_replies
 from salad_eval.models.lm_scoring import score_contexts, score_separately
+from salad_eval.models.placement import Placement, input_device, offloaded_modules, onloaded
 from salad_eval.models.speech_lm import ENCODER_BATCH, load_waveform
 from salad_eval.models.text_lm import LMEvalEncoder, own_memory, torch_dtype
 from salad_eval.prompt import (
@@ -103,11 +107,16 @@ class HFAudioLM:
         device: str = "cpu",
         dtype: str = "float32",
         chat_template: bool = False,
+        device_map: str | dict | None = None,
+        max_memory: dict[int | str, int] | None = None,
     ):
         self.name = name_or_path
+        self.placement = Placement(device_map, max_memory)  # where the weights go, else device
         path = resolve(name_or_path)
         model = own_memory(self.load_model(path, torch_dtype(dtype)))
-        self.model = model.to(device).eval().requires_grad_(False)  # frozen, as TextLM's
+        if not self.placement.spread:
+            model.to(device)
+        self.model = model.eval().requires_grad_(False)  # frozen, as TextLM's
         self.tokenizer = self.load_tokenizer(path)
         self.feature_extractor = self.load_feature_extractor(path)
         self.decoder = DecoderView(*self.decoder_parts())
@@ -128,7 +137,7 @@ class HFAudioLM:
     def load_model(self, path: str, dtype: torch.dtype) -> nn.Module:
         import transformers  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
-        return getattr(transformers, self.model_class).from_pretrained(path, dtype=dtype)
+        return self.placement.load(getattr(transformers, self.model_class), path, dtype=dtype)
 
     def load_tokenizer(self, path: str):
         from transformers import AutoTokenizer  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
@@ -150,8 +159,8 @@ class HFAudioLM:
             inputs = self.feature_extractor(
                 wave, sampling_rate=SAMPLE_RATE, return_attention_mask=True, return_tensors="pt"
             )
-            features = inputs["input_features"].to(self.model.device, self.model.dtype)
-            mask = inputs["attention_mask"].to(self.model.device)
+            features = inputs["input_features"].to(self.input_device, self.model.dtype)
+            mask = inputs["attention_mask"].to(self.input_device)
             hidden = self.model.get_audio_features(features, feature_attention_mask=mask)
             out.append(hidden.last_hidden_state)
         return out
@@ -161,6 +170,17 @@ class HFAudioLM:
     @property
     def dtype(self) -> str:
         return str(self.model.dtype).removeprefix("torch.")
+
+    @property
+    def device_map(self) -> dict[str, str] | None:
+        """Module -> device of a model spread by ``--device-map`` (the manifest records it)."""
+        return self.placement.record(self.model)
+
+    @cached_property
+    def input_device(self) -> torch.device:
+        """Where the audio path's inputs go: the model's device, or under a device map its
+        first (execution) device; the hooks carry activations on from there."""
+        return input_device(self.model)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -184,7 +204,7 @@ class HFAudioLM:
             features = []
             for start in range(0, len(clips), ENCODER_BATCH):
                 chunk = clips[start : start + ENCODER_BATCH]
-                features += self.audio_features([load_waveform(c.path) for c in chunk])
+                features += self._features([load_waveform(c.path) for c in chunk])
             encoded = iter(features)
             prepared = [
                 (self.embed(pieces, encoded), conts, r.choices)
@@ -203,7 +223,7 @@ class HFAudioLM:
             features = []
             for start in range(0, len(clips), ENCODER_BATCH):
                 chunk = clips[start : start + ENCODER_BATCH]
-                features += self.audio_features([load_waveform(c.path) for c in chunk])
+                features += self._features([load_waveform(c.path) for c in chunk])
             encoded = iter(features)
             contexts = [self.embed(run, encoded) for run in pieces]
         return generate_replies(
@@ -242,12 +262,10 @@ class HFAudioLM:
         own format with its audio features in place of the placeholders. ``features``: the
         clips' ``audio_features`` already computed, in order (else they are computed here)."""
         table = self.decoder.get_input_embeddings()
-        device = table.weight.device
+        device = input_device(table)
         if features is None:
             clips = [p for p in pieces if isinstance(p, Audio)]
-            features = iter(
-                self.audio_features([load_waveform(c.path) for c in clips]) if clips else []
-            )
+            features = iter(self._features([load_waveform(c.path) for c in clips]) if clips else [])
         parts = []
         for piece in pieces:
             if isinstance(piece, Audio):
@@ -260,6 +278,18 @@ class HFAudioLM:
             elif piece:
                 parts.append(table(torch.tensor(piece, dtype=torch.long, device=device)))
         return torch.cat(parts)
+
+    def _features(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """``audio_features``, with the audio path's weights loaded where a device map offloaded
+        them: audio encoders read some weights without calling their modules (Whisper's
+        positions), which would find only ``meta`` placeholders."""
+        with onloaded(*self._audio_offloaded):
+            return self.audio_features(waves)
+
+    @cached_property
+    def _audio_offloaded(self) -> list[nn.Module]:
+        """The offloaded modules of the model outside its decoder (none without a device map)."""
+        return offloaded_modules(self.model, but=self.decoder) if self.placement.spread else []
 
     def _score_prepared(
         self, prepared: list[tuple[torch.Tensor, list[list[int]], Sequence[str]]], batch_size: int

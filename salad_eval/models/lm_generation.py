@@ -11,18 +11,38 @@ row drawing from its own generator seeded by its request and sample number, so a
 does not depend on the batch it ran in. A reply ends at the model's end of sequence or at the
 first of its stop sequences (``until``; the stop sequence is cut off), else it is *truncated*:
 the token limit cut it off, which the extraction rule counts as no answer.
+
+``context_lengths()`` lets a caller see how many input positions (tokens and audio frames) each
+context had, without a second pass over the prompts: the server's ``usage.prompt_tokens``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from transformers import PreTrainedModel
 
 from salad_eval.models.lm_scoring import context_batches, frozen, pack_contexts, sliding_window
+from salad_eval.models.placement import input_device
 from salad_eval.prompt import Decoding, GenerationRequest, Reply
+
+_LENGTHS: ContextVar[list[int] | None] = ContextVar("salad_context_lengths", default=None)
+
+
+@contextmanager
+def context_lengths() -> Iterator[list[int]]:
+    """The list it yields gets, per request that ``generate_replies`` answers inside (in this
+    thread, in request order), the number of positions of its context."""
+    lengths: list[int] = []
+    token = _LENGTHS.set(lengths)
+    try:
+        yield lengths
+    finally:
+        _LENGTHS.reset(token)
 
 
 def end_ids(tokenizer, llm) -> set[int]:
@@ -60,6 +80,8 @@ def generate_replies(
         raise ValueError("contexts and requests must have one entry per request")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if (recorded := _LENGTHS.get()) is not None:
+        recorded.extend(int(context.shape[0]) for context in contexts)
     rows = [(i, s) for i in range(len(requests)) for s in range(decoding.samples)]
     lengths = [contexts[i].shape[0] for i, _ in rows]
     order = sorted(range(len(rows)), key=lambda r: -lengths[r])  # longest first, as scoring
@@ -88,7 +110,7 @@ def generate_replies(
 def _generator(llm, seed: int, sample: int, decoding: Decoding) -> torch.Generator | None:
     if decoding.greedy:
         return None
-    device = llm.get_input_embeddings().weight.device
+    device = input_device(llm.get_input_embeddings())
     return torch.Generator(device=device).manual_seed(sample_seed(seed, sample))
 
 
@@ -136,6 +158,9 @@ def _next_tokens(
             before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the tokens ranked above
             sorted_probs[before >= decoding.top_p] = 0.0  # the top token always stays
             probs = torch.zeros_like(probs).scatter(0, indices, sorted_probs)
+        # drawn where the generator is (the input embeddings' device): a model spread over
+        # devices returns its logits on the last one, yet draws as it would whole on the first
+        probs = probs.to(generator.device)
         chosen.append(int(torch.multinomial(probs, 1, generator=generator)))
     return chosen
 
@@ -155,7 +180,7 @@ def _generate_batch(
     the batch's shapes, hence every other row's arithmetic, do not depend on when rows stop.
     """
     embed = llm.get_input_embeddings()
-    device = embed.weight.device
+    device = input_device(embed)
     lengths = [c.shape[0] for c in contexts]
     inputs, mask, positions = pack_contexts(llm, contexts)
     out = llm(

@@ -12,6 +12,10 @@ so a batch pads little, the padding hidden by an attention mask, explicit positi
 tokens only), then their choices' later tokens run batched on rows of that shared cache. Results
 come back in input order, equal to ``choice_scores`` per item within float tolerance (padding
 changes matmul shapes, hence the last bits).
+
+A model spread over devices by ``--device-map`` (``salad_eval.models.placement``) is fed on its
+input embeddings' device (``input_device``: a parameter's ``.device`` may be an offloaded
+``meta``) and its logits are read where they come back (the last layer's device).
 """
 
 from __future__ import annotations
@@ -19,12 +23,56 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
 
 from salad_eval.errors import SaladError
+from salad_eval.models.placement import input_device
 from salad_eval.prompt import ChoiceScore
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """One choice token as the model scored it after everything before it.
+
+    ``rank`` counts from 1 in the order ``argmax`` takes (higher log-prob first, then the lower
+    token id), so rank 1 is exactly the token greedy decoding picks and a choice ``is_greedy``
+    iff all its tokens have rank 1. ``top``: the ``top_k`` likeliest tokens, best first.
+    """
+
+    token: int
+    logprob: float
+    rank: int
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenChoiceScore(ChoiceScore):
+    """A ``ChoiceScore`` with its tokens' own scores (under ``per_token``): ``context_positions``
+    input positions (tokens and audio frames) came before the choice's first token."""
+
+    context_positions: int = 0
+    tokens: tuple[TokenScore, ...] = ()
+
+
+_TOP_K: ContextVar[int | None] = ContextVar("salad_per_token_top_k", default=None)
+
+
+@contextmanager
+def per_token(top_k: int = 0) -> Iterator[None]:
+    """Scorers called inside (in this thread) return ``TokenChoiceScore``s with each token's
+    log-prob, rank and ``top_k`` alternatives; every adapter built on this module gets it with
+    no change to its own code."""
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0, got {top_k}")
+    token = _TOP_K.set(top_k)
+    try:
+        yield
+    finally:
+        _TOP_K.reset(token)
 
 
 @contextmanager
@@ -55,7 +103,8 @@ def score_continuations(
     continuations: list[list[int]],
     batch_size: int = 8,
 ) -> list[tuple[float, bool]]:
-    """Per continuation: (sum of its tokens' log-probs after the context, is it the greedy one).
+    """Per continuation: (sum of its tokens' log-probs after the context, is it the greedy one),
+    and under ``per_token`` a third element, its ``TokenScore``s.
 
     ``context_embeds`` is the (T, d) input-embedding sequence of the shared context, T >= 1.
     """
@@ -64,7 +113,7 @@ def score_continuations(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     embed = llm.get_input_embeddings()
-    device = embed.weight.device
+    device = input_device(embed)
     results: list[tuple[float, bool]] = []
     with frozen(llm), torch.inference_mode():
         out = llm(
@@ -77,7 +126,7 @@ def score_continuations(
             batch = continuations[start : start + batch_size]
             rest = _rest_logprobs(llm, out.cache, batch, device)
             for i, tokens in enumerate(batch):
-                results.append(_score_one(first, rest[i] if rest is not None else None, tokens))
+                results.append(_judged(first, rest[i] if rest is not None else None, tokens))
     return results
 
 
@@ -90,9 +139,10 @@ def choice_scores(
 ) -> list[ChoiceScore]:
     """``score_continuations`` as a ``Model`` answers: one ``ChoiceScore`` per choice."""
     scored = score_continuations(llm, context_embeds, continuations, batch_size)
+    positions = context_embeds.shape[0]
     return [
-        ChoiceScore(logprob=lp, n_tokens=len(cont), n_chars=len(choice), is_greedy=greedy)
-        for (lp, greedy), cont, choice in zip(scored, continuations, choices, strict=True)
+        _choice_score(judged, cont, choice, positions)
+        for judged, cont, choice in zip(scored, continuations, choices, strict=True)
     ]
 
 
@@ -130,12 +180,8 @@ def score_contexts(
             )
             for i, rows in zip(batch, scored, strict=True):
                 results[i] = [
-                    ChoiceScore(
-                        logprob=lp, n_tokens=len(cont), n_chars=len(choice), is_greedy=greedy
-                    )
-                    for (lp, greedy), cont, choice in zip(
-                        rows, continuations[i], choices[i], strict=True
-                    )
+                    _choice_score(judged, cont, choice, lengths[i])
+                    for judged, cont, choice in zip(rows, continuations[i], choices[i], strict=True)
                 ]
     return results
 
@@ -194,11 +240,12 @@ def find_batch_size(
     ``continuation_length`` tokens, scored as ``score_contexts`` does (lm-eval's ``auto``).
     Off a GPU there is no memory to fill, so it is ``CPU_BATCH_SIZE``."""
     weight = llm.get_input_embeddings().weight
-    if weight.device.type != "cuda":
+    device = input_device(llm.get_input_embeddings())
+    if device.type != "cuda":
         return CPU_BATCH_SIZE
 
     def fits(size: int) -> bool:
-        contexts = [torch.randn(context_length, weight.shape[1], device=weight.device)] * size
+        contexts = [torch.randn(context_length, weight.shape[1], device=device)] * size
         conts = [[[0] * max(continuation_length, 1)] * n_choices] * size
         try:
             score_contexts(llm, contexts, conts, [[""] * n_choices] * size, batch_size=size)
@@ -211,7 +258,7 @@ def find_batch_size(
     size = largest_batch(fits)
     if not size:
         raise SaladError(
-            f"one context of {context_length} positions does not fit on {weight.device}; "
+            f"one context of {context_length} positions does not fit on {device}; "
             "use a smaller dtype or a larger GPU"
         )
     return size
@@ -230,7 +277,7 @@ def _score_batch(
     contexts: list[torch.Tensor],
     continuations: list[list[list[int]]],
     rows_per_pass: int,
-) -> list[list[tuple[float, bool]]]:
+) -> list[list[tuple]]:
     """One context pass over padded ``contexts``, then their choices on its cache.
 
     Each context's last token sits in the last slot and the padding just before it, masked, with
@@ -239,7 +286,7 @@ def _score_batch(
     sees a real token before it (``context_batches`` keeps 1-token contexts apart), so none is fully
     masked (no NaN). Attention reads positions, not slots, so the layout changes nothing else.
     """
-    device = llm.get_input_embeddings().weight.device
+    device = input_device(llm.get_input_embeddings())
     lengths = [c.shape[0] for c in contexts]
     inputs, mask, positions = pack_contexts(llm, contexts)
     out = llm(
@@ -262,7 +309,7 @@ def _score_batch(
         key=lambda case: -len(case[2]),
     )
     scored = {
-        (row, k): _score_one(firsts[row], None, tokens)
+        (row, k): _judged(firsts[row], None, tokens)
         for row, conts in enumerate(continuations)
         for k, tokens in enumerate(conts)
         if len(tokens) <= 1
@@ -271,7 +318,7 @@ def _score_batch(
         chunk = later[start : start + rows_per_pass]
         steps = _rest_on_rows(llm, out.cache, mask, lengths, chunk, device)
         for (row, k, tokens), step in zip(chunk, steps, strict=True):
-            scored[row, k] = _score_one(firsts[row], step, tokens)
+            scored[row, k] = _judged(firsts[row], step, tokens)
     return [[scored[row, k] for k in range(len(conts))] for row, conts in enumerate(continuations)]
 
 
@@ -282,7 +329,7 @@ def pack_contexts(
     token in the last slot and the padding just before it, masked, positions counting real tokens
     only (``_score_batch`` says why)."""
     embed = llm.get_input_embeddings()
-    device, dtype = embed.weight.device, embed.weight.dtype
+    device, dtype = input_device(embed), embed.weight.dtype
     longest = max(c.shape[0] for c in contexts)
     inputs = torch.zeros((len(contexts), longest, contexts[0].shape[1]), dtype=dtype, device=device)
     mask = torch.zeros((len(contexts), longest), dtype=torch.long, device=device)
@@ -307,7 +354,8 @@ def _rest_on_rows(
 ) -> torch.Tensor:
     """Log-probs (n, L-1, V) predicting tokens 1.. of each choice in ``chunk``, each on a copy of
     its own context's row of the cache, positioned right after that context's last real token."""
-    rows = torch.tensor([row for row, _, _ in chunk], dtype=torch.long, device=device)
+    picked = torch.tensor([row for row, _, _ in chunk], dtype=torch.long)  # on the CPU: it
+    rows = picked.to(device)  # indexes every layer's cache, whatever device holds that layer
     longest = max(len(tokens) for _, _, tokens in chunk) - 1
     inputs = torch.zeros((len(chunk), longest), dtype=torch.long, device=device)
     mask = torch.zeros((len(chunk), longest), dtype=torch.long, device=device)
@@ -317,7 +365,7 @@ def _rest_on_rows(
     starts = torch.tensor(lengths, dtype=torch.long, device=device)[rows]
     positions = starts[:, None] + torch.arange(longest, device=device)
     cache = copy.deepcopy(context_cache)
-    cache.batch_select_indices(rows)
+    cache.batch_select_indices(picked)
     logits = llm(
         inputs_embeds=llm.get_input_embeddings()(inputs),
         attention_mask=torch.cat([context_mask[rows], mask], dim=1),
@@ -361,6 +409,59 @@ def _score_one(
     return logprob, greedy
 
 
+def _judged(first: torch.Tensor, rest: torch.Tensor | None, tokens: list[int]) -> tuple:
+    """``_score_one``'s (log-prob, greedy), and under ``per_token`` the tokens' own scores, read
+    from the same log-prob rows."""
+    scored = _score_one(first, rest, tokens)
+    top_k = _TOP_K.get()
+    if top_k is None:
+        return scored
+    return (*scored, _token_scores(first, rest, tokens, top_k))
+
+
+def _token_scores(
+    first: torch.Tensor, rest: torch.Tensor | None, tokens: list[int], top_k: int
+) -> tuple[TokenScore, ...]:
+    """Each token's log-prob, rank (``TokenScore``) and the ``top_k`` likeliest tokens."""
+    if not tokens:
+        return ()
+    steps = first[None]
+    if len(tokens) > 1:
+        assert rest is not None
+        steps = torch.cat([steps, rest[: len(tokens) - 1]])
+    targets = torch.tensor(tokens, dtype=torch.long, device=steps.device)[:, None]
+    chosen = steps.gather(-1, targets)
+    ids = torch.arange(steps.shape[-1], device=steps.device)
+    # argmax's order: ties go to the lower token id, so rank 1 <=> argmax == token
+    above = (steps > chosen) | ((steps == chosen) & (ids[None] < targets))
+    ranks = above.sum(-1) + 1
+    tops: list[tuple[tuple[int, float], ...]] = [()] * len(tokens)
+    if top_k:
+        values, indices = steps.topk(min(top_k, steps.shape[-1]), dim=-1)
+        tops = [
+            tuple(zip(row_ids, row_values, strict=True))
+            for row_ids, row_values in zip(indices.tolist(), values.tolist(), strict=True)
+        ]
+    return tuple(
+        TokenScore(token=t, logprob=lp, rank=r, top=top)
+        for t, lp, r, top in zip(tokens, chosen[:, 0].tolist(), ranks.tolist(), tops, strict=True)
+    )
+
+
+def _choice_score(judged: tuple, tokens: list[int], choice: str, positions: int) -> ChoiceScore:
+    """The ``ChoiceScore`` of a judged choice; a ``TokenChoiceScore`` under ``per_token``."""
+    logprob, greedy, *detail = judged
+    common = {
+        "logprob": logprob,
+        "n_tokens": len(tokens),
+        "n_chars": len(choice),
+        "is_greedy": greedy,
+    }
+    if not detail:
+        return ChoiceScore(**common)
+    return TokenChoiceScore(**common, context_positions=positions, tokens=detail[0])
+
+
 def score_separately(
     llm: PreTrainedModel, context_embeds: torch.Tensor, continuations: list[list[int]]
 ) -> list[tuple[float, bool]]:
@@ -369,7 +470,7 @@ def score_separately(
     Kept beside the fast path so tests and the benchmark compare against the same definition.
     """
     embed = llm.get_input_embeddings()
-    device = embed.weight.device
+    device = input_device(embed)
     results = []
     with frozen(llm), torch.inference_mode():
         for tokens in continuations:
@@ -380,6 +481,7 @@ def score_separately(
             full = torch.cat([context_embeds.to(device, embed.weight.dtype), embed(ids)])
             logits = llm(inputs_embeds=full[None]).logits[0].float().log_softmax(-1)
             steps = logits[context_embeds.shape[0] - 1 : -1]
+            ids = ids.to(steps.device)  # the logits' device: the last layer's, under a device map
             logprob = steps.gather(-1, ids[:, None]).sum().item()
             results.append((logprob, bool((steps.argmax(-1) == ids).all())))
     return results

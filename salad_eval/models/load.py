@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from salad_eval.assets.registry import REGISTRY
 from salad_eval.assets.resolve import resolve
 from salad_eval.errors import SaladError
 from salad_eval.models.registry import families, family_for, supported
+
+TEXT = "text"  # ``model_kind`` of a plain causal LM (``TextLM``)
 
 
 def _model_type(path: Path) -> str | None:
@@ -57,14 +60,55 @@ def speech_model_kind(name_or_path: str, model_type: str | None = None) -> str:
     )
 
 
+def model_kind(name_or_path: str, model_type: str | None = None) -> str:
+    """What ``salad-eval serve --model`` names: ``salad``, a family's ``model_type``, or
+    ``text`` for any other causal LM (an embedded LLM name, a hub id or a local path whose
+    config names no supported family), from config files alone. ``model_type`` forces one
+    (``text`` included)."""
+    if model_type == TEXT:
+        resolve(name_or_path, kind="llm", build=False)
+        return TEXT
+    if model_type is None and _is_text_llm(name_or_path):
+        return TEXT
+    path = Path(name_or_path)
+    if model_type is None and not path.exists() and "/" not in name_or_path:
+        raise SaladError(
+            f"--model {name_or_path!r} is no SALAD checkpoint, speech LLM or text LLM: pass a "
+            "directory, a hub id or an embedded LLM name (see `salad-eval assets`)"
+        )
+    return speech_model_kind(name_or_path, model_type)
+
+
+def _is_text_llm(name_or_path: str) -> bool:
+    from salad_eval.models.speech_lm import is_speech_lm_checkpoint  # noqa: PLC0415 - deferred: speech_lm loads torch; a command checks names before models load
+
+    if name_or_path in REGISTRY:
+        return REGISTRY[name_or_path].kind == "llm"
+    path = Path(name_or_path)
+    if path.is_dir():
+        if is_speech_lm_checkpoint(path):
+            return False
+        found = _model_type(path)
+    elif not path.exists() and "/" in name_or_path:
+        resolve(name_or_path, build=False)  # a hub id must be reachable (or cached offline)
+        found = _hub_model_type(name_or_path)
+    else:
+        return False
+    return found is not None and not any(found in f.model_types for f in families())
+
+
 def load_speech_model(
     name_or_path: str,
     device: str = "cpu",
     dtype: str = "float32",
     model_type: str | None = None,
     chat_template: bool = False,
+    device_map: str | dict | None = None,
+    max_memory: dict[int | str, int] | None = None,
 ):
-    """A SALAD checkpoint directory, or any registered family by hub id or local path."""
+    """A SALAD checkpoint directory, or any registered family by hub id or local path; with
+    ``device_map`` (``--device-map``) its LLM is spread over devices within ``max_memory``
+    (``salad_eval.models.placement``)."""
     from salad_eval.models.speech_lm import load_speech_lm  # noqa: PLC0415 - deferred: speech_lm loads torch; a command checks names before models load
 
     kind = speech_model_kind(name_or_path, model_type)
@@ -74,11 +118,20 @@ def load_speech_model(
                 "--chat-template applies to external speech LLMs; a SALAD checkpoint is scored "
                 "in the raw format it was trained on"
             )
-        return load_speech_lm(Path(name_or_path), device=device, dtype=dtype)
+        return load_speech_lm(
+            Path(name_or_path),
+            device=device,
+            dtype=dtype,
+            device_map=device_map,
+            max_memory=max_memory,
+        )
     family = family_for(kind)
     adapter = family.load_adapter()
+    placed = {} if device_map is None else {"device_map": device_map, "max_memory": max_memory}
     try:
-        return adapter(name_or_path, device=device, dtype=dtype, chat_template=chat_template)
+        return adapter(
+            name_or_path, device=device, dtype=dtype, chat_template=chat_template, **placed
+        )
     except (SaladError, MemoryError):
         raise
     except Exception as err:

@@ -38,7 +38,7 @@ class Phi4Multimodal(SpeechLoRA, HFAudioLM):
     def load_model(self, path: str, dtype: torch.dtype) -> nn.Module:
         from transformers import Phi4MultimodalForCausalLM  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
-        model = Phi4MultimodalForCausalLM.from_pretrained(path, dtype=dtype, **NO_ADAPTER)
+        model = self.placement.load(Phi4MultimodalForCausalLM, path, dtype=dtype, **NO_ADAPTER)
         try:
             load_lora(model, path, SPEECH_LORA)
         except (OSError, ValueError) as error:
@@ -58,12 +58,12 @@ class Phi4Multimodal(SpeechLoRA, HFAudioLM):
         for wave in waves:
             inputs = self.feature_extractor(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt")
             size = int(inputs["audio_embed_sizes"][0])
-            ids = torch.full((1, size), audio_token, device=self.model.device)
+            ids = torch.full((1, size), audio_token, device=self.input_device)
             blank = torch.zeros(
                 1,
                 size,
                 self.model.config.hidden_size,
-                device=self.model.device,
+                device=self.input_device,
                 dtype=self.model.dtype,
             )
             merged = merge(  # one clip: no padding, so the extractor gives no attention mask

@@ -31,8 +31,13 @@ class Qwen25Omni(HFAudioLM):
         import transformers  # noqa: PLC0415 - deferred: heavy transformers, loaded on this path only
 
         if transformers.AutoConfig.from_pretrained(path).model_type == self.full_model_type:
-            full = getattr(transformers, self.full_class).from_pretrained(
-                path, dtype=dtype, enable_audio_output=False
+            full = self.placement.load(
+                getattr(transformers, self.full_class), path, dtype=dtype, enable_audio_output=False
             )
+            if placed := getattr(full, "hf_device_map", None):  # the Thinker's part of the map
+                full.thinker.hf_device_map = {
+                    name.removeprefix("thinker").lstrip("."): device
+                    for name, device in placed.items()
+                }
             return full.thinker
         return super().load_model(path, dtype)

@@ -14,6 +14,7 @@ import torch
 
 from salad_eval.models.encoder import SAMPLE_RATE
 from salad_eval.models.hf_audio import HFAudioLM
+from salad_eval.models.placement import input_device
 
 
 class Qwen2Audio(HFAudioLM):
@@ -30,8 +31,17 @@ class Qwen2Audio(HFAudioLM):
         device: str = "cpu",
         dtype: str = "float32",
         chat_template: bool = False,
+        device_map: str | dict | None = None,
+        max_memory: dict[int | str, int] | None = None,
     ):
-        super().__init__(name_or_path, device=device, dtype=dtype, chat_template=chat_template)
+        super().__init__(
+            name_or_path,
+            device=device,
+            dtype=dtype,
+            chat_template=chat_template,
+            device_map=device_map,
+            max_memory=max_memory,
+        )
 
     def audio_features(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Valid projected frames per clip: the model's own merge path (``padding="max_length"``
@@ -46,13 +56,12 @@ class Qwen2Audio(HFAudioLM):
             return_tensors="pt",
         )
         tower = self.model.model.audio_tower
-        features = inputs["input_features"].to(tower.device, tower.dtype)
+        device = input_device(tower)  # not tower.device: under a device map it may be offloaded
+        features = inputs["input_features"].to(device, tower.dtype)
         mask = inputs["attention_mask"]
         feat_lengths, output_lengths = tower._get_feat_extract_output_lengths(mask.sum(-1))
         frames = (features.shape[-1] - 2) // 2 + 1
-        valid = torch.arange(frames, device=tower.device)[None] < feat_lengths[:, None].to(
-            tower.device
-        )
+        valid = torch.arange(frames, device=device)[None] < feat_lengths[:, None].to(device)
         attention = create_bidirectional_mask(
             config=tower.config,
             inputs_embeds=torch.zeros(features.shape[0], frames, 1, dtype=tower.dtype),

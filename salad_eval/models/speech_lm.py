@@ -30,6 +30,7 @@ from salad_eval.models.digest import weights_digest
 from salad_eval.models.encoder import DEFAULT_ENCODER, SAMPLE_RATE, encode_batch, load_encoder
 from salad_eval.models.lm_generation import end_ids, generate_replies
 from salad_eval.models.lm_scoring import find_batch_size, score_contexts
+from salad_eval.models.placement import Placement, input_device, onloaded, refuse_offloaded
 from salad_eval.models.text_lm import LMEvalEncoder, load_llm
 from salad_eval.options import option
 from salad_eval.prompt import (
@@ -170,6 +171,7 @@ class SpeechLM(nn.Module):
         self.adapter = adapter
         self.llm = llm
         self.tokenizer = tokenizer
+        self.placement = Placement()  # the LLM's: on the model's device, or a device map's
         self.text = LMEvalEncoder(tokenizer)
         self.blank = tokenizer.encode(" ", add_special_tokens=False)[-1]  # a lone space
         plain = tokenizer.encode("a", add_special_tokens=False)
@@ -206,10 +208,21 @@ class SpeechLM(nn.Module):
         return cls._assemble(config, encoder, adapter, llm, tokenizer, device)
 
     @classmethod
-    def _assemble(cls, config, encoder, adapter, llm, tokenizer, device) -> SpeechLM:
+    def _assemble(
+        cls, config, encoder, adapter, llm, tokenizer, device, placement: Placement = Placement()
+    ) -> SpeechLM:
+        """The parts as one model on ``device``; an LLM spread by a device map stays where it
+        is (the encoder and adapter go to ``device``, their outputs to the LLM's inputs)."""
         if config.llm_mode == "frozen":
             llm.requires_grad_(False)
-        return cls(config, encoder, adapter, llm, tokenizer).to(device).eval()
+        model = cls(config, encoder, adapter, llm, tokenizer)
+        model.placement = placement
+        if not placement.spread:
+            return model.to(device).eval()
+        for name, child in model.named_children():
+            if name != "llm":
+                child.to(device)
+        return model.eval()
 
     # -- the embedding path (shared by scoring and training) ------------------------------------
 
@@ -244,7 +257,9 @@ class SpeechLM(nn.Module):
         becomes their mean (CTC compression: Gaido et al. 2021; Speech-LLaMA's CTC compressor).
         Gradients flow through the kept frames' distributions.
         """
-        table = self._embedding().weight
+        embedding = self._embedding()
+        with onloaded(embedding):  # its weights, even where a device map offloads them
+            table = embedding.weight.to(directions.device)
         unit = nn.functional.normalize(table.float(), dim=-1)
         logits = self.config.readout_scale * directions.float() @ unit.T
         tokens = logits.argmax(-1)
@@ -269,6 +284,7 @@ class SpeechLM(nn.Module):
         ``audio_inputs``: LLM inputs of clips already encoded (``audio_inputs_of``), by path.
         """
         table = self._embedding()
+        device = input_device(table)  # the LLM's inputs' (the adapter's, but for a device map)
         embeds, ids = [], []
         for segment in segments:
             if isinstance(segment, Audio):
@@ -276,15 +292,15 @@ class SpeechLM(nn.Module):
                     audio = audio_inputs[segment.path]
                 else:
                     audio = self.audio_embeds(load_waveform(segment.path))
-                embeds.append(audio)
+                embeds.append(audio.to(device))
                 ids.append(torch.full((audio.shape[0],), -1, dtype=torch.long))
                 continue
             tokens = self._text_ids(segment.text) if isinstance(segment, Text) else segment
             if tokens:
                 token_ids = torch.tensor(tokens, dtype=torch.long)
-                embeds.append(table(token_ids.to(table.weight.device)))
+                embeds.append(table(token_ids.to(device)))
                 ids.append(token_ids)
-        return PromptEmbeddings(torch.cat(embeds), torch.cat(ids).to(table.weight.device))
+        return PromptEmbeddings(torch.cat(embeds), torch.cat(ids).to(device))
 
     def embed_prompt(self, prompt: Prompt) -> torch.Tensor:
         """(T, d) input embeddings of a prompt, tokenized as its scoring context."""
@@ -436,6 +452,11 @@ class SpeechLM(nn.Module):
         """The LLM's weight dtype, e.g. ``"float32"`` (what a gap manifest records)."""
         return str(self._embedding().weight.dtype).removeprefix("torch.")
 
+    @property
+    def device_map(self) -> dict[str, str] | None:
+        """Module -> device of an LLM spread by ``--device-map`` (the manifest records it)."""
+        return self.placement.record(self.llm)
+
     def _embedding(self) -> nn.Embedding:
         return self.llm.get_input_embeddings()
 
@@ -443,16 +464,25 @@ class SpeechLM(nn.Module):
         return self.tokenizer.encode(text, add_special_tokens=False) if text else []
 
 
-def load_speech_lm(directory: str | Path, device: str = "cpu", dtype: str = "float32") -> SpeechLM:
-    """Load a SALAD checkpoint of any LLM mode, its LLM in ``dtype``; a directory that is not
-    one is a SaladError."""
+def load_speech_lm(
+    directory: str | Path,
+    device: str = "cpu",
+    dtype: str = "float32",
+    device_map: str | dict | None = None,
+    max_memory: dict[int | str, int] | None = None,
+) -> SpeechLM:
+    """Load a SALAD checkpoint of any LLM mode, its LLM in ``dtype`` (spread over devices by
+    ``device_map`` within ``max_memory``, if given; the encoder and adapter on ``device``); a
+    directory that is not one is a SaladError."""
     path = Path(directory)
     section = _checkpoint_section(path)
     config = SpeechLMConfig.from_dict(section["config"])
     mode = section["llm"]["mode"]
     weights = str(path / section["llm"]["weights"]) if mode == "full" else section["llm"]["base"]
-    llm, tokenizer = load_llm(weights, dtype)
+    placement = Placement(device_map, max_memory)
+    llm, tokenizer = load_llm(weights, dtype, placement)
     if mode == "lora":
+        refuse_offloaded(llm, f"{path}: the checkpoint's LoRA")
         from peft import PeftModel  # noqa: PLC0415 - deferred: heavy peft, loaded on this path only
 
         with _peft_wrapping():
@@ -466,7 +496,7 @@ def load_speech_lm(directory: str | Path, device: str = "cpu", dtype: str = "flo
     from safetensors.torch import load_file  # noqa: PLC0415 - deferred: heavy safetensors, loaded on this path only
 
     adapter.load_state_dict(load_file(path / section["adapter"]["weights"]))
-    return SpeechLM._assemble(config, encoder, adapter, llm, tokenizer, device)
+    return SpeechLM._assemble(config, encoder, adapter, llm, tokenizer, device, placement)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from pathlib import Path
 from torch import nn
 
 from salad_eval.errors import SaladError
+from salad_eval.models.placement import refuse_offloaded
 from salad_eval.prompt import Audio, ChoiceScore, Prompt, ScoringRequest
 
 NO_ADAPTER = {"adapter_kwargs": {"subfolder": "no-adapter-here"}}  # from_pretrained: load no LoRA
@@ -37,6 +38,7 @@ def load_lora(model: nn.Module, path: str, subfolder: str = "") -> None:
 
         local = hf_hub_download(path, "adapter_model.safetensors", subfolder=subfolder or None)
     weights = {k.removeprefix("base_model.model."): v for k, v in load_file(str(local)).items()}
+    refuse_offloaded(model, f"{path}: the speech LoRA")
     inject_adapter_in_model(config, model)
     loaded = set_peft_model_state_dict(model, weights)
     if loaded.unexpected_keys:  # else the LoRA would stay at its no-op initialisation

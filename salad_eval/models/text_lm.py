@@ -20,6 +20,7 @@ from salad_eval.errors import SaladError
 from salad_eval.models.digest import weights_digest
 from salad_eval.models.lm_generation import end_ids, generate_replies
 from salad_eval.models.lm_scoring import find_batch_size, score_contexts
+from salad_eval.models.placement import Placement, input_device
 from salad_eval.prompt import (
     Audio,
     ChoiceScore,
@@ -44,11 +45,12 @@ def default_dtype(device: str) -> str:
     return "bfloat16" if str(device).startswith("cuda") else "float32"
 
 
-def load_llm(name_or_path: str, dtype: str = "float32"):
+def load_llm(name_or_path: str, dtype: str = "float32", placement: Placement = Placement()):
     """(causal LM, tokenizer) with weights in ``dtype``, whatever dtype the checkpoint stores
-    (transformers would otherwise keep a bf16 checkpoint in bf16)."""
+    (transformers would otherwise keep a bf16 checkpoint in bf16), spread over devices by
+    ``placement`` when it has a device map (else on the CPU, for the caller to move)."""
     path = resolve(name_or_path, kind="llm")
-    llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
+    llm = placement.load(AutoModelForCausalLM, path, dtype=torch_dtype(dtype))
     return own_memory(llm), AutoTokenizer.from_pretrained(path)
 
 
@@ -58,6 +60,7 @@ def own_memory(model: torch.nn.Module) -> torch.nn.Module:
     A mapped tensor sits at its byte offset in the file; CPU kernels take other SIMD paths on
     unaligned data and round differently, so the same weights saved in two files would score
     apart in the last bit (a checkpoint's copy of its base LLM against the base itself).
+    Weights offloaded by a device map (``meta`` here) are read for each forward as stored.
     """
     with torch.no_grad():
         for tensor in (*model.parameters(), *model.buffers()):
@@ -107,12 +110,17 @@ class TextLM:
         dtype: str = "float32",
         device: str = "cpu",
         chat_template: bool = False,
+        device_map: str | dict | None = None,
+        max_memory: dict[int | str, int] | None = None,
     ):
         self.name = name_or_path
-        self.llm, self.tokenizer = load_llm(name_or_path, dtype)
+        self.placement = Placement(device_map, max_memory)  # where the weights go, else device
+        self.llm, self.tokenizer = load_llm(name_or_path, dtype, self.placement)
+        if not self.placement.spread:
+            self.llm.to(device)
         # frozen, as a frozen speech LLM's: CPU kernels for padded batches take another path
         # when weights require grad, and text@speech == text@base must hold bit for bit
-        self.llm.to(device).eval().requires_grad_(False)
+        self.llm.eval().requires_grad_(False)
         self.encoder = LMEvalEncoder(self.tokenizer)
         self.chat = None  # raw prompts; else the tokenizer's chat template (salad_eval.chat)
         if chat_template:
@@ -121,6 +129,11 @@ class TextLM:
     @property
     def dtype(self) -> str:
         return str(self.llm.dtype).removeprefix("torch.")
+
+    @property
+    def device_map(self) -> dict[str, str] | None:
+        """Module -> device of a model spread by ``--device-map`` (the manifest records it)."""
+        return self.placement.record(self.llm)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -139,7 +152,7 @@ class TextLM:
         """Input embeddings (T, d) of token ids, as the LLM's first layer sees them."""
         weight = self.llm.get_input_embeddings()
         with torch.inference_mode():
-            return weight(torch.tensor(ids, dtype=torch.long, device=weight.weight.device))
+            return weight(torch.tensor(ids, dtype=torch.long, device=input_device(weight)))
 
     def score(
         self, requests: Sequence[ScoringRequest], batch_size: int = 8

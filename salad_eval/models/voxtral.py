@@ -65,6 +65,6 @@ class Voxtral(HFAudioLM):
                 return_tensors="pt",
             )["input_features"]
             windows = mel.reshape(mel.shape[1], -1, window).transpose(0, 1)
-            windows = windows.to(self.model.device, self.model.dtype)
+            windows = windows.to(self.input_device, self.model.dtype)
             out.append(self.model.get_audio_features(windows).pooler_output)
         return out

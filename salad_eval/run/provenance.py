@@ -55,7 +55,12 @@ def versions() -> dict[str, str]:
 
 def manifest(setup, models, task_info, voices, synth_info, excluded, training) -> dict:
     def entry(name: str | None, model) -> dict:
-        return {"name": name, "fingerprint": model.fingerprint, "dtype": model.dtype}
+        found = {"name": name, "fingerprint": model.fingerprint, "dtype": model.dtype}
+        # where --device-map put its modules (placement is no part of the fingerprint; the
+        # cascade's text LLM is the text model, recorded there)
+        if placed := getattr(model, "device_map", None):
+            found["device_map"] = placed
+        return found
 
     return {
         "command": " ".join(sys.argv),
@@ -76,4 +81,10 @@ def manifest(setup, models, task_info, voices, synth_info, excluded, training) -
         },
         "excluded_items": excluded,
         "training": training,
+        # models behind an endpoint: where (never a key), what the server said, what was asked
+        "endpoints": {
+            role: model.report()
+            for role, model in (("speech", models.speech), ("text", models.text))
+            if callable(getattr(model, "report", None))
+        },
     }

@@ -28,6 +28,7 @@ from salad_eval.gap.report import write_report
 from salad_eval.home import atomic_write_text, in_checkout, project_root
 from salad_eval.prompt import (
     ChoiceScore,
+    Failed,
     GenerationRequest,
     Item,
     Model,
@@ -122,11 +123,11 @@ def _speech_items(items: list[Item], manifest, voices) -> tuple[list[Item], list
 
 def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None = None) -> dict:
     """Score every condition on the same items and write the report; returns results.json."""
-    dtypes = sorted(
-        {m.dtype for m in (models.speech, models.text, models.cascade) if m is not None}
+    dtypes = sorted(  # of the models in this process (an endpoint's is the server's)
+        {m.dtype for m in (models.speech, models.text, models.cascade) if m and m.dtype}
     )
-    dtype = setup.dtype or dtypes[0]  # None: the models' one dtype, recorded
-    if dtypes != [dtype]:  # a precision difference would read as forgetting
+    dtype = setup.dtype or next(iter(dtypes), None)  # None: the models' one dtype, recorded
+    if dtypes and dtypes != [dtype]:  # a precision difference would read as forgetting
         raise SaladError(
             f"the models' weights are {', '.join(dtypes)} but the run is "
             f"{dtype}; load every model with one dtype (--dtype)"
@@ -237,7 +238,23 @@ def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None
                 f"task {task} has {len(items)} usable item(s) after --limit, --exclude-items "
                 "and synthesis; a gap needs at least 2 (raise --limit)"
             )
-        records += _task_records(task, asked, spoken, voices, models, setup, shard)
+        answered, failed = _answered(
+            _task_records(task, asked, spoken, voices, models, setup, shard)
+        )
+        records += answered
+        excluded_all += failed
+        if failed:  # an endpoint that never answered an item: it leaves every condition
+            log.warning(
+                "%s: %s item(s) failed at the endpoint; rerun to ask again", task, len(failed)
+            )
+            gone = {row["item"] for row in failed}
+            asked = {a: [i for i in found if i.id not in gone] for a, found in asked.items()}
+            if len(next(iter(asked.values()))) < 2:
+                raise SaladError(
+                    f"task {task}: the endpoint failed on all but "
+                    f"{len(next(iter(asked.values())))} item(s) ({failed[0]['reason']}); "
+                    "rerun to ask again"
+                )
         for answer, found in asked.items():
             for item in found:
                 scored.setdefault(answer, {})[(task, item.id)] = item
@@ -372,6 +389,22 @@ def _task_records(
     return records
 
 
+def _answered(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The records of items answered in every condition, and an exclusion row per item with a
+    failed request (the first failure is its reason)."""
+    failed: dict[str, dict] = {}
+    for r in records:
+        if "failed" in r and r["item"] not in failed:
+            where = r["condition"] + (f" {r['voice']}" if r["voice"] else "")
+            reason = f"request failed at the endpoint ({where}): {r['failed']}"
+            failed[r["item"]] = {"task": r["task"], "item": r["item"], "reason": reason}
+    return [r for r in records if r["item"] not in failed], list(failed.values())
+
+
+def _failure(item: Item, condition: str, voice: str | None, failed: Failed) -> dict:
+    return {**_identity(item, condition, voice), "failed": failed.reason}
+
+
 def _condition_prompts(
     items: list[Item], manifest, voices, models: Models, setup: RunSpec
 ) -> list[tuple[str, str | None, Model | None, list[Prompt]]]:
@@ -420,6 +453,9 @@ def _generated_records(
         log.info("%s: %s replies", label, len(requests) * decoding.samples)
         replies = generation.generate(model, requests, decoding, setup.batch_size)
         for item, prompt, sampled in zip(items, prompts, replies, strict=True):
+            if isinstance(sampled, Failed):
+                records.append(_failure(item, condition, voice, sampled))
+                continue
             row = {
                 **_identity(item, condition, voice),
                 **_generated(item, sampled, decoding),
@@ -457,7 +493,7 @@ def _loglik_records(
     task: str, items: list[Item], manifest, voices, models: Models, setup: RunSpec, shard: Shard
 ) -> list[dict]:
     """Every condition's scores of the items' choices, with the per-item answer KLs."""
-    kls = setup.divergences and divergence.supports_divergence(models.speech)
+    kls = setup.divergences and divergence.supports_divergence(models.speech, models.text)
     records = []
     for condition, voice, model, prompts in _condition_prompts(
         items, manifest, voices, models, setup
@@ -465,7 +501,12 @@ def _loglik_records(
         requests = [ScoringRequest(p, i.choices) for p, i in zip(prompts, items, strict=True)]
         label = f"{task} {condition}" + (f" {voice}" if voice else "")
         scores = _score_all(model, requests, shard, setup, label)
-        rows = [_record(i, condition, voice, s) for i, s in zip(items, scores, strict=True)]
+        rows = [
+            _failure(i, condition, voice, s)
+            if isinstance(s, Failed)
+            else _record(i, condition, voice, s)
+            for i, s in zip(items, scores, strict=True)
+        ]
         if kls and condition == "text@speech":
             values = divergence.answer_kls(
                 "F",

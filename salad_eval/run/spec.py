@@ -5,8 +5,9 @@ spoken (voices, seeds), which companion models score them (``text_model``, ``asr
 ``chat_template``) and how they are summarized (metric, bootstrap, controls, divergences). It is
 the manifest's ``setup``, so two runs with equal specs (and models) give the same figures.
 ``CallOptions`` holds what one call needs besides: the speech model and how to find and load it
-(``model``, ``model_type``, ``device``, ``include_path``) and where to write (``out``); they are
-not part of the measurement (the manifest records the models by fingerprint).
+(``model``, ``model_type``, ``device``, ``device_map``, ``max_memory``, ``include_path``) and
+where to write (``out``); they are not part of the measurement (the manifest records the models
+by fingerprint, and where a device map put them).
 
 Everything else is built from these fields (``salad_eval.options.option``): ``salad-eval gap``'s
 options (``salad_eval.cli``), ``salad_eval.evaluate()``'s keywords and checks, and salad-train's
@@ -17,6 +18,7 @@ options (``salad_eval.cli``), ``salad_eval.evaluate()``'s keywords and checks, a
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +28,11 @@ from salad_eval.prompt import Decoding
 
 DTYPES = ("float32", "bfloat16", "float16")
 ANSWERS = ("loglik", "generate", "both")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's strategies
+MEMORY_EXAMPLE = "0=20GiB,1=20GiB,cpu=60GiB"
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
 def cli_name(name: str) -> str:
@@ -42,6 +49,19 @@ class CallOptions:
     )
     model_type: str | None = option(None, help="Force the speech LLM's family by model_type.")
     device: str = option("cpu", help="torch device, e.g. cuda.")
+    device_map: str | None = option(
+        None,
+        choices=DEVICE_MAPS,
+        help="Spread the speech and text LLMs over the GPUs, then the CPU, then disk "
+        "(accelerate's big-model loading, for models larger than one GPU; scores unchanged); "
+        "--device holds the rest.",
+    )
+    max_memory: str | None = option(
+        None,
+        metavar="DEVICE=SIZE,...",
+        help=f"With --device-map: the most each device holds, e.g. {MEMORY_EXAMPLE} (GPUs by "
+        "index; what does not fit goes to disk).",
+    )
     out: str | None = option(None, help="Run directory (default reports/<model>-<tasks>).")
     include_path: list[str] = option(
         [],
@@ -49,6 +69,83 @@ class CallOptions:
         metavar="DIR",
         help="Add a folder of task YAMLs (repeatable; also $SALAD_INCLUDE_PATH).",
     )
+    # models behind an endpoint: --model / --text-model openai-chat:<id> or
+    # openai-completions:<id> (salad_eval.endpoint)
+    base_url: list[str] = option(
+        [],
+        repeat=True,
+        metavar="URL",
+        help="The /v1 URL of the server of openai-chat:/openai-completions: models (repeatable: "
+        "requests are spread over them).",
+    )
+    api_key_env: str | None = option(
+        None,
+        metavar="VAR",
+        help="The environment variable holding the endpoint's API key (never the key itself).",
+    )
+    concurrency: int = option(8, min=1, help="Endpoint requests in flight at once.")
+    request_timeout: float = option(
+        120.0, above=0, metavar="SECONDS", help="Seconds before an endpoint request is retried."
+    )
+    max_retries: int = option(
+        6,
+        min=0,
+        help="Retries of a failed endpoint request (429, 5xx, timeouts, bad JSON), with "
+        "exponential backoff; one still failing is named and its item left out.",
+    )
+
+    def checked(self, spell: Callable[[str], str] = cli_name) -> CallOptions:
+        """These options typed and in range, or a one-line ``SaladError`` (as ``RunSpec``)."""
+        values = {}
+        for f in option_fields(CallOptions):
+            name = spell(f.name)
+            value = typed(getattr(self, f.name), f.type, name)
+            check_value(value, declared(f), name, f"{name} {value!r}")
+            values[f.name] = value
+        memory = parse_max_memory(values["max_memory"], spell("max_memory"))
+        if memory is not None and values["device_map"] is None:
+            raise SaladError(
+                f"{spell('max_memory')} bounds the devices of a device map; add "
+                f"{spell('device_map')} auto"
+            )
+        return dataclasses.replace(self, **values)
+
+    @property
+    def max_memory_bytes(self) -> dict[int | str, int] | None:
+        """``max_memory`` as accelerate takes it: device (a GPU index, ``cpu``, ...) -> bytes."""
+        return parse_max_memory(self.max_memory)
+
+
+def parse_max_memory(text: str | None, name: str = "--max-memory") -> dict[int | str, int] | None:
+    """``0=20GiB,1=20GiB,cpu=60GiB`` -> ``{0: 21474836480, 1: ..., "cpu": ...}``: a GPU by index
+    (or ``cuda:N``), ``cpu``, ``mps`` or ``disk``, each with a size in bytes or with a unit (KB,
+    MB, GB, TB by 1000; KiB, MiB, GiB, TiB by 1024). Bad syntax is a one-line ``SaladError``."""
+    if text is None:
+        return None
+    memory: dict[int | str, int] = {}
+    for pair in (p.strip() for p in text.split(",")):
+        device, equals, size = (part.strip() for part in pair.partition("="))
+        if not equals or not device or not size:
+            raise SaladError(
+                f"{name} {text!r}: {pair!r} is not DEVICE=SIZE; write e.g. {MEMORY_EXAMPLE}"
+            )
+        key: int | str = device.lower().removeprefix("cuda:")
+        if key.isdigit():
+            key = int(key)
+        elif key not in ("cpu", "mps", "disk"):
+            raise SaladError(
+                f"{name} {text!r}: device {device!r} is not a GPU index (0, 1, ...), cpu, mps or "
+                f"disk; write e.g. {MEMORY_EXAMPLE}"
+            )
+        found = _SIZE.fullmatch(size)
+        if found is None:
+            raise SaladError(
+                f"{name} {text!r}: {size!r} is not a size such as 20GiB, 500MB or 1000000 (bytes)"
+            )
+        if key in memory:
+            raise SaladError(f"{name} {text!r}: device {device!r} is given twice")
+        memory[key] = int(float(found[1]) * _UNITS[(found[2] or "b").lower()])
+    return memory
 
 
 @dataclass
