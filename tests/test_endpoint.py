@@ -26,7 +26,8 @@ from salad_eval.tasks import load_items
 pytestmark = pytest.mark.integration
 
 TEXT_MODEL = f"openai-completions:{MODEL_ID}"
-LIMIT = 4
+LIMIT = 3  # 7 requests with the probe: the fault cycle meets each of its 5 faults
+PRICES = [0.5, 1.5]  # per million tokens in and out
 
 
 def _gap(checkpoint, out, salad_home, monkeypatch, **options) -> dict:
@@ -64,7 +65,7 @@ def clean(random_checkpoint, tmp_path_factory, server):
     root = tmp_path_factory.mktemp("endpoint")
     home = scoreless_home(root / "home")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        _gap(random_checkpoint, root / "run", home, monkeypatch, base_url=[server])
+        _gap(random_checkpoint, root / "run", home, monkeypatch, base_url=[server], prices=PRICES)
     return root / "run", home
 
 
@@ -85,6 +86,10 @@ def test_a_llama_cpp_server_answers_text_at_base_and_the_cascade(clean):
     assert endpoint["requests"] == 2 * LIMIT + 1 and endpoint["completion_tokens"] > 0
     assert endpoint["server"]["server"] == ["llama.cpp"]
     assert manifest["models"]["text"]["dtype"] is None  # the server's own, not claimed
+    tokens = (endpoint["prompt_tokens"], endpoint["completion_tokens"])
+    assert endpoint["cost"] == pytest.approx((tokens[0] * 0.5 + tokens[1] * 1.5) / 1e6)
+    summary = (run / "summary.md").read_text()
+    assert "## Models behind an endpoint" in summary and f"`{MODEL_ID}`" in summary
 
 
 def test_a_rerun_with_the_server_stopped_reads_every_reply_from_the_cache(
@@ -140,6 +145,9 @@ def test_a_request_that_keeps_failing_leaves_its_item_until_a_rerun(
     kept = [json.loads(line) for line in _items(tmp_path / "failing").splitlines()]
     assert kept and all(r["item"] != victim.id for r in kept)
     assert results["manifest"]["endpoints"]["text"]["failed"] == 1
+    assert (
+        f"`demo/{victim.id}`: request failed" in (tmp_path / "failing" / "summary.md").read_text()
+    )
     # the fault clears: the rerun asks only for what failed, and the run is whole
     _gap(random_checkpoint, tmp_path / "whole", home, monkeypatch, base_url=[server])
     assert _items(tmp_path / "whole") == _items(run)

@@ -44,6 +44,7 @@ class Connection:
     timeout: float = 120.0  # seconds per request
     max_retries: int = 6
     backoff: float = 1.0  # seconds before the first retry; doubled each time, with jitter
+    prices: tuple[float, float] | None = None  # per million tokens in and out: a cost estimate
 
     def api_key(self) -> str:
         """The key from ``api_key_env``; a server without auth accepts any (``EMPTY``)."""

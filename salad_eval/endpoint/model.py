@@ -72,6 +72,7 @@ def connect(call, names: Sequence[str | None]) -> Connection | None:
         call.concurrency,
         call.request_timeout,
         call.max_retries,
+        prices=None if call.prices is None else tuple(call.prices),
     )
 
 
@@ -228,6 +229,7 @@ class EndpointModel:
 
     def report(self) -> dict:
         """The manifest's record of this endpoint: never the key, only where and what."""
+        usage, prices = self.client.usage.to_dict(), self.connection.prices
         return {
             "api": self.api,
             "model_id": self.model_id,
@@ -235,7 +237,11 @@ class EndpointModel:
             "loglik": self.loglik_style,
             "concurrency": self.connection.concurrency,
             "audio_seconds": round(self.audio_seconds, 2),
-            **self.client.usage.to_dict(),
+            **usage,
+            "cost": None
+            if prices is None
+            else (usage["prompt_tokens"] * prices[0] + usage["completion_tokens"] * prices[1])
+            / 1e6,
         }
 
     def _choice(self, choice: str) -> str:

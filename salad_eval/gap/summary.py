@@ -146,6 +146,32 @@ def _manifest(manifest: dict, limit: int = 60) -> list[str]:
     return lines
 
 
+def _endpoints(manifest: dict) -> list[str]:
+    """What each model behind an endpoint was asked, and every item a failed request left out."""
+    endpoints = manifest.get("endpoints") or {}
+    if not endpoints:
+        return []
+    lines = [
+        "## Models behind an endpoint",
+        "",
+        "| role | model | API | requests | retries | failed | tokens in | tokens out | audio s "
+        "| cost |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for role, e in endpoints.items():
+        cost = "–" if e.get("cost") is None else f"{e['cost']:.4f}"
+        lines.append(
+            f"| {role} | `{e['model_id']}` | {e['api']} | {e['requests']} | {e['retries']} | "
+            f"{e['failed']} | {e['prompt_tokens']} | {e['completion_tokens']} | "
+            f"{e['audio_seconds']} | {cost} |"
+        )
+    failed = [x for x in manifest.get("excluded_items", []) if "request failed" in x["reason"]]
+    if failed:
+        lines += ["", "Left out of every condition (a rerun asks again):", ""]
+        lines += [f"- `{x['task']}/{x['item']}`: {x['reason']}" for x in failed]
+    return lines + [""]
+
+
 def _exposure(exposure: dict[str, str] | None) -> list[str]:
     """Which evaluation voices training heard: listening to an unseen voice is the real test."""
     if exposure is None:
@@ -232,6 +258,7 @@ def render_summary(results: dict, plots: list[str]) -> str:
         if other != metric and other in results["metrics"]:
             lines += [f"## The same decomposition with `{other}`", ""]
             lines += _decomposition("overall", {"all tasks": results["metrics"][other]["overall"]})
+    lines += _endpoints(results["manifest"])
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     lines += ["## Run", ""] + _manifest(results["manifest"]) + [""]

@@ -87,6 +87,13 @@ class CallOptions:
     request_timeout: float = option(
         120.0, above=0, metavar="SECONDS", help="Seconds before an endpoint request is retried."
     )
+    prices: list[float] | None = option(
+        None,
+        min=0,
+        pair=True,
+        metavar="IN,OUT",
+        help="Endpoint prices per million tokens in and out: the run reports its cost.",
+    )
     max_retries: int = option(
         6,
         min=0,
