@@ -228,7 +228,8 @@ def _typer_parameter(field: dataclasses.Field) -> inspect.Parameter:
     if meta["repeat"]:
         annotation = list[_CLI_TYPES[kind.removeprefix("list[").removesuffix("]")]]
     elif kind.startswith("list["):
-        annotation, default = str, ",".join(map(str, default))
+        annotation = str
+        default = None if default is None else ",".join(map(str, default))
     else:
         annotation = _CLI_TYPES.get(kind, str)  # ``int | str``: text, read by _from_command_line
     allowed = rule(meta)
@@ -247,6 +248,8 @@ def _from_command_line(field: dataclasses.Field, value: Any) -> Any:
     """The text of a list or ``int | str`` option as the value RunSpec checks."""
     if field.type == "list[int]":
         return [_number(v) for v in value.split(",")]
+    if field.type == "list[float] | None":
+        return None if value is None else value.split(",")  # typed by CallOptions.checked
     if field.type == "int | str":
         return _number(value)
     return value

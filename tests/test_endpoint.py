@@ -190,6 +190,7 @@ def test_the_api_key_never_leaves_the_environment(random_checkpoint, tmp_path, m
     ("options", "message"),
     [
         ({"concurrency": 0}, "--concurrency 0"),
+        ({"prices": [1.0]}, "--prices .* must hold two values"),
         ({"base_url": []}, "pass --base-url"),
         ({"text_model": "openai-completions:no-such-model"}, "lists model 'no-such-model'"),
         ({"answer": "loglik"}, "--answer generate"),

@@ -40,6 +40,17 @@ def cli_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def checked_values(options, spell: Callable[[str], str]) -> dict:
+    """Each declared option of a dataclass instance, typed and in its range (one-line error)."""
+    values = {}
+    for f in option_fields(type(options)):
+        name = spell(f.name)
+        value = typed(getattr(options, f.name), f.type, name)
+        check_value(value, declared(f), name, f"{name} {value!r}")
+        values[f.name] = value
+    return values
+
+
 @dataclass
 class CallOptions:
     """How one call finds and loads the speech model, and where it writes (not recorded)."""
@@ -103,12 +114,7 @@ class CallOptions:
 
     def checked(self, spell: Callable[[str], str] = cli_name) -> CallOptions:
         """These options typed and in range, or a one-line ``SaladError`` (as ``RunSpec``)."""
-        values = {}
-        for f in option_fields(CallOptions):
-            name = spell(f.name)
-            value = typed(getattr(self, f.name), f.type, name)
-            check_value(value, declared(f), name, f"{name} {value!r}")
-            values[f.name] = value
+        values = checked_values(self, spell)
         memory = parse_max_memory(values["max_memory"], spell("max_memory"))
         if memory is not None and values["device_map"] is None:
             raise SaladError(
@@ -274,12 +280,7 @@ class RunSpec:
     def checked(self, spell: Callable[[str], str] = cli_name) -> RunSpec:
         """This spec with every option typed and in its declared range, or a one-line
         ``SaladError`` naming the option as ``spell`` writes it (``--limit 1: ...``)."""
-        values = {}
-        for f in option_fields(RunSpec):
-            name = spell(f.name)
-            value = typed(getattr(self, f.name), f.type, name)
-            check_value(value, declared(f), name, f"{name} {value!r}")
-            values[f.name] = value
+        values = checked_values(self, spell)
         if values["metric"] == "acc_gen" and values["answer"] == "loglik":
             raise SaladError(
                 f"{spell('metric')} acc_gen is the accuracy of generated replies; add "
