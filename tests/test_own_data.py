@@ -245,13 +245,14 @@ def _clips(salad_home: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_the_worker_count_never_changes_a_clip(tmp_path):  # row 9
-    voices = "kokoro/jm_kumo,piper/joe,espeak/en-us,espeak/en-us+noise=white:snr=10"
+    # the engines that draw noise (Kokoro's and Piper's seeded graphs) and a seeded perturbation
+    voices = "kokoro/jm_kumo,piper/joe+noise=white:snr=10"
     made = []
     for workers in (1, 2):
         salad_home = tmp_path / f"home{workers}"
         salad_home.mkdir()
         (salad_home / "assets").symlink_to(home() / "assets")
-        args = [BIN / "salad-eval", "synth", "--tasks", "demo", "--voices", voices, "--limit", "3"]
+        args = [BIN / "salad-eval", "synth", "--tasks", "demo", "--voices", voices, "--limit", "2"]
         subprocess.run(
             [*args, "--workers", str(workers)],
             env=_env(salad_home),

@@ -56,6 +56,7 @@ def _records(run) -> dict:
     return {(r["item"], r["condition"], r["voice"]): r for r in rows}
 
 
+@pytest.mark.slow  # two whole gap runs: the capped tier keeps the adapter-level check below
 def test_a_gap_run_through_the_server_equals_the_run_in_process(
     urls, random_checkpoint, tmp_path, monkeypatch
 ):
