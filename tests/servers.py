@@ -56,8 +56,9 @@ def _wait_ready(url: str, process: subprocess.Popen, what: str) -> None:
         try:
             urllib.request.urlopen(f"{url}/models", timeout=2).read()
             return
-        except urllib.error.HTTPError:  # it answers (401 to a request without the key)
-            return
+        except urllib.error.HTTPError as err:  # 401 without the key: it serves; 503: loading
+            if err.code != 503:
+                return
         except OSError:
             pass
         if time.monotonic() > deadline:

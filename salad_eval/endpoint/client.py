@@ -197,10 +197,17 @@ class Client:
         return reply
 
 
-async def _listed(client: openai.AsyncOpenAI) -> list[dict] | None:
+async def _listed(client: openai.AsyncOpenAI, tries: int = 6) -> list[dict] | None:
     where = str(client.base_url).rstrip("/")
     try:
-        response = await client.get("/models", cast_to=httpx2.Response)
+        for attempt in range(tries):  # a server still loading its model answers 503 (llama.cpp)
+            try:
+                response = await client.get("/models", cast_to=httpx2.Response)
+                break
+            except openai.APIStatusError as err:
+                if err.status_code != 503 or attempt == tries - 1:
+                    raise
+                await asyncio.sleep(2**attempt)
         listed = json.loads(response.text).get("data")
         if not isinstance(listed, list):
             raise ValueError
