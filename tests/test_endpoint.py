@@ -117,7 +117,8 @@ def test_faults_are_retried_and_change_nothing(
     assert _items(tmp_path / "faulty") == _items(run)
     endpoint = results["manifest"]["endpoints"]["text"]
     # every request's first try met one fault of the cycle (429, 500, drop, slow, truncated)
-    assert endpoint["retries"] == endpoint["requests"] == 2 * LIMIT + 1
+    # at least that many: on a busy machine a clean reply may also outlast the 1.5 s timeout
+    assert endpoint["requests"] == 2 * LIMIT + 1 and endpoint["retries"] >= endpoint["requests"]
     assert endpoint["failed"] == 0
 
 
