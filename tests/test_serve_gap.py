@@ -1,12 +1,11 @@
 """A whole gap run through the endpoint adapter against ``salad-eval serve``, equal to the same
 run in process.
 
-The tiny SALAD checkpoint and the embedded text LLM are each served (uvicorn in a thread); the
-run names them ``openai-chat:tiny-salad`` and ``openai-completions:smollm2-135m`` with both
-servers as ``--base-url`` (each model goes to the server that lists it). Every condition and
-both controls must score as in process within 1e-4 with the same greedy flags, by
-``prompt_logprobs``, and reply identically by greedy generation. A tiny HF family behind the
-server answers the adapter's requests as it does in process.
+The speech LLM (the tiny SALAD checkpoint, then a tiny random HF family) and the embedded text
+LLM are each served (uvicorn in a thread); the run names them ``openai-chat:<name>`` and
+``openai-completions:smollm2-135m`` with both servers as ``--base-url`` (each model goes to the
+server that lists it). Every condition and both controls must score as in process within 1e-4
+with the same greedy flags, by ``prompt_logprobs``, and reply identically by greedy generation.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from salad_eval.endpoint.client import Connection
 from salad_eval.endpoint.model import EndpointModel
 from salad_eval.models.load import load_speech_model
 from salad_eval.models.text_lm import TextLM
+from salad_eval.models.tiny_audio_llms import save_tiny_granite_speech
 from salad_eval.prompt import Audio, Decoding, GenerationRequest, ScoringRequest, Text
 from salad_eval.serve.app import make_app
 
@@ -41,14 +41,21 @@ RUN = {
 
 
 @pytest.fixture(scope="module")
-def urls(random_checkpoint):
-    speech = load_speech_model(str(random_checkpoint))
-    text = TextLM("smollm2-135m")
-    with (
-        serving(make_app(speech, "tiny-salad")) as speech_url,
-        serving(make_app(text, "smollm2-135m", accepts_audio=False)) as text_url,
-    ):
-        yield [speech_url, text_url]
+def text_url():
+    with serving(make_app(TextLM("smollm2-135m"), "smollm2-135m", accepts_audio=False)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=["salad", "granite"])
+def speech(request, random_checkpoint, tmp_path_factory):
+    """(the model's path, its name behind the server, the server's URL): the tiny SALAD
+    checkpoint, and a tiny random HF family (Granite Speech)."""
+    if request.param == "salad":
+        path = random_checkpoint
+    else:
+        path = save_tiny_granite_speech(tmp_path_factory.mktemp("granite") / "granite")
+    with serving(make_app(load_speech_model(str(path)), request.param)) as url:
+        yield path, request.param, url
 
 
 def _records(run) -> dict:
@@ -58,15 +65,15 @@ def _records(run) -> dict:
 
 @pytest.mark.slow  # two whole gap runs: the capped tier keeps the adapter-level check below
 def test_a_gap_run_through_the_server_equals_the_run_in_process(
-    urls, random_checkpoint, tmp_path, monkeypatch
+    speech, text_url, tmp_path, monkeypatch
 ):
+    path, name, speech_url = speech
+    urls = [speech_url, text_url]
     monkeypatch.setenv("SALAD_HOME", str(scoreless_home(tmp_path / "home")))
-    salad_eval.evaluate(
-        str(random_checkpoint), text_model="smollm2-135m", out=tmp_path / "local", **RUN
-    )
+    salad_eval.evaluate(str(path), text_model="smollm2-135m", out=tmp_path / "local", **RUN)
     monkeypatch.setenv("SALAD_HOME", str(scoreless_home(tmp_path / "home2")))
     results = salad_eval.evaluate(
-        "openai-chat:tiny-salad",
+        f"openai-chat:{name}",
         text_model="openai-completions:smollm2-135m",
         base_url=urls,
         out=tmp_path / "served",
@@ -97,8 +104,6 @@ def test_a_gap_run_through_the_server_equals_the_run_in_process(
 
 
 def test_an_hf_family_behind_the_server_answers_the_adapter_as_in_process(tmp_path, clips):
-    from salad_eval.models.tiny_audio_llms import save_tiny_granite_speech
-
     model = load_speech_model(str(save_tiny_granite_speech(tmp_path / "granite")))
     spoken = (Text("Listen: "), Audio(str(clips["long"]), ""), Text("\nAnswer:"))
     written = (Text("Question: What is the capital of France?\nAnswer:"),)
