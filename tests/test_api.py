@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from homes import scoreless_home
 
 import salad_eval
 from salad_eval import launch, tasks
 from salad_eval.cli import app
 from salad_eval.gap.records import ALL_CONDITIONS
-from salad_eval.home import home
 from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
 
 BIN = Path(sys.executable).parent
@@ -90,11 +90,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def salad_home(tmp_path_factory) -> Path:
     """A cache home sharing the prepared assets, audio and encoder features, with no scores."""
-    root = tmp_path_factory.mktemp("home")
-    for shared in ("assets", "audio", "features"):
-        (home() / shared).mkdir(parents=True, exist_ok=True)
-        (root / shared).symlink_to(home() / shared)
-    return root
+    return scoreless_home(tmp_path_factory.mktemp("salad") / "home")
 
 
 def _options(checkpoint: Path) -> dict:

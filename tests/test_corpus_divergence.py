@@ -9,6 +9,7 @@ import re
 
 import pytest
 import torch
+from homes import scoreless_home
 from numerics import assert_float32_close
 
 from salad_eval import corpus_divergence as cd
@@ -161,12 +162,10 @@ def test_f_and_m_are_per_token_means_over_the_text_positions(tiny_qwen2, base, d
 
 @pytest.mark.integration
 def test_a_gap_run_records_and_caches_corpus_f_and_m(tiny_qwen2, base, tmp_path, monkeypatch):
-    from salad_eval.home import home
     from salad_eval.scoring import Shard
 
-    (tmp_path / "assets").symlink_to(home() / "assets")
-    (tmp_path / "audio").symlink_to(home() / "audio")
-    monkeypatch.setenv("SALAD_HOME", str(tmp_path))
+    salad_home = scoreless_home(tmp_path / "home")
+    monkeypatch.setenv("SALAD_HOME", str(salad_home))
     speech = _speech_lm(tiny_qwen2)
     figure_options = dict(
         corpus=None, documents=2, voice=cd.DEFAULT_VOICE, span_words=cd.SPAN_WORDS
@@ -187,7 +186,7 @@ def test_a_gap_run_records_and_caches_corpus_f_and_m(tiny_qwen2, base, tmp_path,
         "version": cd.VERSION,
         "forgetting": True,
     }
-    assert len(list((tmp_path / "divergences").rglob("*.json"))) == 2
+    assert len(list((salad_home / "divergences").rglob("*.json"))) == 2
     monkeypatch.setattr(cd, "document_kl", lambda *a, **k: pytest.fail("not cached"))
     assert cd.gap_figures(speech, base, **figure_options) == first
     import inspect

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from homes import scoreless_home
 
 from salad_eval.errors import SaladError
-from salad_eval.home import home
 from salad_eval.prompt import ChoiceScore
 from salad_eval.run.runner import Models, read_exclusions, run_gap
 from salad_eval.run.spec import RunSpec
@@ -51,10 +51,7 @@ class OracleLM:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("protocol")
-    (root / "home").mkdir()
-    for shared in ("assets", "audio", "features"):
-        (home() / shared).mkdir(parents=True, exist_ok=True)
-        (root / "home" / shared).symlink_to(home() / shared)
+    scoreless_home(root / "home")
     items = load_items("demo", limit=4)
     exclude = root / "exclude.json"
     exclude.write_text(json.dumps({"exclude": {"demo": [items[1].id], "arc_easy": ["x"]}}))

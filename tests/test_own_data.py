@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from homes import scoreless_home
 from test_api import ITEMS, write_task
 from test_bad_input import HOOK, _refused, no_model_loads  # noqa: F401 - the autouse hook
 
@@ -317,10 +318,7 @@ def test_a_full_out_disk_loses_nothing_and_the_rerun_completes(tmp_path):  # row
         f"SpeechLM.from_config(config, seed=0).save({str(model)!r})\n"
     )
     subprocess.run([sys.executable, "-c", make], check=True)
-    salad_home = tmp_path / "home"
-    salad_home.mkdir()
-    for shared in ("assets", "audio", "features"):
-        (salad_home / shared).symlink_to(home() / shared)
+    salad_home = scoreless_home(tmp_path / "home")
     folder = _task(tmp_path / "my-tasks")
     with _tmpfs(tmp_path / "disk", "2m") as disk:
         filler = disk / "filler"
