@@ -7,6 +7,14 @@ from pathlib import Path
 from salad_eval.home import home
 
 
+def bare_home(root: Path) -> Path:
+    """A cache home with the prepared assets and nothing else: every clip is made anew."""
+    root.mkdir(parents=True)
+    (home() / "assets").mkdir(parents=True, exist_ok=True)
+    (root / "assets").symlink_to(home() / "assets")
+    return root
+
+
 def scoreless_home(root: Path) -> Path:
     """A cache home sharing the prepared assets, audio and encoder features, with no scores
     and no replies."""

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from homes import bare_home
 
 from salad_eval.errors import SaladError
-from salad_eval.home import home
 from salad_eval.models.speech_lm import SpeechLM, SpeechLMConfig
 from salad_eval.speech import exchange
 
@@ -29,14 +29,6 @@ SALAD_EVAL = str(Path(sys.executable).parent / "salad-eval")
 VOICES = "piper/joe,espeak/en-us"  # Kokoro's seeded graph: test_own_data's worker-count test
 LIMIT = 3
 DOCS = 2  # corpus F/M documents: their spoken spans travel with the items' clips
-
-
-def _empty_home(path: Path) -> Path:
-    """A cache home with nothing in it but the prepared assets (no audio, scores or features)."""
-    path.mkdir(parents=True)
-    (home() / "assets").mkdir(exist_ok=True)
-    (path / "assets").symlink_to(home() / "assets")
-    return path
 
 
 def _start(salad_home: Path, *args: str) -> subprocess.Popen:
@@ -95,7 +87,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("exchange")
     config = SpeechLMConfig(adapter_layers=1, adapter_width=64, adapter_heads=2)
     checkpoint = SpeechLM.from_config(config, seed=0).save(root / "random")
-    homes = {name: _empty_home(root / f"home-{name}") for name in ("a", "b", "c")}
+    homes = {name: bare_home(root / f"home-{name}") for name in ("a", "b", "c")}
     first, second, imported = (root / f"run-{name}" for name in ("a", "b", "c"))
     _wait(_gap(homes["a"], checkpoint, first), _gap(homes["b"], checkpoint, second))
     exported = root / "export"
@@ -137,7 +129,7 @@ def test_a_tampered_export_is_refused_before_anything_is_stored(runs, tmp_path, 
     shutil.copytree(runs["export"], tampered)
     flac = sorted((tampered / "clips").glob("*.flac"))[-1]
     flac.write_bytes(flac.read_bytes()[:-100])
-    monkeypatch.setenv("SALAD_HOME", str(_empty_home(tmp_path / "home")))
+    monkeypatch.setenv("SALAD_HOME", str(bare_home(tmp_path / "home")))
     with pytest.raises(SaladError, match="does not match its sha256"):
         exchange.import_clips(tampered)
     assert not (tmp_path / "home" / "audio").exists()

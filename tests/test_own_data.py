@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from homes import scoreless_home
+from homes import bare_home, scoreless_home
 from test_api import ITEMS, write_task
 from test_bad_input import HOOK, _refused, no_model_loads  # noqa: F401 - the autouse hook
 
@@ -224,12 +224,8 @@ def test_a_full_home_is_one_line(tmp_path, monkeypatch):  # row 11
 
 
 @pytest.fixture
-def bare_home(tmp_path) -> Path:
-    """A cache home with the prepared assets and nothing else: every clip is made anew."""
-    root = tmp_path / "home"
-    root.mkdir()
-    (root / "assets").symlink_to(home() / "assets")
-    return root
+def fresh(tmp_path) -> Path:
+    return bare_home(tmp_path / "home")
 
 
 def _env(salad_home: Path) -> dict:
@@ -250,9 +246,7 @@ def test_the_worker_count_never_changes_a_clip(tmp_path):  # row 9
     voices = "kokoro/jm_kumo,piper/joe+noise=white:snr=10"
     made = []
     for workers in (1, 2):
-        salad_home = tmp_path / f"home{workers}"
-        salad_home.mkdir()
-        (salad_home / "assets").symlink_to(home() / "assets")
+        salad_home = bare_home(tmp_path / f"home{workers}")
         args = [BIN / "salad-eval", "synth", "--tasks", "demo", "--voices", voices, "--limit", "2"]
         subprocess.run(
             [*args, "--workers", str(workers)],
@@ -266,7 +260,7 @@ def test_the_worker_count_never_changes_a_clip(tmp_path):  # row 9
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_during_synthesis_prints_no_warning(bare_home, sig):  # row 12
+def test_a_stop_during_synthesis_prints_no_warning(fresh, sig):  # row 12
     args = [
         BIN / "salad-eval",
         "synth",
@@ -279,7 +273,7 @@ def test_a_stop_during_synthesis_prints_no_warning(bare_home, sig):  # row 12
         "--workers",
         "2",
     ]
-    env = {**_env(bare_home), "COLUMNS": "200", "TERM": "dumb"}
+    env = {**_env(fresh), "COLUMNS": "200", "TERM": "dumb"}
     process = subprocess.Popen(
         args,
         env=env,
