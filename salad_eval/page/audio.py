@@ -100,7 +100,8 @@ def copy_clips(
     missing = sum("missing" in a for a in audio.values())
     if missing:
         log.warning(
-            "report.html: %s of %s clips could not be copied; their players say why", missing,
+            "report.html: %s of %s clips could not be copied; their players say why",
+            missing,
             len(audio),
         )
     return audio

@@ -112,9 +112,7 @@ def run_overview(name: str, results: dict, plots: list[Path]) -> dict:
         "no_answer": {c: _figure(f) for c, f in generated.get("no_answer", {}).items()},
         "corpus": {k: _figure(v) for k, v in (results.get("corpus_divergence") or {}).items()},
         "exposure": results.get("voice_exposure"),
-        "models": {
-            role: m.get("name") for role, m in (manifest.get("models") or {}).items() if m
-        },
+        "models": {role: m.get("name") for role, m in (manifest.get("models") or {}).items() if m},
         "created": manifest.get("created"),
         "plots": _plots(plots),
     }
@@ -129,6 +127,11 @@ def _page_data(
     comparison: dict | None = None,
 ) -> dict:
     items, conditions, voices, clips = item_views(runs)
+    audio = copy_clips(clips, audio_dir, AUDIO)
+    reasons = sorted({a["missing"] for a in audio.values() if "missing" in a})
+    for entry in audio.values():  # each reason once on the page, whatever the clips it holds
+        if "missing" in entry:
+            entry["missing"] = reasons.index(entry["missing"])
     return {
         "kind": kind,
         "title": title,
@@ -137,7 +140,8 @@ def _page_data(
         "meanings": {c: CONDITION_MEANINGS[c] for c in conditions},
         "voices": voices,
         "items": items,
-        "audio": copy_clips(clips, audio_dir, AUDIO),
+        "audio": audio,
+        "missing": reasons,
         "comparison": comparison,
     }
 
@@ -191,7 +195,9 @@ def write_comparison_page(
         "plots": _plots([out / p for p in comparison["plots"]]),
     }
     title = " vs ".join(names)
-    data = _page_data("comparison", title, overviews, runs, None if embed_audio else out / AUDIO, extra)
+    data = _page_data(
+        "comparison", title, overviews, runs, None if embed_audio else out / AUDIO, extra
+    )
     return _write(out / PAGE, data)
 
 
@@ -205,7 +211,9 @@ def render(data: dict) -> str:
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
     page = _asset("report.html")
     page = page.replace("__TITLE__", html.escape(f"salad · {data['title']}"))
-    page = page.replace("__STYLE__", _asset("report.css")).replace("__SCRIPT__", _asset("report.js"))
+    page = page.replace("__STYLE__", _asset("report.css")).replace(
+        "__SCRIPT__", _asset("report.js")
+    )
     return page.replace("__DATA__", payload)  # last: the data may hold any text
 
 

@@ -9,14 +9,15 @@
   var VOICES = D.voices;
   var MAIN = ["text@base", "text@speech", "speech@speech", "speech@cascade"];
   var PARTS = ["gap", "forgetting", "misalignment", "cascade_gap"];
-  var OUTCOMES = [
-    ["all", "all items"],
-    ["misaligned", "misaligned: right in text@speech, wrong in speech@speech"],
-    ["forgotten", "forgotten: right in text@base, wrong in text@speech"],
-    ["rescued", "rescued by the cascade: wrong in speech@speech, right in speech@cascade"],
-    ["silence", "listens to silence: right under the silent control"]
+  var OUTCOMES = [  /* value, label, what it means */
+    ["all", "all items", "Every item, whatever its answers."],
+    ["misaligned", "misaligned", "Misaligned: right in text@speech, wrong in speech@speech (in a voice shown)."],
+    ["forgotten", "forgotten", "Forgotten: right in text@base, wrong in text@speech."],
+    ["rescued", "rescued by the cascade", "Rescued by the cascade: wrong in speech@speech, right in speech@cascade (in a voice shown)."],
+    ["silence", "listens to silence", "Listens to silence: right under the silent control (in a voice shown)."]
   ];
   var BITS = { misaligned: 1, rescued: 2, silence: 4 };
+  var FLIPS = [["", "flipped or not"], ["any", "in any condition"]].concat(CONDS.map(function (c) { return [c, "in " + c]; }));
   var PAGE = 100;
   var state = { task: "", domain: "", speaker: "", acoustics: "", outcome: "all", run: 0, flip: "", q: "" };
   var shown = [];
@@ -208,8 +209,7 @@
     form.appendChild(select("f-outcome", "Outcome", OUTCOMES, function (v) { state.outcome = v; }));
     if (COMPARISON) {
       form.appendChild(select("f-run", "Outcome in run", D.runs.map(function (r, n) { return [String(n), r.name]; }), function (v) { state.run = +v; }));
-      form.appendChild(select("f-flip", "Flipped from " + D.runs[0].name, [["", "any or none"], ["any", "in any condition"]].concat(
-        CONDS.map(function (c) { return [c, "in " + c]; })), function (v) { state.flip = v; }));
+      form.appendChild(select("f-flip", "Flipped from " + D.runs[0].name, FLIPS, function (v) { state.flip = v; }));
     }
     var search = el("input", { type: "search", id: "f-search", name: "f-search", placeholder: "words of the context, choices, replies, transcripts", autocomplete: "off" });
     var timer = null;
@@ -218,6 +218,7 @@
       timer = setTimeout(function () { state.q = search.value.trim().toLowerCase(); update(); }, 120);
     });
     form.appendChild(el("div", { class: "filter wide" }, [el("label", { for: "f-search", text: "Search" }), search]));
+    form.appendChild(el("p", { id: "outcome-help", class: "note wide" }));
     form.addEventListener("submit", function (e) { e.preventDefault(); });
   }
 
@@ -257,19 +258,27 @@
   }
   function update() {
     var vm = voiceMask();
-    var counts = {};
+    var counts = {}, flipCounts = {};
     OUTCOMES.forEach(function (o) { counts[o[0]] = 0; });
+    FLIPS.forEach(function (f) { flipCounts[f[0]] = 0; });
     shown = [];
     D.items.forEach(function (item, n) {
       if (state.task && item.task !== state.task) return;
       if (state.domain && item.domain !== state.domain) return;
-      if (state.flip && !flipped(item, state.flip, vm)) return;
       if (state.q && searchText(item).indexOf(state.q) < 0) return;
-      OUTCOMES.forEach(function (o) { if (has(item, o[0], vm)) counts[o[0]] += 1; });
-      if (has(item, state.outcome, vm)) shown.push(n);
+      var flipOk = !state.flip || flipped(item, state.flip, vm);
+      var outcomeOk = has(item, state.outcome, vm);
+      if (flipOk) OUTCOMES.forEach(function (o) { if (has(item, o[0], vm)) counts[o[0]] += 1; });
+      if (outcomeOk && COMPARISON) FLIPS.forEach(function (f) { if (!f[0] || flipped(item, f[0], vm)) flipCounts[f[0]] += 1; });
+      if (flipOk && outcomeOk) shown.push(n);
     });
     var options = document.getElementById("f-outcome").options;
     OUTCOMES.forEach(function (o, i) { options[i].textContent = o[1] + " (" + counts[o[0]] + ")"; });
+    if (COMPARISON) {
+      var flipOptions = document.getElementById("f-flip").options;
+      FLIPS.forEach(function (f, i) { flipOptions[i].textContent = f[1] + " (" + flipCounts[f[0]] + ")"; });
+    }
+    OUTCOMES.forEach(function (o) { if (o[0] === state.outcome) document.getElementById("outcome-help").textContent = o[2]; });
     var count = document.getElementById("count");
     count.setAttribute("data-count", shown.length);
     count.textContent = shown.length + " of " + D.items.length + " items";
@@ -459,9 +468,9 @@
   }
   function player(id, label, src, seconds) {
     var a = id ? D.audio[id] : { src: src, s: seconds };
-    if (!a || a.missing) {
+    if (!a || a.missing !== undefined) {
       return el("div", { class: "player missing", role: "note", "data-missing": id }, [
-        el("span", { class: "plabel", text: label }), el("span", { text: "Clip missing: " + (a ? a.missing : "not on this page") + "." })]);
+        el("span", { class: "plabel", text: label }), el("span", { text: "Clip missing: " + (a ? D.missing[a.missing] : "not on this page") + "." })]);
     }
     return el("div", { class: "player" }, [
       el("span", { class: "plabel", text: label }),
@@ -521,5 +530,6 @@
       if (entries.some(function (e) { return e.isIntersecting; }) && rendered < shown.length) more();
     }, { rootMargin: "400px" }).observe(document.getElementById("more"));
   }
+  window.saladReadyMs = performance.now();  /* from navigation start: what `make bench` reports */
   document.body.setAttribute("data-ready", "1");
 })();
