@@ -1,7 +1,8 @@
 """An installed salad works anywhere: the wheel ships the task specs, the demo items, the training
-presets and corpora, and report.html's script, style and template. It is built, installed (no deps) into a scratch venv that sees this
-environment's packages, and used from a folder outside the checkout: it lists every task, loads
-the `tiny` preset and scores demo items exactly as the checkout does.
+presets and corpora, and report.html's script, style and template. It is built, installed (no
+deps) into a scratch venv that sees this environment's packages, and used from a folder outside
+the checkout: it lists every task, loads the `tiny` preset and scores demo items exactly as the
+checkout does.
 """
 
 from __future__ import annotations

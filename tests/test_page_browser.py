@@ -216,13 +216,16 @@ def test_the_run_page_in_chromium(runs, browser, tmp_path, monkeypatch):
         open_item(browser, listed(browser)[0])
     browser.execute_script("document.getElementById('items').scrollIntoView()")
     browser.save_screenshot(str(tmp_path / "misaligned.png"))
-    browser.set_window_size(390, 900)
+    phone = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)  # below a window's least
     width = browser.execute_script(
-        "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        "return [window.innerWidth, document.documentElement.scrollWidth, "
+        "document.documentElement.clientWidth]"
     )
-    assert width[0] <= width[1], width  # no sideways scrolling of the page (tables scroll)
+    assert width[0] == 390 and width[1] <= width[2], width  # no sideways page scroll (tables do)
     browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(str(tmp_path / "narrow.png"))
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     for name in ("overview.png", "misaligned.png", "narrow.png"):
         assert (tmp_path / name).stat().st_size > 10_000
 

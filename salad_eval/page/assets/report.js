@@ -491,7 +491,9 @@
       var seen = {};
       heard.forEach(function (pair) {
         var h = pair[1];
-        var whose = COMPARISON && heard.length > 1 && h.clips.some(function (c) { return !seen[c]; }) && pair[0] > 0 ? " (" + D.runs[pair[0]].name + ")" : "";
+        var fresh = h.clips.some(function (c) { return !seen[c]; });
+        if (pair[0] > 0 && !fresh) return;  /* a later run that heard the same clips */
+        var whose = pair[0] > 0 ? " (" + D.runs[pair[0]].name + ")" : "";
         h.clips.forEach(function (c, k) {
           if (seen[c]) return;
           seen[c] = true;
@@ -503,16 +505,14 @@
         group.appendChild(el("p", { class: "quality" + (h.flag ? " flagged" : "") }, [
           h.flag ? el("strong", { text: "⚑ flagged: its ASR transcript is far from the text. " }) : null, quality,
           h.asr.some(function (t) { return t; }) ? el("span", {}, [" · ASR heard ", el("q", { text: h.asr.join(" ") })]) : null]));
-        if ((pair[0] === 0 || !COMPARISON) && CONDS.indexOf("speech@speech:silent") >= 0) {
+        if (CONDS.indexOf("speech@speech:silent") >= 0) {
           h.sec.forEach(function (s, k) {
-            group.appendChild(player(null, "silent control, " + voice.name + ": silence of " + s.toFixed(2) + " s in place of clip " + (k + 1), silence(s), s));
+            group.appendChild(player(null, "silent control, " + voice.name + whose + ": silence of " + s.toFixed(2) + " s in place of clip " + (k + 1), silence(s), s));
           });
         }
-        if (pair[0] === 0 || !COMPARISON) {
-          (h.shuf ? h.shuf.clips : []).forEach(function (c, k) {
-            group.appendChild(player(c, "shuffled control, " + voice.name + ": item " + h.shuf.item + "'s clip in place of clip " + (k + 1)));
-          });
-        }
+        (h.shuf ? h.shuf.clips : []).forEach(function (c, k) {
+          group.appendChild(player(c, "shuffled control, " + voice.name + whose + ": item " + h.shuf.item + "'s clip in place of clip " + (k + 1)));
+        });
       });
       box.appendChild(group);
     });
