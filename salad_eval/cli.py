@@ -70,6 +70,8 @@ def view(
     """Open a run's report.html in the browser, or print its path where there is no display."""
     from salad_eval.page import find_page, open_page, rebuild_run_page
 
+    if embed_audio and not rebuild:
+        raise SaladError("--embed-audio writes the page again: add --rebuild")
     if rebuild:
         rebuild_run_page(Path(run), embed_audio)
     page = find_page(Path(run))

@@ -166,12 +166,13 @@ def rebuild_run_page(run_dir: Path, embed_audio: bool = False) -> Path:
     """``salad-eval view --rebuild``: the page of a finished run written again (its clips
     copied from the store as it is now)."""
     run_dir = Path(run_dir)
-    check_complete(run_dir)
-    if not (run_dir / "results.json").is_file():
+    if not run_dir.is_dir():
         raise SaladError(
-            f"{run_dir} has no results.json; rebuild the page of a gap run folder (a comparison's "
-            "page is written again by `salad-eval report`)"
+            f"{run_dir} is not a folder; pass a run folder written by `salad-eval gap`"
         )
+    if not (run_dir / "results.json").is_file() and (run_dir / "comparison.json").is_file():
+        raise SaladError(f"{run_dir} is a comparison: `salad-eval report` writes its page again")
+    load_run(run_dir)  # complete, and a gap report: else one line says what is wrong
     return write_run_page(run_dir, embed_audio)
 
 

@@ -113,7 +113,7 @@
     body.appendChild(el("div", { class: "cards" }, cards.filter(function (c) { return o[c[0]]; }).map(function (c) {
       return el("div", { class: "card" }, [
         el("h3", { text: c[1] }),
-        el("p", { class: "big" }, [fig(pts(o[c[0]]), c[0])]),
+        el("p", { class: "big" }, [ptsNode(o[c[0]], c[0])]),
         el("p", { class: "unit", text: "points, " + level + " · " + c[2] })
       ]);
     })));
