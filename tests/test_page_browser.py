@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from homes import scoreless_home
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -30,6 +29,7 @@ from typer.testing import CliRunner
 
 import salad_eval
 from salad_eval.cli import app
+from salad_eval.home import home
 from salad_eval.page import write_run_page
 from salad_eval.speech import store
 
@@ -50,15 +50,14 @@ RUN = {
 
 @pytest.fixture(scope="module")
 def runs(random_checkpoint, tiny_qwen2, tmp_path_factory) -> tuple[Path, Path, Path]:
-    """Two gap runs (the second with another text LLM) and their cache home."""
+    """Two gap runs (the second with another text LLM) and their cache home: the usual one, so
+    a rerun of this file reuses its scores, transcripts and clips (the runs are the input here,
+    the page the subject)."""
     root = tmp_path_factory.mktemp("page-runs")
-    home = scoreless_home(root / "home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SALAD_HOME", str(home))
-        first, second = root / "run", root / "other-text-llm"
-        salad_eval.evaluate(str(random_checkpoint), out=first, **RUN)
-        salad_eval.evaluate(str(random_checkpoint), text_model=str(tiny_qwen2), out=second, **RUN)
-    return first, second, home
+    first, second = root / "run", root / "other-text-llm"
+    salad_eval.evaluate(str(random_checkpoint), out=first, **RUN)
+    salad_eval.evaluate(str(random_checkpoint), text_model=str(tiny_qwen2), out=second, **RUN)
+    return first, second, home()
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +141,7 @@ def open_item(driver, item: str):
 
 
 def test_the_run_page_in_chromium(runs, browser, tmp_path, monkeypatch):
-    run, _, home = runs
+    run, _, cache = runs
     results = json.loads((run / "results.json").read_text())
     load(browser, run / "report.html")
 
@@ -178,7 +177,7 @@ def test_the_run_page_in_chromium(runs, browser, tmp_path, monkeypatch):
     assert len(players) == len(VOICES) * 3  # per voice: its clip, the silent and shuffled ones
     clip = players[0].get_attribute("data-clip")
     (key,) = {c["key"] for c in first["voices"][VOICES[0]]["clips"] if c["sha256"][:16] == clip}
-    monkeypatch.setenv("SALAD_HOME", str(home))
+    monkeypatch.setenv("SALAD_HOME", str(cache))
     seconds = sf.info(store.clip_path(key)).frames / 16000
     state = browser.execute_async_script(
         """
@@ -269,9 +268,9 @@ def test_the_comparison_page_shows_a_flipped_item(runs, browser, tmp_path):
 
 
 def test_a_clip_deleted_from_the_store_is_named_missing(runs, browser, tmp_path, monkeypatch):
-    run, _, home = runs
+    run, _, cache = runs
     rows = heard(run)
-    monkeypatch.setenv("SALAD_HOME", str(home))
+    monkeypatch.setenv("SALAD_HOME", str(cache))
     keys = {c["key"] for row in rows for v in row["voices"].values() for c in v["clips"]}
     paths = {key: store.clip_path(key) for key in keys}
     lost = rows[0]["voices"][VOICES[1]]["clips"][0]
