@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export SALAD_BENCHMARKS ?= $(abspath ../shared/benchmarks)
 
-.PHONY: setup demo test test-fast lint bench
+.PHONY: setup browser demo test test-fast lint bench
 
 setup: .venv/.installed
 
@@ -18,6 +18,18 @@ setup: .venv/.installed
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
+
+# Debian's Chromium and its chromedriver, for the browser test of report.html and `make bench`
+# (tests/test_page_browser.py fails without them). Installed with apt unless both are there;
+# sudo only when not root.
+CHROMIUM := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
+
+browser:
+	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then exit 0; fi; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
 # The main job: prepare the embedded models, train the tiny SALAD speech LLM (Stage I) unless its
 # checkpoint exists (a killed run resumes), then measure its gap on the demo task into reports/,
@@ -41,7 +53,7 @@ AVX2_CAP := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU
 
 # The native tier runs as two processes (pytest-xdist), a file each at a time: on two cores most
 # tests wait on model loading, subprocesses and single-threaded Python as much as on kernels.
-test: setup
+test: setup browser
 	.venv/bin/ruff format --check salad_eval salad_train tests bench
 	.venv/bin/ruff check salad_eval salad_train tests bench
 	$(PY) -m pytest -q -x -n 2 --dist loadfile --durations=15
@@ -51,5 +63,5 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -x -m "not integration and not slow"
 
-bench: setup
+bench: setup browser
 	$(PY) bench/run.py

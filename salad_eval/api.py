@@ -38,9 +38,9 @@ def evaluate(
     **options: Any,
 ) -> dict:
     """Score text@base, text@speech, speech@speech, speech@cascade (and the controls) on the same
-    items, write the run directory (``results.json``, ``summary.md``, ``items.jsonl``, plots and
-    an lm-eval style ``results_<date>.json``; ``samples_<task>_<date>.jsonl`` with
-    ``log_samples``) and return what ``results.json`` holds.
+    items, write the run directory (``results.json``, ``summary.md``, ``items.jsonl``, plots, an
+    lm-eval style ``results_<date>.json``, ``samples_<task>_<date>.jsonl`` with ``log_samples``,
+    and ``report.html`` with its clips in ``audio/``) and return what ``results.json`` holds.
 
     The keywords are ``salad-eval gap``'s options, with the same defaults and ranges: the fields
     of ``salad_eval.run.spec.RunSpec`` (the measurement) and ``CallOptions`` (the model and where
@@ -124,7 +124,8 @@ def evaluate(
     spec = dataclasses.replace(spec, dtype=dtype, names=names)
     cascade = Cascade(asr=spec.asr, text_model=text, device=call.device)
     run_dir = Path(call.out) if call.out else default_run_dir(call.model, spec.tasks)
-    return run_gap(spec, Models(speech=speech, text=text, cascade=cascade), run_dir, training)
+    models = Models(speech=speech, text=text, cascade=cascade)
+    return run_gap(spec, models, run_dir, training, embed_audio=call.embed_audio)
 
 
 _CALL = option_fields(CallOptions)

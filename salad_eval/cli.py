@@ -35,20 +35,50 @@ def report(
     out: str = typer.Option("reports/comparison", help="Where to write the comparison."),
     n_boot: int = typer.Option(1000, min=1, help="Bootstrap resamples of the paired comparison."),
     seed: int = typer.Option(0, min=0, help="Seed of the paired comparison's bootstrap."),
+    embed_audio: bool = typer.Option(
+        False, help="Put the clips inside report.html (one file) instead of audio/ beside it."
+    ),
 ) -> None:
     """Compare gap runs in one table, each other run paired against the first on their common
     items (difference with 95% CI, exact McNemar), and draw gap vs speech hours and accuracy vs
-    log M."""
+    log M; report.html shows the runs side by side, item by item, with the items that flipped."""
     from salad_eval.gap.compare import compare_runs
+    from salad_eval.page import write_comparison_page
 
     checks.inputs(out_dir=out)
     result = compare_runs(list(run_dirs), out, n_boot=n_boot, seed=seed)
+    page = write_comparison_page(list(run_dirs), result["runs"], out, result, embed_audio)
     print(result["table"])
     if result["paired_table"]:
         print("\nPaired comparison (b - a on the common items):\n" + result["paired_table"])
     for note in result["paired_notes"]:
         print(note)
     print(f"wrote comparison.md, comparison.json and {len(result['plots'])} plot(s) to {out}")
+    print(f"page: {page} (open it: salad-eval view {out})")
+
+
+@app.command()
+def view(
+    run: str = typer.Argument(..., help="A run folder (or a comparison's) holding report.html."),
+    rebuild: bool = typer.Option(
+        False, help="Write the run's report.html again first (its clips as the store has them)."
+    ),
+    embed_audio: bool = typer.Option(
+        False, help="With --rebuild: the clips inside report.html instead of audio/ beside it."
+    ),
+) -> None:
+    """Open a run's report.html in the browser, or print its path where there is no display."""
+    from salad_eval.page import find_page, open_page, rebuild_run_page
+
+    if embed_audio and not rebuild:
+        raise SaladError("--embed-audio writes the page again: add --rebuild")
+    if rebuild:
+        rebuild_run_page(Path(run), embed_audio)
+    page = find_page(Path(run))
+    if open_page(page):
+        print(f"opened {page}")
+    else:
+        print(page.resolve())
 
 
 assets_app = typer.Typer(
@@ -212,6 +242,7 @@ def gap(**options: Any) -> None:
         run_dir = Path(out) if out else default_run_dir(model, checks.task_names(values["tasks"]))
         print((run_dir / "summary.md").read_text())
         print(f"report: {run_dir}")
+        print(f"page: {run_dir / 'report.html'} (open it: salad-eval view {run_dir})")
 
 
 # the command's options, in this order: its call's, then the run's (salad_eval/run/spec.py)

@@ -50,6 +50,7 @@ LONG_FILES = (
     "test_endpoint.py",
     "test_batched_scoring.py",
     "test_scoring_lm_eval.py",
+    "test_page_browser.py",
 )
 
 

@@ -220,6 +220,13 @@ def _eval_cases(f: dict[str, str]) -> list[list[str]]:
         ["report", f["run_binary"]],
         ["report", f["run_malformed"]],
         ["report", f["run_incomplete"]],
+        # view (a folder without report.html, a broken run to rebuild)
+        ["view", f["missing"]],
+        ["view", f["run_empty"]],
+        ["view", "--embed-audio", f["run_empty"]],
+        ["view", "--rebuild", f["run_malformed"]],
+        ["view", "--rebuild", f["run_incomplete"]],
+        ["view", "--rebuild", f["missing"]],
         # tasks, assets
         ["tasks", "--data-dir", f["missing"]],
         ["assets", "prepare", "whisper-base", "nope"],

@@ -1,7 +1,8 @@
 """An installed salad works anywhere: the wheel ships the task specs, the demo items, the training
-presets and corpora. It is built, installed (no deps) into a scratch venv that sees this
-environment's packages, and used from a folder outside the checkout: it lists every task, loads
-the `tiny` preset and scores demo items exactly as the checkout does.
+presets and corpora, and report.html's script, style and template. It is built, installed (no
+deps) into a scratch venv that sees this environment's packages, and used from a folder outside
+the checkout: it lists every task, loads the `tiny` preset and scores demo items exactly as the
+checkout does.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def _run(venv: Path, cwd: Path, *args: str, **env: str) -> str:
 def test_the_wheel_holds_every_module_spec_preset_and_corpus(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for path in _git_files("salad_eval", "salad_train"):
-        if path.endswith((".py", ".yaml", ".txt")):
+        if path.endswith((".py", ".yaml", ".txt", ".js", ".css", ".html")):  # report.html's too
             assert path in names, f"{path} is missing from the wheel"
     for path in _git_files("tasks"):
         assert "salad_eval/task_specs/" + path.removeprefix("tasks/") in names

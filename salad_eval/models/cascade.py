@@ -128,12 +128,14 @@ class Cascade:
             parts.append(text)
         return "".join(parts)
 
+    def transcripts(self, prompt: Prompt) -> list[str]:
+        """Whisper's transcript of each of the prompt's clips, in order (cached: no ASR rerun)."""
+        return [self.transcribe(seg) for seg in prompt if isinstance(seg, Audio)]
+
     def transcript_wer(self, prompt: Prompt) -> float:
         """WER of the prompt's transcripts against the texts its clips speak (all clips joined)."""
-        clips = [seg for seg in prompt if isinstance(seg, Audio)]
-        reference = " ".join(seg.transcript for seg in clips)
-        hypothesis = " ".join(self.transcribe(seg) for seg in clips)
-        return error_rates(reference, hypothesis)[0]
+        reference = " ".join(seg.transcript for seg in prompt if isinstance(seg, Audio))
+        return error_rates(reference, " ".join(self.transcripts(prompt)))[0]
 
     def auto_batch_size(self, requests: Sequence[ScoringRequest]) -> int:
         """``--batch-size auto`` on the transcripts (each clip is transcribed once, cached)."""

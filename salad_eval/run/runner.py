@@ -2,7 +2,8 @@
 
 The flow: items (per task) -> synthesis of whatever audio is missing -> prompts per condition ->
 scores (cached on disk per request, so a killed run resumes and a rerun recomputes nothing) ->
-per-item records -> ``reports/<run>/`` (``items.jsonl``, ``results.json``, ``summary.md``, plots).
+per-item records -> ``reports/<run>/`` (``items.jsonl``, ``results.json``, ``summary.md``, plots,
+and ``report.html`` with its clips in ``audio/``).
 
 Under ``accelerate launch`` each process scores an interleaved shard of the requests into the
 shared cache; then the main process assembles every record from the cache. The records, and so
@@ -26,6 +27,8 @@ from salad_eval.errors import SaladError
 from salad_eval.gap.lm_eval_output import write_lm_eval
 from salad_eval.gap.report import write_report
 from salad_eval.home import atomic_write_text, in_checkout, project_root
+from salad_eval.page.build import write_heard, write_run_page
+from salad_eval.page.items import heard_rows
 from salad_eval.prompt import (
     ChoiceScore,
     Failed,
@@ -121,8 +124,16 @@ def _speech_items(items: list[Item], manifest, voices) -> tuple[list[Item], list
     return kept, excluded
 
 
-def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None = None) -> dict:
-    """Score every condition on the same items and write the report; returns results.json."""
+def run_gap(
+    setup: RunSpec,
+    models: Models,
+    run_dir: Path,
+    training: dict | None = None,
+    embed_audio: bool = False,
+) -> dict:
+    """Score every condition on the same items and write the report; returns results.json.
+
+    ``embed_audio``: report.html holds its clips (one file) instead of ``audio/`` beside it."""
     dtypes = sorted(  # of the models in this process (an endpoint's is the server's)
         {m.dtype for m in (models.speech, models.text, models.cascade) if m and m.dtype}
     )
@@ -147,6 +158,7 @@ def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None
     scored: dict[str, dict[tuple[str, str], Item]] = {}
     heard: dict[str, dict[tuple[str, str, str], list[str]]] = {}
     voice_clips: dict[str, list[tuple[str, str]]] = {}  # per voice: its diversity
+    said: list[dict] = []  # heard.jsonl: each item's text and the clips it was heard in
     # load every task first: a missing dataset fails in seconds, not after an hour of scoring
     length = None if setup.shot_budget is None else text_length(models.text)
     loaded = {
@@ -242,6 +254,11 @@ def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None
             _task_records(task, asked, spoken, voices, models, setup, shard)
         )
         records += answered
+        if shard.main:
+            kept = {r["item"] for r in answered}
+            for answer, found in asked.items():
+                rows = heard_rows(found, spoken[answer], voices, setup.seed, setup.controls, answer)
+                said += [row for row in rows if row["item"] in kept]
         excluded_all += failed
         if failed:  # an endpoint that never answered an item: it leaves every condition
             log.warning(
@@ -284,6 +301,7 @@ def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None
             run_dir / "items.jsonl",
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
         )
+        write_heard(run_dir, said)
         manifest = provenance.manifest(
             setup, models, task_info, voices, synth_info, excluded_all, training
         )
@@ -309,6 +327,7 @@ def run_gap(setup: RunSpec, models: Models, run_dir: Path, training: dict | None
             scored if setup.log_samples else None,
             heard,
         )
+        write_run_page(run_dir, embed_audio)  # last: it reads every file above
         return results
 
 
@@ -463,6 +482,7 @@ def _generated_records(
             }
             if condition == "speech@cascade" and hasattr(model, "transcript_wer"):
                 row["wer"] = model.transcript_wer(prompt)
+                row |= _transcript(model, prompt)
             records.append(row)
     return records
 
@@ -532,8 +552,15 @@ def _loglik_records(
         if condition == "speech@cascade" and hasattr(model, "transcript_wer"):
             for row, prompt in zip(rows, prompts, strict=True):
                 row["wer"] = model.transcript_wer(prompt)
+                row |= _transcript(model, prompt)
         records += rows
     return records
+
+
+def _transcript(model, prompt: Prompt) -> dict:
+    """What the cascade's ASR heard of the prompt's clips (report.html shows it beside its WER)."""
+    transcripts = getattr(model, "transcripts", None)
+    return {} if transcripts is None else {"transcript": " ".join(transcripts(prompt))}
 
 
 def default_run_dir(model: str, task_names: Sequence[str]) -> Path:

@@ -74,6 +74,9 @@ class CallOptions:
         "index; what does not fit goes to disk).",
     )
     out: str | None = option(None, help="Run directory (default reports/<model>-<tasks>).")
+    embed_audio: bool = option(
+        False, help="Put the clips inside report.html (one file) instead of audio/ beside it."
+    )
     include_path: list[str] = option(
         [],
         repeat=True,
