@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import random
+import signal
 import string
-import time
 from pathlib import Path
 
 import pytest
@@ -118,6 +118,15 @@ def test_lowercase_word_salad_is_never_an_answer():
     ids=["mentions", "brackets", "answer-spaces", "joined-spaces", "punctuation", "tags"],
 )
 def test_long_adversarial_replies_are_read_in_linear_time(reply):
-    start = time.perf_counter()
-    extract(reply, "ABCD", ("Vitamin C", "Paris"))
-    assert time.perf_counter() - start < 5  # a quadratic regex takes minutes on these
+    # a safety limit, not a speed test: linear reading takes milliseconds, a quadratic regex
+    # minutes to hours on these; 120 s is far from both on any machine
+    def stuck(*_):
+        raise TimeoutError("extract() still reading after 120 s: a regex backtracks on this reply")
+
+    previous = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(120)
+    try:
+        extract(reply, "ABCD", ("Vitamin C", "Paris"))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
