@@ -481,8 +481,7 @@ def _generated_records(
                 "until": list(until),
             }
             if condition == "speech@cascade" and hasattr(model, "transcript_wer"):
-                row["wer"] = model.transcript_wer(prompt)
-                row |= _transcript(model, prompt)
+                row |= _heard_by_asr(model, prompt)
             records.append(row)
     return records
 
@@ -551,16 +550,17 @@ def _loglik_records(
                 row["answer_kl"] = value
         if condition == "speech@cascade" and hasattr(model, "transcript_wer"):
             for row, prompt in zip(rows, prompts, strict=True):
-                row["wer"] = model.transcript_wer(prompt)
-                row |= _transcript(model, prompt)
+                row |= _heard_by_asr(model, prompt)
         records += rows
     return records
 
 
-def _transcript(model, prompt: Prompt) -> dict:
-    """What the cascade's ASR heard of the prompt's clips (report.html shows it beside its WER)."""
-    transcripts = getattr(model, "transcripts", None)
-    return {} if transcripts is None else {"transcript": " ".join(transcripts(prompt))}
+def _heard_by_asr(cascade, prompt: Prompt) -> dict:
+    """A cascade record's WER of its clips and what its ASR heard (report.html shows both)."""
+    return {
+        "wer": cascade.transcript_wer(prompt),
+        "transcript": " ".join(cascade.transcripts(prompt)),
+    }
 
 
 def default_run_dir(model: str, task_names: Sequence[str]) -> Path:
