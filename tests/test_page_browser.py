@@ -80,7 +80,7 @@ def browser():
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(str(DRIVER)))
-    driver.set_script_timeout(30)
+    driver.set_script_timeout(120)  # a safety limit (a clip plays in well under a second)
     yield driver
     driver.quit()
 
@@ -88,8 +88,9 @@ def browser():
 def load(driver, page: Path) -> None:
     driver.set_window_size(1280, 1000)
     driver.get(page.resolve().as_uri())
-    WebDriverWait(driver, 30).until(
-        lambda d: d.execute_script("return document.body.getAttribute('data-ready')") == "1"
+    WebDriverWait(driver, 120).until(  # a safety limit: the page draws in well under a second
+        lambda d: d.execute_script("return document.body.getAttribute('data-ready')") == "1",
+        message=f"{page.name} never marked itself drawn (data-ready=1): did its script fail?",
     )
 
 
