@@ -75,6 +75,21 @@ def assert_same_scores(split, whole, requests, terms: int) -> None:
     ]
 
 
+def assert_no_stale_tied_pointers(model) -> None:
+    """accelerate finds tied weights by address while it onloads a layer from disk, so each key
+    of its tied-weights map must be the address of a tensor that is still alive: a freed one can
+    be reused by a weight read later and hand it the tied matrix (a layer norm given the
+    embeddings, in a run whose earlier tests happened to map files at those addresses)."""
+    hooked = [m._hf_hook for m in model.modules() if hasattr(m, "_hf_hook")]
+    hooks = [h for hook in hooked for h in getattr(hook, "hooks", [hook])]
+    keys = {p for h in hooks for p in (getattr(h, "tied_params_map", None) or {})}
+    live = {t.data_ptr() for t in [*model.parameters(), *model.buffers()] if not t.is_meta}
+    for hook in hooks:
+        source = getattr(getattr(hook, "weights_map", None), "dataset", None)
+        live |= {t.data_ptr() for t in getattr(source, "state_dict", {}).values()}
+    assert keys <= live, f"tied-weight keys at freed addresses: {sorted(map(hex, keys - live))}"
+
+
 def assert_same_replies(split, whole, requests) -> None:
     asked = [GenerationRequest(r.prompt) for r in requests]
     decoding = Decoding(max_new_tokens=6)
@@ -89,6 +104,7 @@ def test_the_text_llm_split_over_cpu_and_disk_scores_as_whole(tiny_qwen2):
     split = TextLM(str(tiny_qwen2), device_map="auto", max_memory=budget)
     assert places(split.device_map) == {"cpu", "disk"}, split.device_map
     assert whole.device_map is None
+    assert_no_stale_tied_pointers(split.llm)
     assert split.fingerprint == whole.fingerprint
     assert_same_scores(split, whole, TEXT_REQUESTS, longest_reduction(whole.llm))
     assert_same_replies(split, whole, TEXT_REQUESTS)
@@ -161,6 +177,7 @@ def test_a_salad_checkpoints_llm_split_scores_as_whole(budget, salad_checkpoint,
     expected = {"cpu", "disk"} if budget == "all but one layer" else {"disk"}
     assert places(split.device_map) == expected, split.device_map
     assert split.fingerprint == whole.fingerprint
+    assert_no_stale_tied_pointers(split.llm)
     requests = checks.mixed_requests(clips)
     terms = longest_reduction(whole.llm, whole.adapter)
     assert_same_scores(split, whole, requests, terms)

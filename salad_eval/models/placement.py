@@ -79,6 +79,47 @@ class Placement:
         return {name: str(device) for name, device in used.items()}
 
 
+def forget_stale_tied_pointers(model: torch.nn.Module) -> None:
+    """Drop the keys of accelerate's tied-weights map that no live tensor owns.
+
+    Dispatch keys each tied weight (the embeddings and an LM head tied to them) by its
+    ``data_ptr()`` at that moment, often an address inside the checkpoint's safetensors
+    mapping, unmapped once the weights move out of it (``text_lm.own_memory``). An offloaded
+    layer's hook looks each weight it reads from disk up in that map by address, so a weight
+    read at a freed address is handed the tied one instead: seen as a layer norm given the
+    embedding matrix, depending on where the kernel had mapped files in this process. A key is
+    sound only while its tensor lives: the model's own weights and those its hooks hold in CPU
+    memory."""
+    hooks = [hook for module in model.modules() for hook in _align_hooks(module)]
+    maps = {id(h.tied_params_map): h.tied_params_map for h in hooks if h.tied_params_map}
+    if not maps:
+        return
+    live = {
+        t.data_ptr() for t in [*model.parameters(), *model.buffers()] if t.device.type != "meta"
+    }
+    for hook in hooks:
+        live.update(t.data_ptr() for t in _in_memory_weights(hook.weights_map))
+    for tied in maps.values():
+        for pointer in [p for p in tied if p not in live]:
+            del tied[pointer]
+
+
+def _align_hooks(module: torch.nn.Module) -> list:
+    """The ``AlignDevicesHook``s on ``module`` (one, or inside a ``SequentialHook``)."""
+    hook = getattr(module, "_hf_hook", None)
+    hooks = getattr(hook, "hooks", [hook] if hook is not None else [])
+    return [h for h in hooks if hasattr(h, "tied_params_map")]
+
+
+def _in_memory_weights(weights_map: Any) -> list[torch.Tensor]:
+    """The tensors a hook's ``weights_map`` keeps in CPU memory (not those it reads from disk)."""
+    dataset = getattr(weights_map, "dataset", weights_map)  # PrefixedDataset -> its source
+    held = getattr(dataset, "state_dict", dataset)  # OffloadedWeightsLoader -> its in-memory part
+    return (
+        [t for t in held.values() if isinstance(t, torch.Tensor)] if isinstance(held, dict) else []
+    )
+
+
 def offload_folder() -> Path:
     """A fresh folder for weights offloaded to disk, in the (git-ignored) cache home."""
     root = home() / "offload"

@@ -20,7 +20,7 @@ from salad_eval.errors import SaladError
 from salad_eval.models.digest import weights_digest
 from salad_eval.models.lm_generation import end_ids, generate_replies
 from salad_eval.models.lm_scoring import find_batch_size, score_contexts
-from salad_eval.models.placement import Placement, input_device
+from salad_eval.models.placement import Placement, forget_stale_tied_pointers, input_device
 from salad_eval.prompt import (
     Audio,
     ChoiceScore,
@@ -60,12 +60,15 @@ def own_memory(model: torch.nn.Module) -> torch.nn.Module:
     A mapped tensor sits at its byte offset in the file; CPU kernels take other SIMD paths on
     unaligned data and round differently, so the same weights saved in two files would score
     apart in the last bit (a checkpoint's copy of its base LLM against the base itself).
-    Weights offloaded by a device map (``meta`` here) are read for each forward as stored.
+    Weights offloaded by a device map (``meta`` here) are read for each forward as stored; the
+    addresses freed here leave the device map's tied-weight keys, where they would be mistaken
+    for a weight read later at the same address (``forget_stale_tied_pointers``).
     """
     with torch.no_grad():
         for tensor in (*model.parameters(), *model.buffers()):
             if tensor.data_ptr() % 64:
                 tensor.data = tensor.data.clone()
+    forget_stale_tied_pointers(model)
     return model
 
 
