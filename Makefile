@@ -51,10 +51,12 @@ demo: setup
 # (marker `numerics`) with torch's, MKL's and oneDNN's kernels capped at AVX2 (README: tests).
 AVX2_CAP := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 
+# The native tier runs as two processes (pytest-xdist), a file each at a time: on two cores most
+# tests wait on model loading, subprocesses and single-threaded Python as much as on kernels.
 test: setup browser
 	.venv/bin/ruff format --check salad_eval salad_train tests bench
 	.venv/bin/ruff check salad_eval salad_train tests bench
-	$(PY) -m pytest -q -x --durations=15
+	$(PY) -m pytest -q -x -n 2 --dist loadfile --durations=15
 	$(AVX2_CAP) $(PY) -m pytest -q -x -m "numerics and not slow" --durations=5
 
 # The unit tier: every test not marked integration or slow (pyproject.toml), in under 3 minutes.

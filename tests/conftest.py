@@ -35,6 +35,30 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
+# The files that take minutes (each a few whole gap runs or a toy training loop), longest first.
+# `make test` spreads files over two processes (pytest-xdist, --dist loadfile) in collection
+# order; starting these first keeps one process from running a long file alone at the end.
+# This changes only the order, never which tests run.
+LONG_FILES = (
+    "test_pipeline.py",
+    "test_gap_run.py",
+    "test_seeds.py",
+    "test_audio_exchange.py",
+    "test_gap_generate.py",
+    "test_api.py",
+    "test_own_data.py",
+    "test_endpoint.py",
+    "test_batched_scoring.py",
+    "test_scoring_lm_eval.py",
+    "test_page_browser.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: file order
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return _cpu_capability_line()
 
