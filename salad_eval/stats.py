@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from math import comb
 
 import numpy as np
+from scipy.stats import t as student_t
 
 CI_LEVEL = 0.95
 
@@ -67,3 +68,20 @@ def mcnemar_exact(b01: int, b10: int) -> float:
     k = min(b01, b10)
     tail = sum(comb(n, i) for i in range(k + 1))
     return min(1.0, 2 * tail / 2**n)
+
+
+def one_sample_t(values) -> dict:
+    """Two-sided one-sample t test of mean 0 over independent replicates (e.g. per-seed or
+    per-document differences b - a, so it is the paired t): ``n``, ``mean``, sample ``sd``,
+    ``t`` and ``p``; ``t`` and ``p`` are None with fewer than 2 values or no spread."""
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    out = {"n": n, "mean": float(v.mean()) if n else None, "sd": None, "t": None, "p": None}
+    if n < 2:
+        return out
+    sd = float(v.std(ddof=1))
+    out["sd"] = sd
+    if sd == 0:
+        return out
+    t = float(v.mean() / (sd / np.sqrt(n)))
+    return out | {"t": t, "p": float(2 * student_t.sf(abs(t), n - 1))}

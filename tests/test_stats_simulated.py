@@ -1,0 +1,63 @@
+"""The statistics behind the loop's and the sweep's conclusions, on simulated data whose answer is
+known (issue 31): each test measures a rate or a mean over many seeded draws and checks it with a
+margin of a few Monte-Carlo standard errors. Pure numpy: the unit tier."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from salad_eval.gap.paired import sign_flip_p
+from salad_eval.gap.records import Stratum
+from salad_train.loop.seeds import MIN_SEEDS, seed_level
+
+ALPHA = 0.05
+
+
+def _null_seeds(rng, draws: int, seeds: int, items: int, spread: float) -> np.ndarray:
+    """Right/wrong of models a and b, ``(draws, 2, seeds, items)``, under the procedure's null:
+    both models come from the same recipe; each trained instance shifts every item's logit by its
+    own N(0, spread) (seed-to-seed spread), items differ in difficulty."""
+    difficulty = rng.normal(0, 1.5, size=(draws, 1, 1, items))
+    instance = rng.normal(0, spread, size=(draws, 2, seeds, 1))
+    p_right = 1 / (1 + np.exp(-(difficulty + instance)))
+    return (rng.random(p_right.shape) < p_right).astype(np.int64)
+
+
+def test_seed_level_test_holds_alpha_where_the_item_pooled_test_does_not():
+    rng = np.random.default_rng(31)
+    draws, seeds, items = 1000, 3, 500
+    right = _null_seeds(rng, draws, seeds, items, spread=0.2)
+    per_seed = (right[:, 1] - right[:, 0]).mean(axis=2)  # (draws, seeds): each seed's b - a
+    p_seed = np.array([seed_level(list(d))["p"] for d in per_seed])
+    fpr_seed = np.mean(p_seed < ALPHA)
+    # Monte-Carlo sd of a rate of 0.05 over 1,000 draws is 0.007: 2 points is about 3 sd
+    assert abs(fpr_seed - ALPHA) <= 0.02, fpr_seed
+
+    # the old test on the same data: seeds pooled as replicates of each item, sign flips of items
+    pooled_draws = 200
+    p_items = []
+    for d in range(pooled_draws):
+        counts = right[d].sum(axis=1)  # (2, items): right answers over seeds, scale = seeds
+        present = np.ones(items, dtype=bool)
+        stratum = Stratum(
+            "t",
+            tuple(map(str, range(items))),
+            seeds,
+            {"a speech@speech": counts[0], "b speech@speech": counts[1]},
+            {"a speech@speech": present, "b speech@speech": present},
+            {},
+        )
+        p_items.append(sign_flip_p([stratum], "speech@speech", flips=1000, seed=d))
+    fpr_items = np.mean(np.array(p_items) < ALPHA)
+    # about 0.4 expected here; sd of a rate over 200 draws is at most 0.035
+    assert fpr_items > ALPHA + 0.1, fpr_items
+
+
+def test_seed_level_test_detects_a_real_procedure_effect_and_needs_three_seeds():
+    rng = np.random.default_rng(7)
+    per_seed = rng.normal(0.05, 0.02, size=(200, 5))  # a 5-point gain, seed sd 2 points
+    power = np.mean([seed_level(list(d))["p"] < ALPHA for d in per_seed])
+    assert power > 0.8, power
+    two = seed_level([0.05, 0.04])
+    assert two["p"] is None and "not available" in two["note"] and MIN_SEEDS == 3
+    assert two["mean"] == np.mean([0.05, 0.04]) and two["claim"] == "the procedure"
