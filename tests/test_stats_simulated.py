@@ -5,10 +5,12 @@ margin of a few Monte-Carlo standard errors. Pure numpy: the unit tier."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from salad_eval.gap.paired import sign_flip_p
 from salad_eval.gap.records import Stratum
 from salad_train.loop.seeds import MIN_SEEDS, seed_level
+from salad_train.sweep import fits
 
 ALPHA = 0.05
 
@@ -61,3 +63,32 @@ def test_seed_level_test_detects_a_real_procedure_effect_and_needs_three_seeds()
     two = seed_level([0.05, 0.04])
     assert two["p"] is None and "not available" in two["note"] and MIN_SEEDS == 3
     assert two["mean"] == np.mean([0.05, 0.04]) and two["claim"] == "the procedure"
+
+
+def _runs(rng, n_runs: int, n_points: int) -> np.ndarray:
+    """Per run, a level of its own plus a drift over its probe checkpoints (autocorrelated)."""
+    level = rng.normal(0, 1, (n_runs, 1))
+    return (level + np.cumsum(rng.normal(0, 0.3, (n_runs, n_points)), axis=1)).ravel()
+
+
+def test_leave_one_run_out_r2_is_not_inflated_on_null_runs_and_finds_a_real_line():
+    rng = np.random.default_rng(3)
+    runs = np.repeat(np.arange(3), 5)  # 3 runs x 5 probe points, as in a small sweep
+    loo, loro, real = [], [], []
+    for _ in range(400):
+        x, y = _runs(rng, 3, 5), _runs(rng, 3, 5)  # null: x and y unrelated across runs
+        loo.append(fits.loo_r2(x, y))
+        loro.append(fits.loro_r2(x, y, runs))
+        real.append(fits.loro_r2(x, 2 * x + rng.normal(0, 0.3, x.size), runs))
+    loo, loro = np.array(loo), np.array(loro)
+    # the point-wise figure is inflated: about 20% of null draws > 0.5 (sd of that rate 0.02)
+    assert np.mean(loo > 0.5) > 0.1
+    assert np.mean(loro) <= 0 and np.median(loro) <= 0, (np.mean(loro), np.median(loro))
+    assert np.mean(loro > 0.5) < np.mean(loo > 0.5) / 2
+    assert np.median(real) > 0.7, np.median(real)
+
+
+def test_leave_one_run_out_r2_needs_three_runs():
+    x = np.arange(6.0)
+    assert np.isnan(fits.loro_r2(x, x, [0, 0, 0, 1, 1, 1]))
+    assert fits.loro_r2(x, 3 - 2 * x, [0, 0, 1, 1, 2, 2]) == pytest.approx(1.0)

@@ -117,10 +117,12 @@ def test_report_fits_constructed_probe_rows(tmp_path):
     assert text["slope"] == pytest.approx(B_TEXT) and text["intercept"] == pytest.approx(A_TEXT)
     for fit in (speech, text):
         assert fit["r2"] == pytest.approx(1.0) and fit["loo_r2"] == pytest.approx(1.0)
+        assert fit["n_runs"] == 3 and fit["loro_r2"] == pytest.approx(1.0)
         assert fit["partial_r2"] == pytest.approx(1.0)
     assert (root / "fig3.png").stat().st_size > 0 and (root / "fig4.png").stat().st_size > 0
     md = (root / "sweep.md").read_text()
     assert "leave-one-out R^2 1" in md and "too few points" in md
+    assert "leave-one-run-out R^2 1 over 3 runs" in md
 
 
 def test_report_says_when_there_are_too_few_points(tmp_path):

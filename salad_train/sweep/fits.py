@@ -1,10 +1,12 @@
 """The fits behind the paper's Fig. 3 and Fig. 4 (arXiv 2510.13632): plain numpy/scipy, no models.
 
 Fig. 3 puts speech accuracy against log M and text accuracy against F over every run and probe
-point of an alpha sweep, each with a line, its leave-one-out R^2 (``loo_r2``) and the partial R^2
-of one driver given the other (``partial_r2``). Fig. 4 fits M against training tokens D with a
-saturating power law per alpha (``power_law_fit``). Each function needs ``MIN_POINTS`` points and
-raises ``TooFewPoints`` (a ``ValueError``) with fewer, so a report can say so instead of failing.
+point of an alpha sweep, each with a line, its point-wise leave-one-out R^2 (``loo_r2``), its
+leave-one-run-out R^2 (``loro_r2``, the one that holds with autocorrelated checkpoints) and the
+partial R^2 of one driver given the other (``partial_r2``). Fig. 4 fits M against training
+tokens D with a power law per alpha (``power_law_fit``). Each function needs ``MIN_POINTS``
+points and raises ``TooFewPoints`` (a ``ValueError``) with fewer, so a report can say so instead
+of failing.
 """
 
 from __future__ import annotations
@@ -71,6 +73,30 @@ def loo_r2(x, y) -> float:
             return float("nan")  # the others share one x: no line through them
         slope, intercept = np.polyfit(x[rest], y[rest], 1)
         press += (y[i] - intercept - slope * x[i]) ** 2
+    total = float(np.sum((y - y.mean()) ** 2))
+    return 1 - press / total if total > 0 else float("nan")
+
+
+def loro_r2(x, y, runs) -> float:
+    """Leave-one-run-out R^2 of the line y ~ a + b x: each run's points are predicted by the line
+    fitted to the other runs' points, R^2 = 1 - PRESS / total SS as in ``loo_r2``. A run's probe
+    checkpoints are autocorrelated, so leaving out one point leaves its neighbours to predict it
+    and inflates ``loo_r2``; a run is the independent unit. NaN with fewer than 3 runs (a line
+    through one held-in run says nothing across runs) or where the other runs share one x."""
+    x, y = _arrays(x, y)
+    runs = np.asarray(runs)
+    if len(runs) != len(x):
+        raise ValueError("the columns of a fit must have the same length")
+    names = np.unique(runs)
+    if len(names) < 3:
+        return float("nan")
+    press = 0.0
+    for name in names:
+        rest = runs != name
+        if np.ptp(x[rest]) == 0:
+            return float("nan")
+        slope, intercept = np.polyfit(x[rest], y[rest], 1)
+        press += float(np.sum((y[~rest] - intercept - slope * x[~rest]) ** 2))
     total = float(np.sum((y - y.mean()) ** 2))
     return 1 - press / total if total > 0 else float("nan")
 

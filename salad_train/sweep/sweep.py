@@ -204,7 +204,8 @@ def _too_few(n: int, need: int = fits.MIN_POINTS) -> dict:
 
 def driver_fit(points: list[dict], target: str, driver: str) -> dict:
     """``target`` ~ a + b ``driver`` (driver "log_M" or "F") over all usable points: the line, its
-    in-sample and leave-one-out R^2, and the partial R^2 of the driver given the other one."""
+    in-sample, point-wise leave-one-out and leave-one-run-out R^2, and the partial R^2 of the
+    driver given the other one."""
     usable = _finite(points, target, "M", "F", positive=("M",))
     if len(usable) < fits.MIN_POINTS:
         return _too_few(len(usable))
@@ -222,6 +223,8 @@ def driver_fit(points: list[dict], target: str, driver: str) -> dict:
         **{k: line[k] for k in ("intercept", "slope")},
         "r2": line["r2"],
         "loo_r2": fits.loo_r2(x, y),
+        "n_runs": len({p["run"] for p in usable}),
+        "loro_r2": fits.loro_r2(x, y, [p["run"] for p in usable]),
         "partial_r2": fits.partial_r2(y, x, control),
         "partial_given": "F" if driver == "log_M" else "log_M",
     }
@@ -291,7 +294,9 @@ def _fit_line(title: str, fit: dict, driver: str) -> str:
     given = fit["partial_given"].replace("_", " ")
     return (
         f"- {title} ({fit['n']} points): slope {_num(fit['slope'])} per unit {driver}, "
-        f"R^2 {_num(fit['r2'])}, leave-one-out R^2 {_num(fit['loo_r2'])}, partial R^2 of "
+        f"R^2 {_num(fit['r2'])}, leave-one-out R^2 {_num(fit['loo_r2'])} (point-wise: "
+        f"inflated by autocorrelated checkpoints), leave-one-run-out R^2 "
+        f"{_num(fit['loro_r2'])} over {fit['n_runs']} runs (n/a under 3), partial R^2 of "
         f"{driver} given {given} {_num(fit['partial_r2'])}."
     )
 
