@@ -92,3 +92,26 @@ def test_leave_one_run_out_r2_needs_three_runs():
     x = np.arange(6.0)
     assert np.isnan(fits.loro_r2(x, x, [0, 0, 0, 1, 1, 1]))
     assert fits.loro_r2(x, 3 - 2 * x, [0, 0, 1, 1, 2, 2]) == pytest.approx(1.0)
+
+
+def test_power_law_fits_a_rising_misalignment_as_rising_and_a_falling_one_as_falling():
+    rng = np.random.default_rng(5)
+    D = np.geomspace(1e4, 1e7, 8)  # tokens seen at 8 probe points
+    for sign, trend in ((-1, "rising"), (1, "falling")):
+        for _ in range(10):
+            M = 0.5 + sign * 4 * D**-0.3 + rng.normal(0, 0.005, D.size)
+            fit = fits.power_law_fit(D, M)
+            assert fit["trend"] == trend and np.sign(fit["B"]) == sign, fit
+            assert fit["r2"] > 0.9, fit
+        ci = fits.power_law_ci(D, M, n_boot=60)
+        assert sign * ci["B"][0] > 0 or sign * ci["B"][1] > 0  # the CI leans the right way
+        assert ci["B"][0] <= fit["B"] <= ci["B"][1], (ci, fit)
+        assert (ci["B"][0] > 0) == (ci["B"][1] > 0), ci  # and excludes flat at this noise
+    # pure noise around a flat M: the B interval spans 0
+    spans = [
+        (lambda ci: ci["B"][0] <= 0 <= ci["B"][1])(
+            fits.power_law_ci(D, 0.5 + rng.normal(0, 0.005, D.size), n_boot=60)
+        )
+        for _ in range(3)
+    ]
+    assert sum(spans) >= 2, spans

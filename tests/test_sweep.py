@@ -107,6 +107,8 @@ def test_report_fits_constructed_probe_rows(tmp_path):
         assert law["fit"] == "power_law"
         for key, want in (("E", E), ("B", B), ("beta", BETA)):
             assert law[key] == pytest.approx(want, rel=1e-3), (name, key)
+            assert law["ci"][key] == pytest.approx([want, want], rel=1e-2), (name, key)
+        assert law["trend"] == "falling"
     assert runs["alpha-0.5-narrow"]["m_power_law"]["fit"] is None
     assert "too few points" in runs["alpha-0.5-narrow"]["m_power_law"]["note"]
     speech, text = summary["fig3"]["speech_acc_vs_log_M"], summary["fig3"]["text_acc_vs_F"]
