@@ -214,8 +214,7 @@ def test_report_compares_runs(runs, tmp_path):
     for row in result["rows"]:
         for column in ("speech acc", "gap", "forgetting", "misalignment"):
             assert {"value", "ci_low", "ci_high", "n"} <= set(row[column])
-    assert result["fit_log_m"]["n"] == 2
-    assert result["fit_log_m"]["slope"] < 0  # the run with more misalignment hears worse
+    assert result["fit_log_m"] is None  # two runs: a line through them says nothing
     assert set(result["plots"]) == {
         "gap_vs_speech_hours.png",
         "speech_acc_vs_log_m.png",
@@ -224,7 +223,33 @@ def test_report_compares_runs(runs, tmp_path):
     for plot in result["plots"]:
         assert matplotlib.image.imread(out / plot).std() > 0.05
     md = (out / "comparison.md").read_text()
-    assert runs[0].name in md and "R^2" in md
+    assert runs[0].name in md and "the log M fit needs at least 3" in md
+
+
+def _third_run(root: Path, setup: dict) -> Path:
+    """A third run between the fixture's two (M 1.5, speech accuracy 0.55)."""
+    manifest = {**MANIFEST, "training": {"speech_hours": 100}, "corpus_divergence": setup}
+    write_report(
+        root,
+        run_records(2, 0.55, 1.0),
+        manifest,
+        n_boot=50,
+        corpus_divergence=corpus_figures(0.015, 1.5),
+    )
+    return root
+
+
+def test_the_log_m_fit_needs_three_runs_with_one_corpus_setup(runs, tmp_path):
+    third = _third_run(tmp_path / "third", CORPUS_SETUP)
+    result = compare_runs([*runs, third], tmp_path / "cmp")
+    assert result["fit_log_m"]["n"] == 3
+    assert result["fit_log_m"]["slope"] < 0  # the runs with more misalignment hear worse
+    assert "R^2" in (tmp_path / "cmp" / "comparison.md").read_text()
+    for key, other in (("voice", "piper/en_US-amy"), ("span_words", [5, 5]), ("corpus", "x.txt")):
+        odd = _third_run(tmp_path / f"odd-{key}", {**CORPUS_SETUP, key: other})
+        with pytest.raises(SaladError, match=f"different setups \\({key} ") as err:
+            compare_runs([*runs, odd], tmp_path / f"cmp-{key}")
+        assert "\n" not in str(err.value)
 
 
 def test_a_run_without_corpus_m_is_left_out_of_the_log_m_fit(runs, tmp_path):
@@ -232,8 +257,9 @@ def test_a_run_without_corpus_m_is_left_out_of_the_log_m_fit(runs, tmp_path):
     old = tmp_path / "old-run"
     write_report(old, run_records(5, 0.9, 0.01), MANIFEST, n_boot=50)
     assert json.loads((old / "results.json").read_text())["corpus_divergence"] is None
-    result = compare_runs([*runs, old], tmp_path / "cmp")
-    assert result["fit_log_m"]["n"] == 2
+    third = _third_run(tmp_path / "third", CORPUS_SETUP)
+    result = compare_runs([*runs, third, old], tmp_path / "cmp")
+    assert result["fit_log_m"]["n"] == 3
     assert (
         "Left out of the log M fit (no corpus M): old-run"
         in (tmp_path / "cmp" / "comparison.md").read_text()
