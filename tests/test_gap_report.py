@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -283,3 +284,38 @@ def test_report_rejects_a_dir_without_results(tmp_path):
         compare_runs([tmp_path], tmp_path / "out")
     res = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
     assert res.exit_code != 0
+
+
+def test_report_pairs_divergences_by_document_and_item(runs, tmp_path):
+    """Run 1's answer KL is scaled by 1/0.8 against run 0's 1/3: b - a is positive and clear.
+    Corpus M per document: b's documents are a's at 0.8 of their KL, so b - a is negative."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(20, 100, 32)
+    m_sum = tokens * rng.gamma(2.0, 0.5, 32)
+    for k, scale, rate, kl in ((0, 1.0, 0.45, 3.0), (1, 0.8, 0.65, 0.8)):
+        docs = [
+            {"f_sum": None, "f_tokens": int(t), "m_sum": float(scale * m), "m_tokens": int(t)}
+            for t, m in zip(tokens, m_sum, strict=True)
+        ]
+        results = json.loads((runs[k] / "results.json").read_text())
+        (tmp_path / f"r{k}").mkdir()
+        for f in runs[k].iterdir():
+            if f.is_file():
+                (tmp_path / f"r{k}" / f.name).write_bytes(f.read_bytes())
+        (tmp_path / f"r{k}" / "results.json").write_text(
+            json.dumps({**results, "corpus_documents": docs})
+        )
+        records = run_records(k, rate, 1 / kl)  # as the fixture wrote them, with items.jsonl
+        (tmp_path / f"r{k}" / "items.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in records)
+        )
+    result = compare_runs([tmp_path / "r0", tmp_path / "r1"], tmp_path / "cmp")
+    rows = {r["figure"]: r for r in result["paired_divergences"]}
+    assert set(rows) == {"corpus M", "answer M", "answer F"}
+    corpus = rows["corpus M"]
+    assert corpus["n"] == 32 and corpus["unit"] == "document"
+    assert corpus["diff"] == pytest.approx(-0.2 * m_sum.sum() / tokens.sum())
+    assert corpus["ci_high"] < 0 and corpus["p"] < 0.01
+    assert rows["answer M"]["n"] == 48 and rows["answer M"]["diff"] > 0
+    assert rows["answer M"]["p"] < 0.01
+    assert "## Paired divergences" in (tmp_path / "cmp" / "comparison.md").read_text()

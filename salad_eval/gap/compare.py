@@ -21,8 +21,10 @@ import numpy as np
 from salad_eval.errors import SaladError
 from salad_eval.figures import plt, save
 from salad_eval.gap.paired import (
+    divergences_markdown,
     load_items,
     paired_comparison,
+    paired_divergences,
     paired_markdown,
     paired_note,
 )
@@ -318,7 +320,13 @@ def compare_runs(run_dirs: list[Path], out: Path, n_boot: int = 1000, seed: int 
         {n: (runs[n], items[n]) for n in names}, [(names[0], b) for b in names[1:]], n_boot, seed
     )
     paired_table = paired_markdown(paired)
-    check_same_setup(runs)
+    check_same_setup(runs)  # before the paired corpus M, which pairs documents by position
+    divergences = [
+        row
+        for b in names[1:]
+        for row in paired_divergences(names[0], {n: (runs[n], items[n]) for n in names}, b, seed)
+    ]
+    divergence_table = divergences_markdown(divergences)
     hours = plot_gap_vs_hours(runs, out / "gap_vs_speech_hours.png")
     log_m, fit = plot_acc_vs_log_m(runs, out / "speech_acc_vs_log_m.png")
     training = plot_training(curves, out / "training_curves.png")
@@ -366,6 +374,8 @@ def compare_runs(run_dirs: list[Path], out: Path, n_boot: int = 1000, seed: int 
     ]
     if paired_table or paired_notes:
         md += ["## Paired comparison", "", paired_note(), "", paired_table, "", *paired_notes, ""]
+    if divergence_table:
+        md += ["## Paired divergences", "", divergence_table, ""]
     md += [*(f"![{p}]({p})" for p in plots), ""]
     atomic_write_text(out / "comparison.md", "\n".join(md))
     result = {
@@ -377,6 +387,7 @@ def compare_runs(run_dirs: list[Path], out: Path, n_boot: int = 1000, seed: int 
         "paired": paired,
         "paired_table": paired_table,
         "paired_notes": paired_notes,
+        "paired_divergences": divergences,
     }
     atomic_write_text(out / "comparison.json", json.dumps(result, indent=1) + "\n")
     return result
