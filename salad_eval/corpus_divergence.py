@@ -338,6 +338,8 @@ def gap_figures(
             rows.append(one(doc))
             progress.advance(bar)
     figures = summarize(rows, n_boot, seed)
+    # per document, in corpus order: what a paired model-vs-model test of M needs
+    figures["documents"] = [row.to_dict() for row in rows]
     spoken = [Path(span.audio).stem for doc in docs for span in doc if span.audio]
     figures["clips"] = {key: store.sidecar(key)["sha256"] for key in spoken}
     figures["setup"] = {

@@ -173,6 +173,7 @@ def test_a_gap_run_records_and_caches_corpus_f_and_m(tiny_qwen2, base, tmp_path,
     figure_options |= dict(synth_seed=0, n_boot=50, seed=1234, shard=Shard())
     first = cd.gap_figures(speech, base, **figure_options)
     assert first["F"]["value"] == 0.0 and first["M"]["value"] > 0.0
+    assert [d["m_tokens"] > 0 for d in first["documents"]] == [True, True]  # per document
     assert first["setup"] | {"corpus_hash": None} == {
         "corpus": str(cd.DEFAULT_CORPUS),
         "corpus_hash": None,

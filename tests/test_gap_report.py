@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -214,8 +215,7 @@ def test_report_compares_runs(runs, tmp_path):
     for row in result["rows"]:
         for column in ("speech acc", "gap", "forgetting", "misalignment"):
             assert {"value", "ci_low", "ci_high", "n"} <= set(row[column])
-    assert result["fit_log_m"]["n"] == 2
-    assert result["fit_log_m"]["slope"] < 0  # the run with more misalignment hears worse
+    assert result["fit_log_m"] is None  # two runs: a line through them says nothing
     assert set(result["plots"]) == {
         "gap_vs_speech_hours.png",
         "speech_acc_vs_log_m.png",
@@ -224,7 +224,33 @@ def test_report_compares_runs(runs, tmp_path):
     for plot in result["plots"]:
         assert matplotlib.image.imread(out / plot).std() > 0.05
     md = (out / "comparison.md").read_text()
-    assert runs[0].name in md and "R^2" in md
+    assert runs[0].name in md and "the log M fit needs at least 3" in md
+
+
+def _third_run(root: Path, setup: dict) -> Path:
+    """A third run between the fixture's two (M 1.5, speech accuracy 0.55)."""
+    manifest = {**MANIFEST, "training": {"speech_hours": 100}, "corpus_divergence": setup}
+    write_report(
+        root,
+        run_records(2, 0.55, 1.0),
+        manifest,
+        n_boot=50,
+        corpus_divergence=corpus_figures(0.015, 1.5),
+    )
+    return root
+
+
+def test_the_log_m_fit_needs_three_runs_with_one_corpus_setup(runs, tmp_path):
+    third = _third_run(tmp_path / "third", CORPUS_SETUP)
+    result = compare_runs([*runs, third], tmp_path / "cmp")
+    assert result["fit_log_m"]["n"] == 3
+    assert result["fit_log_m"]["slope"] < 0  # the runs with more misalignment hear worse
+    assert "R^2" in (tmp_path / "cmp" / "comparison.md").read_text()
+    for key, other in (("voice", "piper/en_US-amy"), ("span_words", [5, 5]), ("corpus", "x.txt")):
+        odd = _third_run(tmp_path / f"odd-{key}", {**CORPUS_SETUP, key: other})
+        with pytest.raises(SaladError, match=f"different setups \\({key} ") as err:
+            compare_runs([*runs, odd], tmp_path / f"cmp-{key}")
+        assert "\n" not in str(err.value)
 
 
 def test_a_run_without_corpus_m_is_left_out_of_the_log_m_fit(runs, tmp_path):
@@ -232,8 +258,9 @@ def test_a_run_without_corpus_m_is_left_out_of_the_log_m_fit(runs, tmp_path):
     old = tmp_path / "old-run"
     write_report(old, run_records(5, 0.9, 0.01), MANIFEST, n_boot=50)
     assert json.loads((old / "results.json").read_text())["corpus_divergence"] is None
-    result = compare_runs([*runs, old], tmp_path / "cmp")
-    assert result["fit_log_m"]["n"] == 2
+    third = _third_run(tmp_path / "third", CORPUS_SETUP)
+    result = compare_runs([*runs, third, old], tmp_path / "cmp")
+    assert result["fit_log_m"]["n"] == 3
     assert (
         "Left out of the log M fit (no corpus M): old-run"
         in (tmp_path / "cmp" / "comparison.md").read_text()
@@ -257,3 +284,38 @@ def test_report_rejects_a_dir_without_results(tmp_path):
         compare_runs([tmp_path], tmp_path / "out")
     res = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
     assert res.exit_code != 0
+
+
+def test_report_pairs_divergences_by_document_and_item(runs, tmp_path):
+    """Run 1's answer KL is scaled by 1/0.8 against run 0's 1/3: b - a is positive and clear.
+    Corpus M per document: b's documents are a's at 0.8 of their KL, so b - a is negative."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(20, 100, 32)
+    m_sum = tokens * rng.gamma(2.0, 0.5, 32)
+    for k, scale, rate, kl in ((0, 1.0, 0.45, 3.0), (1, 0.8, 0.65, 0.8)):
+        docs = [
+            {"f_sum": None, "f_tokens": int(t), "m_sum": float(scale * m), "m_tokens": int(t)}
+            for t, m in zip(tokens, m_sum, strict=True)
+        ]
+        results = json.loads((runs[k] / "results.json").read_text())
+        (tmp_path / f"r{k}").mkdir()
+        for f in runs[k].iterdir():
+            if f.is_file():
+                (tmp_path / f"r{k}" / f.name).write_bytes(f.read_bytes())
+        (tmp_path / f"r{k}" / "results.json").write_text(
+            json.dumps({**results, "corpus_documents": docs})
+        )
+        records = run_records(k, rate, 1 / kl)  # as the fixture wrote them, with items.jsonl
+        (tmp_path / f"r{k}" / "items.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in records)
+        )
+    result = compare_runs([tmp_path / "r0", tmp_path / "r1"], tmp_path / "cmp")
+    rows = {r["figure"]: r for r in result["paired_divergences"]}
+    assert set(rows) == {"corpus M", "answer M", "answer F"}
+    corpus = rows["corpus M"]
+    assert corpus["n"] == 32 and corpus["unit"] == "document"
+    assert corpus["diff"] == pytest.approx(-0.2 * m_sum.sum() / tokens.sum())
+    assert corpus["ci_high"] < 0 and corpus["p"] < 0.01
+    assert rows["answer M"]["n"] == 48 and rows["answer M"]["diff"] > 0
+    assert rows["answer M"]["p"] < 0.01
+    assert "## Paired divergences" in (tmp_path / "cmp" / "comparison.md").read_text()

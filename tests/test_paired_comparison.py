@@ -314,3 +314,5 @@ def test_loop_report_pairs_stage2_against_stage1_and_random(tmp_path):
     assert json.loads((out / "report.json").read_text())["paired"] == report["paired"]
     md = (out / "report.md").read_text()
     assert "## Paired comparison" in md and "| stage I | stage II | demo | speech@speech |" in md
+    assert "these trained instances, not about the procedure" in md
+    assert report["paired_divergences"] == []  # no answer KL nor corpus documents here

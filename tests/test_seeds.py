@@ -8,6 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import scipy.stats
 from test_paired_comparison import A_SPEECH, binom_two_sided, task_records, write_run
 from test_pipeline import ENV, _command
 
@@ -19,7 +20,12 @@ from salad_train.loop.seeds import write_seeds_report
 
 # Stage II against Stage I (right on items 0-9 of 20): seed 0 right on 1-15 (6 gained, 1 lost),
 # seed 1 right on 0-13 (4 gained, none lost)
-STAGE2 = {0: [1 <= i < 16 for i in range(20)], 1: [i < 14 for i in range(20)]}
+# seed 2 right on 0-14 (5 gained, none lost)
+STAGE2 = {
+    0: [1 <= i < 16 for i in range(20)],
+    1: [i < 14 for i in range(20)],
+    2: [i < 15 for i in range(20)],
+}
 
 
 def _loop(root, seed: int):
@@ -75,7 +81,27 @@ def test_report_across_seeds_has_known_spread_and_pooled_tests(tmp_path):
     assert "| speech@speech acc | stage II | 75.0 | 70.0 | 72.5 | 3.5 | 70.0 to 75.0 |" in md
     assert "| stage I | stage II | speech@speech | +25.0 [" in md
     assert "pooled sign-flip p" in md
+    assert "not available: 2 seeds, a claim about the procedure needs at least 3" in md
+    assert vs_stage1["seed_level"]["p"] is None and both["claim"] == "these trained instances"
     assert (tmp_path / "seeds.png").stat().st_size > 0
+
+
+def test_three_seeds_give_the_seed_level_paired_t(tmp_path):
+    roots = {seed: _loop(tmp_path / f"seed-{seed}", seed) for seed in (0, 1, 2)}
+    report = write_seeds_report(roots, tmp_path, n_boot=20)
+    row = next(
+        r
+        for r in report["paired_per_seed"]
+        if (r["a"], r["b"], r["task"], r["condition"])
+        == ("stage I", "stage II", "demo", "speech@speech")
+    )
+    diffs = np.array([0.25, 0.20, 0.25])  # per seed: +5, +4 and +5 items of 20
+    t = diffs.mean() / (diffs.std(ddof=1) / np.sqrt(3))
+    level = row["seed_level"]
+    assert level["mean"] == pytest.approx(diffs.mean()) and level["t"] == pytest.approx(t)
+    assert level["p"] == pytest.approx(2 * scipy.stats.t.sf(t, 2))
+    assert level["claim"] == "the procedure"
+    assert f"| {level['p']:.3g} |" in (tmp_path / "seeds.md").read_text()
 
 
 def test_seeds_are_validated_and_name_their_dirs_as_make_demo_does(tmp_path):

@@ -107,6 +107,8 @@ def test_report_fits_constructed_probe_rows(tmp_path):
         assert law["fit"] == "power_law"
         for key, want in (("E", E), ("B", B), ("beta", BETA)):
             assert law[key] == pytest.approx(want, rel=1e-3), (name, key)
+            assert law["ci"][key] == pytest.approx([want, want], rel=1e-2), (name, key)
+        assert law["trend"] == "falling"
     assert runs["alpha-0.5-narrow"]["m_power_law"]["fit"] is None
     assert "too few points" in runs["alpha-0.5-narrow"]["m_power_law"]["note"]
     speech, text = summary["fig3"]["speech_acc_vs_log_M"], summary["fig3"]["text_acc_vs_F"]
@@ -117,10 +119,12 @@ def test_report_fits_constructed_probe_rows(tmp_path):
     assert text["slope"] == pytest.approx(B_TEXT) and text["intercept"] == pytest.approx(A_TEXT)
     for fit in (speech, text):
         assert fit["r2"] == pytest.approx(1.0) and fit["loo_r2"] == pytest.approx(1.0)
+        assert fit["n_runs"] == 3 and fit["loro_r2"] == pytest.approx(1.0)
         assert fit["partial_r2"] == pytest.approx(1.0)
     assert (root / "fig3.png").stat().st_size > 0 and (root / "fig4.png").stat().st_size > 0
     md = (root / "sweep.md").read_text()
     assert "leave-one-out R^2 1" in md and "too few points" in md
+    assert "leave-one-run-out R^2 1 over 3 runs" in md
 
 
 def test_report_says_when_there_are_too_few_points(tmp_path):

@@ -5,7 +5,9 @@ accuracy against log M (the corpus misalignment, per token, ``salad_eval.corpus_
 with a fitted line and R^2, and, for runs that hold a training ``metrics.jsonl`` with probe rows,
 the probes along training. A run without a corpus M (one made with ``--no-divergences``, of an
 external model, or before corpus divergences existed) is left out of the log M fit: its per-item
-answer KL is another quantity.
+answer KL is another quantity. The fit needs ``MIN_FIT_RUNS`` runs (a line through two points has
+R^2 1 whatever they are), and runs whose corpus F/M setups differ (corpus, documents, voice,
+spans, seeds, version: ``SETUP_KEYS``) are refused: their M values are not on one scale.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import numpy as np
 from salad_eval.errors import SaladError
 from salad_eval.figures import plt, save
 from salad_eval.gap.paired import (
+    divergences_markdown,
     load_items,
     paired_comparison,
+    paired_divergences,
     paired_markdown,
     paired_note,
 )
@@ -29,6 +33,19 @@ from salad_eval.home import atomic_write_text
 from salad_eval.run_folder import check_complete
 
 _COLUMNS = ("speech acc", "gap", "forgetting", "misalignment")
+MIN_FIT_RUNS = 3
+# what makes two runs' corpus M comparable (``corpus_divergence.gap_figures``' setup); the path
+# may differ between machines, so the corpus is compared by its hash where it is recorded
+SETUP_KEYS = (
+    "corpus_hash",
+    "documents",
+    "voice",
+    "span_words",
+    "cut_seed",
+    "synth_seed",
+    "max_tokens",
+    "version",
+)
 
 
 def load_run(run_dir: Path) -> dict:
@@ -82,6 +99,31 @@ def _check_figure(figure: dict, name: str) -> None:
 def corpus_m(results: dict) -> dict | None:
     """A run's corpus misalignment M figure (None without one)."""
     return (results.get("corpus_divergence") or {}).get("M")
+
+
+def corpus_setup(results: dict) -> dict | None:
+    """The corpus F/M setup a run's manifest records (None if it records none)."""
+    return (results.get("manifest") or {}).get("corpus_divergence")
+
+
+def check_same_setup(runs: dict[str, dict]) -> None:
+    """One-line SaladError if two runs with a corpus M measured it under different setups."""
+    recorded = {n: corpus_setup(r) for n, r in runs.items() if corpus_m(r) and corpus_setup(r)}
+    if len(recorded) < 2:
+        return
+    first, *others = recorded
+    for key in SETUP_KEYS:
+        want = recorded[first].get(key)
+        if key == "corpus_hash" and want is None:  # an older manifest: the corpus by name
+            key, want = "corpus", recorded[first].get("corpus")
+        for name in others:
+            got = recorded[name].get(key)
+            if got != want:
+                raise SaladError(
+                    f"runs {first} and {name} measured corpus M under different setups ({key} "
+                    f"{want!r} vs {got!r}); compare runs whose `salad-eval gap` used the same "
+                    "--corpus, documents, voice and spans"
+                )
 
 
 def probe_rows(run_dir: Path) -> list[dict]:
@@ -196,7 +238,7 @@ def plot_acc_vs_log_m(runs: dict[str, dict], path: Path) -> tuple[str | None, di
     for name, xi, yi in points:
         ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8)
     fit = None
-    if len(set(x)) >= 2:
+    if len(points) >= MIN_FIT_RUNS and len(set(x)) >= 2:
         fit = _fit(x, y)
         grid = np.linspace(x.min(), x.max(), 50)
         ax.plot(
@@ -278,6 +320,13 @@ def compare_runs(run_dirs: list[Path], out: Path, n_boot: int = 1000, seed: int 
         {n: (runs[n], items[n]) for n in names}, [(names[0], b) for b in names[1:]], n_boot, seed
     )
     paired_table = paired_markdown(paired)
+    check_same_setup(runs)  # before the paired corpus M, which pairs documents by position
+    divergences = [
+        row
+        for b in names[1:]
+        for row in paired_divergences(names[0], {n: (runs[n], items[n]) for n in names}, b, seed)
+    ]
+    divergence_table = divergences_markdown(divergences)
     hours = plot_gap_vs_hours(runs, out / "gap_vs_speech_hours.png")
     log_m, fit = plot_acc_vs_log_m(runs, out / "speech_acc_vs_log_m.png")
     training = plot_training(curves, out / "training_curves.png")
@@ -291,10 +340,20 @@ def compare_runs(run_dirs: list[Path], out: Path, n_boot: int = 1000, seed: int 
     without = [name for name, r in runs.items() if not (corpus_m(r) or {}).get("value", 0) > 0]
     if without and log_m is not None:
         notes.append(f"Left out of the log M fit (no corpus M): {', '.join(without)}.")
+    unchecked = [n for n, r in runs.items() if corpus_m(r) and not corpus_setup(r)]
+    if unchecked and log_m is not None:
+        notes.append(
+            f"No corpus F/M setup recorded, so not checked to match: {', '.join(unchecked)}."
+        )
     if log_m is None:
         notes.append(
             "No run has a corpus misalignment M (rerun `salad-eval gap` with "
             "divergences on): no accuracy-vs-log-M plot."
+        )
+    elif len(runs) - len(without) < MIN_FIT_RUNS:
+        notes.append(
+            f"{len(runs) - len(without)} run(s) with a corpus M: the log M fit needs at least "
+            f"{MIN_FIT_RUNS}, so no line is fitted."
         )
     elif fit is None:
         notes.append("Fewer than two distinct values of M: no line fitted.")
@@ -315,6 +374,8 @@ def compare_runs(run_dirs: list[Path], out: Path, n_boot: int = 1000, seed: int 
     ]
     if paired_table or paired_notes:
         md += ["## Paired comparison", "", paired_note(), "", paired_table, "", *paired_notes, ""]
+    if divergence_table:
+        md += ["## Paired divergences", "", divergence_table, ""]
     md += [*(f"![{p}]({p})" for p in plots), ""]
     atomic_write_text(out / "comparison.md", "\n".join(md))
     result = {
@@ -326,6 +387,7 @@ def compare_runs(run_dirs: list[Path], out: Path, n_boot: int = 1000, seed: int 
         "paired": paired,
         "paired_table": paired_table,
         "paired_notes": paired_notes,
+        "paired_divergences": divergences,
     }
     atomic_write_text(out / "comparison.json", json.dumps(result, indent=1) + "\n")
     return result

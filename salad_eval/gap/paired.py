@@ -33,8 +33,8 @@ import numpy as np
 
 from salad_eval.errors import SaladError
 from salad_eval.gap.decompose import indices, rate_figure
-from salad_eval.gap.records import METRICS, Stratum, check_records, right
-from salad_eval.stats import mcnemar_exact
+from salad_eval.gap.records import METRICS, VALUES, Stratum, check_records, right
+from salad_eval.stats import mcnemar_exact, paired_swap_test
 
 CONDITIONS = ("text@base", "text@speech", "speech@speech", "speech@cascade")
 SIGN_FLIPS = 10_000  # p resolves to 1e-4
@@ -321,3 +321,80 @@ def paired_note(who: str = "Each other run (b) against the first (a)") -> str:
         "then optimistic). The sign-flip p is a paired randomization test over items "
         f"({SIGN_FLIPS} flips, seeded): valid with any number of voices, and for the gap."
     )
+
+
+def _answer_kl(records: list[dict], condition: str) -> dict:
+    """{(task, item): {voice: answer_kl}} of one condition's rows that carry it."""
+    out: dict = {}
+    for r in records:
+        if r["condition"] == condition and isinstance(r.get("answer_kl"), (int, float)):
+            out.setdefault((r["task"], r["item"]), {})[r["voice"]] = float(r["answer_kl"])
+    return out
+
+
+def paired_divergences(
+    a: str, runs: dict[str, tuple[dict, list[dict] | None]], b: str, seed: int = 0
+) -> list[dict]:
+    """b against a on the divergences, paired by unit (``stats.paired_swap_test``): corpus M per
+    document (both runs' ``corpus_documents``, same documents in the same order: the caller has
+    checked the setups match) and the per-item answer KL (answer M: speech@speech, answer F:
+    text@speech) per item, its mean over the voices both runs scored it in."""
+    (res_a, rec_a), (res_b, rec_b) = runs[a], runs[b]
+    rows = []
+    docs_a, docs_b = res_a.get("corpus_documents"), res_b.get("corpus_documents")
+    if docs_a and docs_b and len(docs_a) == len(docs_b):
+        test = paired_swap_test(
+            [d["m_sum"] for d in docs_a],
+            [d["m_sum"] for d in docs_b],
+            [d["m_tokens"] for d in docs_a],
+            [d["m_tokens"] for d in docs_b],
+            seed=seed,
+        )
+        if test["diff"] is not None:
+            rows.append({"a": a, "b": b, "figure": "corpus M", "unit": "document", **test})
+    for name, (condition, _) in (
+        ("answer M", VALUES["answer_M"]),
+        ("answer F", VALUES["answer_F"]),
+    ):
+        if rec_a is None or rec_b is None:
+            break
+        kl_a, kl_b = _answer_kl(rec_a, condition), _answer_kl(rec_b, condition)
+        pairs = []
+        for key in sorted(set(kl_a) & set(kl_b)):
+            voices = set(kl_a[key]) & set(kl_b[key])
+            if voices:
+                pairs.append(
+                    (
+                        np.mean([kl_a[key][v] for v in voices]),
+                        np.mean([kl_b[key][v] for v in voices]),
+                    )
+                )
+        if pairs:
+            test = paired_swap_test([p[0] for p in pairs], [p[1] for p in pairs], seed=seed)
+            rows.append({"a": a, "b": b, "figure": name, "unit": "item", **test})
+    return rows
+
+
+def divergences_markdown(rows: list[dict]) -> str:
+    """The paired divergence table (empty string when there are no rows)."""
+    if not rows:
+        return ""
+    note = (
+        "Divergences, b against a, paired by document (corpus M: KL summed over each "
+        "document's tokens, pooled per token) or by item (answer KL, its mean over the common "
+        "voices): b - a with a paired bootstrap 95% CI over those units, and a paired swap p "
+        "(each unit's two values swapped at random, 10,000 times, seeded)."
+    )
+    lines = [
+        note,
+        "",
+        "| a | b | figure | paired by | n | a | b | b - a [95% CI] | swap p |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['a']} | {r['b']} | {r['figure']} | {r['unit']} | {r['n']} | {r['a_value']:.4g} "
+            f"| {r['b_value']:.4g} | {r['diff']:+.4g} [{r['ci_low']:+.4g}, {r['ci_high']:+.4g}] "
+            f"| {r['p']:.3g} |"
+        )
+    return "\n".join(lines)

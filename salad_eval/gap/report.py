@@ -138,6 +138,7 @@ def analyse(
         else {**generation_setup(records), "disagreements": disagreements(records)},
         "corpus_divergence": {k: v for k, v in (corpus_divergence or {}).items() if k in ("F", "M")}
         or None,
+        "corpus_documents": (corpus_divergence or {}).get("documents"),
         "manifest": manifest,
     }
 

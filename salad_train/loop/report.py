@@ -5,7 +5,10 @@ nothing is re-derived here. Columns are the compared models (Stage I, Stage II, 
 random-selection Stage II when ablated); rows are tasks and figures. Below them, Stage II paired
 against Stage I and against the random Stage II on their common items (``salad_eval.gap.paired``:
 the difference with a paired bootstrap CI, an exact McNemar test and a sign-flip test over items,
-from each run's items.jsonl).
+from each run's items.jsonl), and the same pairs on the divergences (corpus M paired by document,
+the answer KL by item: ``paired.paired_divergences``). These p-values hold the trained models
+fixed: they speak for these trained instances, not for the procedure (``seeds.py``'s seed-level
+test does, over at least 3 seeds).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from salad_eval.figures import plt, save
-from salad_eval.gap.compare import load_run
+from salad_eval.gap.compare import check_same_setup, load_run
 from salad_eval.gap.paired import (
+    divergences_markdown,
     load_items,
     paired_comparison,
+    paired_divergences,
     paired_markdown,
     paired_note,
 )
@@ -135,6 +140,9 @@ def _markdown(
             "## Paired comparison",
             "",
             paired_note(who),
+            "These p-values hold the trained models fixed: they support a claim about these "
+            "trained instances, not about the procedure (for that: `--seeds` with at least 3 "
+            "seeds, the seed-level test of seeds.md).",
             "",
             paired_markdown(rows),
             "",
@@ -195,9 +203,10 @@ def write_loop_report(gap_dirs: dict[str, Path], out: Path) -> dict:
     training = {m: r["manifest"].get("training") or {} for m, r in results.items()}
     exposure = {m: r.get("voice_exposure") for m, r in results.items()}
     heard, unseen = heard_voices(exposure), unseen_voices(exposure)
-    paired = paired_comparison(
-        {m: (r, load_items(gap_dirs[m])) for m, r in results.items()}, _pairs(models)
-    )
+    runs = {m: (r, load_items(gap_dirs[m])) for m, r in results.items()}
+    paired = paired_comparison(runs, _pairs(models))
+    check_same_setup(results)  # one loop, one corpus setup: the documents pair by position
+    divergences = [row for a, b in _pairs(models) for row in paired_divergences(a, runs, b)]
     plot = _plot(tables, models, out / "report.png")
     report = {
         "models": models,
@@ -210,7 +219,11 @@ def write_loop_report(gap_dirs: dict[str, Path], out: Path) -> dict:
         "plot": plot,
         "paired": paired[0],
         "paired_notes": paired[1],
+        "paired_divergences": divergences,
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str) + "\n")
-    atomic_write_text(out / "report.md", _markdown(tables, models, training, paired, heard, unseen))
+    md = _markdown(tables, models, training, paired, heard, unseen)
+    if divergences:
+        md += "\n## Paired divergences\n\n" + divergences_markdown(divergences) + "\n"
+    atomic_write_text(out / "report.md", md)
     return report

@@ -7,12 +7,19 @@ writes ``seeds.{md,json,png}`` beside them:
   model and seed, with the mean, the sample standard deviation and the range across seeds;
 - the paired comparisons of each seed's report (Stage II against Stage I and against the random
   Stage II: ``b - a`` with its paired bootstrap CI, exact McNemar p and sign-flip p over items),
-  with the mean and spread of ``b - a`` across seeds;
+  with the mean and spread of ``b - a`` across seeds and the seed-level test (``seed_level``): a
+  paired t over seeds of the per-seed ``b - a``. Each seed retrains both models, so the seed is
+  the replicate of the *procedure*; this is the only p here that supports a claim about the
+  procedure (Stage II against random as a recipe), and it needs ``MIN_SEEDS`` seeds: with fewer
+  the report says it is not available;
 - the same pairs pooled over seeds (``salad_eval.gap.paired``): the seeds share their evaluation
   items, so a seed is one more answer to the same item, as a voice is. An item's score is its
   mean over seeds (and voices); the bootstrap CI and the sign-flip p resample and flip items, so
   they hold although one item's answers across seeds are correlated. McNemar counts every (seed,
-  item, voice) pair, so its pooled p is optimistic and shown for reference only.
+  item, voice) pair, so its pooled p is optimistic and shown for reference only. These pooled
+  tests treat the trained models as fixed: they support a claim about *these trained instances*
+  only. With seed-to-seed spread they reject a true null of the procedure far more often than
+  alpha (tests/test_stats_simulated.py measures both).
 """
 
 from __future__ import annotations
@@ -27,9 +34,13 @@ from salad_eval.figures import plt, save
 from salad_eval.gap.compare import load_run
 from salad_eval.gap.paired import load_items, paired_rows
 from salad_eval.home import atomic_write_text
+from salad_eval.stats import one_sample_t
 from salad_train.loop.report import ALL, FIGURES
 
 SHOWN = ("speech@speech", "text@speech", "gap")  # the conditions training moves
+MIN_SEEDS = 3  # a t over 2 seeds has 1 degree of freedom: no claim about the procedure
+ITEM_CLAIM = "these trained instances"
+SEED_CLAIM = "the procedure"
 
 
 def spread(values: list[float]) -> dict:
@@ -98,9 +109,26 @@ def paired_across_seeds(reports: dict[int, dict]) -> list[dict]:
             "condition": cond,
             "per_seed": per_seed,
             "diff": spread([r["diff"]["value"] for r in per_seed.values()]),
+            "seed_level": seed_level([r["diff"]["value"] for r in per_seed.values()]),
         }
         for (a, b, task, cond), per_seed in grouped.items()
     ]
+
+
+def seed_level(diffs: list[float]) -> dict:
+    """The seed-level test of b - a: the per-seed differences' mean, sd and paired t over seeds
+    (``stats.one_sample_t``), or, with fewer than ``MIN_SEEDS`` seeds, no p and a note why."""
+    test = one_sample_t(diffs)
+    if len(diffs) < MIN_SEEDS:
+        test |= {
+            "t": None,
+            "p": None,
+            "note": f"not available: {len(diffs)} seed{'s' * (len(diffs) != 1)}, a claim about "
+            f"the procedure needs at least {MIN_SEEDS}",
+        }
+    elif test["p"] is None:
+        test["note"] = "no p: every seed has the same b - a"
+    return test | {"claim": SEED_CLAIM}
 
 
 def seed_replicates(records: list[dict], seed: int) -> list[dict]:
@@ -130,7 +158,7 @@ def pooled_paired(reports: dict[int, dict], n_boot: int = 1000) -> list[dict]:
                 pooled[model] += seed_replicates(records, seed)
         if pooled[a] and pooled[b]:
             rows += paired_rows(a, pooled[a], b, pooled[b], metric, n_boot)
-    return rows
+    return [r | {"claim": ITEM_CLAIM} for r in rows]
 
 
 def _pct(value: float | None, sign: bool = False) -> str:
@@ -199,16 +227,20 @@ def _markdown(
             "## Paired: Stage II (b) against Stage I and the random Stage II (a), all tasks",
             "",
             "Per seed: b - a [paired bootstrap 95% CI] and the sign-flip p over items "
-            "(McNemar's p is in each seed's report.md). Pooled: the seeds share their items, "
-            "so an item's score is its mean over seeds; the CI resamples and the sign-flip "
-            "test flips items, so both hold across seeds. The pooled McNemar p counts every "
-            "(seed, item, voice) pair and is optimistic: for reference.",
+            "(McNemar's p is in each seed's report.md). Seed-level: the mean and sd of the "
+            "per-seed b - a and a paired t over seeds; each seed retrains both models, so this "
+            f"is the p for a claim about **{SEED_CLAIM}** (the recipe), and it needs at least "
+            f"{MIN_SEEDS} seeds. Pooled: an item's score is its mean over seeds; the CI "
+            "resamples and the sign-flip test flips items with the trained models held fixed, "
+            f"so they support a claim about **{ITEM_CLAIM}** only, not about the procedure. "
+            "The pooled McNemar p counts every (seed, item, voice) pair and is optimistic: for "
+            "reference.",
             "",
             "| a | b | condition | "
             + " | ".join(cols)
-            + " | mean b - a (sd) | pooled b - a [CI] | pooled sign-flip p | pooled McNemar "
-            "p |",
-            "|---|---|---|" + "---|" * (len(cols) + 4),
+            + " | mean b - a (sd) | seed-level p (the procedure) | pooled b - a [CI] | pooled "
+            "sign-flip p (these instances) | pooled McNemar p |",
+            "|---|---|---|" + "---|" * (len(cols) + 5),
         ]
         for r in shown:
             cells = []
@@ -219,6 +251,8 @@ def _markdown(
                 )
             d = r["diff"]
             mean = f"{_pct(d['mean'], True)} ({_pct(d['sd'])})"
+            level = r["seed_level"]
+            seed_p = _p(level["p"]) if level["p"] is not None else level.get("note", "–")
             pool = pooled_by.get((r["a"], r["b"], r["condition"]))
             pool_cells = (
                 [_diff(pool["diff"]), _p(pool["p_items"]), _p(pool["p_value"])]
@@ -228,7 +262,7 @@ def _markdown(
             lines.append(
                 f"| {r['a']} | {r['b']} | {r['condition']} | "
                 + " | ".join(cells)
-                + f" | {mean} | "
+                + f" | {mean} | {seed_p} | "
                 + " | ".join(pool_cells)
                 + " |"
             )

@@ -41,13 +41,16 @@ def _panel(ax, points: list[dict], target: str, driver: str, fit: dict, colors: 
     if fit.get("fit"):
         xs = [np.log(p["M"]) if driver == "log_M" else p["F"] for p in usable]
         grid = np.linspace(min(xs), max(xs), 50)
-        r2, loo, partial = (_two(fit[k]) for k in ("r2", "loo_r2", "partial_r2"))
+        r2, loo, loro, partial = (
+            _two(fit.get(k)) for k in ("r2", "loo_r2", "loro_r2", "partial_r2")
+        )
         ax.plot(
             grid,
             100 * (fit["intercept"] + fit["slope"] * grid),
             "--",
             color="grey",
-            label=f"R$^2$ {r2}, LOO {loo}, partial {partial}",
+            label=f"R$^2$ {r2}, LOO {loo}, leave-one-run-out {loro} ({fit.get('n_runs')} runs), "
+            f"partial {partial}",
         )
     else:
         ax.text(0.5, 0.5, fit["note"], transform=ax.transAxes, ha="center", fontsize=8, wrap=True)

@@ -204,7 +204,8 @@ def _too_few(n: int, need: int = fits.MIN_POINTS) -> dict:
 
 def driver_fit(points: list[dict], target: str, driver: str) -> dict:
     """``target`` ~ a + b ``driver`` (driver "log_M" or "F") over all usable points: the line, its
-    in-sample and leave-one-out R^2, and the partial R^2 of the driver given the other one."""
+    in-sample, point-wise leave-one-out and leave-one-run-out R^2, and the partial R^2 of the
+    driver given the other one."""
     usable = _finite(points, target, "M", "F", positive=("M",))
     if len(usable) < fits.MIN_POINTS:
         return _too_few(len(usable))
@@ -222,6 +223,8 @@ def driver_fit(points: list[dict], target: str, driver: str) -> dict:
         **{k: line[k] for k in ("intercept", "slope")},
         "r2": line["r2"],
         "loo_r2": fits.loo_r2(x, y),
+        "n_runs": len({p["run"] for p in usable}),
+        "loro_r2": fits.loro_r2(x, y, [p["run"] for p in usable]),
         "partial_r2": fits.partial_r2(y, x, control),
         "partial_given": "F" if driver == "log_M" else "log_M",
     }
@@ -229,12 +232,13 @@ def driver_fit(points: list[dict], target: str, driver: str) -> dict:
 
 
 def m_power_law(points: list[dict]) -> dict:
-    """M(D) = E + B D^-beta over one run's probe points (D: tokens seen)."""
+    """M(D) = E + B D^-beta over one run's probe points (D: tokens seen), its trend (B < 0:
+    rising) and bootstrap CIs of E, B and beta over the probe points."""
     usable = _finite(points, "M", "tokens_seen", positive=("tokens_seen",))
     if len(usable) < fits.MIN_POINTS:
         return _too_few(len(usable))
-    fit = fits.power_law_fit([p["tokens_seen"] for p in usable], [p["M"] for p in usable])
-    return {"fit": "power_law", **fit}
+    D, M = [p["tokens_seen"] for p in usable], [p["M"] for p in usable]
+    return {"fit": "power_law", **fits.power_law_fit(D, M), "ci": fits.power_law_ci(D, M)}
 
 
 def _nan_to_none(value):
@@ -285,13 +289,20 @@ def _num(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}"
 
 
+def _with_ci(value, ci) -> str:
+    low, high = ci if ci else (None, None)
+    return f"{_num(value)} [{_num(low)}, {_num(high)}]"
+
+
 def _fit_line(title: str, fit: dict, driver: str) -> str:
     if fit.get("fit") is None:
         return f"- {title}: {fit['note']}."
     given = fit["partial_given"].replace("_", " ")
     return (
         f"- {title} ({fit['n']} points): slope {_num(fit['slope'])} per unit {driver}, "
-        f"R^2 {_num(fit['r2'])}, leave-one-out R^2 {_num(fit['loo_r2'])}, partial R^2 of "
+        f"R^2 {_num(fit['r2'])}, leave-one-out R^2 {_num(fit['loo_r2'])} (point-wise: "
+        f"inflated by autocorrelated checkpoints), leave-one-run-out R^2 "
+        f"{_num(fit['loro_r2'])} over {fit['n_runs']} runs (n/a under 3), partial R^2 of "
         f"{driver} given {given} {_num(fit['partial_r2'])}."
     )
 
@@ -314,17 +325,21 @@ def markdown(summary: dict) -> str:
         "",
         "## Fig. 4: M, F and accuracy against training tokens",
         "",
-        "M(D) = E + B D^-beta per run (D: tokens seen).",
+        "M(D) = E + B D^-beta per run (D: tokens seen). B < 0 is M rising with data towards E; "
+        "[bootstrap 95% CIs over the run's probe points, which are autocorrelated, so if "
+        "anything too narrow]; a B interval that spans 0 leaves M's direction open.",
         "",
-        "| run | alpha | variant | points | E | B | beta | R^2 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | alpha | variant | points | trend | E | B | beta | R^2 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for run in summary["runs"]:
         fit = run["m_power_law"]
         cells = (
-            [_num(fit[k]) for k in ("E", "B", "beta", "r2")]
+            [fit["trend"]]
+            + [_with_ci(fit[k], fit["ci"][k]) for k in ("E", "B", "beta")]
+            + [_num(fit["r2"])]
             if fit.get("fit")
-            else [fit["note"], "", "", ""]
+            else [fit["note"], "", "", "", ""]
         )
         lines.append(
             f"| {run['name']} | {run['alpha']:g} | {run['variant'] or ''} | "
