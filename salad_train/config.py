@@ -145,6 +145,12 @@ class Stage2Config:
     )
     selected_share: float = option(1 / 3, min=0, help="selected synthetic speech")
     replay_share: float = option(1 / 3, min=0, help="text replay (data.replay, else data.corpus)")
+    adapter_lr: float | None = option(
+        None, min=0, help="Stage II's plateau adapter LR; None: optim.adapter_lr (Stage I's)"
+    )
+    llm_lr: float | None = option(
+        None, min=0, help="Stage II's plateau LLM LR; None: optim.llm_lr (Stage I's)"
+    )
     out_dir: str = "runs/stage2"
 
 
