@@ -120,6 +120,12 @@ class SelectConfig:
     )
     probe_span_words: int = option(12, min=1, help="spoken words at the start of each probe text")
     gamma: float = option(5.0, min=0, help="P(c) ~ P_pool(c) * M(c)^gamma; 0 is random selection")
+    signal: str = option(
+        "misalignment",
+        choices=("misalignment", "distillation"),
+        help="M(c) as KL(speech LLM on text || on speech), or as Stage I's distillation KL "
+        "(base LLM on text || speech LLM on speech)",
+    )
     budget_hours: float | None = option(
         None, above=0, help="speech to select; None: budget_share x Stage I speech"
     )
