@@ -99,11 +99,14 @@ def forgetting_kl(base, speech, item: Item, max_tokens: int | None = None) -> fl
 
 
 def misalignment_kl(
-    speech, item: Item, speech_prompt: Prompt, max_tokens: int | None = None
+    speech, item: Item, speech_prompt: Prompt, max_tokens: int | None = None, teacher=None
 ) -> float:
-    """M on an item: the speech LLM on the text vs on the spoken version, on the answer tokens."""
+    """M on an item: the speech LLM on the text vs on the spoken version, on the answer tokens.
+    With a ``teacher`` (the base LLM), the teacher reads the text instead: Stage I's
+    distillation KL on those tokens."""
     text = (Text(item.text_context),)
-    return divergence(speech, text, speech, speech_prompt, item.choices[item.target], max_tokens)
+    reference = speech if teacher is None else teacher
+    return divergence(reference, text, speech, speech_prompt, item.choices[item.target], max_tokens)
 
 
 def spoken_prefix_items(
@@ -143,9 +146,13 @@ def text_misalignments(
     out_dir=None,
     max_cer: float | None = None,
     continuation_tokens: int = CONTINUATION_TOKENS,
+    seed: int = 0,
+    teacher=None,
 ) -> list[dict]:
     """Per document: misalignment M (mean over the voices) and, given the base LLM, forgetting F,
-    both per token over the first ``continuation_tokens`` tokens after the spoken words.
+    both per token over the first ``continuation_tokens`` tokens after the spoken words; clips
+    synthesized with ``seed``. With a ``teacher`` (the base LLM), M is the distillation KL
+    instead (``misalignment_kl``).
 
     This is what Stage II measures per cluster (``salad_train.selection.select``). A clip
     whose ASR character error rate is above ``max_cer`` does not say its text, so M would measure
@@ -155,7 +162,7 @@ def text_misalignments(
     spec = voices if isinstance(voices, str) else ",".join(str(v) for v in voices)
     names = [str(v) for v in resolve_voices(spec)]
     items = spoken_prefix_items(texts, "corpus", span_words)
-    manifest = synthesize(items, spec, workers=workers, out_dir=out_dir)
+    manifest = synthesize(items, spec, workers=workers, out_dir=out_dir, seed=seed)
     rows = []
     with progress_bar(transient=True) as progress:
         bar = progress.add_task("divergences", total=len(items))
@@ -163,7 +170,9 @@ def text_misalignments(
             ok = [v for v in names if manifest.row(item, v).status == "ok"]
             readable = [v for v in ok if max_cer is None or manifest.row(item, v).cer <= max_cer]
             values = [
-                misalignment_kl(speech, item, manifest.speech_prompt(item, v), continuation_tokens)
+                misalignment_kl(
+                    speech, item, manifest.speech_prompt(item, v), continuation_tokens, teacher
+                )
                 for v in readable
             ]
             row = {

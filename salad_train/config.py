@@ -120,6 +120,12 @@ class SelectConfig:
     )
     probe_span_words: int = option(12, min=1, help="spoken words at the start of each probe text")
     gamma: float = option(5.0, min=0, help="P(c) ~ P_pool(c) * M(c)^gamma; 0 is random selection")
+    signal: str = option(
+        "misalignment",
+        choices=("misalignment", "distillation"),
+        help="M(c) as KL(speech LLM on text || on speech), or as Stage I's distillation KL "
+        "(base LLM on text || speech LLM on speech)",
+    )
     budget_hours: float | None = option(
         None, above=0, help="speech to select; None: budget_share x Stage I speech"
     )
@@ -145,6 +151,12 @@ class Stage2Config:
     )
     selected_share: float = option(1 / 3, min=0, help="selected synthetic speech")
     replay_share: float = option(1 / 3, min=0, help="text replay (data.replay, else data.corpus)")
+    adapter_lr: float | None = option(
+        None, min=0, help="Stage II's plateau adapter LR; None: optim.adapter_lr (Stage I's)"
+    )
+    llm_lr: float | None = option(
+        None, min=0, help="Stage II's plateau LLM LR; None: optim.llm_lr (Stage I's)"
+    )
     out_dir: str = "runs/stage2"
 
 

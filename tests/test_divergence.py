@@ -93,3 +93,16 @@ def test_the_misalignment_cache_is_keyed_by_the_clip_bytes(tmp_path, monkeypatch
     assert m() == 1.0  # another path, the same bytes: still cached
     Path(tmp_path / "b.flac").write_bytes(b"a new TTS")
     assert m() == 2.0  # new audio, same text: measured again
+
+
+def test_a_teacher_makes_the_misalignment_stage1s_distillation_kl(two_llms):
+    """select.signal=distillation: the teacher reads the text, the model the other prompt."""
+    from salad_eval.divergence import misalignment_kl
+
+    teacher, model = two_llms
+    item = Item("t", "0", "d", (Text("Where did the river go?"),), (LONG,), 0)
+    other = (Text("Where did it go?"),)
+    own = misalignment_kl(model, item, other, 8)
+    assert own == divergence(model, item.context, model, other, LONG, 8)
+    distilled = misalignment_kl(model, item, other, 8, teacher=teacher)
+    assert distilled == divergence(teacher, item.context, model, other, LONG, 8) != own

@@ -131,6 +131,7 @@ def test_paper_shape_stage1_select_stage2(models, natural, tmp_path, fresh_accel
             "train.mixed_precision=bf16",
             f"train.out_dir={tmp_path / 'stage1'}",
             f"select.pool=[{tmp_path / 'pool.txt'}]",
+            "select.embedder=all-minilm-l6-v2",  # the preset's bge-large is a hub id
             "select.clusters=2",
             "select.probe_texts=2",
             "select.budget_share=1.0",

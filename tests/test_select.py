@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 
 from salad_eval.errors import SaladError
+from salad_eval.models.speech_lm import SpeechLMConfig
 from salad_train.config import SelectConfig, load_config
 from salad_train.selection.cluster import balanced_kmeans
 from salad_train.selection.pool import read_pool
@@ -173,6 +174,16 @@ def test_select_config_keys_are_checked():
     assert config.select.gamma == 0 and Path(config.select.pool[0]).is_file()
 
 
+def _selection_in(tmp_path: Path) -> list[str]:
+    """Overrides: the pool, Stage I model and output under ``tmp_path``, in 3 clusters."""
+    return [
+        f"select.pool=[{tmp_path / 'pool.txt'}]",
+        f"select.checkpoint={tmp_path / 'stage1/model'}",
+        f"select.out_dir={tmp_path / 'select'}",
+        "select.clusters=3",
+    ]
+
+
 @pytest.mark.integration
 def test_select_real_run(tmp_path):
     """The whole selection with real embedder, TTS, ASR and a random-adapter speech LLM."""
@@ -189,10 +200,7 @@ def test_select_real_run(tmp_path):
     config = load_config(
         "tiny",
         [
-            f"select.pool=[{tmp_path / 'pool.txt'}]",
-            f"select.checkpoint={tmp_path / 'stage1/model'}",
-            f"select.out_dir={tmp_path / 'select'}",
-            "select.clusters=3",
+            *_selection_in(tmp_path),
             "select.probe_texts=1",
             "select.budget_hours=0.004",
             "select.max_cer=0.5",
@@ -227,3 +235,77 @@ def test_select_real_run(tmp_path):
         for r in rows
     ]
     assert all(s.dropped and "CER" in s.reason for s in _synthesize(chosen, strict, out))
+
+
+def _fake_selection(tmp_path, monkeypatch, overrides):
+    """run_select on 24 pool texts with the embedder, probes and synthesis faked: what it calls."""
+    from salad_train.selection import select
+
+    (tmp_path / "stage1" / "model").mkdir(parents=True)
+    (tmp_path / "stage1" / "model" / "config.json").write_text("{}")
+    (tmp_path / "pool.txt").write_text(
+        "\n".join(f"text {i} " + "word " * (8 + i) for i in range(24)) + "\n"
+    )
+    calls = []
+
+    def probes(texts, config, checkpoint, out):
+        calls.append(len(texts))
+        return [1.0 + i % 3 for i in range(len(texts))]
+
+    def synthesize(chosen, config, out):
+        return [Selected(**{**dataclasses.asdict(s), "seconds": s.est_seconds}) for s in chosen]
+
+    monkeypatch.setattr(select, "probe_misalignment", probes)
+    monkeypatch.setattr(select, "_synthesize", synthesize)
+    monkeypatch.setattr(select, "select_key", lambda *_: "key")
+    monkeypatch.setattr(
+        select, "embed", lambda pool, _: np.random.default_rng(0).normal(size=(len(pool), 4))
+    )
+    config = load_config(
+        "tiny",
+        [
+            *_selection_in(tmp_path),
+            "select.probe_texts=2",
+            "select.budget_hours=0.002",
+            *overrides,
+        ],
+    )
+    report = json.loads((select.run_select(config) / "report.json").read_text())
+    return calls, report
+
+
+def test_random_selection_measures_no_probes(tmp_path, monkeypatch):
+    calls, report = _fake_selection(tmp_path / "g0", monkeypatch, ["select.gamma=0"])
+    assert calls == [] and report["gamma"] == 0 and report["selected"] > 0
+    assert all(r["M"] is None and r["probes"] == 0 for r in report["clusters_detail"])
+    assert [r["weight"] for r in report["clusters_detail"]] == pytest.approx([1 / 3] * 3)
+    calls, report = _fake_selection(tmp_path / "g5", monkeypatch, ["select.signal=distillation"])
+    assert calls == [6] and report["signal"] == "distillation"
+    assert all(r["M"] > 0 and r["probes"] == 2 for r in report["clusters_detail"])
+
+
+def test_probes_follow_the_synthesis_seed_and_the_signal(tmp_path, monkeypatch):
+    from salad_train.selection import select
+
+    seen = {}
+
+    def measure(speech_lm, texts, voices, **kwargs):
+        seen.update(kwargs)
+        return [{"M": 0.5} for _ in texts]
+
+    class Model:
+        config = SpeechLMConfig(llm="smollm2-135m")
+
+        def eval(self):
+            return self
+
+    monkeypatch.setattr(select, "text_misalignments", measure)
+    monkeypatch.setattr(select, "load_speech_lm", lambda _: Model())
+    monkeypatch.setattr(select, "TextLM", lambda llm: f"base {llm}")
+    for signal, teacher in (("misalignment", None), ("distillation", "base smollm2-135m")):
+        config = load_config("tiny", ["data.synth_seed=7", f"select.signal={signal}"])
+        assert select.probe_misalignment(["a b c d"], config, tmp_path, tmp_path) == [0.5]
+        assert seen["seed"] == 7 and seen["teacher"] == teacher
+    with pytest.raises(SaladError, match="select.signal") as error:
+        load_config("tiny", ["select.signal=loss"])
+    assert "\n" not in str(error.value)

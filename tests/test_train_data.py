@@ -81,10 +81,17 @@ def test_drawn_shares_count_what_the_run_sampled():
     assert drawn["replay"] == replay and abs(replay - 0.25) < 3 * (0.25 * 0.75 / 4000) ** 0.5
 
 
+PAPER_OFFLINE = [  # the paper presets' hub ids, as embedded models: no hub offline
+    "model.encoder=whisper-tiny.en",
+    "model.llm=smollm2-135m",
+    "select.embedder=all-minilm-l6-v2",
+]
+
+
 def test_replay_asked_for_without_text_fails_before_any_work(tmp_path):
     (tmp_path / "natural.jsonl").write_text("")
     natural = f"data.natural=[{tmp_path / 'natural.jsonl'}]"
-    offline = ["model.encoder=whisper-tiny.en", "model.llm=smollm2-135m"]  # no hub ids offline
+    offline = PAPER_OFFLINE
     with pytest.raises(SaladError) as error:
         load_config("paper-3b", [natural, *offline])
     message = str(error.value)
@@ -93,3 +100,32 @@ def test_replay_asked_for_without_text_fails_before_any_work(tmp_path):
     (tmp_path / "replay.txt").write_text("some text to replay\n")
     assert load_config("paper-3b", [natural, *offline, f"data.replay={tmp_path / 'replay.txt'}"])
     assert load_config("paper-3b", [natural, *offline, "data.replay_prob=0"])
+
+
+@pytest.mark.parametrize("name", ["paper-3b", "paper-7b"])
+def test_paper_presets_select_and_train_stage2_as_the_paper(name, tmp_path):
+    """Each preset loads and validates with its select and stage2 sections, set as the paper sets
+    them (and salad's defaults where the paper gives no value, which the YAML says)."""
+    import yaml
+
+    from salad_train.config import PRESETS
+    from salad_train.recipe.stage2 import stage2_config
+
+    tree = yaml.safe_load((PRESETS / f"{name}.yaml").read_text())
+    assert tree["select"]["embedder"] == "BAAI/bge-large-en-v1.5"  # overridden below: offline
+    (tmp_path / "natural.jsonl").write_text("")
+    (tmp_path / "replay.txt").write_text("some text to replay\n")
+    data = [
+        f"data.natural=[{tmp_path / 'natural.jsonl'}]",
+        f"data.replay={tmp_path / 'replay.txt'}",
+    ]
+    config = load_config(name, [*data, *PAPER_OFFLINE])
+    s, t = config.select, config.stage2
+    assert config.data.voices == ["kokoro/af_heart"]
+    assert (s.clusters, s.gamma, s.budget_share, s.budget_hours) == (128, 5.0, 0.01, None)
+    assert s.signal == "misalignment"
+    assert t.steps == 1810 and t.natural_share == t.selected_share == t.replay_share
+    assert (t.adapter_lr, t.llm_lr) == (None, None)  # Stage II decays from Stage I's plateau
+    optim = stage2_config(config, tmp_path).optim
+    assert (optim.adapter_lr, optim.llm_lr) == (config.optim.adapter_lr, config.optim.llm_lr)
+    assert (optim.warmup_steps, optim.decay_fraction) == (0, 1.0)

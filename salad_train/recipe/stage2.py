@@ -10,8 +10,10 @@ Stage II changes three things through its hooks:
   (``<selection>/selected.jsonl``, rows not dropped) and text replay (Stage I's: ``data.replay``,
   else the text of its synthetic documents), drawn as a pure function of (seed, global index)
   so a resume is exact;
-- the learning rate goes linearly from the plateau to zero over ``stage2.steps`` (its first step
-  is already below the plateau, its last at zero; ``salad_train/recipe/optim.py``).
+- the learning rate goes linearly from the plateau (Stage I's rates, or ``stage2.adapter_lr`` /
+  ``stage2.llm_lr``: Stage II's rates change without retraining Stage I) to zero over
+  ``stage2.steps`` (its first step is already below the plateau, its last at zero;
+  ``salad_train/recipe/optim.py``).
 """
 
 from __future__ import annotations
@@ -67,12 +69,19 @@ def stage2_paths(config: Config) -> tuple[Path, Path, Path]:
 
 
 def stage2_config(config: Config, checkpoint: Path) -> Config:
-    """The Stage I config that trains Stage II: own dir and steps, no warmup, all decay."""
+    """The Stage I config that trains Stage II: own dir, steps and (if set) plateau rates, no
+    warmup, all decay."""
     s = config.stage2
     train = dataclasses.replace(
         config.train, out_dir=s.out_dir, steps=s.steps, init_from=str(checkpoint / "model")
     )
-    optim = dataclasses.replace(config.optim, warmup_steps=0, decay_fraction=1.0)
+    optim = dataclasses.replace(
+        config.optim,
+        adapter_lr=config.optim.adapter_lr if s.adapter_lr is None else s.adapter_lr,
+        llm_lr=config.optim.llm_lr if s.llm_lr is None else s.llm_lr,
+        warmup_steps=0,
+        decay_fraction=1.0,
+    )
     return dataclasses.replace(config, train=train, optim=optim)
 
 
@@ -126,6 +135,8 @@ class Stage2Trainer(Stage1Trainer):
             "stage1": str(self.stage1),
             "stage1_checkpoint": str(self.pre_decay),
             "selection": str(self.selection),
+            "adapter_lr": self.config.optim.adapter_lr,  # the plateau it decays from
+            "llm_lr": self.config.optim.llm_lr,
             "selected_texts": len(kept),
             "selected_speech_hours": sum(row["seconds"] for row in kept) / 3600,
             "natural": "data.natural"

@@ -55,7 +55,7 @@ def _plot(path: Path, rows: list[dict], gamma: float) -> None:
     names = [f"c{r['cluster']}\n{r['top_words'][0] if r['top_words'] else ''}" for r in rows]
     x = np.arange(len(rows))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6, 0.35 * len(rows) + 2), 6), sharex=True)
-    top.bar(x, [r["M"] for r in rows], color="tab:red")
+    top.bar(x, [np.nan if r["M"] is None else r["M"] for r in rows], color="tab:red")
     top.set_ylabel("misalignment M(c)\n(mean KL, nats)")
     top.set_title("Stage II selection: clusters sorted by misalignment")
     width = 0.4
@@ -83,6 +83,14 @@ def _plot(path: Path, rows: list[dict], gamma: float) -> None:
     plt.close(fig)
 
 
+KL_OF = {  # select.signal: what the KL compares
+    "misalignment": "between its next-token predictions after the written text and after the "
+    "same words spoken",
+    "distillation": "of its next-token predictions after the words spoken from the base LLM's "
+    "after the written text (Stage I's distillation KL)",
+}
+
+
 def _markdown(rows: list[dict], totals: dict) -> str:
     t = totals
     lines = [
@@ -92,8 +100,7 @@ def _markdown(rows: list[dict], totals: dict) -> str:
         f"{t['clusters']} balanced clusters. For each cluster the Stage I model's misalignment "
         "M(c) "
         "was measured on a few synthesized probe texts whose clips ASR reads back (probes: how "
-        "many): the KL divergence between its next-token predictions after the written text and "
-        "after the same words spoken (per token over the continuation's first "
+        f"many): the KL divergence {KL_OF[t['signal']]} (per token over the continuation's first "
         f"{CONTINUATION_TOKENS} tokens, averaged over texts and voices; higher = speech "
         f"understood worse). Clusters were then sampled with P(c) ~ P_pool(c) x "
         f"M(c)^{t['gamma']:g} (gamma = 0 would be random selection) until the kept speech "
@@ -104,6 +111,10 @@ def _markdown(rows: list[dict], totals: dict) -> str:
         f"- selected texts: {t['selected']}; dropped {t['dropped']} (synthesis failed or ASR "
         f"character error rate above {t['max_cer']:.0%}); kept {t['kept']}",
         f"- voices: {', '.join(t['voices'])}",
+        *(
+            ["- gamma = 0: M(c) was not measured (it cannot change the weights)"]
+            * (t["gamma"] == 0)
+        ),
         "",
         "| cluster | size | probes | M(c) | weight P(c) | selected | share of selection "
         "| top words | examples |",
@@ -112,7 +123,8 @@ def _markdown(rows: list[dict], totals: dict) -> str:
     for r in rows:
         examples = " / ".join(e[:80] + ("..." if len(e) > 80 else "") for e in r["examples"])
         lines.append(
-            f"| c{r['cluster']} | {r['size']} | {r['probes']} | {r['M']:.3f} | {r['weight']:.3f} | "
+            f"| c{r['cluster']} | {r['size']} | {r['probes']} | "
+            f"{'-' if r['M'] is None else format(r['M'], '.3f')} | {r['weight']:.3f} | "
             f"{r['selected']} | {r['selected_share']:.1%} | {', '.join(r['top_words'])} | "
             f"{examples.replace('|', '/')} |"
         )
@@ -145,7 +157,7 @@ def write_report(
             "size": len(members[c]),
             "probes": probes[c],
             "pool_share": len(members[c]) / len(pool),
-            "M": float(misalignment[c]),
+            "M": None if np.isnan(misalignment[c]) else float(misalignment[c]),  # gamma 0: none
             "weight": float(weights[c]),
             "selected": picked[c],
             "selected_share": picked[c] / max(1, len(chosen)),
@@ -154,7 +166,7 @@ def write_report(
         }
         for c in range(k)
     ]
-    rows.sort(key=lambda r: -r["M"])
+    rows.sort(key=lambda r: -(r["M"] or 0.0))
     kept = [c for c in chosen if not c.dropped]
     totals = {
         "key": key,
@@ -162,6 +174,7 @@ def write_report(
         "clusters": k,
         "embedder": s.embedder,
         "gamma": s.gamma,
+        "signal": s.signal,
         "seed": s.seed,
         "max_cer": s.max_cer,
         "voices": list(config.data.voices),

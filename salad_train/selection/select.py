@@ -28,6 +28,7 @@ from salad_eval.divergence import text_misalignments
 from salad_eval.errors import SaladError
 from salad_eval.home import atomic_write_text
 from salad_eval.models.speech_lm import load_speech_lm
+from salad_eval.models.text_lm import TextLM
 from salad_eval.prompt import Item, Speak, Text
 from salad_eval.speech.synth import synthesize
 from salad_train.config import Config
@@ -57,9 +58,12 @@ class Selected:
 
 
 def cluster_weights(pool_share: np.ndarray, misalignment: np.ndarray, gamma: float) -> np.ndarray:
-    """P(c) = P_pool(c) * M(c)^gamma / sum over clusters (computed in log space)."""
+    """P(c) = P_pool(c) * M(c)^gamma / sum over clusters (computed in log space); at gamma 0
+    M is not read (a random selection measures none: it may be NaN)."""
     m = np.clip(np.asarray(misalignment, dtype=np.float64), 1e-12, None)
-    log = np.log(np.asarray(pool_share, dtype=np.float64)) + gamma * np.log(m)
+    log = np.log(np.asarray(pool_share, dtype=np.float64))
+    if gamma:
+        log = log + gamma * np.log(m)
     weights = np.exp(log - log.max())
     return weights / weights.sum()
 
@@ -139,9 +143,12 @@ def probe_misalignment(
     texts: Sequence[str], config: Config, checkpoint: Path, out: Path
 ) -> list[float]:
     """Per-token misalignment KL of each probe text over the voices whose clip ASR reads back
-    within ``select.max_cer`` (``salad-eval gap``'s M); NaN where no clip is readable."""
+    within ``select.max_cer`` (``salad-eval gap``'s M; with ``select.signal=distillation``, the
+    base LLM reading the text is the reference, as in Stage I's loss); NaN where no clip is
+    readable. Clips are synthesized with ``data.synth_seed``, as the selected speech is."""
     speech_lm = load_speech_lm(checkpoint)
     speech_lm.eval()
+    distillation = config.select.signal == "distillation"
     rows = text_misalignments(
         speech_lm,
         texts,
@@ -150,10 +157,46 @@ def probe_misalignment(
         workers=config.select.workers,
         out_dir=out / "probe",
         max_cer=config.select.max_cer,
+        seed=config.data.synth_seed,
+        teacher=TextLM(speech_lm.config.llm) if distillation else None,
     )
     if len(rows) != len(texts):
         raise SaladError("a probe text is too short to speak; raise select.min_words")
     return [float("nan") if row["M"] is None else row["M"] for row in rows]
+
+
+def cluster_misalignment(
+    pool: Sequence[str], labels: np.ndarray, config: Config, checkpoint: Path, out: Path
+) -> tuple[np.ndarray, dict[int, list[float]]]:
+    """(M(c) per cluster, the readable probes' values per cluster) from ``select.probe_texts``
+    seeded texts of each cluster."""
+    s = config.select
+    rng = np.random.default_rng(s.seed)
+    probes = {
+        c: sorted(
+            rng.choice(
+                np.flatnonzero(labels == c),
+                min(s.probe_texts, int((labels == c).sum())),
+                replace=False,
+            )
+        )
+        for c in range(s.clusters)
+    }
+    flat = [(c, int(i)) for c, indices in probes.items() for i in indices]
+    values = probe_misalignment([pool[i] for _, i in flat], config, checkpoint, out)
+    measured = {
+        c: [v for (c2, _), v in zip(flat, values, strict=True) if c2 == c and not np.isnan(v)]
+        for c in range(s.clusters)
+    }
+    if not any(measured.values()):
+        raise SaladError(
+            "no probe clip was readable by ASR within select.max_cer; check the "
+            "voices or raise select.max_cer"
+        )
+    # a cluster without a readable probe gets the mean M of the others: no evidence either way
+    fallback = float(np.mean([v for vs in measured.values() for v in vs]))
+    m = np.array([np.mean(measured[c]) if measured[c] else fallback for c in range(s.clusters)])
+    return m, measured
 
 
 def _synthesize(chosen: list[Selected], config: Config, out: Path) -> list[Selected]:
@@ -214,6 +257,7 @@ def select_key(config: Config, pool: Sequence[str], checkpoint: Path) -> str:
             [
                 asdict(config.select),
                 config.data.voices,
+                config.data.synth_seed,
                 config.data.text_span_words,
                 config.data.speech_span_words,
                 embedder_fingerprint(config.select.embedder),
@@ -239,31 +283,10 @@ def run_select(config: Config) -> Path:
     if budget_hours is None:
         budget_hours = s.budget_share * stage1_speech_hours(checkpoint)
     labels, _ = balanced_kmeans(embed(pool, s.embedder), s.clusters, seed=s.seed)
-    rng = np.random.default_rng(s.seed)
-    probes = {
-        c: sorted(
-            rng.choice(
-                np.flatnonzero(labels == c),
-                min(s.probe_texts, int((labels == c).sum())),
-                replace=False,
-            )
-        )
-        for c in range(s.clusters)
-    }
-    flat = [(c, int(i)) for c, indices in probes.items() for i in indices]
-    values = probe_misalignment([pool[i] for _, i in flat], config, checkpoint, out)
-    measured = {
-        c: [v for (c2, _), v in zip(flat, values, strict=True) if c2 == c and not np.isnan(v)]
-        for c in range(s.clusters)
-    }
-    if not any(measured.values()):
-        raise SaladError(
-            "no probe clip was readable by ASR within select.max_cer; check the "
-            "voices or raise select.max_cer"
-        )
-    # a cluster without a readable probe gets the mean M of the others: no evidence either way
-    fallback = float(np.mean([v for vs in measured.values() for v in vs]))
-    m = np.array([np.mean(measured[c]) if measured[c] else fallback for c in range(s.clusters)])
+    if s.gamma == 0:  # M(c)^0 = 1: the weights are the pool shares whatever M is: measure none
+        m, measured = np.full(s.clusters, np.nan), {c: [] for c in range(s.clusters)}
+    else:
+        m, measured = cluster_misalignment(pool, labels, config, checkpoint, out)
     sizes = np.bincount(labels, minlength=s.clusters)
     weights = cluster_weights(sizes / sizes.sum(), m, s.gamma)
     plans = [_plan(text, index, config) for index, text in enumerate(pool)]
