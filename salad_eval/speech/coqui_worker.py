@@ -65,9 +65,11 @@ def _requests():
     """Requests as they come; EOF on stdin (the parent gone) ends this process at once."""
     lines: list[bytes] = []
     ready = threading.Condition()
+    source = sys.stdin.buffer
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - for good: a licence prompt (XTTS) reads EOF
 
     def read() -> None:
-        for line in sys.stdin.buffer:
+        for line in source:
             with ready:
                 lines.append(line)
                 ready.notify()
