@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export SALAD_BENCHMARKS ?= $(abspath ../shared/benchmarks)
 
-.PHONY: setup browser demo test test-fast lint bench
+.PHONY: setup browser coqui demo test test-fast lint bench
 
 setup: .venv/.installed
 
@@ -17,6 +17,15 @@ setup: .venv/.installed
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+# Coqui TTS in its own environment (README: Coqui TTS): its VITS imports torchaudio, and no
+# torchaudio wheel loads beside the CPU torch of requirements.lock. salad runs it as a worker.
+coqui: .venv-coqui/.installed
+
+.venv-coqui/.installed: requirements-coqui.lock
+	test -x .venv-coqui/bin/python || python3 -m venv .venv-coqui
+	.venv-coqui/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-coqui.lock
 	touch $@
 
 # Debian's Chromium and its chromedriver, for the browser test of report.html and `make bench`
@@ -53,7 +62,7 @@ AVX2_CAP := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU
 
 # The native tier runs as two processes (pytest-xdist), a file each at a time: on two cores most
 # tests wait on model loading, subprocesses and single-threaded Python as much as on kernels.
-test: setup browser
+test: setup browser coqui
 	.venv/bin/ruff format --check salad_eval salad_train tests bench
 	.venv/bin/ruff check salad_eval salad_train tests bench
 	$(PY) -m pytest -q -x -n 2 --dist loadfile --durations=15

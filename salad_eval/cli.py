@@ -89,9 +89,19 @@ app.add_typer(assets_app, name="assets")
 
 
 @assets_app.callback(invoke_without_command=True)
-def assets_list(ctx: typer.Context) -> None:
+def assets_list(
+    ctx: typer.Context,
+    voices: str = typer.Option(
+        None, help="Instead, the speakers and languages of these voices' models (coqui/<model>)."
+    ),
+) -> None:
     """List the embedded assets: kind, prepared?, path, licence."""
-    if ctx.invoked_subcommand is None:
+    if ctx.invoked_subcommand is None and voices:
+        from salad_eval.speech.coqui import show_models
+        from salad_eval.speech.voices import resolve_voices
+
+        show_models([v.name for v in resolve_voices(voices) if v.engine == "coqui"])
+    elif ctx.invoked_subcommand is None:
         from salad_eval.assets.table import show_assets
 
         show_assets()

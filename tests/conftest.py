@@ -44,6 +44,7 @@ LONG_FILES = (
     "test_gap_run.py",
     "test_seeds.py",
     "test_audio_exchange.py",
+    "test_coqui.py",
     "test_gap_generate.py",
     "test_api.py",
     "test_own_data.py",

@@ -74,11 +74,6 @@ def test_voice_exposure_and_the_demo_voices_are_unseen_by_the_tiny_preset() -> N
     assert {exposure(str(v), tiny) for v in resolve_voices("heldout")} == {"unseen"}
 
 
-def test_coqui_missing_says_how_to_install() -> None:
-    with pytest.raises(SaladError, match=r"pip install 'salad\[coqui\]'"):
-        tts.synthesize("hello", parse_voice("coqui/tts_models/en/ljspeech/vits"))
-
-
 def test_clip_key_covers_every_input() -> None:
     voice = parse_voice("piper/joe")
     key = store.clip_key("hello", voice, "v1")

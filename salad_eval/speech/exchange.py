@@ -189,6 +189,7 @@ def import_clips(directory: Path) -> Exchanged:
         stored = store.write_flac(fields, data)
         replaced += before is not None and before.sha256 != stored.sha256
         version = versions.get(fields.get("engine"))  # recordings, perturbed clips: no engine
-        foreign += version is not None and version != fields["engine_version"]
+        # a clip's version may go on to name its own files (a Coqui model, a Kokoro voice file)
+        foreign += version is not None and not fields["engine_version"].startswith(version)
         seconds += stored.seconds
     return Exchanged(len(checked), seconds, replaced, foreign)

@@ -34,7 +34,7 @@ from scipy.signal import resample_poly
 
 from salad_eval.assets import espeak_paths, kokoro_files, piper_voice
 from salad_eval.errors import SaladError
-from salad_eval.speech import seeded
+from salad_eval.speech import coqui, seeded
 from salad_eval.speech.voices import KOKORO_ENGLISH, PIPER_VOICES
 
 if TYPE_CHECKING:
@@ -195,7 +195,10 @@ def kokoro_style(name: str) -> np.ndarray:
 
 def voice_version(voice: Voice) -> str:
     """The engine version a clip of ``voice`` is keyed by: a voice read from its own file (a
-    Kokoro English voice) adds that file's hash, so another file never reuses a stale clip."""
+    Kokoro English voice) adds that file's hash, and a Coqui voice is its model's files' hashes,
+    so another file never reuses a stale clip."""
+    if voice.engine == "coqui":  # each model its own files
+        return engine("coqui").model_version(voice.name)
     version = engine(voice.engine).version
     if voice.engine == "kokoro" and voice.name in KOKORO_ENGLISH:
         version += ";voice=" + _file_hash(kokoro_voice_file(voice.name)[0])
@@ -315,44 +318,46 @@ class Espeak:
 
 
 class Coqui:
-    """Coqui TTS (optional extra): ``coqui/<model name or local model directory>``.
+    """Coqui TTS: ``coqui/<zoo model name or local model folder>[:speaker=,language=,speed=]``.
 
-    Verified here only as far as the missing-package path: coqui-tts 0.28 needs torchaudio and
-    torchcodec, which do not load beside the CPU torch 2.13 of this project's lock file. Its
-    samplers draw from torch's global generator, seeded per clip.
+    It runs in its own environment, through one worker process per engine (``coqui.py`` says
+    why). VITS draws its durations and latent from torch's global generator: the worker seeds it
+    with the clip's seed before each clip and runs torch on one thread, so a clip is a function of
+    its text, voice and seed. ``version`` hashes every file of the model's folder.
     """
 
     name = "coqui"
-    _HINT = (
-        "Coqui TTS is not installed; pip install 'salad[coqui]' in a separate env "
-        "(it needs torchaudio + torchcodec, which do not load beside CPU torch 2.13)"
-    )
 
-    @functools.cached_property
+    def __init__(self) -> None:
+        self._worker = coqui.Worker()
+
+    @functools.cache  # noqa: B019 - one engine per process, so the cache lives as long as it
+    def model_version(self, model: str) -> str:
+        """The version of ``model``'s clips: coqui-tts, this REVISION and its files' hashes."""
+        folder = coqui.model_folder(model)
+        if folder is None:  # a zoo model not yet downloaded: the worker fetches it
+            folder = Path(self._worker.request(op="load", model=model)[0]["dir"])
+        files = sorted(f for f in folder.iterdir() if f.is_file())
+        return f"coqui-tts=={coqui.package_version()};r{REVISION};" + ",".join(
+            _file_hash(str(f)) for f in files
+        )
+
+    @property
     def version(self) -> str:
-        try:
-            return f"coqui-tts=={importlib.metadata.version('coqui-tts')}"
-        except importlib.metadata.PackageNotFoundError:
-            raise SaladError(self._HINT) from None
-
-    @functools.cache  # noqa: B019 - one engine per process
-    def _model(self, name: str):
-        try:
-            from TTS.api import TTS  # noqa: PLC0415 - deferred: optional TTS, loaded on this path only
-        except ImportError:
-            raise SaladError(self._HINT) from None
-        if Path(name).is_dir():
-            return TTS(model_path=name, config_path=str(Path(name) / "config.json"))
-        return TTS(model_name=name)
+        return f"coqui-tts=={coqui.package_version()};r{REVISION}"
 
     def synthesize(self, text: str, voice: Voice, seed: int) -> np.ndarray:
-        import torch  # noqa: PLC0415 - deferred: heavy torch, loaded on this path only
-
-        self.version  # noqa: B018 - fails fast with the install hint
-        model = self._model(voice.name)
-        torch.manual_seed(seed)  # its samplers draw from torch's global generator
-        audio = model.tts(text, speed=dict(voice.params).get("speed", 1.0))
-        return to_16k(np.asarray(audio), model.synthesizer.output_sample_rate)
+        params = dict(voice.params)
+        header, audio = self._worker.request(
+            op="tts",
+            model=voice.name,
+            text=text,
+            seed=seed,
+            speaker=params.get("speaker"),
+            language=params.get("language"),
+            speed=params.get("speed", 1.0),
+        )
+        return to_16k(audio, header["rate"])
 
 
 _ENGINES = {"kokoro": Kokoro, "piper": Piper, "espeak": Espeak, "coqui": Coqui}

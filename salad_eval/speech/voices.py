@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 from salad_eval.errors import SaladError
+from salad_eval.speech import coqui
 
 KOKORO_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 # Kokoro-82M v1.0's English voices (the SALAD paper's TTS; ``af_heart`` is its best). No wheel
@@ -57,8 +58,8 @@ ESPEAK_LANGUAGES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en
 RECORDED = "recorded"  # the data's own recordings: a voice with no engine, name or parameters
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3", "f4", "klatt", "klatt2")
 
-# engine -> (speaker names, prosody parameters with their allowed ranges)
-ENGINES: dict[str, tuple[tuple[str, ...], dict[str, tuple[float, float]]]] = {
+# engine -> (speaker names, prosody parameters with their allowed ranges; None: a name, a string)
+ENGINES: dict[str, tuple[tuple[str, ...], dict[str, tuple[float, float] | None]]] = {
     "kokoro": (KOKORO_VOICES + KOKORO_ENGLISH, {"speed": (0.5, 2.0)}),
     "piper": (
         PIPER_VOICES,
@@ -68,7 +69,8 @@ ENGINES: dict[str, tuple[tuple[str, ...], dict[str, tuple[float, float]]]] = {
         ESPEAK_LANGUAGES + tuple(f"{lg}+{v}" for lg in ESPEAK_LANGUAGES for v in ESPEAK_VARIANTS),
         {"rate": (80.0, 450.0), "pitch": (0.0, 99.0)},
     ),
-    "coqui": ((), {"speed": (0.5, 2.0)}),  # any Coqui model name or local model directory
+    # any Coqui zoo model or local model folder; its speakers and languages are its own (coqui.py)
+    "coqui": ((), {"speaker": None, "language": None, "speed": (0.5, 2.0)}),
 }
 
 SNR_LADDER = (20, 10, 5, 0)
@@ -207,19 +209,23 @@ class Voice:
 
     engine: str
     name: str
-    params: tuple[tuple[str, float], ...] = ()
+    params: tuple[tuple[str, float | str], ...] = ()
     acoustics: tuple[Perturbation, ...] = ()  # applied to the clean clip, in this order
 
     def __str__(self) -> str:
         voice = RECORDED if self.engine == RECORDED else f"{self.engine}/{self.name}"
         if self.params:
-            voice += ":" + ",".join(f"{k}={v:g}" for k, v in self.params)
+            voice += ":" + ",".join(f"{k}={_value(v)}" for k, v in self.params)
         return voice + "".join(f"+{p}" for p in self.acoustics)
 
     @property
     def clean(self) -> Voice:
         """The voice that speaks (what a TTS engine, or a recording, makes): no acoustics."""
         return Voice(self.engine, self.name, self.params)
+
+
+def _value(value: float | str) -> str:
+    return value if isinstance(value, str) else f"{value:g}"
 
 
 def _closest(word: str, options: list[str]) -> str:
@@ -274,8 +280,14 @@ def _parse_speaker(speaker: str, spec: str, acoustics: tuple[Perturbation, ...])
         if key not in allowed or not eq:
             raise SaladError(
                 f"bad parameter {pair!r} in voice {spec!r}; {engine} takes "
-                + ", ".join(f"{k}=<{lo:g}..{hi:g}>" for k, (lo, hi) in allowed.items())
+                + ", ".join(
+                    f"{k}=<name>" if span is None else f"{k}=<{span[0]:g}..{span[1]:g}>"
+                    for k, span in allowed.items()
+                )
             )
+        if allowed[key] is None:
+            params[key] = value.strip()
+            continue
         try:
             number = float(value)
         except ValueError:
@@ -284,6 +296,8 @@ def _parse_speaker(speaker: str, spec: str, acoustics: tuple[Perturbation, ...])
         if not lo <= number <= hi:
             raise SaladError(f"parameter {key}={value} in voice {spec!r} is outside {lo:g}..{hi:g}")
         params[key] = number
+    if engine == "coqui":  # its model's own speakers and languages, read before any model loads
+        coqui.check_voice(name, params.get("speaker"), params.get("language"), spec)
     return Voice(engine, name, tuple(sorted(params.items())), acoustics)
 
 
