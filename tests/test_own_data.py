@@ -57,10 +57,8 @@ def ckpt(tmp_path) -> str:
 def _eval(argv: list[str], capsys) -> str:
     from salad_eval.cli import main
 
-    started = time.monotonic()
-    line = _refused(main, ["salad-eval", *argv], capsys)
-    assert time.monotonic() - started < 30, argv
-    return line
+    # "before any work" is the autouse model-load hook's to assert, not a clock's
+    return _refused(main, ["salad-eval", *argv], capsys)
 
 
 def _bad(rows_or_lines, tmp_path, raw: bool = False) -> str:
@@ -194,11 +192,9 @@ def test_read_only_home_and_out_dirs_are_refused_first(tmp_path, monkeypatch, ca
             assert f"SALAD_HOME {salad_home} " in line and "writable folder" in line
         monkeypatch.setenv("SALAD_HOME", str(shared))
         for key in ("train", "select", "stage2", "run", "sweep"):
-            started = time.monotonic()
             argv = ["salad-train", "stage1", "--config", "tiny", f"{key}.out_dir={ro / 'out'}"]
             line = _refused(train_main, argv, capsys)
             assert f"{key}.out_dir" in line and "cannot be written" in line
-            assert time.monotonic() - started < 30
 
 
 def test_outputs_follow_the_umask(tmp_path):
